@@ -1,0 +1,1 @@
+"""pagedawq: a vLLM-style inference engine with AWQ int4 kernels."""

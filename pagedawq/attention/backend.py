@@ -1,0 +1,42 @@
+"""Attention backends: how a layer writes new K/V into the paged cache and attends over it.
+
+Every backend computes the same function (see ``metadata.py``); the torch one is the CPU path
+and the reference, the Triton one is the GPU fast path. Backends are looked up by name so the
+model code never imports a kernel.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Callable
+
+import torch
+
+from pagedawq.attention.metadata import AttentionMetadata
+
+
+class AttentionBackend(ABC):
+    @abstractmethod
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_cache: torch.Tensor,
+                metadata: AttentionMetadata, scale: float) -> torch.Tensor:
+        """Write ``k, v [T, Hkv, D]`` into ``kv_cache`` at ``metadata.slot_mapping``, then return
+        causal attention of ``q [T, Hq, D]`` over each sequence's cached context, ``[T, Hq, D]``."""
+
+
+_BACKENDS: dict[str, Callable[[], AttentionBackend]] = {}
+
+
+def register_backend(name: str) -> Callable:
+    def wrap(factory: Callable[[], AttentionBackend]) -> Callable[[], AttentionBackend]:
+        _BACKENDS[name] = factory
+        return factory
+    return wrap
+
+
+def get_backend(name: str) -> AttentionBackend:
+    # Importing the modules registers the backends they define.
+    from pagedawq.attention import torch_backend  # noqa: F401
+    if name == "triton":
+        from pagedawq.attention import triton_backend  # noqa: F401
+    if name not in _BACKENDS:
+        raise ValueError(f"unknown attention backend {name!r}; choose from {sorted(_BACKENDS)}")
+    return _BACKENDS[name]()

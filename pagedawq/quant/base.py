@@ -1,0 +1,63 @@
+"""The seam between model code and weight formats.
+
+Models build their linear layers with a :class:`LinearMethod` obtained from a :class:`QuantConfig`;
+they never mention quantization. A method creates the layer's parameters (tagging each with how
+it is laid out, so one loader shards dense and packed weights alike), may repack them after
+loading, and computes ``y = x @ W^T (+ b)``.
+
+Parameter attributes (set with :func:`set_weight_attrs`):
+  ``input_dim`` / ``output_dim``: which tensor dim runs along the layer's input / output features;
+  ``packed_dim`` / ``packed_factor``: the dim along which several codes share one element, and
+  how many; ``weight_loader``: the callable that copies a checkpoint tensor (or one shard of a
+  fused layer) into the parameter.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, Callable, ClassVar
+
+import torch
+from torch import nn
+
+
+def set_weight_attrs(param: torch.Tensor, attrs: dict[str, Any]) -> None:
+    for key, value in attrs.items():
+        if hasattr(param, key):
+            raise AttributeError(f"parameter already has attribute {key!r}")
+        setattr(param, key, value)
+
+
+class LinearMethod(ABC):
+    """How one linear layer stores its weight and multiplies by it."""
+
+    @abstractmethod
+    def create_weights(self, layer: nn.Module, input_size_per_partition: int,
+                       output_partition_sizes: list[int], input_size: int, output_size: int,
+                       params_dtype: torch.dtype, weight_loader: Callable) -> None:
+        """Register the parameters on ``layer``. ``output_partition_sizes`` lists this rank's
+        output features of each fused sub-layer (e.g. q, k, v)."""
+
+    def process_weights_after_loading(self, layer: nn.Module) -> None:
+        """Repack or convert loaded parameters for the compute kernel (default: nothing)."""
+
+    @abstractmethod
+    def apply(self, layer: nn.Module, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        """Return ``x @ W^T + bias`` for ``x`` of shape [..., in_features]."""
+
+
+class QuantConfig(ABC):
+    """A weight format read from a checkpoint's ``quantization_config``."""
+
+    name: ClassVar[str]
+
+    @classmethod
+    @abstractmethod
+    def from_config(cls, config: dict[str, Any]) -> "QuantConfig":
+        """Build and validate from the HF ``quantization_config`` dict."""
+
+    @abstractmethod
+    def get_linear_method(self, prefix: str) -> LinearMethod:
+        """The method for the linear layer named ``prefix`` (e.g. ``model.layers.0.mlp.down_proj``)."""
+
+    def supported_dtypes(self) -> list[torch.dtype]:
+        return [torch.float16, torch.bfloat16, torch.float32]
