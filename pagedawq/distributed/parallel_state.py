@@ -1,0 +1,64 @@
+"""Tensor-parallel rank, size and process group of this process.
+
+A process that never calls :func:`init_tensor_parallel` is rank 0 of a group of 1, so single-device
+code paths need no special cases.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class _TPState:
+    rank: int = 0
+    size: int = 1
+    group: object | None = None
+
+
+_state = _TPState()
+
+
+def init_tensor_parallel(rank: int, world_size: int, init_method: str, backend: str) -> None:
+    """Join the tensor-parallel group (NCCL on GPU, gloo on CPU); every rank calls this."""
+    if world_size > 1:
+        if not dist.is_initialized():
+            dist.init_process_group(backend=backend, init_method=init_method, rank=rank, world_size=world_size)
+        _state.group = dist.group.WORLD
+    _state.rank, _state.size = rank, world_size
+    logger.debug("tensor-parallel rank %d/%d (%s)", rank, world_size, backend)
+
+
+def destroy_tensor_parallel() -> None:
+    if _state.size > 1 and dist.is_initialized():
+        dist.destroy_process_group()
+    _state.rank, _state.size, _state.group = 0, 1, None
+
+
+def get_tp_rank() -> int:
+    return _state.rank
+
+
+def get_tp_size() -> int:
+    return _state.size
+
+
+def all_reduce(x: torch.Tensor) -> torch.Tensor:
+    """Sum ``x`` over the tensor-parallel ranks (in place); a no-op on one rank."""
+    if _state.size > 1:
+        dist.all_reduce(x, group=_state.group)
+    return x
+
+
+def all_gather(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """Concatenate every rank's ``x`` along ``dim``; a no-op on one rank."""
+    if _state.size == 1:
+        return x
+    parts = [torch.empty_like(x) for _ in range(_state.size)]
+    dist.all_gather(parts, x.contiguous(), group=_state.group)
+    return torch.cat(parts, dim=dim)

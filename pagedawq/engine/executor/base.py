@@ -1,0 +1,50 @@
+"""Executors run the same Worker methods on every tensor-parallel rank.
+
+``collective_rpc(method, *args)`` calls ``Worker.<method>`` on all ranks and returns their
+results in rank order; the engine never talks to a worker directly.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+from pagedawq.config import ConfigError, EngineConfig
+from pagedawq.engine.model_runner import ModelRunnerOutput
+from pagedawq.engine.scheduler import SchedulerOutput
+
+
+class Executor(ABC):
+    def __init__(self, config: EngineConfig) -> None:
+        self.config = config
+
+    @abstractmethod
+    def collective_rpc(self, method: str, *args: Any, **kwargs: Any) -> list[Any]:
+        """Run ``Worker.method(*args, **kwargs)`` on every rank; results in rank order."""
+
+    def determine_num_blocks(self) -> int:
+        # Every rank must hold the same number of blocks: take the smallest.
+        return min(self.collective_rpc("determine_num_blocks"))
+
+    def initialize_cache(self, num_blocks: int) -> None:
+        self.collective_rpc("initialize_cache", num_blocks)
+
+    def execute_model(self, sched: SchedulerOutput) -> ModelRunnerOutput:
+        return self.collective_rpc("execute_model", sched)[0]
+
+    @abstractmethod
+    def shutdown(self) -> None:
+        """Stop the workers and release their devices (idempotent)."""
+
+
+def create_executor(config: EngineConfig) -> Executor:
+    backend = config.parallel.distributed_executor_backend
+    if backend is None:
+        backend = "ray" if config.parallel.tensor_parallel_size > 1 else "uni"
+    if backend == "uni":
+        if config.parallel.tensor_parallel_size > 1:
+            raise ConfigError("the in-process executor runs one device; tensor_parallel_size > 1 needs "
+                              "distributed_executor_backend='ray'")
+        from pagedawq.engine.executor.uniproc import UniProcExecutor
+        return UniProcExecutor(config)
+    from pagedawq.engine.executor.ray import RayExecutor
+    return RayExecutor(config)

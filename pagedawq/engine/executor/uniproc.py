@@ -1,0 +1,24 @@
+"""One worker in the engine's own process (tensor_parallel_size = 1)."""
+from __future__ import annotations
+
+from typing import Any
+
+from pagedawq.config import EngineConfig
+from pagedawq.engine.executor.base import Executor
+from pagedawq.engine.worker import Worker
+
+
+class UniProcExecutor(Executor):
+    def __init__(self, config: EngineConfig) -> None:
+        super().__init__(config)
+        self.worker: Worker | None = Worker(config, rank=0)
+        self.worker.init_device()
+        self.worker.load_model()
+
+    def collective_rpc(self, method: str, *args: Any, **kwargs: Any) -> list[Any]:
+        return [getattr(self.worker, method)(*args, **kwargs)]
+
+    def shutdown(self) -> None:
+        if self.worker is not None:
+            self.worker.shutdown()
+            self.worker = None

@@ -1,0 +1,151 @@
+"""Turns a SchedulerOutput into flat tensors, runs one forward, samples (rank 0).
+
+Model-agnostic: it knows the batch layout (see ``attention/metadata.py``) and the model's two
+entry points, ``model(input_ids, positions) -> hidden`` and ``model.compute_logits(hidden)``.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from pagedawq.attention.backend import get_backend
+from pagedawq.attention.metadata import AttentionMetadata, forward_context
+from pagedawq.config import EngineConfig
+from pagedawq.engine.sampler import RequestSamplingState, Sampler, TokenLogprobs
+from pagedawq.engine.scheduler import SchedulerOutput
+from pagedawq.models.layers.attention import Attention
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ModelRunnerOutput:
+    request_ids: list[str]
+    token_ids: list[int]
+    logprobs: list[TokenLogprobs | None]
+
+
+@dataclass
+class BatchInputs:
+    input_ids: torch.Tensor
+    positions: torch.Tensor
+    metadata: AttentionMetadata
+    logits_indices: torch.Tensor
+    sample_request_ids: list[str]
+
+
+class ModelRunner:
+    def __init__(self, config: EngineConfig, model: nn.Module, device: torch.device, is_driver: bool) -> None:
+        self.config = config
+        self.model = model
+        self.device = device
+        self.is_driver = is_driver
+        self.block_size = config.cache.block_size
+        self.sampler = Sampler()
+        self.states: dict[str, RequestSamplingState] = {}
+        self.attn_layers = [m for m in model.modules() if isinstance(m, Attention)]
+        self.kv_caches: list[torch.Tensor] = []
+
+    # ---- KV cache ---------------------------------------------------------------------------
+    def kv_cache_shape(self, num_blocks: int) -> tuple[int, ...]:
+        layer = self.attn_layers[0]
+        return (2, num_blocks, self.block_size, layer.num_kv_heads, layer.head_dim)
+
+    def bytes_per_block(self) -> int:
+        elem = torch.tensor([], dtype=self.config.model.dtype).element_size()
+        per_layer = 2 * self.block_size * self.attn_layers[0].num_kv_heads * self.attn_layers[0].head_dim * elem
+        return per_layer * len(self.attn_layers)
+
+    def bind_kv_cache(self, num_blocks: int) -> None:
+        backend = get_backend(self.config.resolved_attention_backend)
+        shape = self.kv_cache_shape(num_blocks)
+        self.kv_caches = [torch.empty(shape, dtype=self.config.model.dtype, device=self.device)
+                          for _ in self.attn_layers]
+        for layer, cache in zip(self.attn_layers, self.kv_caches):
+            layer.kv_cache, layer.backend = cache, backend
+
+    # ---- inputs -----------------------------------------------------------------------------
+    def prepare_inputs(self, sched: SchedulerOutput) -> BatchInputs:
+        bs = self.block_size
+        input_ids, positions, slots, query_lens, seq_lens, logits_idx, sample_ids = [], [], [], [], [], [], []
+        max_blocks = max(len(s.block_ids) for s in sched.seqs)
+        block_table = torch.zeros(len(sched.seqs), max_blocks, dtype=torch.int32)
+        for i, seq in enumerate(sched.seqs):
+            n = len(seq.token_ids)
+            input_ids.extend(seq.token_ids)
+            pos = range(seq.start_pos, seq.start_pos + n)
+            positions.extend(pos)
+            slots.extend(seq.block_ids[p // bs] * bs + p % bs for p in pos)
+            query_lens.append(n)
+            seq_lens.append(seq.start_pos + n)
+            block_table[i, :len(seq.block_ids)] = torch.tensor(seq.block_ids, dtype=torch.int32)
+            if seq.sample:
+                logits_idx.append(len(input_ids) - 1)
+                sample_ids.append(seq.request_id)
+        dev = self.device
+        qsl = torch.zeros(len(query_lens) + 1, dtype=torch.int32)
+        qsl[1:] = torch.tensor(query_lens, dtype=torch.int32).cumsum(0)
+        metadata = AttentionMetadata(
+            slot_mapping=torch.tensor(slots, dtype=torch.int64).to(dev, non_blocking=True),
+            query_start_loc=qsl.to(dev, non_blocking=True),
+            seq_lens=torch.tensor(seq_lens, dtype=torch.int32).to(dev, non_blocking=True),
+            block_tables=block_table.to(dev, non_blocking=True),
+            max_query_len=max(query_lens), max_seq_len=max(seq_lens),
+            query_lens_cpu=query_lens, seq_lens_cpu=seq_lens)
+        return BatchInputs(
+            input_ids=torch.tensor(input_ids, dtype=torch.long).to(dev, non_blocking=True),
+            positions=torch.tensor(positions, dtype=torch.long).to(dev, non_blocking=True),
+            metadata=metadata,
+            logits_indices=torch.tensor(logits_idx, dtype=torch.long).to(dev, non_blocking=True),
+            sample_request_ids=sample_ids)
+
+    def _update_states(self, sched: SchedulerOutput) -> None:
+        for rid in sched.finished_request_ids:
+            self.states.pop(rid, None)
+        if self.is_driver:
+            for new in sched.new_requests:
+                self.states[new.request_id] = RequestSamplingState.create(
+                    new.sampling_params, new.prompt_token_ids, self.device)
+
+    # ---- forward ----------------------------------------------------------------------------
+    @torch.inference_mode()
+    def execute(self, sched: SchedulerOutput) -> ModelRunnerOutput | None:
+        self._update_states(sched)
+        if sched.is_empty:
+            return ModelRunnerOutput([], [], []) if self.is_driver else None
+        batch = self.prepare_inputs(sched)
+        with forward_context(batch.metadata):
+            hidden = self.model(batch.input_ids, batch.positions)
+        if not batch.sample_request_ids:
+            return ModelRunnerOutput([], [], []) if self.is_driver else None
+        logits = self.model.compute_logits(hidden[batch.logits_indices])
+        if not self.is_driver:
+            return None
+        out = self.sampler(logits, [self.states[rid] for rid in batch.sample_request_ids])
+        return ModelRunnerOutput(batch.sample_request_ids, out.token_ids, out.logprobs)
+
+    @torch.inference_mode()
+    def profile_run(self) -> None:
+        """A forward of the largest batch the scheduler can form, without a KV cache, so the
+        worker can measure peak activation memory."""
+        cfg = self.config.scheduler
+        total = cfg.max_num_batched_tokens
+        lens = [cfg.max_model_len] * (total // cfg.max_model_len)
+        if total % cfg.max_model_len:
+            lens.append(total % cfg.max_model_len)
+        positions = torch.cat([torch.arange(n) for n in lens]).to(self.device)
+        qsl = torch.zeros(len(lens) + 1, dtype=torch.int32)
+        qsl[1:] = torch.tensor(lens).cumsum(0)
+        metadata = AttentionMetadata(
+            slot_mapping=torch.full((total,), -1, dtype=torch.int64, device=self.device),
+            query_start_loc=qsl.to(self.device), seq_lens=torch.tensor(lens, dtype=torch.int32, device=self.device),
+            block_tables=torch.zeros(len(lens), 1, dtype=torch.int32, device=self.device),
+            max_query_len=max(lens), max_seq_len=max(lens), query_lens_cpu=lens, seq_lens_cpu=lens)
+        input_ids = torch.zeros(total, dtype=torch.long, device=self.device)
+        with forward_context(metadata):
+            hidden = self.model(input_ids, positions)
+        n = min(cfg.max_num_seqs, total)
+        self.model.compute_logits(hidden[:n]).float().softmax(-1)

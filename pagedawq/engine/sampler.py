@@ -1,0 +1,143 @@
+"""Batched token sampling: penalties, temperature, top-k / top-p / min-p, seeded generators, logprobs.
+
+Sampling uses the exponential race (argmax of ``p / E`` with ``E ~ Exp(1)``, equivalent to drawing
+from ``p``): a request with a seed draws its ``E`` from its own generator, so its samples do not
+depend on which other requests share the batch. Logprobs are those of the raw model distribution
+(before penalties and temperature), as in vLLM.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from pagedawq.sampling_params import SamplingParams
+
+
+@dataclass
+class RequestSamplingState:
+    """What the sampler remembers about one request between steps."""
+    params: SamplingParams
+    prompt_token_ids: list[int]
+    output_token_ids: list[int] = field(default_factory=list)
+    generator: torch.Generator | None = None
+
+    @classmethod
+    def create(cls, params: SamplingParams, prompt_token_ids: list[int], device: torch.device) -> "RequestSamplingState":
+        gen = None
+        if params.seed is not None:
+            gen = torch.Generator(device=device)
+            gen.manual_seed(params.seed)
+        return cls(params, list(prompt_token_ids), [], gen)
+
+
+@dataclass
+class TokenLogprobs:
+    """Logprob of the sampled token and its rank, plus the top-N alternatives."""
+    sampled_logprob: float
+    sampled_rank: int
+    top_token_ids: list[int]
+    top_logprobs: list[float]
+
+
+@dataclass
+class SamplerOutput:
+    token_ids: list[int]
+    logprobs: list[TokenLogprobs | None]
+
+
+def _apply_penalties(logits: torch.Tensor, states: list[RequestSamplingState]) -> torch.Tensor:
+    rows = [i for i, s in enumerate(states)
+            if s.params.repetition_penalty != 1.0 or s.params.presence_penalty or s.params.frequency_penalty]
+    if not rows:
+        return logits
+    vocab, device = logits.shape[1], logits.device
+    for i in rows:
+        p = states[i].params
+        out_ids = torch.tensor(states[i].output_token_ids, dtype=torch.long, device=device)
+        counts = torch.zeros(vocab, device=device).index_add_(0, out_ids, torch.ones_like(out_ids, dtype=torch.float))
+        row = logits[i]
+        if p.repetition_penalty != 1.0:
+            seen = counts > 0
+            prompt_ids = torch.tensor(states[i].prompt_token_ids, dtype=torch.long, device=device)
+            seen[prompt_ids[prompt_ids < vocab]] = True
+            penalized = torch.where(row > 0, row / p.repetition_penalty, row * p.repetition_penalty)
+            row = torch.where(seen, penalized, row)
+        row = row - p.frequency_penalty * counts - p.presence_penalty * (counts > 0).float()
+        logits[i] = row
+    return logits
+
+
+def _mask_stop_tokens_before_min(logits: torch.Tensor, states: list[RequestSamplingState]) -> None:
+    for i, s in enumerate(states):
+        p = s.params
+        if len(s.output_token_ids) < p.min_tokens:
+            banned = set(p.all_stop_token_ids)
+            if p.eos_token_id is not None and not p.ignore_eos:
+                banned.add(p.eos_token_id)
+            banned = [t for t in banned if t < logits.shape[1]]
+            if banned:
+                logits[i, banned] = float("-inf")
+
+
+def _filter(logits: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor, min_p: torch.Tensor) -> torch.Tensor:
+    """Set logits outside each row's top-k / top-p nucleus / min-p floor to -inf."""
+    sorted_logits, order = logits.sort(dim=-1, descending=True)
+    ranks = torch.arange(logits.shape[1], device=logits.device).expand_as(sorted_logits)
+    drop = ranks >= top_k.unsqueeze(1)
+    probs = sorted_logits.masked_fill(drop, float("-inf")).softmax(dim=-1)
+    before = probs.cumsum(dim=-1) - probs           # mass of strictly more likely tokens
+    drop |= before > top_p.unsqueeze(1)
+    drop |= probs < (min_p * probs[:, :1]).expand_as(probs)
+    drop[:, 0] = False                               # always keep the most likely token
+    sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
+    return torch.empty_like(logits).scatter_(1, order, sorted_logits)
+
+
+class Sampler:
+    def __call__(self, logits: torch.Tensor, states: list[RequestSamplingState]) -> SamplerOutput:
+        logits = logits.float()
+        want_logprobs = [s.params.logprobs is not None for s in states]
+        raw_logprobs = logits.log_softmax(dim=-1) if any(want_logprobs) else None
+        logits = _apply_penalties(logits.clone(), states)
+        _mask_stop_tokens_before_min(logits, states)
+
+        tokens = logits.argmax(dim=-1)
+        random_rows = [i for i, s in enumerate(states) if not s.params.greedy]
+        if random_rows:
+            idx = torch.tensor(random_rows, device=logits.device)
+            params = [states[i].params for i in random_rows]
+            dev = logits.device
+            temp = torch.tensor([p.temperature for p in params], device=dev)
+            scaled = logits[idx] / temp.unsqueeze(1)
+            vocab = logits.shape[1]
+            top_k = torch.tensor([p.top_k if p.top_k > 0 else vocab for p in params], device=dev)
+            top_p = torch.tensor([p.top_p for p in params], device=dev)
+            min_p = torch.tensor([p.min_p for p in params], device=dev)
+            if any(p.top_k > 0 or p.top_p < 1 or p.min_p > 0 for p in params):
+                scaled = _filter(scaled, top_k, top_p, min_p)
+            probs = scaled.softmax(dim=-1)
+            noise = torch.empty_like(probs).exponential_()
+            for j, i in enumerate(random_rows):
+                gen = states[i].generator
+                if gen is not None:
+                    noise[j].exponential_(generator=gen)
+            tokens[idx] = (probs / noise).argmax(dim=-1)
+
+        token_list = tokens.tolist()
+        logprobs: list[TokenLogprobs | None] = [None] * len(states)
+        if raw_logprobs is not None:
+            rows = [i for i, w in enumerate(want_logprobs) if w]
+            idx = torch.tensor(rows, device=logits.device)
+            sel = raw_logprobs[idx]
+            sampled = sel.gather(1, tokens[idx].unsqueeze(1))
+            ranks = ((sel > sampled).sum(dim=1) + 1).tolist()
+            k = max(states[i].params.logprobs for i in rows)
+            top_vals, top_ids = sel.topk(k, dim=-1) if k > 0 else (sel[:, :0], sel[:, :0].long())
+            sampled, top_vals, top_ids = sampled.squeeze(1).tolist(), top_vals.tolist(), top_ids.tolist()
+            for j, i in enumerate(rows):
+                n = states[i].params.logprobs
+                logprobs[i] = TokenLogprobs(sampled[j], ranks[j], top_ids[j][:n], top_vals[j][:n])
+        for state, token in zip(states, token_list):
+            state.output_token_ids.append(token)
+        return SamplerOutput(token_list, logprobs)

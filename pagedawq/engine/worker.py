@@ -1,0 +1,84 @@
+"""One worker per device: owns the model shard, the KV cache tensors and the model runner.
+
+The executor drives workers only through these methods (by name, via ``collective_rpc``), so the
+same class runs in-process, in a Ray actor or in a subprocess.
+"""
+from __future__ import annotations
+
+import logging
+import os
+
+import torch
+
+from pagedawq.config import EngineConfig
+from pagedawq.distributed.parallel_state import destroy_tensor_parallel, init_tensor_parallel
+from pagedawq.engine.model_runner import ModelRunner, ModelRunnerOutput
+from pagedawq.engine.scheduler import SchedulerOutput
+from pagedawq.models.loader import load_model
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CPU_KV_CACHE_BYTES = 2 * 1024**3
+
+
+class Worker:
+    def __init__(self, config: EngineConfig, rank: int = 0, local_rank: int = 0,
+                 distributed_init_method: str | None = None) -> None:
+        self.config = config
+        self.rank = rank
+        self.local_rank = local_rank
+        self.distributed_init_method = distributed_init_method
+        self.runner: ModelRunner | None = None
+
+    def init_device(self) -> None:
+        world = self.config.parallel.tensor_parallel_size
+        if self.config.device == "cuda":
+            self.device = torch.device("cuda", self.local_rank)
+            torch.cuda.set_device(self.device)
+            backend = "nccl"
+        else:
+            self.device = torch.device("cpu")
+            backend = "gloo"
+        init_tensor_parallel(self.rank, world, self.distributed_init_method or "env://", backend)
+        torch.manual_seed(self.config.model.seed)
+
+    def load_model(self) -> None:
+        model = load_model(self.config.model, str(self.device))
+        self.runner = ModelRunner(self.config, model, self.device, is_driver=self.rank == 0)
+
+    def determine_num_blocks(self) -> int:
+        """How many KV blocks fit: the explicit byte budget, or on GPU what is left of
+        ``gpu_memory_utilization`` of the card after weights and a peak-sized forward."""
+        per_block = self.runner.bytes_per_block()
+        budget = self.config.cache.kv_cache_memory_bytes
+        if budget is None and self.device.type == "cuda":
+            torch.cuda.empty_cache()
+            free, total = torch.cuda.mem_get_info(self.device)
+            used_before = total - free
+            allocated_before = torch.cuda.memory_allocated(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.runner.profile_run()
+            torch.cuda.synchronize(self.device)
+            activation_peak = torch.cuda.max_memory_allocated(self.device) - allocated_before
+            torch.cuda.empty_cache()
+            budget = int(total * self.config.cache.gpu_memory_utilization - used_before - activation_peak)
+            logger.info("GPU memory: %.1f GiB total, %.1f GiB used by weights and others, %.1f GiB peak "
+                        "activations -> %.1f GiB for the KV cache", total / 2**30, used_before / 2**30,
+                        activation_peak / 2**30, max(budget, 0) / 2**30)
+        elif budget is None:
+            budget = DEFAULT_CPU_KV_CACHE_BYTES
+        return max(0, budget // per_block)
+
+    def initialize_cache(self, num_blocks: int) -> None:
+        self.config.cache.num_blocks = num_blocks
+        self.runner.bind_kv_cache(num_blocks)
+
+    def execute_model(self, sched: SchedulerOutput) -> ModelRunnerOutput | None:
+        return self.runner.execute(sched)
+
+    def ping(self) -> int:
+        return os.getpid()
+
+    def shutdown(self) -> None:
+        self.runner = None
+        destroy_tensor_parallel()

@@ -1,0 +1,371 @@
+"""Triton paged attention: one kernel for prefill / chunked prefill / mixed batches, and a
+split-KV (flash-decoding) kernel plus a reduce kernel for decode-only batches.
+
+Both compute ``pagedawq.attention.torch_backend.paged_attention_reference``: the new tokens of
+each sequence attend causally to the sequence's whole context, read from the paged cache
+``kv_cache [2, num_blocks, block_size, num_kv_heads, head_dim]`` through its block table.
+
+Design notes (why it looks like this):
+
+* **GQA packing.** A program owns one KV head and stacks the ``group = Hq / Hkv`` query heads that
+  share it (padded to a power of two) into the rows of its query tile, so each K/V tile is loaded
+  once per group instead of once per query head.
+* **Prefill grid without host syncs.** Sequence ``i`` owns the tile indices starting at
+  ``query_start_loc[i] // BLOCK_Q + i``; the grid ``num_tokens // BLOCK_Q + num_seqs`` bounds the
+  total, and each program finds its sequence by binary search over ``query_start_loc`` on the
+  device. Programs past a sequence's last tile exit at once.
+* **Causal tiles.** KV tiles that every query of the tile may see run without masks (this is the
+  whole cached prefix of a prefix-cache hit or a chunked prefill); only the tiles that cross the
+  diagonal pay for the causal mask and bounds checks.
+* **Decode splits.** A decode program reads a ``1/num_splits`` slice of one sequence's context
+  for one KV head; a reduce kernel merges the slices' partial results by their log-sum-exp.
+  The slice length is computed *in the kernel* from the sequence's length, so the grid
+  ``(num_seqs, Hkv, num_splits)`` depends only on host integers: pass a fixed ``num_kv_splits``
+  (e.g. ``choose_num_kv_splits(batch, Hkv, max_model_len)``) and the launch is CUDA-graph safe
+  for any context length. With one split the decode kernel writes the output directly.
+
+All softmax arithmetic is float32 (online softmax in base 2); dots take fp16/bf16 operands with
+float32 accumulation, or exact float32 (``input_precision="ieee"``) for float32 inputs.
+"""
+from __future__ import annotations
+
+import functools
+
+import torch
+import triton
+import triton.language as tl
+
+from pagedawq.attention.metadata import AttentionMetadata
+
+_LOG2E = 1.4426950408889634
+# A decode split should read at least this many tokens, or the reduce costs more than it saves.
+MIN_TOKENS_PER_SPLIT = 128
+MAX_KV_SPLITS = 32
+
+
+@triton.jit
+def _dot(a, b, IEEE: tl.constexpr):
+    if IEEE:
+        return tl.dot(a, b, input_precision="ieee")
+    else:
+        return tl.dot(a, b)
+
+
+@triton.jit
+def _attend_tile(acc, m_i, l_i, q, cache_ptr, block_table_ptr, kv_start, kv_end, q_pos, kv_head,
+                 qk_scale, stride_c_kv, stride_c_block, stride_c_slot, stride_c_head, dims,
+                 BLOCK_N: tl.constexpr, PAGE_SIZE: tl.constexpr, HEAD_DIM: tl.constexpr,
+                 MASK_DIM: tl.constexpr, CAUSAL: tl.constexpr, MASK_KV: tl.constexpr, IEEE: tl.constexpr):
+    """One online-softmax step of the query tile ``q [M, D]`` over keys ``[kv_start, kv_start+BLOCK_N)``.
+
+    ``MASK_KV`` guards loads (and, without ``CAUSAL``, scores) against keys at or past ``kv_end``;
+    ``CAUSAL`` hides keys after each row's absolute position ``q_pos``; ``MASK_DIM`` is set when
+    ``dims`` is padded past ``HEAD_DIM``.
+    """
+    kv_idx = kv_start + tl.arange(0, BLOCK_N)
+    kv_mask = kv_idx < kv_end
+    if MASK_KV:
+        block = tl.load(block_table_ptr + kv_idx // PAGE_SIZE, mask=kv_mask, other=0)
+    else:
+        block = tl.load(block_table_ptr + kv_idx // PAGE_SIZE)
+    offs = block.to(tl.int64) * stride_c_block + (kv_idx % PAGE_SIZE) * stride_c_slot + kv_head * stride_c_head
+    k_mask = kv_mask[None, :]
+    v_mask = kv_mask[:, None]
+    if MASK_DIM:
+        k_mask = k_mask & (dims[:, None] < HEAD_DIM)
+        v_mask = v_mask & (dims[None, :] < HEAD_DIM)
+    if MASK_KV or MASK_DIM:
+        k = tl.load(cache_ptr + offs[None, :] + dims[:, None], mask=k_mask, other=0.0)
+    else:
+        k = tl.load(cache_ptr + offs[None, :] + dims[:, None])
+    s = _dot(q, k, IEEE) * qk_scale
+    if CAUSAL:
+        s = tl.where(kv_idx[None, :] <= q_pos[:, None], s, float("-inf"))
+    elif MASK_KV:
+        s = tl.where(kv_mask[None, :], s, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(s, 1))
+    alpha = tl.math.exp2(m_i - m_new)
+    p = tl.math.exp2(s - m_new[:, None])
+    l_i = l_i * alpha + tl.sum(p, 1)
+    if MASK_KV or MASK_DIM:
+        v = tl.load(cache_ptr + stride_c_kv + offs[:, None] + dims[None, :], mask=v_mask, other=0.0)
+    else:
+        v = tl.load(cache_ptr + stride_c_kv + offs[:, None] + dims[None, :])
+    acc = acc * alpha[:, None] + _dot(p.to(v.dtype), v, IEEE)
+    return acc, m_new, l_i
+
+
+@triton.jit
+def _prefill_kernel(
+    out_ptr, q_ptr, cache_ptr, block_tables_ptr, seq_lens_ptr, query_start_loc_ptr,
+    num_seqs, qk_scale,
+    stride_qt, stride_qh, stride_ot, stride_oh,
+    stride_c_kv, stride_c_block, stride_c_slot, stride_c_head, stride_bt,
+    GROUP: tl.constexpr, GROUP_PAD: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr, PAGE_SIZE: tl.constexpr, HEAD_DIM: tl.constexpr, DIM_PAD: tl.constexpr,
+    IEEE: tl.constexpr,
+):
+    tile = tl.program_id(0)
+    kv_head = tl.program_id(1)
+    # The sequence owning this tile: the last i with query_start_loc[i] // BLOCK_Q + i <= tile.
+    lo = tl.full([], 0, tl.int32)
+    hi = tl.full([], 0, tl.int32) + num_seqs
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if tl.load(query_start_loc_ptr + mid) // BLOCK_Q + mid <= tile:
+            lo = mid + 1
+        else:
+            hi = mid
+    seq = lo - 1
+    q_start = tl.load(query_start_loc_ptr + seq)
+    q_len = tl.load(query_start_loc_ptr + seq + 1) - q_start
+    q_first = (tile - (q_start // BLOCK_Q + seq)) * BLOCK_Q
+    if q_first >= q_len:
+        return
+    ctx_len = tl.load(seq_lens_ptr + seq) - q_len
+
+    rows = tl.arange(0, BLOCK_M)
+    dims = tl.arange(0, DIM_PAD)
+    q_idx = q_first + rows // GROUP_PAD
+    head = kv_head * GROUP + rows % GROUP_PAD
+    row_mask = (q_idx < q_len) & (rows % GROUP_PAD < GROUP)
+    io_mask = row_mask[:, None] & (dims[None, :] < HEAD_DIM)
+    token = (q_start + q_idx).to(tl.int64)
+    q = tl.load(q_ptr + (token * stride_qt + head * stride_qh)[:, None] + dims[None, :], mask=io_mask, other=0.0)
+    q_pos = ctx_len + q_idx
+
+    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, DIM_PAD], tl.float32)
+    block_table_ptr = block_tables_ptr + seq.to(tl.int64) * stride_bt
+    kv_end = ctx_len + tl.minimum(q_first + BLOCK_Q, q_len)   # one past the tile's last visible key
+    num_unmasked = (ctx_len + q_first + 1) // BLOCK_N           # tiles every row of this tile sees whole
+    for j in range(0, num_unmasked):
+        acc, m_i, l_i = _attend_tile(
+            acc, m_i, l_i, q, cache_ptr, block_table_ptr, j * BLOCK_N, kv_end, q_pos, kv_head, qk_scale,
+            stride_c_kv, stride_c_block, stride_c_slot, stride_c_head, dims,
+            BLOCK_N, PAGE_SIZE, HEAD_DIM, HEAD_DIM != DIM_PAD, False, False, IEEE)
+    for j in range(num_unmasked, tl.cdiv(kv_end, BLOCK_N)):
+        acc, m_i, l_i = _attend_tile(
+            acc, m_i, l_i, q, cache_ptr, block_table_ptr, j * BLOCK_N, kv_end, q_pos, kv_head, qk_scale,
+            stride_c_kv, stride_c_block, stride_c_slot, stride_c_head, dims,
+            BLOCK_N, PAGE_SIZE, HEAD_DIM, HEAD_DIM != DIM_PAD, True, True, IEEE)
+    # Every row sees key 0, so l_i > 0.
+    acc = acc / l_i[:, None]
+    tl.store(out_ptr + (token * stride_ot + head * stride_oh)[:, None] + dims[None, :],
+             acc.to(out_ptr.dtype.element_ty), mask=io_mask)
+
+
+@triton.jit
+def _decode_kernel(
+    out_ptr, part_out_ptr, part_lse_ptr, q_ptr, cache_ptr, block_tables_ptr, seq_lens_ptr, query_start_loc_ptr,
+    num_q_heads, qk_scale,
+    stride_qt, stride_qh, stride_ot, stride_oh,
+    stride_c_kv, stride_c_block, stride_c_slot, stride_c_head, stride_bt,
+    GROUP: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_N: tl.constexpr, PAGE_SIZE: tl.constexpr,
+    HEAD_DIM: tl.constexpr, DIM_PAD: tl.constexpr, NUM_SPLITS: tl.constexpr, IEEE: tl.constexpr,
+):
+    seq = tl.program_id(0)
+    kv_head = tl.program_id(1)
+    split = tl.program_id(2)
+    seq_len = tl.load(seq_lens_ptr + seq)
+    # Split lengths are whole tiles so that only a split's last tile needs masking.
+    split_len = tl.cdiv(tl.cdiv(seq_len, NUM_SPLITS), BLOCK_N) * BLOCK_N
+    kv_start = split * split_len
+    kv_end = tl.minimum(kv_start + split_len, seq_len)
+
+    rows = tl.arange(0, BLOCK_H)
+    dims = tl.arange(0, DIM_PAD)
+    head = kv_head * GROUP + rows
+    io_mask = (rows < GROUP)[:, None] & (dims[None, :] < HEAD_DIM)
+    token = tl.load(query_start_loc_ptr + seq).to(tl.int64)
+    q = tl.load(q_ptr + token * stride_qt + (head * stride_qh)[:, None] + dims[None, :], mask=io_mask, other=0.0)
+
+    m_i = tl.full([BLOCK_H], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_H], tl.float32)
+    acc = tl.zeros([BLOCK_H, DIM_PAD], tl.float32)
+    block_table_ptr = block_tables_ptr + seq.to(tl.int64) * stride_bt
+    for start in range(kv_start, kv_end, BLOCK_N):
+        acc, m_i, l_i = _attend_tile(
+            acc, m_i, l_i, q, cache_ptr, block_table_ptr, start, kv_end, rows, kv_head, qk_scale,
+            stride_c_kv, stride_c_block, stride_c_slot, stride_c_head, dims,
+            BLOCK_N, PAGE_SIZE, HEAD_DIM, HEAD_DIM != DIM_PAD, False, True, IEEE)
+    # An empty split (or a padded sequence of length 0) has l_i == 0: it contributes nothing.
+    has_keys = l_i > 0
+    acc = acc / tl.where(has_keys, l_i, 1.0)[:, None]
+    if NUM_SPLITS == 1:
+        tl.store(out_ptr + token * stride_ot + (head * stride_oh)[:, None] + dims[None, :],
+                 acc.to(out_ptr.dtype.element_ty), mask=io_mask)
+    else:
+        part = (seq * num_q_heads + head).to(tl.int64) * NUM_SPLITS + split
+        tl.store(part_out_ptr + (part * HEAD_DIM)[:, None] + dims[None, :], acc, mask=io_mask)
+        lse = tl.where(has_keys, m_i + tl.math.log2(tl.where(has_keys, l_i, 1.0)), float("-inf"))
+        tl.store(part_lse_ptr + part, lse, mask=rows < GROUP)
+
+
+@triton.jit
+def _reduce_splits_kernel(
+    out_ptr, part_out_ptr, part_lse_ptr, query_start_loc_ptr, num_q_heads, stride_ot, stride_oh,
+    NUM_SPLITS: tl.constexpr, SPLITS_PAD: tl.constexpr, HEAD_DIM: tl.constexpr, DIM_PAD: tl.constexpr,
+):
+    seq = tl.program_id(0)
+    head = tl.program_id(1)
+    splits = tl.arange(0, SPLITS_PAD)
+    dims = tl.arange(0, DIM_PAD)
+    split_mask = splits < NUM_SPLITS
+    part = (seq * num_q_heads + head).to(tl.int64) * NUM_SPLITS + splits
+    lse = tl.load(part_lse_ptr + part, mask=split_mask, other=float("-inf"))
+    m = tl.max(lse, 0)
+    weight = tl.math.exp2(lse - tl.where(m == float("-inf"), 0.0, m))
+    o = tl.load(part_out_ptr + (part * HEAD_DIM)[:, None] + dims[None, :],
+                mask=split_mask[:, None] & (dims[None, :] < HEAD_DIM), other=0.0)
+    total = tl.sum(weight, 0)
+    result = tl.sum(weight[:, None] * o, 0) / tl.where(total > 0, total, 1.0)
+    token = tl.load(query_start_loc_ptr + seq).to(tl.int64)
+    tl.store(out_ptr + token * stride_ot + head * stride_oh + dims, result.to(out_ptr.dtype.element_ty),
+             mask=dims < HEAD_DIM)
+
+
+@functools.lru_cache(maxsize=None)
+def _num_sms(device_index: int) -> int:
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
+def choose_num_kv_splits(num_seqs: int, num_kv_heads: int, max_seq_len: int, num_sms: int | None = None) -> int:
+    """How many KV splits the decode kernel should use.
+
+    Enough (seq, kv head, split) programs to give every SM about two, but no split shorter than
+    ``MIN_TOKENS_PER_SPLIT`` tokens, at most ``MAX_KV_SPLITS``. Large batches get 1 split (no
+    reduce kernel). The result depends only on its arguments, so for CUDA-graph capture call it
+    with the captured batch size and ``max_model_len`` (an upper bound of every ``seq_len``) and
+    pass the result as ``num_kv_splits``: the grid then never changes between replays.
+    ``num_sms`` defaults to the current CUDA device's multiprocessor count (132 without CUDA).
+    """
+    if num_sms is None:
+        num_sms = _num_sms(torch.cuda.current_device()) if torch.cuda.is_available() else 132
+    wanted = triton.cdiv(2 * num_sms, max(1, num_seqs * num_kv_heads))
+    by_length = triton.cdiv(max(1, max_seq_len), MIN_TOKENS_PER_SPLIT)
+    return max(1, min(wanted, by_length, MAX_KV_SPLITS))
+
+
+def _cache_strides(kv_cache: torch.Tensor) -> tuple[int, int, int, int]:
+    if kv_cache.dim() != 5 or kv_cache.shape[0] != 2 or kv_cache.stride(-1) != 1:
+        raise ValueError("kv_cache must be [2, num_blocks, block_size, num_kv_heads, head_dim] "
+                         "with a contiguous head dimension")
+    return kv_cache.stride(0), kv_cache.stride(1), kv_cache.stride(2), kv_cache.stride(3)
+
+
+def _prepare(q: torch.Tensor, kv_cache: torch.Tensor, out: torch.Tensor | None
+             ) -> tuple[torch.Tensor, torch.Tensor, int]:
+    num_q_heads, head_dim = q.shape[1], q.shape[2]
+    num_kv_heads = kv_cache.shape[3]
+    if kv_cache.shape[4] != head_dim or num_q_heads % num_kv_heads != 0:
+        raise ValueError(f"q heads/dim {tuple(q.shape[1:])} incompatible with cache {tuple(kv_cache.shape)}")
+    if q.stride(-1) != 1:
+        q = q.contiguous()
+    if out is None:
+        out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+    elif out.shape != q.shape or out.stride(-1) != 1:
+        raise ValueError(f"out must be {tuple(q.shape)} with a contiguous last dimension")
+    return q, out, num_q_heads // num_kv_heads
+
+
+def prefill_attention(q: torch.Tensor, kv_cache: torch.Tensor, metadata: AttentionMetadata, scale: float,
+                      out: torch.Tensor | None = None, *, block_m: int | None = None, block_n: int | None = None,
+                      num_warps: int | None = None, num_stages: int | None = None) -> torch.Tensor:
+    """Attention for any batch (prefill, chunked prefill with a cached prefix, decode, or a mix).
+
+    The tuning arguments default to values chosen for the batch shape (``block_m`` rows of
+    query heads x tokens per program, ``block_n`` keys per tile); the benchmark overrides them.
+    """
+    q, out, group = _prepare(q, kv_cache, out)
+    num_tokens, num_seqs = q.shape[0], metadata.num_seqs
+    if num_tokens == 0 or num_seqs == 0:
+        return out
+    head_dim, page_size, num_kv_heads = q.shape[2], kv_cache.shape[2], kv_cache.shape[3]
+    group_pad = triton.next_power_of_2(group)
+    on_gpu = q.is_cuda
+    if block_m is None:
+        # Rows beyond a short query are wasted work: size the tile to the longest query.
+        rows = metadata.max_query_len * group_pad
+        block_m = 16 if rows <= 16 or not on_gpu else (64 if rows <= 64 else 128)
+    block_m = max(block_m, group_pad)
+    if block_n is None:
+        block_n = 64 if on_gpu else 16
+    if num_warps is None:
+        num_warps = 8 if block_m >= 128 and head_dim > 64 else 4
+    if num_stages is None:
+        num_stages = 2
+    block_q = block_m // group_pad
+    grid = (num_tokens // block_q + num_seqs, num_kv_heads)
+    _prefill_kernel[grid](
+        out, q, kv_cache, metadata.block_tables, metadata.seq_lens, metadata.query_start_loc,
+        num_seqs, scale * _LOG2E,
+        q.stride(0), q.stride(1), out.stride(0), out.stride(1),
+        *_cache_strides(kv_cache), metadata.block_tables.stride(0),
+        GROUP=group, GROUP_PAD=group_pad, BLOCK_Q=block_q, BLOCK_M=block_m, BLOCK_N=block_n,
+        PAGE_SIZE=page_size, HEAD_DIM=head_dim, DIM_PAD=triton.next_power_of_2(head_dim),
+        IEEE=q.dtype == torch.float32, num_warps=num_warps, num_stages=num_stages,
+    )
+    return out
+
+
+def decode_attention(q: torch.Tensor, kv_cache: torch.Tensor, metadata: AttentionMetadata, scale: float,
+                     out: torch.Tensor | None = None, *, num_kv_splits: int | None = None,
+                     block_n: int | None = None, num_warps: int | None = None,
+                     num_stages: int | None = None) -> torch.Tensor:
+    """Split-KV attention for a batch whose every sequence has exactly one new token.
+
+    ``num_kv_splits`` defaults to ``choose_num_kv_splits(num_seqs, Hkv, metadata.max_seq_len)``,
+    which changes with the batch's longest context: under CUDA graphs pass a fixed value instead
+    (see the module docstring). Any value >= 1 gives the same result.
+    """
+    q, out, group = _prepare(q, kv_cache, out)
+    num_seqs = metadata.num_seqs
+    if num_seqs == 0:
+        return out
+    num_q_heads, head_dim = q.shape[1], q.shape[2]
+    page_size, num_kv_heads = kv_cache.shape[2], kv_cache.shape[3]
+    if num_kv_splits is None:
+        num_sms = _num_sms(q.device.index if q.device.index is not None else torch.cuda.current_device()) \
+            if q.is_cuda else None
+        num_kv_splits = choose_num_kv_splits(num_seqs, num_kv_heads, metadata.max_seq_len, num_sms)
+    if num_kv_splits < 1:
+        raise ValueError(f"num_kv_splits must be >= 1, got {num_kv_splits}")
+    if block_n is None:
+        block_n = 64 if q.is_cuda else 16
+    dim_pad = triton.next_power_of_2(head_dim)
+    if num_kv_splits > 1:
+        part_out = torch.empty((num_seqs, num_q_heads, num_kv_splits, head_dim), dtype=torch.float32, device=q.device)
+        part_lse = torch.empty((num_seqs, num_q_heads, num_kv_splits), dtype=torch.float32, device=q.device)
+    else:
+        part_out = part_lse = out  # not read or written with one split
+    _decode_kernel[(num_seqs, num_kv_heads, num_kv_splits)](
+        out, part_out, part_lse, q, kv_cache, metadata.block_tables, metadata.seq_lens, metadata.query_start_loc,
+        num_q_heads, scale * _LOG2E,
+        q.stride(0), q.stride(1), out.stride(0), out.stride(1),
+        *_cache_strides(kv_cache), metadata.block_tables.stride(0),
+        GROUP=group, BLOCK_H=max(16, triton.next_power_of_2(group)), BLOCK_N=block_n, PAGE_SIZE=page_size,
+        HEAD_DIM=head_dim, DIM_PAD=dim_pad, NUM_SPLITS=num_kv_splits, IEEE=q.dtype == torch.float32,
+        num_warps=num_warps or 4, num_stages=num_stages or 2,
+    )
+    if num_kv_splits > 1:
+        _reduce_splits_kernel[(num_seqs, num_q_heads)](
+            out, part_out, part_lse, metadata.query_start_loc, num_q_heads, out.stride(0), out.stride(1),
+            NUM_SPLITS=num_kv_splits, SPLITS_PAD=triton.next_power_of_2(num_kv_splits),
+            HEAD_DIM=head_dim, DIM_PAD=dim_pad, num_warps=4 if dim_pad >= 128 else 2,
+        )
+    return out
+
+
+def paged_attention(q: torch.Tensor, kv_cache: torch.Tensor, metadata: AttentionMetadata, scale: float,
+                    out: torch.Tensor | None = None, *, num_kv_splits: int | None = None) -> torch.Tensor:
+    """Causal attention of ``q [T, Hq, D]`` over each sequence's paged context -> ``[T, Hq, D]``.
+
+    Decode-only batches (``metadata.max_query_len == 1``) take the split-KV decode kernel with
+    ``num_kv_splits`` splits (see ``decode_attention``); every other batch takes the prefill kernel.
+    Grid sizes come from host integers only, so the call never syncs with the device.
+    """
+    if metadata.is_decode_only:
+        return decode_attention(q, kv_cache, metadata, scale, out, num_kv_splits=num_kv_splits)
+    return prefill_attention(q, kv_cache, metadata, scale, out)

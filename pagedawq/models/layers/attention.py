@@ -1,0 +1,49 @@
+"""The attention layer: reshapes heads and hands off to the engine's attention backend.
+
+The layer owns a reference to its slice of the paged KV cache (set by the model runner once the
+cache is allocated). Before that — during the memory-profiling forward — it has no cache and
+attends causally within each sequence's new tokens only.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pagedawq.attention.backend import AttentionBackend
+from pagedawq.attention.metadata import AttentionMetadata, get_attention_metadata
+
+
+def attention_without_cache(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, metadata: AttentionMetadata,
+                            scale: float) -> torch.Tensor:
+    """Causal self-attention within each sequence's new tokens (a whole prompt per sequence)."""
+    out = torch.empty_like(q)
+    group = q.shape[1] // k.shape[1]
+    start = 0
+    for q_len in metadata.query_lens_cpu:
+        sl = slice(start, start + q_len)
+        qi, ki, vi = (t[sl].transpose(0, 1) for t in (q, k, v))
+        ki, vi = ki.repeat_interleave(group, dim=0), vi.repeat_interleave(group, dim=0)
+        out[sl] = F.scaled_dot_product_attention(qi, ki, vi, is_causal=True, scale=scale).transpose(0, 1)
+        start += q_len
+    return out
+
+
+class Attention(nn.Module):
+    def __init__(self, num_heads: int, head_dim: int, num_kv_heads: int, scale: float) -> None:
+        super().__init__()
+        self.num_heads, self.head_dim, self.num_kv_heads, self.scale = num_heads, head_dim, num_kv_heads, scale
+        self.kv_cache: torch.Tensor | None = None
+        self.backend: AttentionBackend | None = None
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        tokens = q.shape[0]
+        q = q.view(tokens, self.num_heads, self.head_dim)
+        k = k.view(tokens, self.num_kv_heads, self.head_dim)
+        v = v.view(tokens, self.num_kv_heads, self.head_dim)
+        metadata = get_attention_metadata()
+        if self.kv_cache is None:
+            out = attention_without_cache(q, k, v, metadata, self.scale)
+        else:
+            out = self.backend.forward(q, k, v, self.kv_cache, metadata, self.scale)
+        return out.reshape(tokens, self.num_heads * self.head_dim)

@@ -1,0 +1,47 @@
+"""Token embedding and LM head with the vocabulary split across tensor-parallel ranks."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pagedawq.distributed.parallel_state import all_gather, all_reduce, get_tp_rank, get_tp_size
+from pagedawq.quant.base import set_weight_attrs
+
+
+class VocabParallelEmbedding(nn.Module):
+    """Each rank holds rows ``[rank * per_rank, (rank + 1) * per_rank)`` of the (padded) vocabulary;
+    lookups of other ranks' ids give zeros, and an all-reduce assembles the full embedding."""
+
+    def __init__(self, vocab_size: int, hidden_size: int, params_dtype: torch.dtype) -> None:
+        super().__init__()
+        self.vocab_size = vocab_size
+        self.tp_rank, self.tp_size = get_tp_rank(), get_tp_size()
+        self.per_rank = -(-vocab_size // self.tp_size)
+        self.start = self.tp_rank * self.per_rank
+        self.weight = nn.Parameter(torch.empty(self.per_rank, hidden_size, dtype=params_dtype), requires_grad=False)
+        set_weight_attrs(self.weight, dict(weight_loader=self.weight_loader))
+
+    def weight_loader(self, param: torch.Tensor, loaded: torch.Tensor, shard_id=None) -> None:
+        if loaded.shape[0] != self.vocab_size:
+            raise ValueError(f"embedding has {loaded.shape[0]} rows, the config says vocab_size={self.vocab_size}")
+        rows = loaded[self.start:self.start + self.per_rank]
+        param.data.zero_()
+        param.data[: rows.shape[0]].copy_(rows.to(param.dtype))
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        if self.tp_size == 1:
+            return F.embedding(input_ids, self.weight)
+        local = input_ids - self.start
+        outside = (local < 0) | (local >= self.per_rank)
+        out = F.embedding(local.masked_fill(outside, 0), self.weight)
+        out.masked_fill_(outside.unsqueeze(-1), 0)
+        return all_reduce(out)
+
+
+class ParallelLMHead(VocabParallelEmbedding):
+    """Logits over this rank's vocabulary slice, gathered to the full vocabulary."""
+
+    def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        logits = all_gather(F.linear(hidden, self.weight), dim=-1)
+        return logits[..., : self.vocab_size]

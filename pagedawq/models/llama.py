@@ -1,0 +1,158 @@
+"""The Llama family (Llama-2/3, SmolLM2, Mistral, Qwen2) as one native implementation.
+
+The variants differ only in configuration: Qwen2 has biases on q/k/v, Llama's ``attention_bias``
+puts them on o_proj too, ``mlp_bias`` on the MLP; embeddings may be tied to the LM head. Weights
+arrive with HF names; q/k/v and gate/up are fused on load (``packed_modules_mapping``).
+"""
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import torch
+from torch import nn
+
+from pagedawq.models.layers.activation import SiluAndMul
+from pagedawq.models.layers.attention import Attention
+from pagedawq.models.layers.embedding import ParallelLMHead, VocabParallelEmbedding
+from pagedawq.models.layers.linear import MergedColumnParallelLinear, QKVParallelLinear, RowParallelLinear
+from pagedawq.models.layers.norm import RMSNorm
+from pagedawq.models.layers.rotary import RotaryEmbedding
+from pagedawq.quant.base import QuantConfig
+
+
+class LlamaAttention(nn.Module):
+    def __init__(self, cfg: dict[str, Any], quant_config: QuantConfig | None, dtype: torch.dtype, prefix: str,
+                 qkv_bias: bool, o_bias: bool) -> None:
+        super().__init__()
+        hidden = cfg["hidden_size"]
+        num_heads = cfg["num_attention_heads"]
+        num_kv_heads = cfg.get("num_key_value_heads") or num_heads
+        head_dim = cfg.get("head_dim") or hidden // num_heads
+        self.qkv_proj = QKVParallelLinear(hidden, head_dim, num_heads, num_kv_heads, bias=qkv_bias,
+                                          params_dtype=dtype, quant_config=quant_config,
+                                          prefix=f"{prefix}.qkv_proj")
+        self.o_proj = RowParallelLinear(num_heads * head_dim, hidden, bias=o_bias, params_dtype=dtype,
+                                        quant_config=quant_config, prefix=f"{prefix}.o_proj")
+        self.q_size = self.qkv_proj.num_heads * head_dim
+        self.kv_size = self.qkv_proj.num_kv_heads * head_dim
+        self.rotary_emb = RotaryEmbedding(head_dim, cfg.get("max_position_embeddings", 2048), cfg)
+        self.attn = Attention(self.qkv_proj.num_heads, head_dim, self.qkv_proj.num_kv_heads, head_dim ** -0.5)
+
+    def forward(self, positions: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.qkv_proj(hidden).split([self.q_size, self.kv_size, self.kv_size], dim=-1)
+        q, k = self.rotary_emb(positions, q.contiguous(), k.contiguous())
+        return self.o_proj(self.attn(q, k, v.contiguous()))
+
+
+class LlamaMLP(nn.Module):
+    def __init__(self, cfg: dict[str, Any], quant_config: QuantConfig | None, dtype: torch.dtype, prefix: str) -> None:
+        super().__init__()
+        if cfg.get("hidden_act", "silu") != "silu":
+            from pagedawq.errors import UnsupportedModelError
+            raise UnsupportedModelError(f"hidden_act {cfg.get('hidden_act')!r} is not supported (only 'silu')")
+        hidden, inter, bias = cfg["hidden_size"], cfg["intermediate_size"], bool(cfg.get("mlp_bias", False))
+        self.gate_up_proj = MergedColumnParallelLinear(hidden, [inter, inter], bias=bias, params_dtype=dtype,
+                                                       quant_config=quant_config, prefix=f"{prefix}.gate_up_proj")
+        self.down_proj = RowParallelLinear(inter, hidden, bias=bias, params_dtype=dtype,
+                                           quant_config=quant_config, prefix=f"{prefix}.down_proj")
+        self.act = SiluAndMul()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(self.act(self.gate_up_proj(x)))
+
+
+class LlamaDecoderLayer(nn.Module):
+    def __init__(self, cfg: dict[str, Any], quant_config: QuantConfig | None, dtype: torch.dtype, prefix: str,
+                 qkv_bias: bool, o_bias: bool) -> None:
+        super().__init__()
+        eps = float(cfg.get("rms_norm_eps", 1e-6))
+        self.self_attn = LlamaAttention(cfg, quant_config, dtype, f"{prefix}.self_attn", qkv_bias, o_bias)
+        self.mlp = LlamaMLP(cfg, quant_config, dtype, f"{prefix}.mlp")
+        self.input_layernorm = RMSNorm(cfg["hidden_size"], eps, dtype)
+        self.post_attention_layernorm = RMSNorm(cfg["hidden_size"], eps, dtype)
+
+    def forward(self, positions: torch.Tensor, hidden: torch.Tensor, residual: torch.Tensor | None):
+        if residual is None:
+            residual, hidden = hidden, self.input_layernorm(hidden)
+        else:
+            hidden, residual = self.input_layernorm(hidden, residual)
+        hidden = self.self_attn(positions, hidden)
+        hidden, residual = self.post_attention_layernorm(hidden, residual)
+        return self.mlp(hidden), residual
+
+
+class LlamaModel(nn.Module):
+    def __init__(self, cfg: dict[str, Any], quant_config: QuantConfig | None, dtype: torch.dtype,
+                 qkv_bias: bool, o_bias: bool) -> None:
+        super().__init__()
+        self.embed_tokens = VocabParallelEmbedding(cfg["vocab_size"], cfg["hidden_size"], dtype)
+        self.layers = nn.ModuleList(
+            LlamaDecoderLayer(cfg, quant_config, dtype, f"model.layers.{i}", qkv_bias, o_bias)
+            for i in range(cfg["num_hidden_layers"]))
+        self.norm = RMSNorm(cfg["hidden_size"], float(cfg.get("rms_norm_eps", 1e-6)), dtype)
+
+    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        hidden, residual = self.embed_tokens(input_ids), None
+        for layer in self.layers:
+            hidden, residual = layer(positions, hidden, residual)
+        hidden, _ = self.norm(hidden, residual)
+        return hidden
+
+
+class LlamaForCausalLM(nn.Module):
+    # checkpoint module name -> (fused module name, shard id)
+    packed_modules_mapping = {
+        "q_proj": ("qkv_proj", "q"), "k_proj": ("qkv_proj", "k"), "v_proj": ("qkv_proj", "v"),
+        "gate_proj": ("gate_up_proj", 0), "up_proj": ("gate_up_proj", 1),
+    }
+    qkv_bias_default = False
+
+    def __init__(self, cfg: dict[str, Any], quant_config: QuantConfig | None, dtype: torch.dtype) -> None:
+        super().__init__()
+        attention_bias = bool(cfg.get("attention_bias", False))
+        qkv_bias = attention_bias or self.qkv_bias_default
+        self.model = LlamaModel(cfg, quant_config, dtype, qkv_bias=qkv_bias, o_bias=attention_bias)
+        self.tie_word_embeddings = bool(cfg.get("tie_word_embeddings", False))
+        self.lm_head = ParallelLMHead(cfg["vocab_size"], cfg["hidden_size"], dtype)
+        if self.tie_word_embeddings:
+            self.lm_head.weight = self.model.embed_tokens.weight
+
+    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids, positions)
+
+    def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.lm_head.compute_logits(hidden)
+
+    def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> set[str]:
+        """Copy HF-named checkpoint tensors into the fused, sharded parameters; returns the names
+        of the parameters that were filled."""
+        params = dict(self.named_parameters(remove_duplicate=False))
+        loaded: set[str] = set()
+        for name, tensor in weights:
+            if "rotary_emb.inv_freq" in name:
+                continue
+            if self.tie_word_embeddings and name.startswith("lm_head."):
+                continue
+            shard_id = None
+            parts = name.split(".")
+            for i, part in enumerate(parts):
+                if part in self.packed_modules_mapping:
+                    fused, shard_id = self.packed_modules_mapping[part]
+                    parts[i] = fused
+                    break
+            target = ".".join(parts)
+            if target not in params:
+                from pagedawq.errors import ModelFilesError
+                raise ModelFilesError(f"checkpoint tensor {name!r} matches no parameter of the model "
+                                      "(wrong architecture or quantization for this checkpoint?)")
+            param = params[target]
+            param.weight_loader(param, tensor, shard_id) if shard_id is not None else param.weight_loader(param, tensor)
+            loaded.add(target)
+        if self.tie_word_embeddings and "model.embed_tokens.weight" in loaded:
+            loaded.add("lm_head.weight")
+        return loaded
+
+
+class Qwen2ForCausalLM(LlamaForCausalLM):
+    """Qwen2: Llama with biases on the q/k/v projections (and none on o_proj)."""
+    qkv_bias_default = True

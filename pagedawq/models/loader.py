@@ -1,0 +1,86 @@
+"""Build a native model on its device and fill its weights: safetensors (sharded or not) or
+random "dummy" weights of the right shapes for benchmarking without files."""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Iterator
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from pagedawq.config import ModelConfig
+from pagedawq.errors import ModelFilesError
+from pagedawq.models.registry import get_model_class
+
+logger = logging.getLogger(__name__)
+
+
+def safetensors_files(path: Path) -> list[Path]:
+    index = path / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        except (OSError, KeyError, json.JSONDecodeError) as e:
+            raise ModelFilesError(f"cannot read {index}: {e}") from e
+        files = [path / n for n in names]
+        missing = [f.name for f in files if not f.is_file()]
+        if missing:
+            raise ModelFilesError(f"{path} is missing weight shards listed in its index: {missing}")
+        return files
+    files = sorted(path.glob("*.safetensors"))
+    if not files:
+        raise ModelFilesError(f"no *.safetensors weights in {path} (use load_format='dummy' for random weights)")
+    return files
+
+
+def iterate_safetensors(files: list[Path]) -> Iterator[tuple[str, torch.Tensor]]:
+    from safetensors import safe_open
+    for file in tqdm(files, desc="Loading weights", disable=len(files) < 2):
+        try:
+            with safe_open(str(file), framework="pt") as f:
+                for name in f.keys():
+                    yield name, f.get_tensor(name)
+        except ModelFilesError:
+            raise
+        except Exception as e:  # safetensors raises its own error types for truncated/corrupt files
+            raise ModelFilesError(f"cannot read weights from {file}: {e}") from e
+
+
+def fill_dummy_weights(model: nn.Module, seed: int) -> None:
+    """Random weights with the statistics of a trained model's scale (small, so activations stay
+    finite): floats uniform in ±1e-3 (norms at 1), int4 codes uniform."""
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    for name, param in model.named_parameters():
+        if param.dtype == torch.int32:
+            data = torch.randint(-2**31, 2**31 - 1, param.shape, generator=gen, dtype=torch.int32)
+        elif name.endswith("norm.weight"):
+            data = torch.ones(param.shape)
+        elif name.endswith("scales"):
+            data = torch.rand(param.shape, generator=gen) * 1e-3 + 1e-4
+        else:
+            data = (torch.rand(param.shape, generator=gen) * 2 - 1) * 1e-3
+        param.data.copy_(data.to(param.dtype))
+
+
+def load_model(config: ModelConfig, device: str) -> nn.Module:
+    """Instantiate the model directly on ``device`` and load its weights."""
+    cls = get_model_class(config.architecture)
+    with torch.device(device):
+        model = cls(config.hf_config, config.quant_config, config.dtype)
+    if config.load_format == "dummy":
+        fill_dummy_weights(model, config.seed)
+    else:
+        loaded = model.load_weights(iterate_safetensors(safetensors_files(config.path)))
+        expected = {n for n, _ in model.named_parameters(remove_duplicate=False)}
+        missing = sorted(expected - loaded)
+        if missing:
+            raise ModelFilesError(f"checkpoint {config.path} lacks {len(missing)} tensors the model needs, "
+                                  f"e.g. {missing[:3]} (is quantization={config.quant_config and config.quant_config.name!r} right?)")
+    for module in model.modules():
+        method = getattr(module, "linear_method", None)
+        if method is not None:
+            method.process_weights_after_loading(module)
+    return model.eval()

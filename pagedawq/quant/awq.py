@@ -1,0 +1,114 @@
+"""AWQ int4 weights (AutoAWQ GEMM layout) as a pluggable linear method.
+
+On CUDA the layer runs the Triton int4 GEMM; elsewhere it dequantizes once at load time and
+multiplies in the activation dtype (the CPU path, and numerically the reference for the kernel).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from pagedawq.quant.base import LinearMethod, QuantConfig, set_weight_attrs
+from pagedawq.quant.pack import PACK_FACTOR, dequantize_awq
+
+
+class AWQConfigError(ValueError):
+    """A checkpoint's AWQ quantization_config, or a layer's shape, that this engine cannot run."""
+
+
+class AWQConfig(QuantConfig):
+    name = "awq"
+
+    def __init__(self, weight_bits: int, group_size: int, zero_point: bool,
+                 modules_to_not_convert: list[str] | None = None) -> None:
+        if weight_bits != 4:
+            raise AWQConfigError(f"only 4-bit AWQ is supported, the checkpoint says bits={weight_bits}")
+        if group_size != -1 and group_size <= 0:
+            raise AWQConfigError(f"AWQ group_size must be positive or -1, got {group_size}")
+        self.weight_bits = weight_bits
+        self.group_size = group_size
+        self.zero_point = zero_point
+        self.modules_to_not_convert = list(modules_to_not_convert or [])
+
+    def __repr__(self) -> str:
+        return (f"AWQConfig(bits={self.weight_bits}, group_size={self.group_size}, "
+                f"zero_point={self.zero_point}, modules_to_not_convert={self.modules_to_not_convert})")
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> "AWQConfig":
+        method = str(config.get("quant_method", "awq")).lower()
+        if method != "awq":
+            raise AWQConfigError(f"expected quant_method 'awq', got {method!r}")
+        version = str(config.get("version", "gemm")).lower()
+        if version != "gemm":
+            raise AWQConfigError(f"AWQ version {version!r} is not supported (only the 'gemm' layout); "
+                                 "re-export the checkpoint with version='gemm'")
+        bits = config.get("bits", config.get("w_bit"))
+        group = config.get("group_size", config.get("q_group_size"))
+        if bits is None or group is None:
+            raise AWQConfigError(f"AWQ quantization_config needs 'bits' and 'group_size', got {config}")
+        return cls(int(bits), int(group), bool(config.get("zero_point", True)),
+                   config.get("modules_to_not_convert"))
+
+    def get_linear_method(self, prefix: str) -> LinearMethod:
+        from pagedawq.quant.unquantized import UnquantizedLinearMethod
+        if any(name and name in prefix for name in self.modules_to_not_convert):
+            return UnquantizedLinearMethod()
+        return AWQLinearMethod(self)
+
+    def supported_dtypes(self) -> list[torch.dtype]:
+        return [torch.float16, torch.bfloat16, torch.float32]
+
+
+class AWQLinearMethod(LinearMethod):
+    def __init__(self, config: AWQConfig) -> None:
+        self.config = config
+
+    def create_weights(self, layer: nn.Module, input_size_per_partition: int,
+                       output_partition_sizes: list[int], input_size: int, output_size: int,
+                       params_dtype: torch.dtype, weight_loader: Callable) -> None:
+        group = self.config.group_size if self.config.group_size != -1 else input_size
+        if input_size_per_partition % group:
+            raise AWQConfigError(
+                f"AWQ group_size {self.config.group_size} does not divide this layer's input features "
+                f"per rank ({input_size_per_partition} of {input_size}); use a group size that divides it "
+                "or a tensor_parallel_size that splits the layer into whole groups")
+        for size in output_partition_sizes:
+            if size % PACK_FACTOR:
+                raise AWQConfigError(f"AWQ output features must be multiples of {PACK_FACTOR}, got {size}")
+        out = sum(output_partition_sizes)
+        n_groups = input_size_per_partition // group
+        # Per-channel scales (group -1) cover the whole input: every rank keeps the full row.
+        shard_input = self.config.group_size != -1
+        packed = dict(output_dim=1, packed_dim=1, packed_factor=PACK_FACTOR, weight_loader=weight_loader)
+        qweight = nn.Parameter(torch.empty(input_size_per_partition, out // PACK_FACTOR, dtype=torch.int32),
+                               requires_grad=False)
+        set_weight_attrs(qweight, dict(input_dim=0, **packed))
+        qzeros = nn.Parameter(torch.empty(n_groups, out // PACK_FACTOR, dtype=torch.int32), requires_grad=False)
+        set_weight_attrs(qzeros, dict(input_dim=0 if shard_input else None, **packed))
+        scales = nn.Parameter(torch.empty(n_groups, out, dtype=params_dtype), requires_grad=False)
+        set_weight_attrs(scales, dict(input_dim=0 if shard_input else None, output_dim=1,
+                                      weight_loader=weight_loader))
+        layer.register_parameter("qweight", qweight)
+        layer.register_parameter("qzeros", qzeros)
+        layer.register_parameter("scales", scales)
+
+    def process_weights_after_loading(self, layer: nn.Module) -> None:
+        if layer.qweight.device.type != "cuda":
+            # CPU: dequantize once; the int4 tensors stay for inspection and re-export.
+            layer.dequantized_weight = dequantize_awq(layer.qweight.data, layer.qzeros.data,
+                                                      layer.scales.data, layer.scales.dtype)
+
+    def apply(self, layer: nn.Module, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        shape = x.shape
+        x2 = x.reshape(-1, shape[-1])
+        if x.is_cuda:
+            from pagedawq.kernels.awq_gemm import awq_gemm
+            y = awq_gemm(x2, layer.qweight, layer.qzeros, layer.scales)
+        else:
+            y = x2 @ layer.dequantized_weight.to(x.dtype)
+        if bias is not None:
+            y = y + bias
+        return y.reshape(*shape[:-1], y.shape[-1])
