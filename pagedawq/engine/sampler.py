@@ -88,7 +88,7 @@ def _filter(logits: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor, min_
     probs = sorted_logits.masked_fill(drop, float("-inf")).softmax(dim=-1)
     before = probs.cumsum(dim=-1) - probs           # mass of strictly more likely tokens
     drop |= before > top_p.unsqueeze(1)
-    drop |= probs < (min_p * probs[:, :1]).expand_as(probs)
+    drop |= probs < min_p.unsqueeze(1) * probs[:, :1]
     drop[:, 0] = False                               # always keep the most likely token
     sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
     return torch.empty_like(logits).scatter_(1, order, sorted_logits)

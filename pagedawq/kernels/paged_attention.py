@@ -286,9 +286,9 @@ def prefill_attention(q: torch.Tensor, kv_cache: torch.Tensor, metadata: Attenti
     group_pad = triton.next_power_of_2(group)
     on_gpu = q.is_cuda
     if block_m is None:
-        # Rows beyond a short query are wasted work: size the tile to the longest query.
-        rows = metadata.max_query_len * group_pad
-        block_m = 16 if rows <= 16 or not on_gpu else (64 if rows <= 64 else 128)
+        # Rows beyond a short query are wasted work: a batch of short queries gets 16-row tiles.
+        # 64 x 64 tiles with 4 warps beat 128-row tiles on H100 (benchmarks/notes/attention_kernels.md).
+        block_m = 16 if metadata.max_query_len * group_pad <= 16 or not on_gpu else 64
     block_m = max(block_m, group_pad)
     if block_n is None:
         block_n = 64 if on_gpu else 16

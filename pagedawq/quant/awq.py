@@ -10,11 +10,12 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from pagedawq.errors import PagedAWQError
 from pagedawq.quant.base import LinearMethod, QuantConfig, set_weight_attrs
 from pagedawq.quant.pack import PACK_FACTOR, dequantize_awq
 
 
-class AWQConfigError(ValueError):
+class AWQConfigError(PagedAWQError, ValueError):
     """A checkpoint's AWQ quantization_config, or a layer's shape, that this engine cannot run."""
 
 

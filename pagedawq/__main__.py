@@ -1,0 +1,3 @@
+from pagedawq.entrypoints.cli import main
+
+main()

@@ -1,0 +1,143 @@
+"""``awq_gemm``: y = x @ W for AWQ int4 weights in the AutoAWQ GEMM checkpoint layout.
+
+The linear method (``pagedawq.quant.awq``) calls this on CUDA with the checkpoint tensors as
+loaded; nothing is repacked. The kernels are in ``awq_kernels``, the path and tile choice in
+``awq_configs``. Under ``TRITON_INTERPRET=1`` the same kernels run on CPU tensors (the tests),
+with plain Triton arithmetic in place of the PTX dequantizer (``PAGEDAWQ_AWQ_PLAIN_DEQUANT=1``
+forces that arithmetic on CUDA too, for A/B comparisons).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from functools import lru_cache
+
+import torch
+import triton
+
+from pagedawq.kernels.awq_configs import DEFAULT_SMS, GemmConfig, choose, fit_block_k, get_config
+from pagedawq.kernels.awq_kernels import awq_dequant_kernel, awq_gemm_kernel
+from pagedawq.quant.pack import PACK_FACTOR, group_size_of
+
+PATHS = ("splitk", "tc", "dequant")
+
+# Split-K arrival counters, one per output tile, per device. Zero between launches: the last
+# program of each tile resets its counter. Kernels using them must not run concurrently on
+# two streams of one device.
+_COUNTERS: dict[torch.device, torch.Tensor] = {}
+
+
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+@lru_cache(maxsize=None)
+def _sm_count(device: torch.device) -> int:
+    if device.type != "cuda":
+        return DEFAULT_SMS
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
+def _counters(device: torch.device, n: int) -> torch.Tensor:
+    buf = _COUNTERS.get(device)
+    if buf is None or buf.numel() < n:
+        buf = torch.zeros(max(n, 4096), dtype=torch.int32, device=device)
+        _COUNTERS[device] = buf
+    return buf
+
+
+def _check(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor) -> int:
+    if x.dim() != 2:
+        raise ValueError(f"awq_gemm takes x of shape [M, K], got {tuple(x.shape)}")
+    if qweight.dtype != torch.int32 or qzeros.dtype != torch.int32:
+        raise TypeError("qweight and qzeros must be int32 (packed int4)")
+    k, n8 = qweight.shape
+    if x.shape[1] != k:
+        raise ValueError(f"x has {x.shape[1]} input features, qweight {k}")
+    group = group_size_of(qweight, scales)
+    if qzeros.shape != (k // group, n8) or scales.shape[1] != n8 * PACK_FACTOR:
+        raise ValueError(f"inconsistent AWQ tensors: qweight {tuple(qweight.shape)}, qzeros "
+                         f"{tuple(qzeros.shape)}, scales {tuple(scales.shape)}")
+    for t in (qweight, qzeros, scales):
+        if not t.is_contiguous():
+            raise ValueError("qweight, qzeros and scales must be contiguous")
+    return group
+
+
+def awq_dequantize(qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor,
+                   dtype: torch.dtype | None = None) -> torch.Tensor:
+    """W [K, N] in ``dtype`` (default: the scales' dtype), as ``pack.dequantize_awq`` computes it."""
+    k, n8 = qweight.shape
+    n = n8 * PACK_FACTOR
+    group = group_size_of(qweight, scales)
+    w = torch.empty((k, n), dtype=dtype or scales.dtype, device=qweight.device)
+    bk, bn = 32, 256
+    grid = (triton.cdiv(k, bk), triton.cdiv(n, bn))
+    awq_dequant_kernel[grid](qweight, qzeros, scales, w, k, n, n8, G=group, BLOCK_K=bk, BLOCK_N=bn,
+                             num_warps=4)
+    return w
+
+
+def gemm_fused(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor,
+               cfg: GemmConfig, out: torch.Tensor, use_asm: bool | None = None) -> torch.Tensor:
+    """Launch ``awq_gemm_kernel`` with an explicit configuration (the tuner and tests use this)."""
+    m, k = x.shape
+    n8 = qweight.shape[1]
+    n = n8 * PACK_FACTOR
+    group = k // scales.shape[0]
+    if k % cfg.block_k or group % cfg.block_k:
+        raise ValueError(f"BLOCK_K {cfg.block_k} must divide the group size {group}")
+    interpret = _interpreting()
+    if use_asm is None:
+        use_asm = (x.is_cuda and not interpret and torch.version.hip is None
+                   and os.environ.get("PAGEDAWQ_AWQ_PLAIN_DEQUANT", "0") != "1")
+    if cfg.scale_w and scales.dtype != x.dtype:
+        scales = scales.to(x.dtype)  # the per-weight scale is applied in the dot dtype
+    tiles_m, tiles_n = triton.cdiv(m, cfg.block_m), triton.cdiv(n, cfg.block_n)
+    if cfg.split_k > 1:
+        ws = torch.empty((cfg.split_k, m, n), dtype=torch.float32, device=x.device)
+        cnt = _counters(x.device, tiles_m * tiles_n)
+    else:
+        ws, cnt = out, qzeros  # never touched without split-K
+    awq_gemm_kernel[(tiles_m * tiles_n, cfg.split_k)](
+        x, qweight, qzeros, scales, out, ws, cnt, m, n, n8, k, x.stride(0), out.stride(0), cfg.split_k,
+        G=group, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, SPLIT=cfg.split_k > 1,
+        GROUP_M=cfg.group_m, SCALE_W=cfg.scale_w, EVEN_N=n % cfg.block_n == 0, USE_ASM=use_asm,
+        INTERPRET=interpret, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+    return out
+
+
+def awq_gemm(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor, *,
+             out: torch.Tensor | None = None, path: str | None = None,
+             config: GemmConfig | None = None) -> torch.Tensor:
+    """``x [M, K] @ W`` with W the AWQ int4 weight; returns (or fills ``out``) [M, N] in x's dtype.
+
+    x is fp16 or bf16 (fp32 goes through the dequantize path); scales may be of either 16-bit
+    type whatever x's is. ``path`` ("splitk", "tc", "dequant") and ``config`` override the
+    choice made from M and the shape (``awq_configs``).
+    """
+    group = _check(x, qweight, qzeros, scales)
+    m, k = x.shape
+    n = qweight.shape[1] * PACK_FACTOR
+    if out is None:
+        out = torch.empty((m, n), dtype=x.dtype, device=x.device)
+    elif out.shape != (m, n) or out.dtype != x.dtype or out.stride(1) != 1:
+        raise ValueError(f"out must be a row-major [{m}, {n}] {x.dtype} tensor")
+    if m == 0:
+        return out
+    if x.stride(1) != 1:
+        x = x.contiguous()
+    if path is not None and path not in PATHS:
+        raise ValueError(f"unknown awq_gemm path {path!r}; expected one of {PATHS}")
+    if x.dtype not in (torch.float16, torch.bfloat16):
+        path = "dequant"
+    if path is None:
+        path, auto = choose(m, n, k, group, _sm_count(x.device))
+        config = config or auto
+    if path == "dequant":
+        return torch.matmul(x, awq_dequantize(qweight, qzeros, scales, x.dtype), out=out)
+    if config is None:
+        config = get_config(path, m, n, k, group, _sm_count(x.device))
+    elif group % config.block_k:
+        config = replace(config, block_k=fit_block_k(config.block_k, group))
+    return gemm_fused(x, qweight, qzeros, scales, config, out)
