@@ -209,6 +209,10 @@ def build_engine_config(model: str | None, *, tokenizer: str | None = None, quan
         raise ConfigError(f"distributed_executor_backend must be 'uni' or 'ray', got {distributed_executor_backend!r}")
 
     device = resolve_device(device)
+    if device == "cuda" and torch.cuda.device_count() < tensor_parallel_size:
+        raise ConfigError(f"tensor_parallel_size={tensor_parallel_size} needs {tensor_parallel_size} GPUs but "
+                          f"{torch.cuda.device_count()} are visible; lower tensor_parallel_size or expose more "
+                          "GPUs (CUDA_VISIBLE_DEVICES)")
     path = resolve_model_path(model)
     hf_config = read_hf_config(path)
     architecture = check_architecture(hf_config)

@@ -81,3 +81,39 @@ def shared_data() -> Path:
 
 def pytest_configure(config):
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+QUANTIZED_LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def make_rtn_awq_checkpoint(src: Path, dst: Path, group_size: int) -> tuple[Path, dict[str, torch.Tensor]]:
+    """Round-to-nearest int4 copy of an HF float checkpoint in the AutoAWQ GEMM layout (independent
+    of the calibrator). Returns the directory and the dequantized float weights it encodes."""
+    import json
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from pagedawq.quant.pack import dequantize_awq, pack_awq_gemm, quantize_weight
+
+    dst.mkdir(parents=True, exist_ok=True)
+    tensors = load_file(str(src / "model.safetensors"))
+    out, dequantized = {}, {}
+    for name, w in tensors.items():
+        module = name.rsplit(".", 2)[-2] if name.endswith(".weight") else ""
+        if module in QUANTIZED_LINEARS:
+            base = name[: -len(".weight")]
+            qweight, qzeros, scales = pack_awq_gemm(*quantize_weight(w.float(), 4, group_size))
+            out.update({f"{base}.qweight": qweight, f"{base}.qzeros": qzeros, f"{base}.scales": scales})
+            dequantized[name] = dequantize_awq(qweight, qzeros, scales, torch.float32).t().contiguous()
+        else:
+            out[name] = w.to(torch.float16)
+    save_file(out, str(dst / "model.safetensors"))
+    cfg = json.loads((src / "config.json").read_text())
+    cfg["quantization_config"] = {"quant_method": "awq", "bits": 4, "group_size": group_size, "zero_point": True,
+                                  "version": "gemm"}
+    (dst / "config.json").write_text(json.dumps(cfg))
+    for extra in src.iterdir():
+        if extra.name not in ("model.safetensors", "config.json") and extra.is_file():
+            shutil.copy(extra, dst / extra.name)
+    return dst, dequantized

@@ -1,0 +1,127 @@
+"""Tensor parallelism over Ray: one actor per rank, the scheduler stays in the driver.
+
+Each step the driver sends the same small SchedulerOutput to every actor; the actors run the
+model shards in lock step (NCCL on GPU, gloo on CPU) and rank 0 returns the sampled tokens.
+Replies are awaited with ``ray.wait`` so a dead actor surfaces as :class:`EngineDeadError`
+at once, instead of the driver blocking on a rank that waits forever in a collective.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from typing import Any
+
+import torch
+
+from pagedawq.config import ConfigError, EngineConfig
+from pagedawq.engine.executor.base import Executor
+from pagedawq.errors import EngineDeadError
+
+logger = logging.getLogger(__name__)
+
+# Variables the workers must see as the driver does (NCCL safety switches, debugging, kernels).
+_FORWARDED_ENV_PREFIXES = ("NCCL_", "TORCH_", "NVSHMEM_", "PAGEDAWQ_", "TRITON_", "CUDA_LAUNCH_BLOCKING", "GLOO_")
+
+
+def _import_ray():
+    try:
+        import ray
+    except ImportError as e:
+        raise ConfigError("tensor_parallel_size > 1 runs its workers with Ray, which is not installed: "
+                          "pip install 'pagedawq[ray]' (or 'ray')") from e
+    return ray
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RayWorkerWrapper:
+    """The actor body: builds a Worker lazily, then runs any of its methods by name."""
+
+    def __init__(self) -> None:
+        self.worker = None
+
+    def init_worker(self, config: EngineConfig, rank: int, init_method: str) -> int:
+        from pagedawq.engine.worker import Worker
+        if config.device == "cpu":
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // config.parallel.tensor_parallel_size))
+        self.worker = Worker(config, rank=rank, local_rank=0, distributed_init_method=init_method)
+        self.worker.init_device()
+        self.worker.load_model()
+        return os.getpid()
+
+    def execute(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return getattr(self.worker, method)(*args, **kwargs)
+
+
+class RayExecutor(Executor):
+    def __init__(self, config: EngineConfig) -> None:
+        super().__init__(config)
+        ray = self.ray = _import_ray()
+        tp = config.parallel.tensor_parallel_size
+        use_gpu = config.device == "cuda"
+        env = {k: v for k, v in os.environ.items() if k.startswith(_FORWARDED_ENV_PREFIXES)}
+        if not ray.is_initialized():
+            ray.init(num_cpus=max(os.cpu_count() or 1, tp), include_dashboard=False, log_to_driver=True,
+                     runtime_env={"env_vars": env})
+        self.workers: list = []
+        self.placement_group = None
+        try:
+            actor_cls = ray.remote(RayWorkerWrapper)
+            if use_gpu:
+                # One GPU bundle per rank, packed on as few nodes as possible.
+                from ray.util.placement_group import placement_group
+                from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+                self.placement_group = placement_group([{"GPU": 1, "CPU": 1}] * tp, strategy="PACK")
+                ready, _ = ray.wait([self.placement_group.ready()], timeout=60)
+                if not ready:
+                    raise ConfigError(f"Ray could not reserve {tp} GPUs within 60 s (cluster has "
+                                      f"{ray.cluster_resources()}); lower tensor_parallel_size")
+                options = [dict(num_cpus=1, num_gpus=1, scheduling_strategy=PlacementGroupSchedulingStrategy(
+                    placement_group=self.placement_group, placement_group_bundle_index=rank)) for rank in range(tp)]
+            else:
+                # CPU ranks share the host's cores (gloo); they reserve no Ray resources.
+                options = [dict(num_cpus=0)] * tp
+            self.workers = [actor_cls.options(runtime_env={"env_vars": env}, **opt).remote() for opt in options]
+            init_method = f"tcp://127.0.0.1:{_free_port()}"
+            pids = self._gather([w.init_worker.remote(config, rank, init_method) for rank, w in enumerate(self.workers)])
+            logger.info("started %d Ray workers (pids %s) for tensor parallelism", tp, pids)
+        except BaseException:
+            self.shutdown()
+            raise
+
+    def _gather(self, refs: list) -> list[Any]:
+        """Results in rank order; the first failure is raised as soon as it is known."""
+        ray = self.ray
+        index = {ref: i for i, ref in enumerate(refs)}
+        results: list[Any] = [None] * len(refs)
+        pending = list(refs)
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1)
+            for ref in ready:
+                try:
+                    results[index[ref]] = ray.get(ref)
+                except ray.exceptions.RayActorError as e:
+                    raise EngineDeadError(f"a tensor-parallel worker died: {e}") from e
+        return results
+
+    def collective_rpc(self, method: str, *args: Any, **kwargs: Any) -> list[Any]:
+        if not self.workers:
+            raise EngineDeadError("the Ray workers have been shut down")
+        return self._gather([w.execute.remote(method, *args, **kwargs) for w in self.workers])
+
+    def shutdown(self) -> None:
+        ray = getattr(self, "ray", None)
+        if ray is None or not ray.is_initialized():
+            return
+        for w in getattr(self, "workers", []):
+            ray.kill(w)
+        self.workers = []
+        if getattr(self, "placement_group", None) is not None:
+            from ray.util.placement_group import remove_placement_group
+            remove_placement_group(self.placement_group)
+            self.placement_group = None

@@ -1,0 +1,184 @@
+"""Tensor parallelism (Ray + gloo on CPU) gives the same greedy tokens as one device, for dense and
+AWQ weights; every parallel layer type matches its unsharded twin; bad set-ups fail clearly."""
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from pagedawq import LLM, SamplingParams
+from pagedawq.config import ConfigError
+from pagedawq.errors import UnsupportedModelError
+from tests.conftest import make_rtn_awq_checkpoint, make_tiny_model
+
+pytest.importorskip("ray")
+
+GREEDY = SamplingParams(temperature=0, max_tokens=12, ignore_eos=True)
+
+
+def run(path, tp: int, prompts, **kw) -> list[list[int]]:
+    with LLM(str(path), device="cpu", dtype="float32", tensor_parallel_size=tp,
+             kv_cache_memory_bytes=64 * 2**20, **kw) as llm:
+        return [o.outputs[0].token_ids for o in llm.generate(prompts, GREEDY, use_tqdm=False)]
+
+
+@pytest.fixture(scope="module")
+def gqa_model(tmp_path_factory):
+    # head_dim 32, 4 query / 2 KV heads: TP=2 splits the KV heads; 128-wide so AWQ g32 shards whole groups.
+    base = tmp_path_factory.mktemp("tp")
+    fp = make_tiny_model(base / "fp", "llama", hidden_size=128, intermediate_size=256, num_attention_heads=4,
+                         num_key_value_heads=2)
+    awq, _ = make_rtn_awq_checkpoint(fp, base / "awq", 32)
+    return fp, awq
+
+
+@pytest.mark.parametrize("kind", ["fp32", "awq"])
+def test_tp2_random_gqa_model_matches_tp1(gqa_model, kind):
+    path = gqa_model[0] if kind == "fp32" else gqa_model[1]
+    prompts = [{"prompt_token_ids": list(range(7, 7 + n))} for n in (2, 17, 45)]
+    single = run(path, 1, prompts, skip_tokenizer_init=True)
+    assert run(path, 2, prompts, skip_tokenizer_init=True) == single
+
+
+def test_tp4_replicates_kv_heads(gqa_model):
+    prompts = [{"prompt_token_ids": list(range(3, 30))}]
+    assert run(gqa_model[0], 4, prompts, skip_tokenizer_init=True) == run(gqa_model[0], 1, prompts, skip_tokenizer_init=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["fp32", "awq"])
+def test_default_model_tp3_matches_tp1(default_model_dir, tmp_path_factory, kind):
+    path = default_model_dir
+    if kind == "awq":
+        path, _ = make_rtn_awq_checkpoint(default_model_dir, tmp_path_factory.mktemp("smol_awq"), 64)
+    prompts = ["The capital of France is", "def add(a, b):", "Once upon a time"]
+    single = run(path, 1, prompts, max_model_len=512)
+    assert run(path, 3, prompts, max_model_len=512) == single
+
+
+def test_tp_set_up_errors(default_model_dir, tiny_llama_dir, monkeypatch):
+    with pytest.raises(UnsupportedModelError, match="does not divide the model's 9 attention heads"):
+        LLM(str(default_model_dir), device="cpu", tensor_parallel_size=2)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ConfigError, match="needs 2 GPUs but 1 are visible"):
+        LLM(str(tiny_llama_dir), device="cuda", tensor_parallel_size=2, skip_tokenizer_init=True)
+    monkeypatch.undo()
+    monkeypatch.setitem(sys.modules, "ray", None)
+    with pytest.raises(ConfigError, match="pip install 'pagedawq\\[ray\\]'"):
+        LLM(str(tiny_llama_dir), device="cpu", tensor_parallel_size=2, skip_tokenizer_init=True,
+            kv_cache_memory_bytes=8 * 2**20)
+
+
+# ---- layer-level sharding, two gloo processes -------------------------------------------------------
+
+def _layer_cases():
+    from pagedawq.quant.awq import AWQConfig
+    from pagedawq.quant.pack import pack_awq_gemm, quantize_weight
+
+    gen = torch.Generator().manual_seed(0)
+    K, N = 128, 64
+
+    def dense(n, k):
+        return {"weight": torch.randn(n, k, generator=gen)}
+
+    def awq(n, k):
+        w = torch.randn(n, k, generator=gen)
+        qw, qz, s = pack_awq_gemm(*quantize_weight(w, 4, 32))
+        return {"qweight": qw, "qzeros": qz, "scales": s.float()}
+
+    cases = []
+    for quant, make in ((None, dense), (AWQConfig(4, 32, True), awq)):
+        cases.append(("column", quant, {None: make(N, K)}))
+        cases.append(("merged", quant, {0: make(N, K), 1: make(N, K)}))
+        cases.append(("qkv", quant, {"q": make(64, K), "k": make(32, K), "v": make(32, K)}))
+        cases.append(("row", quant, {None: make(N, K)}))
+    return cases
+
+
+def _build(kind, quant):
+    from pagedawq.models.layers.linear import (ColumnParallelLinear, MergedColumnParallelLinear,
+                                               QKVParallelLinear, RowParallelLinear)
+    kw = dict(bias=False, params_dtype=torch.float32, quant_config=quant)
+    if kind == "column":
+        return ColumnParallelLinear(128, [64], **kw)
+    if kind == "merged":
+        return MergedColumnParallelLinear(128, [64, 64], **kw)
+    if kind == "qkv":
+        return QKVParallelLinear(128, 16, 4, 2, **kw)
+    return RowParallelLinear(128, 64, **kw)
+
+
+def _load(layer, shards):
+    params = dict(layer.named_parameters())
+    for shard_id, tensors in shards.items():
+        for name, t in tensors.items():
+            p = params[name]
+            p.weight_loader(p, t, shard_id) if shard_id is not None else p.weight_loader(p, t)
+    layer.linear_method.process_weights_after_loading(layer)
+
+
+def _shard_worker(rank: int, world: int, port: int, x: torch.Tensor, expected: list, queue) -> None:
+    from pagedawq.distributed.parallel_state import all_gather, init_tensor_parallel
+    from pagedawq.models.layers.embedding import ParallelLMHead, VocabParallelEmbedding
+    init_tensor_parallel(rank, world, f"tcp://127.0.0.1:{port}", "gloo")
+    errors = []
+    for (kind, quant, shards), ref in zip(_layer_cases(), expected):
+        layer = _build(kind, quant)
+        _load(layer, shards)
+        inp = x.chunk(world, dim=-1)[rank] if kind == "row" else x
+        out = layer(inp)
+        if kind != "row":
+            out = all_gather(out.contiguous(), dim=-1)
+            # Gathered column shards interleave sub-layers per rank; reorder to the full layout.
+            sizes = layer.output_partition_sizes
+            parts = [p.split(sizes, dim=-1) for p in out.chunk(world, dim=-1)]
+            out = torch.cat([parts[r][i] for i in range(len(sizes)) for r in range(world)], dim=-1)
+        errors.append((kind, quant is not None, float((out - ref).abs().max())))
+    table = torch.randn(50, 16, generator=torch.Generator().manual_seed(1))
+    emb, head = VocabParallelEmbedding(50, 16, torch.float32), ParallelLMHead(50, 16, torch.float32)
+    emb.weight_loader(emb.weight, table)
+    head.weight_loader(head.weight, table)
+    ids = torch.tensor([0, 17, 25, 49])
+    errors.append(("embedding", False, float((emb(ids) - table[ids]).abs().max())))
+    errors.append(("lm_head", False, float((head.compute_logits(x[:, :16]) - x[:, :16] @ table.t()).abs().max())))
+    queue.put((rank, errors))
+
+
+@pytest.mark.parametrize("world", [2])
+def test_every_parallel_layer_matches_unsharded(world):
+    x = torch.randn(5, 128, generator=torch.Generator().manual_seed(2))
+    expected = []
+    for kind, quant, shards in _layer_cases():
+        layer = _build(kind, quant)
+        _load(layer, shards)
+        expected.append(layer(x))
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    from pagedawq.engine.executor.ray import _free_port
+    port = _free_port()
+    procs = [ctx.Process(target=_shard_worker, args=(r, world, port, x, expected, queue)) for r in range(world)]
+    for p in procs:
+        p.start()
+    results = [queue.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(timeout=30)
+    for rank, errors in results:
+        assert len(errors) == 10
+        for kind, quantized, err in errors:
+            assert err < 1e-4, (rank, kind, quantized, err)
+
+
+def test_dead_worker_surfaces_as_error_not_hang(gqa_model):
+    import ray
+
+    from pagedawq.errors import EngineDeadError
+    with LLM(str(gqa_model[0]), device="cpu", dtype="float32", tensor_parallel_size=2, skip_tokenizer_init=True,
+             kv_cache_memory_bytes=8 * 2**20) as llm:
+        ray.kill(llm.llm_engine.executor.workers[1])
+        with pytest.raises(EngineDeadError, match="worker died"):
+            llm.generate([{"prompt_token_ids": [5, 6, 7]}], GREEDY, use_tqdm=False)
+        assert not llm.llm_engine.has_unfinished_requests()
