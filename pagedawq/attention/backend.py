@@ -15,6 +15,9 @@ from pagedawq.attention.metadata import AttentionMetadata
 
 
 class AttentionBackend(ABC):
+    def __init__(self, max_model_len: int) -> None:
+        self.max_model_len = max_model_len
+
     @abstractmethod
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_cache: torch.Tensor,
                 metadata: AttentionMetadata, scale: float) -> torch.Tensor:
@@ -22,21 +25,21 @@ class AttentionBackend(ABC):
         causal attention of ``q [T, Hq, D]`` over each sequence's cached context, ``[T, Hq, D]``."""
 
 
-_BACKENDS: dict[str, Callable[[], AttentionBackend]] = {}
+_BACKENDS: dict[str, Callable[[int], AttentionBackend]] = {}
 
 
 def register_backend(name: str) -> Callable:
-    def wrap(factory: Callable[[], AttentionBackend]) -> Callable[[], AttentionBackend]:
+    def wrap(factory: Callable[[int], AttentionBackend]) -> Callable[[int], AttentionBackend]:
         _BACKENDS[name] = factory
         return factory
     return wrap
 
 
-def get_backend(name: str) -> AttentionBackend:
+def get_backend(name: str, max_model_len: int) -> AttentionBackend:
     # Importing the modules registers the backends they define.
     from pagedawq.attention import torch_backend  # noqa: F401
     if name == "triton":
         from pagedawq.attention import triton_backend  # noqa: F401
     if name not in _BACKENDS:
         raise ValueError(f"unknown attention backend {name!r}; choose from {sorted(_BACKENDS)}")
-    return _BACKENDS[name]()
+    return _BACKENDS[name](max_model_len)

@@ -30,6 +30,9 @@ class AttentionMetadata:
     # Host copies, so the torch reference backend can loop without device syncs.
     query_lens_cpu: list[int]
     seq_lens_cpu: list[int]
+    # Set while capturing a CUDA graph: kernels must then size their grids from static bounds
+    # (batch size, max_model_len), never from this batch's lengths.
+    graph_capture: bool = False
 
     @property
     def num_seqs(self) -> int:

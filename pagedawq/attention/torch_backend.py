@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from pagedawq.attention.backend import AttentionBackend, register_backend
 from pagedawq.attention.metadata import AttentionMetadata
@@ -15,8 +14,10 @@ def write_kv_cache(k: torch.Tensor, v: torch.Tensor, kv_cache: torch.Tensor, slo
     valid = slot_mapping >= 0
     if not bool(valid.all()):
         k, v, slot_mapping = k[valid], v[valid], slot_mapping[valid]
-    flat[0, slot_mapping] = k.to(flat.dtype)
-    flat[1, slot_mapping] = v.to(flat.dtype)
+    # index_copy_/index_select on the K or V half: mixed basic+advanced indexing of the whole
+    # cache tensor costs milliseconds on CPU.
+    flat[0].index_copy_(0, slot_mapping, k.to(flat.dtype))
+    flat[1].index_copy_(0, slot_mapping, v.to(flat.dtype))
 
 
 def gather_context(kv_cache: torch.Tensor, block_table: torch.Tensor, seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -24,31 +25,62 @@ def gather_context(kv_cache: torch.Tensor, block_table: torch.Tensor, seq_len: i
     block_size = kv_cache.shape[2]
     n_blocks = (seq_len + block_size - 1) // block_size
     blocks = block_table[:n_blocks].long()
-    k = kv_cache[0, blocks].flatten(0, 1)[:seq_len]
-    v = kv_cache[1, blocks].flatten(0, 1)[:seq_len]
+    k = kv_cache[0].index_select(0, blocks).flatten(0, 1)[:seq_len]
+    v = kv_cache[1].index_select(0, blocks).flatten(0, 1)[:seq_len]
     return k, v
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, scale: float) -> torch.Tensor:
+    """Masked attention with grouped KV heads: ``q [B, Lq, Hq, D]``, ``k, v [B, L, Hkv, D]``,
+    ``mask [B, Lq, L]`` (True = may attend) -> ``[B, Lq, Hq, D]``. Scores and softmax in float32.
+
+    Written with plain matmuls: on CPU this is much faster than ``scaled_dot_product_attention``
+    for the short query blocks of decoding, and it is an unambiguous reference."""
+    b, lq, hq, d = q.shape
+    hkv = k.shape[2]
+    qg = q.view(b, lq, hkv, hq // hkv, d).permute(0, 2, 3, 1, 4)          # [B, Hkv, G, Lq, D]
+    kt = k.permute(0, 2, 3, 1).unsqueeze(2)                                 # [B, Hkv, 1, D, L]
+    scores = torch.matmul(qg, kt.to(q.dtype)).float() * scale               # [B, Hkv, G, Lq, L]
+    scores = scores.masked_fill(~mask[:, None, None], float("-inf"))
+    probs = scores.softmax(dim=-1).to(v.dtype)
+    out = torch.matmul(probs, v.permute(0, 2, 1, 3).unsqueeze(2))           # [B, Hkv, G, Lq, D]
+    return out.permute(0, 3, 1, 2, 4).reshape(b, lq, hq, d).to(q.dtype)
 
 
 def paged_attention_reference(q: torch.Tensor, kv_cache: torch.Tensor, metadata: AttentionMetadata,
                               scale: float) -> torch.Tensor:
-    """Causal attention of each sequence's new queries over its whole cached context."""
+    """Causal attention of each sequence's new queries over its whole cached context.
+
+    Single-token (decode) sequences are batched into one padded attention; prefill chunks go one
+    sequence at a time.
+    """
     out = torch.empty_like(q)
-    num_q_heads, num_kv_heads = q.shape[1], kv_cache.shape[3]
-    group = num_q_heads // num_kv_heads
-    start = 0
+    block_size = kv_cache.shape[2]
+    decode_rows = [i for i, n in enumerate(metadata.query_lens_cpu) if n == 1]
+    starts = metadata.query_start_loc.tolist() if len(decode_rows) != metadata.num_seqs else None
+    if decode_rows:
+        if len(decode_rows) == metadata.num_seqs:
+            token_idx = rows = slice(None)
+        else:
+            rows = torch.tensor(decode_rows, device=q.device)
+            token_idx = torch.tensor([starts[i] for i in decode_rows], device=q.device)
+        max_len = max(metadata.seq_lens_cpu[i] for i in decode_rows)
+        n_blocks = -(-max_len // block_size)
+        blocks = metadata.block_tables[rows][:, :n_blocks].long().flatten()
+        shape = (-1, n_blocks * block_size) + tuple(kv_cache.shape[3:])
+        k = kv_cache[0].index_select(0, blocks).view(shape)[:, :max_len]
+        v = kv_cache[1].index_select(0, blocks).view(shape)[:, :max_len]
+        mask = torch.arange(max_len, device=q.device)[None, :] < metadata.seq_lens[rows].long()[:, None]
+        out[token_idx] = attend(q[token_idx].unsqueeze(1), k, v, mask.unsqueeze(1), scale).squeeze(1)
     for i, (q_len, seq_len) in enumerate(zip(metadata.query_lens_cpu, metadata.seq_lens_cpu)):
-        if q_len == 0:
+        if q_len <= 1:
             continue
+        start = starts[i]
         k, v = gather_context(kv_cache, metadata.block_tables[i], seq_len)
-        qi = q[start:start + q_len].transpose(0, 1)                 # [Hq, Lq, D]
-        k = k.transpose(0, 1).repeat_interleave(group, dim=0)        # [Hq, Lk, D]
-        v = v.transpose(0, 1).repeat_interleave(group, dim=0)
         # Query j sits at absolute position seq_len - q_len + j and sees keys up to there.
         q_pos = torch.arange(seq_len - q_len, seq_len, device=q.device)
         mask = torch.arange(seq_len, device=q.device)[None, :] <= q_pos[:, None]
-        o = F.scaled_dot_product_attention(qi, k.to(qi.dtype), v.to(qi.dtype), attn_mask=mask, scale=scale)
-        out[start:start + q_len] = o.transpose(0, 1)
-        start += q_len
+        out[start:start + q_len] = attend(q[None, start:start + q_len], k[None], v[None], mask[None], scale)[0]
     return out
 
 

@@ -17,19 +17,16 @@ from pagedawq.kernels.paged_attention import choose_num_kv_splits, paged_attenti
 class TritonAttentionBackend(AttentionBackend):
     """Triton paged attention.
 
-    Decode batches split each context into ``choose_num_kv_splits(...)`` pieces. By default the
-    split count follows the batch's ``max_seq_len`` (best for eager execution). Before capturing
-    CUDA graphs set ``max_model_len``: the split count then depends only on the batch size and
-    that bound, so the decode grid is the same at capture and at every replay.
+    Decode batches split each context into ``choose_num_kv_splits(...)`` pieces. Eagerly the split
+    count follows the batch's ``max_seq_len``; while a CUDA graph is captured
+    (``metadata.graph_capture``) it follows ``max_model_len``, so it depends only on the batch size
+    and the decode grid is valid at every replay.
     """
-
-    def __init__(self, max_model_len: int | None = None) -> None:
-        self.max_model_len = max_model_len
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_cache: torch.Tensor,
                 metadata: AttentionMetadata, scale: float) -> torch.Tensor:
         write_kv_cache(k, v, kv_cache, metadata.slot_mapping)
         num_kv_splits = None
-        if metadata.is_decode_only and self.max_model_len is not None:
+        if metadata.is_decode_only and metadata.graph_capture:
             num_kv_splits = choose_num_kv_splits(metadata.num_seqs, kv_cache.shape[3], self.max_model_len)
         return paged_attention(q, kv_cache, metadata, scale, num_kv_splits=num_kv_splits)

@@ -14,6 +14,7 @@ from torch import nn
 from pagedawq.attention.backend import get_backend
 from pagedawq.attention.metadata import AttentionMetadata, forward_context
 from pagedawq.config import EngineConfig
+from pagedawq.engine.cuda_graphs import DecodeGraphs
 from pagedawq.engine.sampler import RequestSamplingState, Sampler, TokenLogprobs
 from pagedawq.engine.scheduler import SchedulerOutput
 from pagedawq.models.layers.attention import Attention
@@ -48,6 +49,7 @@ class ModelRunner:
         self.states: dict[str, RequestSamplingState] = {}
         self.attn_layers = [m for m in model.modules() if isinstance(m, Attention)]
         self.kv_caches: list[torch.Tensor] = []
+        self.graphs: DecodeGraphs | None = None
 
     # ---- KV cache ---------------------------------------------------------------------------
     def kv_cache_shape(self, num_blocks: int) -> tuple[int, ...]:
@@ -60,12 +62,19 @@ class ModelRunner:
         return per_layer * len(self.attn_layers)
 
     def bind_kv_cache(self, num_blocks: int) -> None:
-        backend = get_backend(self.config.resolved_attention_backend)
+        backend = get_backend(self.config.resolved_attention_backend, self.config.scheduler.max_model_len)
         shape = self.kv_cache_shape(num_blocks)
         self.kv_caches = [torch.empty(shape, dtype=self.config.model.dtype, device=self.device)
                           for _ in self.attn_layers]
         for layer, cache in zip(self.attn_layers, self.kv_caches):
             layer.kv_cache, layer.backend = cache, backend
+        if self.device.type == "cuda" and not self.config.enforce_eager:
+            if self.config.resolved_attention_backend != "triton":
+                logger.warning("CUDA graphs need the triton attention backend; running eagerly")
+                return
+            self.graphs = DecodeGraphs(self.model, self.device, self.config.scheduler.max_num_seqs,
+                                       self.config.scheduler.max_model_len, self.block_size)
+            self.graphs.capture()
 
     # ---- inputs -----------------------------------------------------------------------------
     def prepare_inputs(self, sched: SchedulerOutput) -> BatchInputs:
@@ -117,8 +126,11 @@ class ModelRunner:
         if sched.is_empty:
             return ModelRunnerOutput([], [], []) if self.is_driver else None
         batch = self.prepare_inputs(sched)
-        with forward_context(batch.metadata):
-            hidden = self.model(batch.input_ids, batch.positions)
+        if self.graphs is not None and self.graphs.can_run(len(sched.seqs), batch.metadata):
+            hidden = self.graphs.run(batch.input_ids, batch.positions, batch.metadata)
+        else:
+            with forward_context(batch.metadata):
+                hidden = self.model(batch.input_ids, batch.positions)
         if not batch.sample_request_ids:
             return ModelRunnerOutput([], [], []) if self.is_driver else None
         logits = self.model.compute_logits(hidden[batch.logits_indices])

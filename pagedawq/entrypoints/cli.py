@@ -72,6 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
     quant = sub.add_parser("quantize", help="AWQ-quantize a model to an int4 checkpoint")
     add_quantize_arguments(quant)
     quant.set_defaults(func=run_quantize)
+
+    from pagedawq.entrypoints.openai.api_server import add_serve_arguments, run_serve
+    serve = sub.add_parser("serve", help="OpenAI-compatible HTTP server (/v1/completions, /v1/chat/completions)")
+    add_serve_arguments(serve)
+    serve.set_defaults(func=run_serve)
     return parser
 
 

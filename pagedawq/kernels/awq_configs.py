@@ -2,26 +2,35 @@
 
 Paths (``awq_gemm`` picks by M, or takes ``path=``):
 
+* ``"gemv"`` (M <= GEMV_M_MAX, CUDA only): no tensor cores and no shared memory; each thread
+  unpacks its own words in registers and multiplies by the few activation rows with fp32 FMAs
+  (``awq_gemv_kernel``), split-K so that the whole GPU streams the weight once. Chosen
+  automatically only on CUDA (under the interpreter the default stays "splitk", which the older
+  tests expect; ``path="gemv"`` works everywhere).
+
 * ``"splitk"`` (M <= 32): memory-bound. The weight is 3.6x smaller than fp16 but still the
   whole cost, so the goal is every SM streaming it at once: BLOCK_M 16/32 (the tensor cores idle
-  anyway), BLOCK_N 128 (64-byte rows of packed words), and split-K until output tiles x splits
-  fill the GPU several times over.
-* ``"tc"`` (32 < M < LARGE_M_MIN): tensor-core tiles, dequantized in registers, split-K only
-  when the tile grid alone cannot fill the GPU.
-* ``"dequant"`` (M >= LARGE_M_MIN): the weight is dequantized once per call (a Triton kernel)
-  and cuBLAS does the product, which wins once the GEMM is compute-bound.
+  anyway), BLOCK_N 64, and split-K until output tiles x splits fill the GPU a few times over.
+  BLOCK_N 64 won on every benchmark shape: the kernel is bound by shared-memory traffic (the
+  dequantized tile's trip into the mma layout), so more small programs per SM beat wider rows.
+* ``"tc"`` (32 < M <= 256): tensor-core tiles (wgmma from BLOCK_M 64), dequantized in
+  registers, split-K only when the tile grid alone cannot fill the GPU.
+* ``"dequant"`` (M > 256): the weight is dequantized once per call (a Triton kernel) and cuBLAS
+  does the product; on the H100 this beat the fused kernel from M = 512 (sometimes 256) on.
 
-A small table measured on the H100 (``benchmarks/kernels.py --tune``) gives the path and
-configuration for the benchmark shapes per M bucket; heuristics cover every other shape. Choices
-are cached per (M, N, K, G), so the table is consulted once per new shape.
+A table measured on the H100 (``benchmarks/kernels.py --tune``; numbers in
+benchmarks/notes/awq_gemm.md) gives the path and configuration for the benchmark shapes per M
+bucket; heuristics cover every other shape. Choices are cached per (M, N, K, G, SMs).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from functools import lru_cache
 
+GEMV_M_MAX = 4       # at or below (on CUDA): the register-only GEMV path
+GEMV_BLOCK_M_MAX = 4  # rows per GEMV program; a larger M runs several row blocks
 SMALL_M_MAX = 32     # at or below: the split-K streaming path
-LARGE_M_MIN = 1024   # at or above: dequantize + cuBLAS
+LARGE_M_MIN = 257    # at or above: dequantize + cuBLAS (won at M >= 512 on every benchmark shape)
 DEFAULT_SMS = 132    # H100 SXM; used when the tensors are not on a CUDA device (interpreter)
 
 
@@ -35,6 +44,42 @@ class GemmConfig:
     scale_w: bool = False  # scale each weight before the dot (else the fp32 product per K tile)
     num_warps: int = 4
     num_stages: int = 3
+
+
+@dataclass(frozen=True)
+class GemvConfig:
+    """Launch configuration of ``awq_gemv_kernel``. ``vec``: packed words per thread and row (one
+    vector load of 4 * vec bytes; 8 * vec output columns per thread, so 8 * vec * BLOCK_M fp32
+    accumulators); lowered where N/8 is not a multiple of it."""
+    block_n: int = 256
+    block_k: int = 128
+    split_k: int = 1
+    vec: int = 4
+    num_warps: int = 4
+    num_stages: int = 1
+    prefetch_scales: bool = True
+
+
+def gemv_block_m(m: int) -> int:
+    """Rows per GEMV program: M rounded up to a power of two, at most GEMV_BLOCK_M_MAX."""
+    b = 1
+    while b < min(m, GEMV_BLOCK_M_MAX):
+        b *= 2
+    return b
+
+
+def gemv_layout(block_n: int, block_k: int, vec: int, num_warps: int, n8: int) -> tuple[int, int]:
+    """(VEC, R) for ``awq_gemv_kernel``: VEC lowered until it divides N/8; R = the rows of a
+    [BLOCK_K, BLOCK_N/8] word tile that lanes and warps cover once the word dimension has taken
+    its share (Triton's default blocked layout fills the contiguous dimension first), so that the
+    remaining BLOCK_K / R rows stay inside each thread."""
+    while vec > 1 and (n8 % vec or (block_n // 8) % vec):
+        vec //= 2
+    per_row = max(1, (block_n // 8) // vec)       # threads needed along one row of words
+    lanes_n = min(32, per_row)
+    warps_n = min(num_warps, max(1, per_row // 32))
+    rows = (32 // lanes_n) * (num_warps // warps_n)
+    return vec, max(1, min(rows, block_k))
 
 
 def m_bucket(m: int) -> int:
@@ -55,7 +100,9 @@ def fit_block_k(want: int, group: int) -> int:
     raise ValueError(f"AWQ group size {group} is not a multiple of 16; the Triton kernels cannot tile it")
 
 
-def select_path(m: int) -> str:
+def select_path(m: int, gemv: bool = False) -> str:
+    if gemv and m <= GEMV_M_MAX:
+        return "gemv"
     if m <= SMALL_M_MAX:
         return "splitk"
     if m < LARGE_M_MIN:
@@ -81,34 +128,152 @@ def _split_for(tiles: int, k_tiles: int, sms: int, waves: int) -> int:
 def heuristic_config(path: str, m: int, n: int, k: int, group: int, sms: int) -> GemmConfig:
     if path == "splitk":
         bm = 16 if m <= 16 else 32
-        bn = _pow2_at_most(n, 128)
+        bn = _pow2_at_most(n, 64)
         bk = fit_block_k(min(128, _pow2_at_most(k, 128)), group)
         tiles = -(-n // bn)
         split = _split_for(tiles, k // bk, sms, waves=4)
         return GemmConfig(bm, bn, bk, split_k=split, num_warps=4, num_stages=4)
     if path == "tc":
-        if m <= 64:
-            bm, bn, warps = 64, 128, 4
-        elif m <= 256:
-            bm, bn, warps = 128, 128, 8
-        else:
-            bm, bn, warps = 128, 256, 8
-        bn = _pow2_at_most(n, bn)
-        bk = fit_block_k(min(64, _pow2_at_most(k, 64)), group)
+        bm = 64 if m <= 64 else 128
+        bn = _pow2_at_most(n, 128)
+        bk = fit_block_k(min(128 if bm == 64 else 64, _pow2_at_most(k, 128)), group)
         tiles = -(-m // bm) * -(-n // bn)
         split = _split_for(tiles, k // bk, sms, waves=1)
-        return GemmConfig(bm, bn, bk, split_k=split, scale_w=True, num_warps=warps, num_stages=3)
+        return GemmConfig(bm, bn, bk, split_k=split, scale_w=True, num_warps=4 if bm == 64 else 8,
+                          num_stages=3)
     raise ValueError(f"no GEMM kernel configuration for path {path!r}")
 
 
-# Measured on one H100 SXM (benchmarks/kernels.py --tune, group 128, fp16):
+# Measured on one H100 SXM 80GB, 2026-11-25 (benchmarks/kernels.py --tune, group 128, fp16, CUDA-graph
+# timing over rotating weights):
 # (M bucket, N, K) -> (path, config; None for "dequant").
-TUNED: dict[tuple[int, int, int], tuple[str, GemmConfig | None]] = {}
+TUNED: dict[tuple[int, int, int], tuple[str, GemmConfig | None]] = {
+    (16, 1280, 8192): ('splitk', GemmConfig(16, 64, 128, split_k=13, num_stages=4)),
+    (16, 4096, 4096): ('splitk', GemmConfig(16, 64, 128, split_k=4, num_stages=4)),
+    (16, 4096, 11008): ('splitk', GemmConfig(16, 64, 128, split_k=8, num_stages=4)),
+    (16, 4096, 14336): ('splitk', GemmConfig(16, 64, 128, split_k=8, num_stages=4)),
+    (16, 6144, 4096): ('splitk', GemmConfig(16, 64, 128, split_k=6, num_stages=4)),
+    (16, 7168, 8192): ('splitk', GemmConfig(16, 64, 128, split_k=9, num_stages=4)),
+    (16, 8192, 1024): ('splitk', GemmConfig(16, 64, 128, num_stages=4)),
+    (16, 8192, 3584): ('splitk', GemmConfig(16, 64, 128, split_k=4, num_stages=4)),
+    (16, 12288, 4096): ('splitk', GemmConfig(16, 64, 128, split_k=6, num_stages=4)),
+    (16, 22016, 4096): ('splitk', GemmConfig(16, 64, 128, num_stages=4)),
+    (16, 28672, 4096): ('splitk', GemmConfig(16, 64, 128, split_k=2, num_stages=4)),
+    (32, 1280, 8192): ('splitk', GemmConfig(32, 64, 128, split_k=13, num_stages=4)),
+    (32, 4096, 4096): ('splitk', GemmConfig(32, 64, 128, split_k=4, num_stages=4)),
+    (32, 4096, 11008): ('splitk', GemmConfig(32, 64, 128, split_k=4, num_stages=4)),
+    (32, 4096, 14336): ('splitk', GemmConfig(32, 64, 128, split_k=4, num_stages=4)),
+    (32, 6144, 4096): ('splitk', GemmConfig(32, 128, 128, split_k=6, num_stages=4)),
+    (32, 7168, 8192): ('splitk', GemmConfig(32, 64, 128, split_k=2, num_stages=4)),
+    (32, 8192, 1024): ('splitk', GemmConfig(32, 64, 128, split_k=2, num_stages=4)),
+    (32, 8192, 3584): ('splitk', GemmConfig(32, 64, 128, split_k=2, num_stages=4)),
+    (32, 12288, 4096): ('splitk', GemmConfig(32, 128, 128, split_k=6)),
+    (32, 22016, 4096): ('splitk', GemmConfig(32, 64, 128, num_stages=4)),
+    (32, 28672, 4096): ('splitk', GemmConfig(32, 128, 128, num_stages=4)),
+    (64, 1280, 8192): ('tc', GemmConfig(64, 128, 128, split_k=13, scale_w=True, num_stages=4)),
+    (64, 4096, 4096): ('tc', GemmConfig(64, 128, 64, split_k=4, scale_w=True, num_stages=4)),
+    (64, 4096, 11008): ('tc', GemmConfig(64, 128, 64, split_k=4, scale_w=True, num_stages=4)),
+    (64, 4096, 14336): ('tc', GemmConfig(64, 128, 128, split_k=4, scale_w=True, num_stages=4)),
+    (64, 6144, 4096): ('tc', GemmConfig(64, 128, 128, split_k=3, scale_w=True)),
+    (64, 7168, 8192): ('tc', GemmConfig(64, 128, 128, split_k=2, scale_w=True, num_stages=4)),
+    (64, 8192, 1024): ('tc', GemmConfig(64, 128, 128, split_k=2, scale_w=True, num_stages=4)),
+    (64, 8192, 3584): ('tc', GemmConfig(64, 128, 128, split_k=2, scale_w=True, num_stages=4)),
+    (64, 12288, 4096): ('tc', GemmConfig(64, 128, 128, scale_w=True, num_stages=4)),
+    (64, 22016, 4096): ('tc', GemmConfig(64, 128, 128, scale_w=True)),
+    (64, 28672, 4096): ('tc', GemmConfig(64, 128, 128, scale_w=True)),
+    (128, 1280, 8192): ('tc', GemmConfig(64, 128, 128, split_k=7, scale_w=True)),
+    (128, 4096, 4096): ('tc', GemmConfig(128, 128, 64, split_k=4, scale_w=True, num_warps=8)),
+    (128, 4096, 11008): ('tc', GemmConfig(128, 128, 64, split_k=4, scale_w=True, num_warps=8)),
+    (128, 4096, 14336): ('tc', GemmConfig(128, 128, 64, split_k=4, scale_w=True, num_warps=8)),
+    (128, 6144, 4096): ('tc', GemmConfig(64, 128, 128, scale_w=True)),
+    (128, 7168, 8192): ('tc', GemmConfig(128, 128, 64, split_k=2, scale_w=True, num_warps=8)),
+    (128, 8192, 1024): ('tc', GemmConfig(64, 128, 128, scale_w=True)),
+    (128, 8192, 3584): ('tc', GemmConfig(128, 128, 64, split_k=2, scale_w=True, num_warps=8)),
+    (128, 12288, 4096): ('tc', GemmConfig(64, 128, 128, scale_w=True)),
+    (128, 22016, 4096): ('tc', GemmConfig(64, 128, 64, scale_w=True, num_stages=4)),
+    (128, 28672, 4096): ('tc', GemmConfig(64, 128, 128, scale_w=True)),
+    (256, 1280, 8192): ('dequant', None),
+    (256, 4096, 4096): ('dequant', None),
+    (256, 4096, 11008): ('dequant', None),
+    (256, 4096, 14336): ('tc', GemmConfig(128, 128, 64, split_k=2, scale_w=True, num_warps=8)),
+    (256, 6144, 4096): ('dequant', None),
+    (256, 7168, 8192): ('tc', GemmConfig(64, 128, 128, scale_w=True)),
+    (256, 8192, 1024): ('tc', GemmConfig(64, 128, 128, scale_w=True)),
+    (256, 8192, 3584): ('tc', GemmConfig(64, 128, 128, scale_w=True)),
+    (256, 12288, 4096): ('tc', GemmConfig(64, 128, 64, scale_w=True, num_stages=4)),
+    (256, 22016, 4096): ('tc', GemmConfig(64, 128, 128, scale_w=True)),
+    (256, 28672, 4096): ('tc', GemmConfig(64, 128, 64, scale_w=True, num_stages=4)),
+    (512, 1280, 8192): ('dequant', None),
+    (512, 4096, 4096): ('dequant', None),
+    (512, 4096, 11008): ('dequant', None),
+    (512, 4096, 14336): ('dequant', None),
+    (512, 6144, 4096): ('dequant', None),
+    (512, 7168, 8192): ('dequant', None),
+    (512, 8192, 1024): ('dequant', None),
+    (512, 8192, 3584): ('dequant', None),
+    (512, 12288, 4096): ('dequant', None),
+    (512, 22016, 4096): ('dequant', None),
+    (512, 28672, 4096): ('dequant', None),
+    (1024, 1280, 8192): ('dequant', None),
+    (1024, 4096, 4096): ('dequant', None),
+    (1024, 4096, 11008): ('dequant', None),
+    (1024, 4096, 14336): ('dequant', None),
+    (1024, 6144, 4096): ('dequant', None),
+    (1024, 7168, 8192): ('dequant', None),
+    (1024, 8192, 1024): ('dequant', None),
+    (1024, 8192, 3584): ('dequant', None),
+    (1024, 12288, 4096): ('dequant', None),
+    (1024, 22016, 4096): ('dequant', None),
+    (1024, 28672, 4096): ('dequant', None),
+    (4096, 1280, 8192): ('dequant', None),
+    (4096, 4096, 4096): ('dequant', None),
+    (4096, 4096, 11008): ('dequant', None),
+    (4096, 4096, 14336): ('dequant', None),
+    (4096, 6144, 4096): ('dequant', None),
+    (4096, 7168, 8192): ('dequant', None),
+    (4096, 8192, 1024): ('dequant', None),
+    (4096, 8192, 3584): ('dequant', None),
+    (4096, 12288, 4096): ('dequant', None),
+    (4096, 22016, 4096): ('dequant', None),
+    (4096, 28672, 4096): ('dequant', None),
+}
+
+
+# GEMV configurations measured on the H100 (benchmarks/kernels.py --gemv): (M bucket, N, K) ->
+# GemvConfig. Empty until measured; the heuristic below covers every shape.
+GEMV_TUNED: dict[tuple[int, int, int], GemvConfig] = {}
+
+
+def gemv_heuristic(m: int, n: int, k: int, group: int, sms: int) -> GemvConfig:
+    """BLOCK_N 256, BLOCK_K 128 (fitted to the group), 4 warps; VEC shrinking as M grows (the
+    accumulators are 8 VEC BLOCK_M registers a thread); split-K to ~2 programs per SM."""
+    bm = gemv_block_m(m)
+    vec = 4 if bm <= 2 else (2 if bm == 4 else 1)
+    bn = 256
+    bk = fit_block_k(128, group)
+    while k % bk:
+        bk //= 2
+    tiles = -(-n // bn) * -(-m // bm)
+    k_tiles = k // bk
+    split = max(1, min(k_tiles, -(-2 * sms // tiles)))
+    return GemvConfig(bn, bk, split_k=split, vec=vec, num_warps=4)
 
 
 @lru_cache(maxsize=4096)
-def choose(m: int, n: int, k: int, group: int, sms: int) -> tuple[str, GemmConfig | None]:
-    """The path and configuration for an M x N x K product (config None for "dequant")."""
+def gemv_config(m: int, n: int, k: int, group: int, sms: int) -> GemvConfig:
+    cfg = GEMV_TUNED.get((gemv_block_m(m), n, k))
+    if cfg is not None and group % cfg.block_k == 0 and k % cfg.block_k == 0:
+        return cfg
+    return gemv_heuristic(m, n, k, group, sms)
+
+
+@lru_cache(maxsize=4096)
+def choose(m: int, n: int, k: int, group: int, sms: int, gemv: bool = False
+           ) -> tuple[str, GemmConfig | GemvConfig | None]:
+    """The path and configuration for an M x N x K product (config None for "dequant").
+    ``gemv``: whether the GEMV path may be chosen (CUDA, compiled)."""
+    if gemv and m <= GEMV_M_MAX:
+        return "gemv", gemv_config(m, n, k, group, sms)
     tuned = TUNED.get((m_bucket(m), n, k))
     if tuned is not None:
         path, cfg = tuned

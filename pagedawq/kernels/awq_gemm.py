@@ -15,15 +15,17 @@ from functools import lru_cache
 import torch
 import triton
 
-from pagedawq.kernels.awq_configs import DEFAULT_SMS, GemmConfig, choose, fit_block_k, get_config
-from pagedawq.kernels.awq_kernels import awq_dequant_kernel, awq_gemm_kernel
+from pagedawq.kernels.awq_configs import (DEFAULT_SMS, GemmConfig, GemvConfig, choose, fit_block_k, get_config,
+                                          gemv_block_m, gemv_config, gemv_layout)
+from pagedawq.kernels.awq_kernels import awq_dequant_kernel, awq_gemm_kernel, awq_gemv_kernel
 from pagedawq.quant.pack import PACK_FACTOR, group_size_of
 
-PATHS = ("splitk", "tc", "dequant")
+PATHS = ("gemv", "splitk", "tc", "dequant")
 
 # Split-K arrival counters, one per output tile, per device. Zero between launches: the last
 # program of each tile resets its counter. Kernels using them must not run concurrently on
-# two streams of one device.
+# two streams of one device, and the first (eager) call of a shape allocates them, so warm up
+# before capturing a CUDA graph, as graph capture requires anyway.
 _COUNTERS: dict[torch.device, torch.Tensor] = {}
 
 
@@ -107,14 +109,50 @@ def gemm_fused(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, sca
     return out
 
 
+def gemv(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor,
+         cfg: GemvConfig, out: torch.Tensor) -> torch.Tensor:
+    """Launch ``awq_gemv_kernel`` (the "gemv" path, M <= ~8) with an explicit configuration.
+
+    Rows are processed ``gemv_block_m(M)`` (<= 8) at a time, one grid row block each (a larger M
+    reads the weight once per block). Split-K partials go to an fp32 workspace allocated per call
+    like the "splitk" path's (torch's caching allocator; inside a CUDA graph capture, the graph's
+    pool), and the shared per-device arrival counters: data-independent sizes, no host sync.
+    """
+    m, k = x.shape
+    n8 = qweight.shape[1]
+    n = n8 * PACK_FACTOR
+    group = k // scales.shape[0]
+    bk = cfg.block_k
+    if k % bk or group % bk:
+        raise ValueError(f"BLOCK_K {bk} must divide the group size {group} and K {k}")
+    bm = gemv_block_m(m)
+    vec, rows = gemv_layout(cfg.block_n, bk, cfg.vec, cfg.num_warps, n8)
+    tiles_m, tiles_n = triton.cdiv(m, bm), triton.cdiv(n, cfg.block_n)
+    k_tiles = k // bk
+    split = max(1, min(cfg.split_k, k_tiles))
+    split = triton.cdiv(k_tiles, triton.cdiv(k_tiles, split))  # no empty K slices
+    if split > 1:
+        ws = torch.empty((split, m, n), dtype=torch.float32, device=x.device)
+        cnt = _counters(x.device, tiles_m * tiles_n)
+    else:
+        ws, cnt = out, qzeros  # never touched without split-K
+    awq_gemv_kernel[(tiles_n, split, tiles_m)](
+        x, qweight, qzeros, scales, out, ws, cnt, m, n8, k, x.stride(0), out.stride(0), split, 0x4B000000,
+        G=group, BLOCK_M=bm, BLOCK_N=cfg.block_n, BLOCK_K=bk, R=rows, VEC=vec, PREFETCH_S=cfg.prefetch_scales,
+        SPLIT=split > 1,
+        EVEN_N=n % cfg.block_n == 0, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+    return out
+
+
 def awq_gemm(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor, *,
              out: torch.Tensor | None = None, path: str | None = None,
              config: GemmConfig | None = None) -> torch.Tensor:
     """``x [M, K] @ W`` with W the AWQ int4 weight; returns (or fills ``out``) [M, N] in x's dtype.
 
     x is fp16 or bf16 (fp32 goes through the dequantize path); scales may be of either 16-bit
-    type whatever x's is. ``path`` ("splitk", "tc", "dequant") and ``config`` override the
-    choice made from M and the shape (``awq_configs``).
+    type whatever x's is. ``path`` ("gemv", "splitk", "tc", "dequant") and ``config`` (a
+    ``GemvConfig`` for "gemv", else a ``GemmConfig``) override the choice made from M and the shape
+    (``awq_configs``; "gemv" is chosen automatically only on CUDA, for M <= ``GEMV_M_MAX``).
     """
     group = _check(x, qweight, qzeros, scales)
     m, k = x.shape
@@ -132,8 +170,14 @@ def awq_gemm(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scale
     if x.dtype not in (torch.float16, torch.bfloat16):
         path = "dequant"
     if path is None:
-        path, auto = choose(m, n, k, group, _sm_count(x.device))
+        path, auto = choose(m, n, k, group, _sm_count(x.device), x.is_cuda and not _interpreting())
         config = config or auto
+    if path == "gemv":
+        if config is None or not isinstance(config, GemvConfig):
+            config = gemv_config(m, n, k, group, _sm_count(x.device))
+        elif group % config.block_k:
+            config = replace(config, block_k=fit_block_k(config.block_k, group))
+        return gemv(x, qweight, qzeros, scales, config, out)
     if path == "dequant":
         return torch.matmul(x, awq_dequantize(qweight, qzeros, scales, x.dtype), out=out)
     if config is None:

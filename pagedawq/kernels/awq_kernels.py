@@ -271,3 +271,247 @@ def awq_dequant_kernel(qw_ptr, qz_ptr, s_ptr, w_ptr, K, N, N8,
     w = dequant_tile(qw, zw, s_ptr, g[:, None] * N + 8 * rj[None, :], mask, True,
                      w_ptr.dtype.element_ty, False)
     tl.store(w_ptr + rk[:, None] * N + rn[None, :], w, mask=k_mask[:, None] & (rn < N)[None, :])
+
+
+# ---------------------------------------------------------------------------------------------
+# GEMV path (M <= 4 rows per program): no tensor cores, no shared memory in the main loop.
+#
+# ``awq_gemm_kernel`` at small M is bound by the trip of the dequantized tile through shared
+# memory into the mma layout (benchmarks/notes/awq_gemm.md, run 4). For a handful of rows the
+# tensor cores buy nothing, so this kernel keeps everything in registers: each thread loads
+# ``VEC`` packed words (one vector load of 4 VEC bytes) of each of ``U`` rows of the weight tile,
+# unpacks them, multiplies by the activation rows with fp32 FMAs and reduces its U rows
+# in-thread; lanes and warps split the other ``R`` rows of the tile, summed once at the end of
+# the program. Split-K over programs as in ``awq_gemm_kernel`` (deterministic workspace + arrival
+# counter).
+#
+# Unpacking without int-to-float conversions (I2F is a quarter-rate instruction): a nibble at bit
+# offset p <= 16 becomes the fp32 number 2^23 + q 2^p with one LOP3, ``(w & 0xF << p) |
+# 0x4B000000`` (2^23's exponent, the nibble inside the 23-bit mantissa), the zero point the same
+# way, and one FADD gives the exact (q - z) 2^p. Nibbles 5-7 (bits 20-31) are shifted down by 12
+# first (one SHF per word), so columns 0..7 sit at p = 0, 16, 4, 8, 8, 12, 12, 16. The power of
+# two is undone once at the end of the program and the scale once per tile on the in-thread
+# partial: per weight ~1.1 integer ops + 1 FADD + M FFMA.
+#
+# Layout. The tile is indexed [1, U, R, BN8] (row k = r U + u): Triton's default layout for the
+# load puts VEC words per thread and the rest of the contiguous word dimension on lanes, then R
+# on the remaining lanes and the warps, which leaves U inside each thread (the host computes R
+# from that rule, ``awq_configs.gemv_layout``). Activations are loaded one row at a time as
+# [1, U, R, 1]: a load of fewer elements than threads is rematerialized by Triton in the layout
+# its user needs (each thread loads its own U values, L1 hits), whereas a larger one becomes a
+# layout anchor and drags the product into its layout (measured: the whole tile then goes
+# through shared memory). Hence BLOCK_K < 32 num_warps, and one accumulator set per row.
+# ---------------------------------------------------------------------------------------------
+
+@triton.jit
+def _magic_f32(word, c: tl.constexpr, magic):
+    """fp32 ``2^23 + q 2^p`` (exact) for the code q of column c (0..7) of each packed word.
+
+    Column c sits in nibble i = AWQ_ORDER.index(c) = 4 (c % 2) + c // 2; p = 4i for i < 5, else
+    4i - 12. ``magic`` is 0x4B000000 passed at run time: as a register operand it leaves the
+    LOP3's immediate slot to the nibble mask (two constants cost a MOV per LOP3 in SASS)."""
+    if (c % 2) * 4 + c // 2 < 5:
+        v = word & (0xF << (4 * ((c % 2) * 4 + c // 2)))
+    else:
+        v = (word >> 12) & (0xF << (4 * ((c % 2) * 4 + c // 2) - 12))
+    return (v | magic).to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def _scale_f32(pair, HI: tl.constexpr, SDT: tl.constexpr):
+    """fp32 value of the low (HI false) or high 16-bit scale of an int32 holding two of them."""
+    if HI:
+        pair = pair >> 16
+    return pair.to(tl.int16).to(SDT, bitcast=True).to(tl.float32)
+
+
+@triton.jit
+def _gemv_column(qw, zw, sp, x0, x1, x2, x3, a0, a1, a2, a3, magic, c: tl.constexpr, BLOCK_M: tl.constexpr,
+                 SDT: tl.constexpr):
+    """Add column c's partials ``sum_k x[m, k] (q - z)[k, n] s[n] 2^p`` ([1, R, BN8]) to row m's
+    accumulator, for the BLOCK_M rows (the unused accumulators pass through). ``sp``: the int32
+    holding the scales of columns (c & ~1, c | 1)."""
+    d = _magic_f32(qw, c, magic) - _magic_f32(zw, c, magic)[None, None, None, :]   # [1, U, R, BN8]: (q - z) 2^p
+    sc = _scale_f32(sp, c % 2 == 1, SDT)[None, None, :]
+    a0 += tl.sum(x0 * d, axis=1) * sc                                  # in-thread over the U rows
+    if BLOCK_M > 1:
+        a1 += tl.sum(x1 * d, axis=1) * sc
+    if BLOCK_M > 2:
+        a2 += tl.sum(x2 * d, axis=1) * sc
+        a3 += tl.sum(x3 * d, axis=1) * sc
+    return a0, a1, a2, a3
+
+
+@triton.jit
+def _gemv_weights(qw_ptrs, qz_ptrs, row_off, kt, j_mask, G: tl.constexpr, BLOCK_K: tl.constexpr,
+                  EVEN_N: tl.constexpr):
+    """Weight words [1, U, R, BN8] of K tile ``kt`` and its group's zero words [BN8]. The caller
+    clamps ``kt`` into range (no predicates, no zero fill); columns past N (``j_mask`` false, only
+    without EVEN_N) are left unloaded: garbage there reaches only outputs that are not stored."""
+    k0 = kt * BLOCK_K
+    g = k0 // G
+    if EVEN_N:
+        qw = tl.load(qw_ptrs + k0 * row_off)
+        zw = tl.load(qz_ptrs + g * row_off)
+    else:
+        qw = tl.load(qw_ptrs + k0 * row_off, mask=j_mask[None, None, None, :])
+        zw = tl.load(qz_ptrs + g * row_off, mask=j_mask)
+    return qw, zw
+
+
+@triton.jit
+def _gemv_scales(sp_ptrs, row_off, kt, j_mask, G: tl.constexpr, BLOCK_K: tl.constexpr, EVEN_N: tl.constexpr):
+    """The group's scales of the program's columns as four int32 [BN8] (pair p: columns 2p, 2p+1)."""
+    sp = sp_ptrs + (kt * BLOCK_K // G) * (row_off * 4)
+    if EVEN_N:
+        s0 = tl.load(sp + 0)
+        s1 = tl.load(sp + 1)
+        s2 = tl.load(sp + 2)
+        s3 = tl.load(sp + 3)
+    else:
+        s0 = tl.load(sp + 0, mask=j_mask)
+        s1 = tl.load(sp + 1, mask=j_mask)
+        s2 = tl.load(sp + 2, mask=j_mask)
+        s3 = tl.load(sp + 3, mask=j_mask)
+    return s0, s1, s2, s3
+
+
+@triton.jit
+def _gemv_x(x_ptrs, rk, row, rows, stride_xm, k0):
+    """Activation row ``row`` (of ``rows`` valid) over the tile, [1, U, R, 1] fp32 (zero past M)."""
+    return tl.load(x_ptrs + row * stride_xm + k0, mask=(rk * 0 + row) < rows, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _gemv_row_out(a0, a1, a2, a3, a4, a5, a6, a7, row, M, out_ptr, stride_om, ws_ptr, rn, pid_s, N,
+                  SPLIT: tl.constexpr, EVEN_N: tl.constexpr):
+    """Row ``row`` of the program's output tile: sum the R rows of each column's accumulator, undo
+    the 2^p (p = 0, 16, 4, 8, 8, 12, 12, 16), interleave to column order, store to ``out`` (no
+    split) or to this K slice's workspace row."""
+    y = _interleave8(tl.sum(a0, axis=1),
+                     tl.sum(a1, axis=1) * (1.0 / 65536.0),
+                     tl.sum(a2, axis=1) * (1.0 / 16.0),
+                     tl.sum(a3, axis=1) * (1.0 / 256.0),
+                     tl.sum(a4, axis=1) * (1.0 / 256.0),
+                     tl.sum(a5, axis=1) * (1.0 / 4096.0),
+                     tl.sum(a6, axis=1) * (1.0 / 4096.0),
+                     tl.sum(a7, axis=1) * (1.0 / 65536.0))           # [1, BN]
+    mask = (rn * 0 + row) < M
+    if not EVEN_N:
+        mask = mask & (rn < N)
+    if SPLIT:
+        tl.store(ws_ptr + (pid_s * M + row) * N + rn, y, mask=mask)
+    else:
+        tl.store(out_ptr + row * stride_om + rn, y.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit(do_not_specialize=["M", "N8", "split_k", "magic"])
+def awq_gemv_kernel(x_ptr, qw_ptr, qz_ptr, s_ptr, out_ptr, ws_ptr, cnt_ptr,
+                    M, N8, K, stride_xm, stride_om, split_k, magic,
+                    G: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                    R: tl.constexpr, VEC: tl.constexpr, PREFETCH_S: tl.constexpr, SPLIT: tl.constexpr,
+                    EVEN_N: tl.constexpr):
+    """``out[M, N] = x[M, K] @ W`` for BLOCK_M (1, 2 or 4) rows (program_id 2 steps over row
+    blocks), BLOCK_N columns (program_id 0) and one K slice (program_id 1).
+
+    ``N8`` is not specialized, so the word alignment that allows VEC-wide loads is stated through
+    ``(N8 // VEC) * VEC`` (the host picks VEC | N8). Needs BLOCK_K | G, BLOCK_K | K, R | BLOCK_K.
+    Split-K as in ``awq_gemm_kernel``: fp32 workspace [split_k, M, N], one counter per (row block,
+    column tile), zero on entry and on exit; the last program of a tile sums in fixed order. The
+    next tile's weights and zeros (and with PREFETCH_S its scales: 4 VEC more registers) are loaded
+    before the current tile is computed.
+    """
+    SDT = s_ptr.dtype.element_ty
+    U: tl.constexpr = BLOCK_K // R
+    BN8: tl.constexpr = BLOCK_N // 8
+    pid_n = tl.program_id(0)
+    pid_s = tl.program_id(1)
+    pid_m = tl.program_id(2)
+    row_off = (N8 // VEC) * VEC    # == N8, with its divisibility by VEC visible to the compiler
+    N = row_off * 8
+
+    rj = pid_n * BN8 + tl.arange(0, BN8)
+    j_mask = rj < row_off
+    rk = tl.arange(0, R)[None, None, :, None] * U + tl.arange(0, U)[None, :, None, None]   # [1, U, R, 1]
+
+    k_tiles = K // BLOCK_K
+    per_split = tl.cdiv(k_tiles, split_k)
+    kt_lo = pid_s * per_split
+    kt_hi = tl.minimum(kt_lo + per_split, k_tiles)
+
+    qw_ptrs = qw_ptr + rk * row_off + rj[None, None, None, :]
+    qz_ptrs = qz_ptr + rj
+    sp_ptrs = s_ptr.to(tl.pointer_type(tl.int32), bitcast=True) + rj * 4   # scale pairs of word j
+    m0 = pid_m * BLOCK_M
+    x_ptrs = x_ptr + m0 * stride_xm + rk
+
+    zero = tl.zeros((1, R, BN8), dtype=tl.float32)
+    a00, a01, a02, a03, a04, a05, a06, a07 = zero, zero, zero, zero, zero, zero, zero, zero
+    a10, a11, a12, a13, a14, a15, a16, a17 = zero, zero, zero, zero, zero, zero, zero, zero
+    a20, a21, a22, a23, a24, a25, a26, a27 = zero, zero, zero, zero, zero, zero, zero, zero
+    a30, a31, a32, a33, a34, a35, a36, a37 = zero, zero, zero, zero, zero, zero, zero, zero
+
+    # An empty K slice (possible only when split_k does not divide the K tiles evenly, which the host
+    # avoids) still reads one in-range tile, and computes nothing with it.
+    last = tl.maximum(kt_hi - 1, 0)
+    qw, zw = _gemv_weights(qw_ptrs, qz_ptrs, row_off, tl.minimum(kt_lo, last), j_mask, G, BLOCK_K, EVEN_N)
+    if PREFETCH_S:
+        s0, s1, s2, s3 = _gemv_scales(sp_ptrs, row_off, tl.minimum(kt_lo, last), j_mask, G, BLOCK_K, EVEN_N)
+    for kt in range(kt_lo, kt_hi):
+        # Prefetch the next tile before computing this one (the last iteration reloads its own
+        # tile: clamped instead of masked, so no predicates and no zero-filling).
+        nxt = tl.minimum(kt + 1, last)
+        nqw, nzw = _gemv_weights(qw_ptrs, qz_ptrs, row_off, nxt, j_mask, G, BLOCK_K, EVEN_N)
+        if PREFETCH_S:
+            n0, n1, n2, n3 = _gemv_scales(sp_ptrs, row_off, nxt, j_mask, G, BLOCK_K, EVEN_N)
+        else:
+            s0, s1, s2, s3 = _gemv_scales(sp_ptrs, row_off, kt, j_mask, G, BLOCK_K, EVEN_N)
+        k0 = kt * BLOCK_K
+        x0 = _gemv_x(x_ptrs, rk, 0, M - m0, stride_xm, k0)
+        x1 = x0
+        x2 = x0
+        x3 = x0
+        if BLOCK_M > 1:
+            x1 = _gemv_x(x_ptrs, rk, 1, M - m0, stride_xm, k0)
+        if BLOCK_M > 2:
+            x2 = _gemv_x(x_ptrs, rk, 2, M - m0, stride_xm, k0)
+            x3 = _gemv_x(x_ptrs, rk, 3, M - m0, stride_xm, k0)
+        a00, a10, a20, a30 = _gemv_column(qw, zw, s0, x0, x1, x2, x3, a00, a10, a20, a30, magic, 0, BLOCK_M, SDT)
+        a01, a11, a21, a31 = _gemv_column(qw, zw, s0, x0, x1, x2, x3, a01, a11, a21, a31, magic, 1, BLOCK_M, SDT)
+        a02, a12, a22, a32 = _gemv_column(qw, zw, s1, x0, x1, x2, x3, a02, a12, a22, a32, magic, 2, BLOCK_M, SDT)
+        a03, a13, a23, a33 = _gemv_column(qw, zw, s1, x0, x1, x2, x3, a03, a13, a23, a33, magic, 3, BLOCK_M, SDT)
+        a04, a14, a24, a34 = _gemv_column(qw, zw, s2, x0, x1, x2, x3, a04, a14, a24, a34, magic, 4, BLOCK_M, SDT)
+        a05, a15, a25, a35 = _gemv_column(qw, zw, s2, x0, x1, x2, x3, a05, a15, a25, a35, magic, 5, BLOCK_M, SDT)
+        a06, a16, a26, a36 = _gemv_column(qw, zw, s3, x0, x1, x2, x3, a06, a16, a26, a36, magic, 6, BLOCK_M, SDT)
+        a07, a17, a27, a37 = _gemv_column(qw, zw, s3, x0, x1, x2, x3, a07, a17, a27, a37, magic, 7, BLOCK_M, SDT)
+        qw, zw = nqw, nzw
+        if PREFETCH_S:
+            s0, s1, s2, s3 = n0, n1, n2, n3
+
+    rn = (pid_n * BLOCK_N + tl.arange(0, BLOCK_N))[None, :]    # [1, BN]
+    _gemv_row_out(a00, a01, a02, a03, a04, a05, a06, a07, m0, M, out_ptr, stride_om, ws_ptr, rn, pid_s, N,
+                  SPLIT, EVEN_N)
+    if BLOCK_M > 1:
+        _gemv_row_out(a10, a11, a12, a13, a14, a15, a16, a17, m0 + 1, M, out_ptr, stride_om, ws_ptr, rn, pid_s,
+                      N, SPLIT, EVEN_N)
+    if BLOCK_M > 2:
+        _gemv_row_out(a20, a21, a22, a23, a24, a25, a26, a27, m0 + 2, M, out_ptr, stride_om, ws_ptr, rn, pid_s,
+                      N, SPLIT, EVEN_N)
+        _gemv_row_out(a30, a31, a32, a33, a34, a35, a36, a37, m0 + 3, M, out_ptr, stride_om, ws_ptr, rn, pid_s,
+                      N, SPLIT, EVEN_N)
+    if SPLIT:
+        # Every thread's partials are issued before one thread's release of the counter.
+        tl.debug_barrier()
+        tile = pid_m * tl.num_programs(0) + pid_n
+        arrived = tl.atomic_add(cnt_ptr + tile, 1, sem="acq_rel")
+        if arrived == split_k - 1:
+            rm = m0 + tl.arange(0, BLOCK_M)
+            mask = (rm < M)[:, None]
+            if not EVEN_N:
+                mask = mask & (rn < N)
+            ws_ptrs = ws_ptr + rm[:, None] * N + rn
+            total = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+            for s in range(split_k):  # fixed order: the sum does not depend on who came last
+                total += tl.load(ws_ptrs + s * M * N, mask=mask, other=0.0, cache_modifier=".cg")
+            tl.store(out_ptr + rm[:, None] * stride_om + rn, total.to(out_ptr.dtype.element_ty), mask=mask)
+            tl.atomic_xchg(cnt_ptr + tile, 0)

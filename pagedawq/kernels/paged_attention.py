@@ -234,16 +234,19 @@ def _num_sms(device_index: int) -> int:
 def choose_num_kv_splits(num_seqs: int, num_kv_heads: int, max_seq_len: int, num_sms: int | None = None) -> int:
     """How many KV splits the decode kernel should use.
 
-    Enough (seq, kv head, split) programs to give every SM about two, but no split shorter than
-    ``MIN_TOKENS_PER_SPLIT`` tokens, at most ``MAX_KV_SPLITS``. Large batches get 1 split (no
-    reduce kernel). The result depends only on its arguments, so for CUDA-graph capture call it
-    with the captured batch size and ``max_model_len`` (an upper bound of every ``seq_len``) and
-    pass the result as ``num_kv_splits``: the grid then never changes between replays.
+    Enough (seq, kv head, split) programs to give every SM about four (on an H100, batch-1 decode
+    reads KV 25% faster with 16 splits than with 4, and a batch of 64 x 32 heads is fastest
+    unsplit), but no split shorter than ``MIN_TOKENS_PER_SPLIT`` tokens, at most
+    ``MAX_KV_SPLITS``. Large batches get 1 split (no reduce kernel).
+
+    The result depends only on the arguments, so for CUDA-graph capture call it with the captured
+    batch size and ``max_model_len`` (an upper bound of every ``seq_len``) and pass the result as
+    ``num_kv_splits``: the grid then never changes between replays.
     ``num_sms`` defaults to the current CUDA device's multiprocessor count (132 without CUDA).
     """
     if num_sms is None:
         num_sms = _num_sms(torch.cuda.current_device()) if torch.cuda.is_available() else 132
-    wanted = triton.cdiv(2 * num_sms, max(1, num_seqs * num_kv_heads))
+    wanted = triton.cdiv(4 * num_sms, max(1, num_seqs * num_kv_heads))
     by_length = triton.cdiv(max(1, max_seq_len), MIN_TOKENS_PER_SPLIT)
     return max(1, min(wanted, by_length, MAX_KV_SPLITS))
 

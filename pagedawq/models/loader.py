@@ -50,19 +50,24 @@ def iterate_safetensors(files: list[Path]) -> Iterator[tuple[str, torch.Tensor]]
 
 
 def fill_dummy_weights(model: nn.Module, seed: int) -> None:
-    """Random weights with the statistics of a trained model's scale (small, so activations stay
-    finite): floats uniform in ±1e-3 (norms at 1), int4 codes uniform."""
-    gen = torch.Generator(device="cpu").manual_seed(seed)
+    """Random weights, drawn on the parameters' device (a 7B model fills in a second on a GPU):
+    floats uniform in ±1e-3 so activations stay finite, norms at 1, int4 codes uniform, small
+    positive AWQ scales."""
+    generators: dict[torch.device, torch.Generator] = {}
     for name, param in model.named_parameters():
-        if param.dtype == torch.int32:
-            data = torch.randint(-2**31, 2**31 - 1, param.shape, generator=gen, dtype=torch.int32)
+        gen = generators.get(param.device)
+        if gen is None:
+            gen = generators[param.device] = torch.Generator(device=param.device)
+            gen.manual_seed(seed)
+        data = param.data
+        if data.dtype == torch.int32:
+            data.random_(-2**31, 2**31 - 1, generator=gen)
         elif name.endswith("norm.weight"):
-            data = torch.ones(param.shape)
+            data.fill_(1.0)
         elif name.endswith("scales"):
-            data = torch.rand(param.shape, generator=gen) * 1e-3 + 1e-4
+            data.uniform_(1e-4, 1.1e-3, generator=gen)
         else:
-            data = (torch.rand(param.shape, generator=gen) * 2 - 1) * 1e-3
-        param.data.copy_(data.to(param.dtype))
+            data.uniform_(-1e-3, 1e-3, generator=gen)
 
 
 def load_model(config: ModelConfig, device: str) -> nn.Module:

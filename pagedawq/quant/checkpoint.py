@@ -168,7 +168,8 @@ def load_dequantized(checkpoint_dir: str | os.PathLike, dtype: torch.dtype = tor
 
     checkpoint_dir = Path(checkpoint_dir)
     config = AutoConfig.from_pretrained(checkpoint_dir)
-    del config.quantization_config  # the rebuilt model holds plain float weights
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config  # the rebuilt model holds plain float weights
     model = AutoModelForCausalLM.from_config(config).to(dtype)
     state = dequantized_state_dict(read_tensors(checkpoint_dir), dtype)
     missing, unexpected = model.load_state_dict(state, strict=False)

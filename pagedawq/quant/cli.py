@@ -45,24 +45,25 @@ def add_quantize_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
 
 
 def run_quantize(args: argparse.Namespace) -> Path:
+    """Quantize as the parsed options say, print the checkpoint path; bad input exits with its message."""
     from pagedawq.quant import quantize
 
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s: %(message)s")
-    return quantize(args.model, args.output_dir, w_bit=args.w_bit, group_size=args.group_size,
-                    zero_point=args.zero_point, version=args.version, calib_data=args.calib_data,
-                    n_samples=args.n_samples, seq_len=args.seq_len, duo_scaling=args.duo_scaling,
-                    clip=args.clip, modules_to_not_convert=args.modules_to_not_convert,
-                    device=args.device, overwrite=args.overwrite)
+    try:
+        path = quantize(args.model, args.output_dir, w_bit=args.w_bit, group_size=args.group_size,
+                        zero_point=args.zero_point, version=args.version, calib_data=args.calib_data,
+                        n_samples=args.n_samples, seq_len=args.seq_len, duo_scaling=args.duo_scaling,
+                        clip=args.clip, modules_to_not_convert=args.modules_to_not_convert,
+                        device=args.device, overwrite=args.overwrite)
+    except (ValueError, OSError, ArithmeticError) as e:  # the quantizer's input errors
+        raise SystemExit(f"error: {e}") from e
+    print(path)
+    return path
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = add_quantize_arguments(argparse.ArgumentParser(
         prog="python -m pagedawq.quant", description="Quantize a model to int4 with AWQ (AutoAWQ GEMM format)."))
-    args = parser.parse_args(argv)
-    try:
-        path = run_quantize(args)
-    except (ValueError, OSError, ArithmeticError) as e:
-        parser.exit(2, f"error: {e}\n")
-    print(path)
+    run_quantize(parser.parse_args(argv))
     return 0

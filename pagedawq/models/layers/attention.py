@@ -18,13 +18,12 @@ def attention_without_cache(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, m
                             scale: float) -> torch.Tensor:
     """Causal self-attention within each sequence's new tokens (a whole prompt per sequence)."""
     out = torch.empty_like(q)
-    group = q.shape[1] // k.shape[1]
     start = 0
     for q_len in metadata.query_lens_cpu:
         sl = slice(start, start + q_len)
         qi, ki, vi = (t[sl].transpose(0, 1) for t in (q, k, v))
-        ki, vi = ki.repeat_interleave(group, dim=0), vi.repeat_interleave(group, dim=0)
-        out[sl] = F.scaled_dot_product_attention(qi, ki, vi, is_causal=True, scale=scale).transpose(0, 1)
+        out[sl] = F.scaled_dot_product_attention(qi, ki, vi, is_causal=True, scale=scale,
+                                                 enable_gqa=True).transpose(0, 1)
         start += q_len
     return out
 

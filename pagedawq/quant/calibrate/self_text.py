@@ -33,32 +33,26 @@ def generate_calibration_texts(model_dir: str | Path, n_tokens: int, seq_len: in
                                device: str = "cpu", seed: int = 0) -> list[str]:
     """Sample documents (opening + continuation) until they hold about ``n_tokens`` tokens.
 
-    Each request asks for ``seq_len`` new tokens; requests that stop early at EOS are made up for
-    in further rounds (at most a few, after which the caller's length check reports the shortfall).
-    Requests are sent one sampling seed per call, over distinct openings, so that no two documents
-    share both opening and seed (which would make them identical).
+    Each request asks for ``seq_len`` new tokens with its own sampling seed, so documents that
+    share an opening still differ. Requests that stop early at EOS are made up for in further
+    rounds (at most a few, after which the caller's length check reports the shortfall).
     """
     from pagedawq import LLM, SamplingParams  # lazy: the engine is optional for quantization
 
-    llm = LLM(str(model_dir), dtype="float32", device=device)
     texts: list[str] = []
     produced = 0
-    call = 0
-    for round_ in range(_MAX_ROUNDS):
-        missing_docs = max(1, -(-(n_tokens - produced) // seq_len))
-        # One call per seed over distinct openings: each request then has its own stream.
-        while missing_docs > 0:
-            prompts = list(OPENINGS[:missing_docs])
-            params = SamplingParams(temperature=1.0, top_p=1.0, max_tokens=seq_len,
-                                    seed=seed + call, ignore_eos=False)
+    with LLM(str(model_dir), dtype="float32" if device == "cpu" else "float16", device=device) as llm:
+        for round_ in range(_MAX_ROUNDS):
+            first, count = len(texts), -(-(n_tokens - produced) // seq_len)
+            prompts = [OPENINGS[i % len(OPENINGS)] for i in range(first, first + count)]
+            params = [SamplingParams(temperature=1.0, top_p=1.0, max_tokens=seq_len, seed=seed + i,
+                                     ignore_eos=False) for i in range(first, first + count)]
             for prompt, result in zip(prompts, llm.generate(prompts, params)):
                 completion = result.outputs[0]
                 texts.append(prompt + completion.text)
                 produced += len(completion.token_ids)
-            missing_docs -= len(prompts)
-            call += 1
-        logger.info("self-calibration round %d: %d documents, %d generated tokens so far",
-                    round_ + 1, len(texts), produced)
-        if produced >= n_tokens:
-            break
+            logger.info("self-calibration round %d: %d documents, %d generated tokens",
+                        round_ + 1, len(texts), produced)
+            if produced >= n_tokens:
+                break
     return texts

@@ -1,0 +1,94 @@
+"""Shared pieces of the benchmarks: model shapes without weights, random prompts, timing."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+# Real model shapes (weights are random: load_format="dummy").
+SHAPES: dict[str, dict] = {
+    "llama-2-7b": dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
+                       num_key_value_heads=32, vocab_size=32000, max_position_embeddings=4096, rope_theta=10000.0),
+    "llama-2-13b": dict(hidden_size=5120, intermediate_size=13824, num_hidden_layers=40, num_attention_heads=40,
+                        num_key_value_heads=40, vocab_size=32000, max_position_embeddings=4096, rope_theta=10000.0),
+    "llama-2-70b": dict(hidden_size=8192, intermediate_size=28672, num_hidden_layers=80, num_attention_heads=64,
+                        num_key_value_heads=8, vocab_size=32000, max_position_embeddings=4096, rope_theta=10000.0),
+    "llama-3-8b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
+                       num_key_value_heads=8, vocab_size=128256, max_position_embeddings=8192, rope_theta=500000.0),
+    "smollm2-135m": dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
+                         num_key_value_heads=3, vocab_size=49152, max_position_embeddings=8192, rope_theta=100000.0,
+                         tie_word_embeddings=True),
+    "tiny": dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, vocab_size=1024, max_position_embeddings=4096, rope_theta=10000.0),
+}
+
+
+def shape_dir(name: str) -> str:
+    """A model directory holding only config.json for a named shape (use with load_format='dummy')."""
+    if name not in SHAPES:
+        return name   # a real model path or the default model's name
+    root = Path(os.environ.get("PAGEDAWQ_CACHE", Path.home() / ".cache" / "pagedawq")) / "shapes" / name
+    root.mkdir(parents=True, exist_ok=True)
+    cfg = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_act": "silu", "rms_norm_eps": 1e-5,
+           "torch_dtype": "float16", "tie_word_embeddings": False, "bos_token_id": 1, "eos_token_id": 2}
+    cfg.update(SHAPES[name])
+    (root / "config.json").write_text(json.dumps(cfg, indent=1))
+    return str(root)
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="llama-2-7b", help=f"a shape name {sorted(SHAPES)} or a model path")
+    p.add_argument("--quantization", default=None, choices=[None, "awq"])
+    p.add_argument("--load-format", default="dummy", choices=["auto", "dummy"])
+    p.add_argument("--dtype", default="auto")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--tensor-parallel-size", "-tp", type=int, default=1)
+    p.add_argument("--max-model-len", type=int, default=None)
+    p.add_argument("--max-num-seqs", type=int, default=256)
+    p.add_argument("--max-num-batched-tokens", type=int, default=None)
+    p.add_argument("--gpu-memory-utilization", type=float, default=0.9)
+    p.add_argument("--kv-cache-memory-bytes", type=int, default=None)
+    p.add_argument("--enforce-eager", action="store_true")
+    p.add_argument("--no-enable-prefix-caching", dest="enable_prefix_caching", action="store_false")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def make_llm(args: argparse.Namespace, **overrides):
+    from pagedawq import LLM
+    kw = dict(quantization=args.quantization, load_format=args.load_format, dtype=args.dtype, device=args.device,
+              tensor_parallel_size=args.tensor_parallel_size, max_model_len=args.max_model_len,
+              max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens,
+              gpu_memory_utilization=args.gpu_memory_utilization, kv_cache_memory_bytes=args.kv_cache_memory_bytes,
+              enforce_eager=args.enforce_eager, enable_prefix_caching=args.enable_prefix_caching, seed=args.seed,
+              skip_tokenizer_init=args.load_format == "dummy")
+    kw.update(overrides)
+    return LLM(shape_dir(args.model), **kw)
+
+
+def random_prompts(n: int, length: int, vocab: int, seed: int = 0, lengths: list[int] | None = None) -> list[dict]:
+    gen = torch.Generator().manual_seed(seed)
+    lengths = lengths or [length] * n
+    return [{"prompt_token_ids": torch.randint(10, vocab - 1, (k,), generator=gen).tolist()} for k in lengths]
+
+
+def sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def now() -> float:
+    sync()
+    return time.perf_counter()
+
+
+def device_name() -> str:
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    return f"CPU ({os.cpu_count()} cores)"

@@ -1,0 +1,282 @@
+"""AWQ int4 GEMM (pagedawq.kernels.awq_gemm) against fp16 cuBLAS on Llama layer shapes.
+
+For every (model, layer, M): the time of ``torch.matmul`` on the dequantized fp16 weight and of
+``awq_gemm``, their ratio, the achieved GB/s and TFLOP/s of ``awq_gemm``, its floor (max of bytes
+over the copy bandwidth and flops over the fp16 matmul rate, both measured at the start of the same
+run) and its relative error against the float64 product. Group size 128, fp16 activations.
+
+Timing: each op is captured in a CUDA graph as a sequence of calls that rotate over enough copies
+of the weight (>= 4x L2) for every call to read it from DRAM, as a decode step does; the time is
+the ``triton.testing.do_bench`` median of the graph replays over the number of calls. Timing single
+eager calls instead measures the Python launch path (tens of microseconds), not the kernel.
+
+    python benchmarks/kernels.py            # the full table
+    python benchmarks/kernels.py --quick    # a subset
+    python benchmarks/kernels.py --tune     # sweep launch configs per (M bucket, N, K) first,
+                                            # print them as awq_configs.TUNED entries, then the table
+                                            # with them applied
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from dataclasses import replace
+
+import torch
+import triton
+from triton.testing import do_bench
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from pagedawq.kernels import awq_configs  # noqa: E402
+from pagedawq.kernels.awq_configs import GemmConfig, heuristic_config, m_bucket  # noqa: E402
+from pagedawq.kernels.awq_gemm import awq_dequantize, awq_gemm, gemm_fused  # noqa: E402
+from pagedawq.quant.pack import pack_awq_gemm, quantize_weight  # noqa: E402
+
+GROUP = 128
+MODELS = {
+    "llama2-7b": [("qkv", 4096, 12288), ("o", 4096, 4096), ("gate_up", 4096, 22016), ("down", 11008, 4096)],
+    "llama3-8b": [("qkv", 4096, 6144), ("o", 4096, 4096), ("gate_up", 4096, 28672), ("down", 14336, 4096)],
+    "llama2-70b-tp8": [("qkv", 8192, 1280), ("o", 1024, 8192), ("gate_up", 8192, 7168), ("down", 3584, 8192)],
+}
+MS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096]
+QUICK_LAYERS = {("llama2-7b", "gate_up"), ("llama2-7b", "down"), ("llama2-70b-tp8", "qkv")}
+QUICK_MS = [1, 4, 16, 32, 64, 128, 1024]
+TUNE_BUCKETS = [16, 32, 64, 128, 256, 512, 1024, 4096]
+
+
+def log(*a) -> None:
+    print(*a, flush=True)
+
+
+def time_us(fn, warmup: int = 25, rep: int = 100) -> float:
+    return do_bench(fn, warmup=warmup, rep=rep, return_mode="median") * 1e3
+
+
+def graph_time_us(fns, warmup: int = 25, rep: int = 100) -> float:
+    """Per-call time of ``fns`` (one per weight copy) replayed round-robin from one CUDA graph."""
+    calls = max(len(fns), 8)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # warm up (compile, allocate) off the capture
+        for f in fns:
+            f()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for i in range(calls):
+            fns[i % len(fns)]()
+    t = time_us(graph.replay, warmup=warmup, rep=rep) / calls
+    del graph
+    return t
+
+
+def measure_ceilings() -> tuple[float, float]:
+    """(copy bandwidth in GB/s counting read + write, fp16 matmul TFLOP/s) of this GPU, now."""
+    src = torch.empty(2**30, dtype=torch.uint8, device="cuda").random_(0, 255)
+    dst = torch.empty_like(src)
+    bw = 2 * src.numel() / (time_us(lambda: dst.copy_(src)) * 1e-6) / 1e9
+    a = torch.randn(8192, 8192, dtype=torch.float16, device="cuda")
+    b = torch.randn(8192, 8192, dtype=torch.float16, device="cuda")
+    peak = 2 * 8192**3 / (time_us(lambda: a @ b) * 1e-6) / 1e12
+    del src, dst, a, b
+    return bw, peak
+
+
+class Layer:
+    def __init__(self, k: int, n: int, seed: int) -> None:
+        gen = torch.Generator(device="cuda").manual_seed(seed)
+        w = torch.randn(n, k, device="cuda", generator=gen)
+        codes, scales, zeros = quantize_weight(w, group_size=GROUP)
+        del w
+        self.qweight, self.qzeros, self.scales = pack_awq_gemm(codes, scales, zeros)
+        self.w16 = awq_dequantize(self.qweight, self.qzeros, self.scales, torch.float16)
+        self.k, self.n = k, n
+        rotate = 4 * torch.cuda.get_device_properties(0).L2_cache_size
+        n4 = -(-rotate // self.bytes(0))
+        self.int4 = [(self.qweight, self.qzeros, self.scales)] + [
+            (self.qweight.clone(), self.qzeros.clone(), self.scales.clone()) for _ in range(min(n4, 32) - 1)]
+        self.fp16 = [self.w16] + [self.w16.clone() for _ in range(-(-rotate // (k * n * 2)) - 1)]
+        self._x: dict[int, torch.Tensor] = {}
+        self._ref: dict[int, torch.Tensor] = {}
+
+    def x(self, m: int) -> torch.Tensor:
+        if m not in self._x:
+            self._x[m] = torch.randn(m, self.k, device="cuda", dtype=torch.float16)
+        return self._x[m]
+
+    def ref(self, m: int) -> torch.Tensor:
+        if m not in self._ref:
+            self._ref[m] = self.x(m).double() @ self.w16.double()
+        return self._ref[m]
+
+    def rel_err(self, m: int, out: torch.Tensor) -> float:
+        ref = self.ref(m)
+        return float((out.double() - ref).norm() / ref.norm())
+
+    def bytes(self, m: int) -> int:
+        groups = self.k // GROUP
+        return self.k * self.n // 2 + groups * self.n * 2 + groups * self.n // 2 + m * self.k * 2 + m * self.n * 2
+
+
+def _splits(n_tiles: int, k_tiles: int, sms: int) -> list[int]:
+    return sorted({max(1, min(k_tiles // 2, round(w * sms / n_tiles))) for w in (1, 2, 4, 8)})
+
+
+def candidates(bucket: int, n: int, k: int, sms: int) -> list[tuple[str, GemmConfig | None]]:
+    """Launch configurations worth timing for one M bucket (the sweep behind awq_configs.TUNED)."""
+    cands: list[tuple[str, GemmConfig | None]] = []
+    if bucket <= awq_configs.SMALL_M_MAX:
+        # BLOCK_N 256 lost everywhere in the first sweep (and spills with BLOCK_M 32).
+        for bn in (64, 128):
+            for split in _splits(triton.cdiv(n, bn), k // 128, sms):
+                cands.append(("splitk", GemmConfig(bucket, bn, 128, split_k=split, num_stages=4)))
+        base = heuristic_config("splitk", bucket, n, k, GROUP, sms)
+        cands += [("splitk", replace(base, num_stages=3)), ("splitk", replace(base, scale_w=True))]
+        return cands
+    if bucket < awq_configs.LARGE_M_MIN:
+        tiles = [(64, 128, 64, 4, 4), (64, 128, 128, 4, 3), (64, 128, 128, 4, 4), (64, 256, 64, 8, 3)]
+        if bucket == 64:
+            tiles.append((32, 128, 128, 4, 4))
+        if bucket >= 128:
+            tiles += [(128, 128, 64, 8, 3), (128, 256, 64, 8, 3)]
+        for bm, bn, bk, warps, stages in tiles:
+            n_tiles = triton.cdiv(bucket, bm) * triton.cdiv(n, bn)
+            splits = {1} | ({max(1, min(k // bk // 2, round(sms / n_tiles)))} if n_tiles < sms else set())
+            for split in sorted(splits):
+                cands.append(("tc", GemmConfig(bm, bn, bk, split_k=split, scale_w=True, num_warps=warps,
+                                               num_stages=stages)))
+        first = cands[0][1]
+        cands.append(("tc", replace(first, scale_w=False)))
+        if bucket >= 256:
+            cands.append(("dequant", None))
+        return cands
+    for bm, bn, bk, warps, stages in [(128, 128, 64, 8, 3), (128, 256, 64, 8, 3), (128, 256, 64, 8, 4),
+                                      (256, 128, 64, 8, 3)]:
+        cands.append(("tc", GemmConfig(bm, bn, bk, scale_w=True, num_warps=warps, num_stages=stages)))
+    cands.append(("tc", GemmConfig(128, 128, 64, scale_w=False, num_warps=8, num_stages=3)))
+    cands.append(("dequant", None))
+    return cands
+
+
+def choice_fns(layer: Layer, x: torch.Tensor, out: torch.Tensor, path: str, cfg: GemmConfig | None,
+               use_asm: bool | None = None):
+    """One callable per weight copy running ``path`` with ``cfg`` (the dequant path takes no cfg)."""
+    if path == "dequant":
+        return [lambda w=w: awq_gemm(x, *w, out=out, path="dequant") for w in layer.int4]
+    return [lambda w=w: gemm_fused(x, *w, cfg, out, use_asm=use_asm) for w in layer.int4]
+
+
+def tune(layers: dict[tuple[int, int], Layer], sms: int, csv, budget_s: float, buckets: list[int]) -> dict:
+    """Time every candidate per (M bucket, N, K); stop starting new shapes after ``budget_s``."""
+    table = {}
+    t0 = time.time()
+    targets = {(4096, 22016), (11008, 4096)}  # the issue's headline shapes go first
+    for (k, n), layer in sorted(layers.items(), key=lambda kv: kv[0] not in targets):
+        if time.time() - t0 > budget_s:
+            log(f"  tuning budget spent: K={k} N={n} keeps the heuristics")
+            continue
+        for bucket in buckets:
+            x = layer.x(bucket)
+            out = torch.empty(bucket, n, dtype=torch.float16, device="cuda")
+            best = None
+            for path, cfg in candidates(bucket, n, k, sms):
+                fns = choice_fns(layer, x, out, path, cfg)
+                try:
+                    out.fill_(float("nan"))
+                    fns[0]()
+                    err = layer.rel_err(bucket, out)
+                    if not err < 2e-3:
+                        raise RuntimeError(f"rel err {err:.2e}")
+                    t = graph_time_us(fns, warmup=10, rep=25)
+                except Exception as e:  # a config that does not compile or is wrong is skipped
+                    log(f"  skip {k}x{n} M={bucket} {path} {cfg}: {str(e).splitlines()[0][:200]}")
+                    continue
+                csv.write(f"{k},{n},{bucket},{path},{cfg},{t:.2f}\n")
+                if best is None or t < best[0]:
+                    best = (t, path, cfg)
+            if best is None:
+                continue
+            table[(bucket, n, k)] = (best[1], best[2])
+            note = ""
+            if best[1] != "dequant" and bucket == 16:  # what the PTX dequantizer buys
+                plain = graph_time_us(choice_fns(layer, x, out, best[1], best[2], use_asm=False), 10, 25)
+                note = f" (plain-Triton dequant: {plain:.1f} us)"
+            log(f"  tuned K={k} N={n} M={bucket}: {best[0]:.1f} us {best[1]} {best[2]}{note}")
+    return table
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="a subset of layers and M")
+    ap.add_argument("--tune", action="store_true", help="sweep configurations first and apply them")
+    ap.add_argument("--tune-buckets", type=lambda v: [int(b) for b in v.split(",")], default=TUNE_BUCKETS,
+                    help="M buckets to tune (comma-separated)")
+    ap.add_argument("--tune-budget", type=float, default=1e9, help="seconds after which no new shape is tuned")
+    ap.add_argument("--out-dir", default=os.environ.get("OUT", "."), help="where tuned.txt / tune.csv go")
+    args = ap.parse_args()
+    if not torch.cuda.is_available():
+        sys.exit("benchmarks/kernels.py needs a CUDA GPU")
+
+    props = torch.cuda.get_device_properties(0)
+    sms = props.multi_processor_count
+    log(f"device: {props.name}, {sms} SMs; torch {torch.__version__}, triton {triton.__version__}; "
+        f"{time.strftime('%Y-%m-%d %H:%M')}")
+    bw, peak = measure_ceilings()
+    log(f"measured: copy bandwidth {bw:.0f} GB/s, fp16 matmul {peak:.0f} TFLOP/s")
+
+    rows = [(model, name, k, n) for model, layers in MODELS.items() for name, k, n in layers
+            if not args.quick or (model, name) in QUICK_LAYERS]
+    layers = {}
+    for _, _, k, n in rows:
+        if (k, n) not in layers:
+            layers[(k, n)] = Layer(k, n, seed=k * 7 + n)
+
+    if args.tune:
+        t0 = time.time()
+        with open(os.path.join(args.out_dir, "tune.csv"), "w") as csv:
+            table = tune(layers, sms, csv, args.tune_budget, args.tune_buckets)
+        awq_configs.TUNED.update(table)
+        awq_configs.choose.cache_clear()
+        awq_configs.get_config.cache_clear()
+        with open(os.path.join(args.out_dir, "tuned.txt"), "w") as f:
+            for key in sorted(table):
+                path, cfg = table[key]
+                f.write(f"    {key}: ({path!r}, {cfg!r}),\n")
+        log(f"tuned {len(table)} entries in {time.time() - t0:.0f} s -> {args.out_dir}/tuned.txt")
+
+    ms = QUICK_MS if args.quick else MS
+    header = (f"{'model':<15}{'layer':<8}{'K':>6}{'N':>7}{'M':>6} {'path':<8}{'cuBLAS us':>10}{'awq us':>9}"
+              f"{'speedup':>8}{'GB/s':>7}{'TFLOP/s':>8}{'floor us':>9}{'%floor':>7}{'rel err':>9}")
+    lines = [header]
+    done: dict[tuple[int, int, int], str] = {}
+    for model, name, k, n in rows:
+        layer = layers[(k, n)]
+        for m in ms:
+            if (k, n, m) in done:  # the same layer shape in another model
+                lines.append(f"{model:<15}{name:<8}" + done[(k, n, m)])
+                log(lines[-1])
+                continue
+            x = layer.x(m)
+            out16 = torch.empty(m, n, dtype=torch.float16, device="cuda")
+            t_ref = graph_time_us([lambda w=w: torch.matmul(x, w, out=out16) for w in layer.fp16])
+            out = torch.full((m, n), float("nan"), dtype=torch.float16, device="cuda")
+            awq_gemm(x, layer.qweight, layer.qzeros, layer.scales, out=out)
+            err = layer.rel_err(m, out)
+            t = graph_time_us([lambda w=w: awq_gemm(x, *w, out=out) for w in layer.int4])
+            path, _ = awq_configs.choose(m, n, k, GROUP, sms)
+            nbytes, flops = layer.bytes(m), 2 * m * n * k
+            floor = max(nbytes / (bw * 1e9), flops / (peak * 1e12)) * 1e6
+            cell = (f"{k:>6}{n:>7}{m:>6} {path:<8}{t_ref:>10.1f}{t:>9.1f}{t_ref / t:>8.2f}"
+                    f"{nbytes / t / 1e3:>7.0f}{flops / t / 1e6:>8.1f}{floor:>9.1f}{100 * floor / t:>6.0f}%{err:>9.1e}")
+            done[(k, n, m)] = cell
+            lines.append(f"{model:<15}{name:<8}" + cell)
+            log(lines[-1])
+        layer._ref.clear()
+    log("\n" + "\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+"""CUDA graphs for decode steps: one captured forward per padded batch size.
+
+A decode step of a small model is dominated by launching a few hundred small kernels; replaying a
+captured graph launches them all at once. Each graph reads its inputs from static buffers, so a
+step copies its token ids, positions, slots, context lengths and block tables in, pads the batch
+to the next captured size (padding rows write nothing and attend to nothing), and replays.
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+import torch
+from torch import nn
+
+from pagedawq.attention.metadata import AttentionMetadata, forward_context
+
+logger = logging.getLogger(__name__)
+
+
+def capture_sizes(max_num_seqs: int) -> list[int]:
+    sizes = [1, 2, 4, 8] + list(range(16, 257, 16))
+    return [s for s in sizes if s <= max(1, max_num_seqs)] or [1]
+
+
+class DecodeGraphs:
+    def __init__(self, model: nn.Module, device: torch.device, max_num_seqs: int, max_model_len: int,
+                 block_size: int) -> None:
+        self.model = model
+        self.sizes = capture_sizes(max_num_seqs)
+        max_bs = self.sizes[-1]
+        self.max_blocks = -(-max_model_len // block_size)
+        self.max_model_len = max_model_len
+        self.input_ids = torch.zeros(max_bs, dtype=torch.long, device=device)
+        self.positions = torch.zeros(max_bs, dtype=torch.long, device=device)
+        self.slot_mapping = torch.full((max_bs,), -1, dtype=torch.int64, device=device)
+        self.seq_lens = torch.zeros(max_bs, dtype=torch.int32, device=device)
+        self.block_tables = torch.zeros(max_bs, self.max_blocks, dtype=torch.int32, device=device)
+        self.query_start_loc = torch.arange(max_bs + 1, dtype=torch.int32, device=device)
+        self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
+
+    def _metadata(self, bs: int) -> AttentionMetadata:
+        return AttentionMetadata(slot_mapping=self.slot_mapping[:bs], query_start_loc=self.query_start_loc[:bs + 1],
+                                 seq_lens=self.seq_lens[:bs], block_tables=self.block_tables[:bs], max_query_len=1,
+                                 max_seq_len=self.max_model_len, query_lens_cpu=[1] * bs,
+                                 seq_lens_cpu=[self.max_model_len] * bs, graph_capture=True)
+
+    @torch.inference_mode()
+    def capture(self) -> None:
+        start = time.perf_counter()
+        pool = None
+        for bs in reversed(self.sizes):   # largest first, so smaller graphs reuse its memory pool
+            metadata = self._metadata(bs)
+            with forward_context(metadata):
+                for _ in range(2):   # compile / autotune outside the capture
+                    self.model(self.input_ids[:bs], self.positions[:bs])
+                torch.cuda.synchronize()
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph, pool=pool):
+                    out = self.model(self.input_ids[:bs], self.positions[:bs])
+            pool = graph.pool()
+            self.graphs[bs] = (graph, out)
+        torch.cuda.synchronize()
+        logger.info("captured %d decode CUDA graphs (batch sizes %s) in %.1f s", len(self.sizes), self.sizes,
+                    time.perf_counter() - start)
+
+    def can_run(self, num_seqs: int, metadata: AttentionMetadata) -> bool:
+        return metadata.is_decode_only and num_seqs <= self.sizes[-1]
+
+    def run(self, input_ids: torch.Tensor, positions: torch.Tensor, metadata: AttentionMetadata) -> torch.Tensor:
+        n = input_ids.shape[0]
+        bs = next(s for s in self.sizes if s >= n)
+        self.input_ids[:n].copy_(input_ids)
+        self.positions[:n].copy_(positions)
+        self.slot_mapping[:n].copy_(metadata.slot_mapping)
+        self.slot_mapping[n:bs].fill_(-1)
+        self.seq_lens[:n].copy_(metadata.seq_lens)
+        self.seq_lens[n:bs].zero_()
+        width = metadata.block_tables.shape[1]
+        self.block_tables[:n, :width].copy_(metadata.block_tables)
+        graph, out = self.graphs[bs]
+        graph.replay()
+        return out[:n]

@@ -1,0 +1,1 @@
+"""The OpenAI-compatible HTTP server (``pagedawq serve``): protocol models, routes, SSE, metrics."""

@@ -1,0 +1,262 @@
+"""Triton KV-cache write and paged attention vs. the torch reference backend.
+
+Without CUDA the kernels run in Triton's CPU interpreter on small shapes (float32 and float16:
+the interpreter's bfloat16 ``tl.dot`` returns garbage in triton 3.9, so bfloat16 is covered by
+the GPU tests only). The GPU tests repeat the checks at model-sized shapes and check that the
+decode path replays correctly from a CUDA graph.
+
+Every case draws fresh random data, poisons outputs and unused cache slots with NaN (so an
+unwritten output or a read past a sequence's context shows up as NaN), shuffles physical blocks,
+and pads block tables with the index of a NaN-filled block.
+"""
+from __future__ import annotations
+
+import importlib
+import math
+import os
+import sys
+
+import pytest
+import torch
+
+from pagedawq.attention.backend import get_backend
+from pagedawq.attention.metadata import AttentionMetadata
+from pagedawq.attention.torch_backend import paged_attention_reference
+from pagedawq.attention.torch_backend import write_kv_cache as reference_write_kv_cache
+
+CUDA = torch.cuda.is_available()
+DEVICE = "cuda" if CUDA else "cpu"
+if not CUDA:
+    # Triton picks interpreter or compiler when triton.language is imported and when each
+    # @triton.jit runs: set the variable for the whole (CPU-only) process, and reload kernel
+    # modules that an earlier test imported before it was set.
+    os.environ["TRITON_INTERPRET"] = "1"
+    for _name in ("pagedawq.kernels.cache_ops", "pagedawq.kernels.paged_attention",
+                  "pagedawq.attention.triton_backend"):
+        if _name in sys.modules:
+            importlib.reload(sys.modules[_name])
+
+from pagedawq.attention import triton_backend  # noqa: E402
+from pagedawq.kernels import cache_ops  # noqa: E402
+from pagedawq.kernels import paged_attention as pa  # noqa: E402
+
+gpu = pytest.mark.gpu
+requires_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
+TOLERANCE = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
+
+
+def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
+    out, ref = out.double().cpu(), ref.double().cpu()
+    assert not out.isnan().any(), "output has NaN (unwritten element or a read of a poisoned slot)"
+    return ((out - ref).norm() / ref.norm()).item()
+
+
+class Batch:
+    """A random paged batch: sequence ``i`` has ``ctx_lens[i]`` cached tokens and ``query_lens[i]`` new ones."""
+
+    def __init__(self, query_lens: list[int], ctx_lens: list[int], block_size: int, num_kv_heads: int,
+                 head_dim: int, dtype: torch.dtype, gen: torch.Generator):
+        seq_lens = [q + c for q, c in zip(query_lens, ctx_lens)]
+        blocks_needed = [-(-s // block_size) for s in seq_lens]
+        num_blocks = sum(blocks_needed) + 3  # spare blocks stay NaN
+        physical = torch.randperm(num_blocks, generator=gen).tolist()
+        self.poison_block = physical.pop()
+        block_tables = torch.full((len(seq_lens), max(blocks_needed) + 2), self.poison_block, dtype=torch.int32)
+        for i, n in enumerate(blocks_needed):
+            block_tables[i, :n] = torch.tensor(physical[:n], dtype=torch.int32)
+            del physical[:n]
+        self.kv_cache = torch.full((2, num_blocks, block_size, num_kv_heads, head_dim), float("nan"), dtype=dtype)
+
+        def slots(i: int, positions: range) -> list[int]:
+            return [int(block_tables[i, p // block_size]) * block_size + p % block_size for p in positions]
+
+        # The cached prefixes are in the cache already; the new tokens' slots are for the backend to fill.
+        prefix = [s for i, c in enumerate(ctx_lens) for s in slots(i, range(c))]
+        if prefix:
+            n = len(prefix)
+            reference_write_kv_cache(torch.randn(n, num_kv_heads, head_dim, generator=gen),
+                                     torch.randn(n, num_kv_heads, head_dim, generator=gen),
+                                     self.kv_cache, torch.tensor(prefix))
+        new = [s for i, (q, c) in enumerate(zip(query_lens, ctx_lens)) for s in slots(i, range(c, c + q))]
+        starts = [0]
+        for q in query_lens:
+            starts.append(starts[-1] + q)
+        self.kv_cache = self.kv_cache.to(DEVICE)
+        self.metadata = AttentionMetadata(
+            slot_mapping=torch.tensor(new, dtype=torch.int64, device=DEVICE),
+            query_start_loc=torch.tensor(starts, dtype=torch.int32, device=DEVICE),
+            seq_lens=torch.tensor(seq_lens, dtype=torch.int32, device=DEVICE),
+            block_tables=block_tables.to(DEVICE),
+            max_query_len=max(query_lens), max_seq_len=max(seq_lens),
+            query_lens_cpu=list(query_lens), seq_lens_cpu=seq_lens)
+        self.num_tokens = starts[-1]
+
+    def fill_new_tokens(self) -> None:
+        """Write random K/V for the new tokens with the reference (for tests of attention alone)."""
+        n, shape = self.num_tokens, self.kv_cache.shape[3:]
+        reference_write_kv_cache(torch.randn(n, *shape, device=DEVICE), torch.randn(n, *shape, device=DEVICE),
+                                 self.kv_cache, self.metadata.slot_mapping)
+
+    def reference(self, q: torch.Tensor, scale: float) -> torch.Tensor:
+        return paged_attention_reference(q.double().cpu(), self.kv_cache.double().cpu(),
+                                         _to_cpu(self.metadata), scale)
+
+
+def _to_cpu(md: AttentionMetadata) -> AttentionMetadata:
+    return AttentionMetadata(md.slot_mapping.cpu(), md.query_start_loc.cpu(), md.seq_lens.cpu(),
+                             md.block_tables.cpu(), md.max_query_len, md.max_seq_len,
+                             md.query_lens_cpu, md.seq_lens_cpu)
+
+
+def _qkv(num_tokens: int, num_q_heads: int, num_kv_heads: int, head_dim: int, dtype: torch.dtype,
+         gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Strided q, k, v views of one fused QKV tensor, as the model produces them."""
+    width = (num_q_heads + 2 * num_kv_heads) * head_dim
+    qkv = torch.randn(num_tokens, width, generator=gen).to(dtype=dtype, device=DEVICE)
+    q, k, v = qkv.split([num_q_heads * head_dim, num_kv_heads * head_dim, num_kv_heads * head_dim], dim=1)
+    return (q.view(num_tokens, num_q_heads, head_dim), k.view(num_tokens, num_kv_heads, head_dim),
+            v.view(num_tokens, num_kv_heads, head_dim))
+
+
+def _check_backend(query_lens, ctx_lens, block_size, num_q_heads, num_kv_heads, head_dim, dtype, seed):
+    """Backend forward (Triton cache write + attention) vs. the torch backend in float64."""
+    gen = torch.Generator().manual_seed(seed)
+    batch = Batch(query_lens, ctx_lens, block_size, num_kv_heads, head_dim, dtype, gen)
+    q, k, v = _qkv(batch.num_tokens, num_q_heads, num_kv_heads, head_dim, dtype, gen)
+    scale = 1.0 / math.sqrt(head_dim)
+    ref_cache = batch.kv_cache.double().cpu()
+    md_cpu = _to_cpu(batch.metadata)
+    ref = get_backend("torch", 4096).forward(q.double().cpu(), k.double().cpu(), v.double().cpu(), ref_cache, md_cpu, scale)
+    out = get_backend("triton", 4096).forward(q, k, v, batch.kv_cache, batch.metadata, scale)
+    assert out.shape == q.shape and out.dtype == dtype
+    assert rel_err(out, ref) < TOLERANCE[dtype]
+    # The cache now holds the new tokens exactly as the reference wrote them (NaN elsewhere).
+    assert torch.equal(batch.kv_cache.cpu().double().nan_to_num(7.0), ref_cache.to(dtype).double().nan_to_num(7.0))
+
+
+# --- KV cache write ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("block_size", [16, 32])
+def test_write_kv_cache_matches_reference_and_skips_padding(dtype, block_size):
+    gen = torch.Generator().manual_seed(block_size)
+    num_blocks, num_kv_heads, head_dim, num_tokens = 6, 3, 64, 40
+    cache = torch.full((2, num_blocks, block_size, num_kv_heads, head_dim), float("nan"), dtype=dtype, device=DEVICE)
+    slots = torch.randperm(num_blocks * block_size, generator=gen)[:num_tokens]
+    slots[torch.randperm(num_tokens, generator=gen)[:7]] = -1
+    _, k, v = _qkv(num_tokens, 9, num_kv_heads, head_dim, torch.float32, gen)  # strided, cast on write
+    expected = cache.clone().cpu()
+    reference_write_kv_cache(k.cpu(), v.cpu(), expected, slots)
+    cache_ops.write_kv_cache(k, v, cache, slots.to(DEVICE))
+    assert torch.equal(cache.cpu().nan_to_num(7.0), expected.nan_to_num(7.0))
+    assert cache.isnan().sum() == expected.isnan().sum() > 0  # padding tokens wrote nothing
+
+
+# --- attention, CPU interpreter shapes ----------------------------------------------------------
+
+MIXED = ([37, 20, 1, 1, 16, 3], [0, 45, 70, 5, 32, 0])  # fresh prefill, prefix hit, decodes, aligned chunk
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("block_size", [16, 32])
+@pytest.mark.parametrize("num_q_heads,num_kv_heads", [(9, 3), (4, 4)])
+def test_mixed_batch_backend_matches_reference(dtype, block_size, num_q_heads, num_kv_heads):
+    _check_backend(*MIXED, block_size, num_q_heads, num_kv_heads, 64, dtype, seed=block_size + num_q_heads)
+
+
+def test_prefill_head_dim_128_and_chunks_crossing_blocks():
+    _check_backend([50, 9], [13, 100], 16, 2, 1, 128, torch.float32, seed=3)
+
+
+@pytest.mark.parametrize("num_kv_splits", [1, 3, 16, None])
+@pytest.mark.parametrize("num_q_heads,num_kv_heads,block_size", [(9, 3, 16), (4, 4, 32)])
+def test_decode_split_kv_matches_reference(num_kv_splits, num_q_heads, num_kv_heads, block_size):
+    # 16 splits over 1..137 keys leaves many splits empty; the reduce must ignore them.
+    gen = torch.Generator().manual_seed(num_q_heads * 100 + (num_kv_splits or 0))
+    batch = Batch([1] * 5, [136, 40, 0, 63, 9], block_size, num_kv_heads, 64, torch.float32, gen)
+    batch.fill_new_tokens()
+    q = torch.randn(batch.num_tokens, num_q_heads, 64, generator=gen).to(DEVICE)
+    out = torch.full_like(q, float("nan"))
+    result = pa.paged_attention(q, batch.kv_cache, batch.metadata, 0.125, out=out, num_kv_splits=num_kv_splits)
+    assert result is out
+    assert rel_err(out, batch.reference(q, 0.125)) < TOLERANCE[torch.float32]
+
+
+def test_prefill_kernel_also_serves_decode_batches():
+    gen = torch.Generator().manual_seed(11)
+    batch = Batch([1] * 3, [70, 1, 33], 16, 3, 64, torch.float16, gen)
+    batch.fill_new_tokens()
+    q = torch.randn(batch.num_tokens, 9, 64, generator=gen).to(torch.float16).to(DEVICE)
+    out = pa.prefill_attention(q, batch.kv_cache, batch.metadata, 0.125)
+    assert rel_err(out, batch.reference(q, 0.125)) < TOLERANCE[torch.float16]
+
+
+def test_choose_num_kv_splits():
+    # A large batch fills the GPU without splitting.
+    assert pa.choose_num_kv_splits(64, 32, 2048, num_sms=132) == 1
+    # One sequence: split, bounded by the minimum split length and the maximum count.
+    assert pa.choose_num_kv_splits(1, 32, 2048, num_sms=132) == 16
+    assert pa.choose_num_kv_splits(8, 32, 4096, num_sms=132) == 3
+    assert pa.choose_num_kv_splits(1, 8, 8192, num_sms=132) == pa.MAX_KV_SPLITS
+    assert pa.choose_num_kv_splits(1, 8, 200, num_sms=132) == 2
+    assert pa.choose_num_kv_splits(4, 1, 0, num_sms=132) == 1
+
+
+# --- GPU, model-sized shapes --------------------------------------------------------------------
+
+@gpu
+@requires_cuda
+@pytest.mark.parametrize("dtype,block_size,num_q_heads,num_kv_heads,head_dim", [
+    (torch.float16, 16, 9, 3, 64), (torch.bfloat16, 32, 9, 3, 64),
+    (torch.float16, 32, 32, 32, 128), (torch.bfloat16, 16, 32, 8, 128)])
+def test_gpu_mixed_batch(dtype, block_size, num_q_heads, num_kv_heads, head_dim):
+    _check_backend([700, 300, 1, 1, 1, 256, 33], [0, 900, 1500, 17, 2047, 512, 0], block_size,
+                   num_q_heads, num_kv_heads, head_dim, dtype, seed=block_size + head_dim)
+
+
+@gpu
+@requires_cuda
+@pytest.mark.parametrize("dtype,num_kv_splits,num_q_heads,num_kv_heads,head_dim,block_size", [
+    (torch.float16, None, 9, 3, 64, 16), (torch.bfloat16, 7, 9, 3, 64, 32), (torch.float32, 1, 9, 3, 64, 16),
+    (torch.float16, 1, 32, 32, 128, 16), (torch.bfloat16, None, 32, 32, 128, 32),
+    (torch.float16, 7, 32, 8, 128, 32), (torch.float32, None, 32, 8, 128, 16)])
+def test_gpu_decode(dtype, num_kv_splits, num_q_heads, num_kv_heads, head_dim, block_size):
+    gen = torch.Generator().manual_seed(head_dim + block_size)
+    batch = Batch([1] * 6, [3000, 1, 64, 777, 15, 1200], block_size, num_kv_heads, head_dim, dtype, gen)
+    batch.fill_new_tokens()
+    q = torch.randn(batch.num_tokens, num_q_heads, head_dim, generator=gen).to(dtype=dtype, device=DEVICE)
+    out = torch.full_like(q, float("nan"))
+    pa.paged_attention(q, batch.kv_cache, batch.metadata, head_dim ** -0.5, out=out, num_kv_splits=num_kv_splits)
+    assert rel_err(out, batch.reference(q, head_dim ** -0.5)) < TOLERANCE[dtype]
+
+
+@gpu
+@requires_cuda
+def test_gpu_decode_replays_from_cuda_graph_with_fixed_splits():
+    """A captured decode step stays correct when the contexts grow between replays."""
+    gen = torch.Generator().manual_seed(5)
+    batch = Batch([1] * 4, [100, 1000, 5, 2000], 16, 3, 64, torch.float16, gen)
+    batch.fill_new_tokens()
+    md = batch.metadata
+    md.graph_capture = True
+    backend = triton_backend.TritonAttentionBackend(max_model_len=4096)
+    q = torch.randn(4, 9, 64, generator=gen).half().to(DEVICE)
+    k = torch.randn(4, 3, 64, generator=gen).half().to(DEVICE)
+    v = torch.randn(4, 3, 64, generator=gen).half().to(DEVICE)
+    backend.forward(q, k, v, batch.kv_cache, md, 0.125)  # compile outside the capture
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = backend.forward(q, k, v, batch.kv_cache, md, 0.125)
+    # Shorten every context by one token in place (the tokens stay cached), then replay.
+    for step, shrink in enumerate((0, 1)):
+        md.seq_lens.sub_(shrink)
+        md.seq_lens_cpu = [s - shrink for s in md.seq_lens_cpu]
+        md.max_seq_len -= shrink
+        pos = md.seq_lens.long() - 1
+        md.slot_mapping.copy_(md.block_tables.gather(1, (pos // 16)[:, None]).squeeze(1).long() * 16 + pos % 16)
+        q.copy_(torch.randn(q.shape, generator=gen).half())
+        out.fill_(float("nan"))
+        graph.replay()
+        torch.cuda.synchronize()
+        assert rel_err(out, batch.reference(q, 0.125)) < TOLERANCE[torch.float16], f"replay {step}"

@@ -1,0 +1,238 @@
+"""AWQ int4 Triton GEMM (pagedawq.kernels.awq_gemm) against the float64 product with the
+dequantized weight.
+
+Without CUDA the kernels run in Triton's CPU interpreter on small shapes, every path and both
+dequantizer modes forced through ``path=`` / ``config=``. ``TRITON_INTERPRET`` must be set before
+triton is first imported: ``triton.jit`` reads it at decoration time, triton.language's own jitted
+helpers (``tl.zeros``...) included. If an earlier test module imported triton without it, these
+tests run in a fresh subprocess instead (``test_interpreter_suite_in_fresh_process``). With CUDA
+the same checks run compiled at full Llama shapes (``gpu`` marker), plus the PTX dequantizer
+against the plain-Triton one, bit for bit.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+HAS_CUDA = torch.cuda.is_available()
+STALE_TRITON = not HAS_CUDA and os.environ.get("TRITON_INTERPRET") != "1" and "triton" in sys.modules
+if not HAS_CUDA:
+    os.environ["TRITON_INTERPRET"] = "1"
+    for _name in ("pagedawq.kernels.awq_kernels", "pagedawq.kernels.awq_gemm"):
+        if _name in sys.modules:  # imported (compiled mode) before this module set the variable
+            importlib.reload(sys.modules[_name])
+
+from pagedawq.kernels import awq_gemm as awq_mod  # noqa: E402
+from pagedawq.kernels.awq_configs import GemmConfig, get_config, select_path, SMALL_M_MAX, LARGE_M_MIN  # noqa: E402
+from pagedawq.kernels.awq_gemm import awq_dequantize, awq_gemm, gemm_fused  # noqa: E402
+from pagedawq.quant.pack import dequantize_awq, pack_awq_gemm, quantize_weight  # noqa: E402
+
+DEVICE = "cuda" if HAS_CUDA else "cpu"
+TOL = {torch.float16: 2e-3, torch.bfloat16: 1e-2}
+gpu = pytest.mark.skipif(not HAS_CUDA, reason="needs CUDA")
+cpu = pytest.mark.skipif(STALE_TRITON, reason="triton was imported before TRITON_INTERPRET was set: "
+                                              "test_interpreter_suite_in_fresh_process runs these")
+
+
+def make_layer(k: int, n: int, group: int, seed: int, zero_point: bool = True, device: str = DEVICE):
+    """Random AWQ layer (qweight, qzeros, scales fp16) from a random fp weight, varied zero points."""
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    w = torch.randn(n, k, generator=gen) * (1 + torch.rand(n, 1, generator=gen))
+    codes, scales, zeros = quantize_weight(w, group_size=group, zero_point=zero_point)
+    return tuple(t.to(device) for t in pack_awq_gemm(codes, scales, zeros))
+
+
+def make_x(m: int, k: int, dtype: torch.dtype, seed: int, device: str = DEVICE) -> torch.Tensor:
+    gen = torch.Generator(device="cpu").manual_seed(seed + 1)
+    return (torch.randn(m, k, generator=gen) + 0.1).to(dtype).to(device)
+
+
+def rel_err(out: torch.Tensor, x: torch.Tensor, layer) -> float:
+    # fp16/bf16 activations: W as the checkpoint's fp16 arithmetic rounds it; fp32: W exactly.
+    w = dequantize_awq(*layer, dtype=torch.float32 if x.dtype == torch.float32 else None)
+    ref = x.double() @ w.double()
+    assert not torch.isnan(out).any(), "unwritten (NaN-poisoned) outputs remain"
+    return ((out.double() - ref).norm() / ref.norm()).item()
+
+
+def run(x, layer, **kw) -> torch.Tensor:
+    m, n = x.shape[0], layer[0].shape[1] * 8
+    out = torch.full((m, n), float("nan"), dtype=x.dtype, device=x.device)
+    res = awq_gemm(x, *layer, out=out, **kw)
+    assert res.data_ptr() == out.data_ptr()
+    return out
+
+
+# ---------------------------------------------------------------- CPU interpreter, small shapes
+
+SPLITK_CASES = [
+    # m, k, n, group, dtype, config
+    (1, 256, 128, 128, torch.float16, GemmConfig(16, 64, 64, split_k=3)),
+    (5, 256, 96, 64, torch.bfloat16, GemmConfig(16, 64, 64, split_k=2)),      # N not a multiple of BLOCK_N
+    (16, 128, 64, 32, torch.float16, GemmConfig(16, 32, 32, split_k=4)),
+    (7, 192, 64, 192, torch.float16, GemmConfig(16, 64, 64, split_k=2)),      # per-channel (G = K)
+    (9, 256, 80, 128, torch.bfloat16, GemmConfig(16, 32, 128, split_k=1)),
+    (3, 128, 64, 64, torch.float16, GemmConfig(16, 64, 64, split_k=8)),       # more splits than K tiles
+    (24, 128, 48, 64, torch.float16, GemmConfig(32, 32, 64, split_k=2, scale_w=True)),
+    (4, 512, 64, 128, torch.float16, GemmConfig(16, 64, 64, split_k=2)),                   # BLOCK_K < G
+    (6, 384, 64, 64, torch.bfloat16, GemmConfig(16, 32, 64, split_k=1, scale_w=True)),
+]
+
+
+@cpu
+@pytest.mark.parametrize("m,k,n,group,dtype,cfg", SPLITK_CASES)
+def test_splitk_path(m, k, n, group, dtype, cfg):
+    layer = make_layer(k, n, group, seed=m * 7 + k)
+    x = make_x(m, k, dtype, seed=m + n)
+    out = run(x, layer, path="splitk", config=cfg)
+    assert rel_err(out, x, layer) < TOL[dtype]
+
+
+TC_CASES = [
+    (40, 128, 64, 32, torch.float16, GemmConfig(32, 32, 32, scale_w=True)),
+    (40, 128, 72, 128, torch.bfloat16, GemmConfig(16, 32, 64, split_k=2, scale_w=True)),
+    (70, 128, 96, 64, torch.float16, GemmConfig(32, 64, 64, scale_w=False, group_m=2)),
+    (33, 256, 64, 256, torch.bfloat16, GemmConfig(32, 32, 64, split_k=2, scale_w=False)),
+]
+
+
+@cpu
+@pytest.mark.parametrize("m,k,n,group,dtype,cfg", TC_CASES)
+def test_tc_path(m, k, n, group, dtype, cfg):
+    layer = make_layer(k, n, group, seed=m + 3 * n)
+    x = make_x(m, k, dtype, seed=k)
+    out = run(x, layer, path="tc", config=cfg)
+    assert rel_err(out, x, layer) < TOL[dtype]
+
+
+@cpu
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+def test_dequant_path_and_kernel(dtype):
+    layer = make_layer(96, 40, 32, seed=11)
+    x = make_x(6, 96, dtype, seed=5)
+    out = run(x, layer, path="dequant")
+    assert rel_err(out, x, layer) < TOL.get(dtype, 1e-5)
+    w = awq_dequantize(*layer, dtype=torch.float16)
+    assert torch.equal(w, dequantize_awq(*layer))  # one rounding of the exact (q - z) * s, like the reference
+
+
+@cpu
+def test_scales_dtype_differs_from_x():
+    """bf16 activations with the checkpoint's fp16 scales, through both dequantizer modes."""
+    layer = make_layer(128, 64, 64, seed=3)
+    x = make_x(4, 128, torch.bfloat16, seed=4)
+    for scale_w in (False, True):
+        out = run(x, layer, path="splitk", config=GemmConfig(16, 32, 64, split_k=2, scale_w=scale_w))
+        assert rel_err(out, x, layer) < TOL[torch.bfloat16]
+
+
+@cpu
+def test_symmetric_quantization_and_strided_x():
+    layer = make_layer(128, 32, 32, seed=8, zero_point=False)
+    base = make_x(5, 200, torch.float16, seed=9)
+    x = base[:, 40:168]  # row stride 200, unit column stride
+    out = run(x, layer, path="splitk", config=GemmConfig(16, 32, 32, split_k=2))
+    assert rel_err(out, x.contiguous(), layer) < TOL[torch.float16]
+
+
+@cpu
+def test_default_selection_runs_every_regime():
+    layer = make_layer(128, 64, 64, seed=21)
+    for m in (1, SMALL_M_MAX, SMALL_M_MAX + 1, LARGE_M_MIN):  # no tuned entry: heuristics
+        x = make_x(m, 128, torch.float16, seed=m)
+        out = run(x, layer)
+        assert rel_err(out, x, layer) < TOL[torch.float16], m
+    assert [select_path(m) for m in (1, SMALL_M_MAX, SMALL_M_MAX + 1, LARGE_M_MIN - 1, LARGE_M_MIN)] == [
+        "splitk", "splitk", "tc", "tc", "dequant"]
+
+
+@cpu
+def test_split_k_is_deterministic_and_leaves_counters_zero():
+    layer = make_layer(256, 64, 32, seed=13)
+    x = make_x(3, 256, torch.float16, seed=14)
+    cfg = GemmConfig(16, 32, 32, split_k=5)
+    a = run(x, layer, path="splitk", config=cfg)
+    b = run(x, layer, path="splitk", config=cfg)
+    assert torch.equal(a, b)
+    assert int(awq_mod._COUNTERS[x.device].abs().sum()) == 0
+
+
+@cpu
+def test_configs_respect_group_size():
+    for group in (32, 64, 128, 4096):
+        for m in (1, 20, 100, 200):
+            path = select_path(m)
+            if path == "dequant":
+                continue
+            cfg = get_config(path, m, 11008, 4096, group, 132)
+            assert group % cfg.block_k == 0 and cfg.split_k >= 1
+
+
+@cpu
+def test_rejects_bad_inputs():
+    layer = make_layer(64, 32, 32, seed=1)
+    with pytest.raises(ValueError):
+        awq_gemm(make_x(2, 32, torch.float16, seed=0), *layer)  # K mismatch
+    with pytest.raises(ValueError):
+        awq_gemm(make_x(2, 64, torch.float16, seed=0), *layer, path="gemv")
+    with pytest.raises(ValueError):
+        awq_gemm(make_x(2, 64, torch.float16, seed=0), *layer, out=torch.empty(2, 31, dtype=torch.float16))
+    assert awq_gemm(make_x(0, 64, torch.float16, seed=0), *layer).shape == (0, 32)
+
+
+@pytest.mark.skipif(not STALE_TRITON, reason="the interpreter tests ran in this process")
+def test_interpreter_suite_in_fresh_process():
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", os.path.abspath(__file__)],
+                          env=env, cwd=root, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+
+
+# ---------------------------------------------------------------- CUDA, full shapes
+
+GPU_CASES = [(4096, 22016, 128, torch.float16), (11008, 4096, 128, torch.bfloat16),
+             (4096, 12288, 32, torch.float16), (3584, 8192, 3584, torch.bfloat16)]  # last: per-channel
+
+
+@gpu
+@pytest.mark.gpu
+@pytest.mark.parametrize("k,n,group,dtype", GPU_CASES)
+def test_gpu_default_paths(k, n, group, dtype):
+    layer = make_layer(k, n, group, seed=k + n)
+    for m in (1, 24, 64, 512, 1024):
+        x = make_x(m, k, dtype, seed=m)
+        out = run(x, layer)
+        assert rel_err(out, x, layer) < TOL[dtype], (m, select_path(m))
+
+
+@gpu
+@pytest.mark.gpu
+@pytest.mark.parametrize("scale_w", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_gpu_ptx_dequantizer_matches_plain_triton(scale_w, dtype):
+    layer = make_layer(4096, 4096 + 64, 128, seed=5)
+    x = make_x(16, 4096, dtype, seed=6)
+    outs = []
+    for use_asm in (True, False):
+        out = torch.full((16, 4096 + 64), float("nan"), dtype=dtype, device=DEVICE)
+        gemm_fused(x, *layer, GemmConfig(16, 128, 128, split_k=4, scale_w=scale_w), out, use_asm=use_asm)
+        outs.append(out)
+    assert torch.equal(outs[0], outs[1])
+    assert rel_err(outs[0], x, layer) < TOL[dtype]
+
+
+@gpu
+@pytest.mark.gpu
+@pytest.mark.parametrize("path", ["splitk", "tc", "dequant"])
+def test_gpu_forced_paths_odd_shapes(path):
+    layer = make_layer(4096, 4096 + 8 * 13, 64, seed=17)  # N not a multiple of any BLOCK_N
+    for m in (1, 31, 95, 300):
+        x = make_x(m, 4096, torch.float16, seed=m)
+        out = run(x, layer, path=path)
+        assert rel_err(out, x, layer) < TOL[torch.float16], (path, m)
