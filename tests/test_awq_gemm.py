@@ -1,8 +1,9 @@
 """AWQ int4 Triton GEMM (pagedawq.kernels.awq_gemm) against the float64 product with the
 dequantized weight.
 
-Without CUDA the kernels run in Triton's CPU interpreter on small shapes, every path and both
-dequantizer modes forced through ``path=`` / ``config=``. ``TRITON_INTERPRET`` must be set before
+Without CUDA the kernels run in Triton's CPU interpreter on small shapes, every path (the GEMV
+path too, which is chosen automatically only on CUDA) and both dequantizer modes forced through
+``path=`` / ``config=``. ``TRITON_INTERPRET`` must be set before
 triton is first imported: ``triton.jit`` reads it at decoration time, triton.language's own jitted
 helpers (``tl.zeros``...) included. If an earlier test module imported triton without it, these
 tests run in a fresh subprocess instead (``test_interpreter_suite_in_fresh_process``). With CUDA
@@ -28,7 +29,8 @@ if not HAS_CUDA:
             importlib.reload(sys.modules[_name])
 
 from pagedawq.kernels import awq_gemm as awq_mod  # noqa: E402
-from pagedawq.kernels.awq_configs import GemmConfig, get_config, select_path, SMALL_M_MAX, LARGE_M_MIN  # noqa: E402
+from pagedawq.kernels.awq_configs import (GEMV_M_MAX, GemmConfig, GemvConfig, choose, gemv_config,  # noqa: E402
+                                          gemv_params, get_config, select_path, SMALL_M_MAX, LARGE_M_MIN)
 from pagedawq.kernels.awq_gemm import awq_dequantize, awq_gemm, gemm_fused  # noqa: E402
 from pagedawq.quant.pack import dequantize_awq, pack_awq_gemm, quantize_weight  # noqa: E402
 
@@ -179,10 +181,89 @@ def test_rejects_bad_inputs():
     with pytest.raises(ValueError):
         awq_gemm(make_x(2, 32, torch.float16, seed=0), *layer)  # K mismatch
     with pytest.raises(ValueError):
-        awq_gemm(make_x(2, 64, torch.float16, seed=0), *layer, path="gemv")
+        awq_gemm(make_x(2, 64, torch.float16, seed=0), *layer, path="nope")
+    with pytest.raises(TypeError):
+        awq_gemm(make_x(2, 64, torch.float16, seed=0), *layer, path="splitk", config=GemvConfig())
     with pytest.raises(ValueError):
         awq_gemm(make_x(2, 64, torch.float16, seed=0), *layer, out=torch.empty(2, 31, dtype=torch.float16))
     assert awq_gemm(make_x(0, 64, torch.float16, seed=0), *layer).shape == (0, 32)
+
+
+# ---------------------------------------------------------------- GEMV path, CPU interpreter
+
+GEMV_CASES = [
+    # m, k, n, group, dtype, config (None: the heuristic)
+    (1, 256, 256, 128, torch.float16, GemvConfig(256, 64, split_k=3)),
+    (2, 256, 192, 64, torch.bfloat16, GemvConfig(128, 64, split_k=2)),                   # N % BLOCK_N != 0
+    (3, 128, 96, 32, torch.float16, GemvConfig(64, 32, split_k=4, vec=4, num_warps=1)),  # VEC 4
+    (4, 192, 64, -1, torch.float16, GemvConfig(64, 64, split_k=3, vec=4, num_warps=2)),  # per-channel (G = K)
+    (1, 384, 72, 128, torch.bfloat16, GemvConfig(64, 128, split_k=2, num_warps=2)),      # N/8 odd: VEC 1
+    (2, 128, 80, 32, torch.float16, GemvConfig(128, 32, split_k=1, vec=4)),              # no split; VEC 2
+    (4, 256, 128, 64, torch.float16, GemvConfig(128, 64, split_k=8, prefetch_scales=False)),  # splits > K tiles
+    (3, 512, 64, 128, torch.bfloat16, GemvConfig(64, 64, split_k=4, vec=4, num_warps=1)),
+    (6, 128, 64, 64, torch.float16, GemvConfig(64, 64, split_k=2)),                      # row blocks of 4 + 2
+    (1, 128, 48, 32, torch.float16, None),
+]
+
+
+@cpu
+@pytest.mark.parametrize("m,k,n,group,dtype,cfg", GEMV_CASES)
+def test_gemv_path(m, k, n, group, dtype, cfg):
+    layer = make_layer(k, n, group, seed=m * 11 + k + n)
+    x = make_x(m, k, dtype, seed=3 * m + n)
+    out = run(x, layer, path="gemv", config=cfg)
+    assert rel_err(out, x, layer) < TOL[dtype]
+
+
+@cpu
+def test_gemv_fresh_random_inputs():
+    """A new seed every run (printed on failure): M 1-4, every group size, any N multiple of 8."""
+    seed = int.from_bytes(os.urandom(4), "little")
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(3):
+        m = int(torch.randint(1, 5, (1,), generator=gen))
+        group = [32, 64, 128, -1][int(torch.randint(0, 4, (1,), generator=gen))]
+        k = 128 * int(torch.randint(1, 4, (1,), generator=gen))
+        n = 8 * int(torch.randint(1, 25, (1,), generator=gen))
+        dtype = [torch.float16, torch.bfloat16][int(torch.randint(0, 2, (1,), generator=gen))]
+        cfg = GemvConfig(block_n=[64, 128][int(torch.randint(0, 2, (1,), generator=gen))],
+                         split_k=int(torch.randint(1, 5, (1,), generator=gen)),
+                         vec=[1, 2, 4][int(torch.randint(0, 3, (1,), generator=gen))], num_warps=2)
+        layer = make_layer(k, n, group, seed=int(torch.randint(0, 2**31, (1,), generator=gen)))
+        x = make_x(m, k, dtype, seed=int(torch.randint(0, 2**31, (1,), generator=gen)))
+        out = run(x, layer, path="gemv", config=cfg)
+        assert rel_err(out, x, layer) < TOL[dtype], (seed, m, k, n, group, dtype, cfg)
+
+
+@cpu
+def test_gemv_is_deterministic_and_leaves_counters_zero():
+    layer = make_layer(512, 64, 64, seed=31)
+    x = make_x(3, 512, torch.float16, seed=32)
+    cfg = GemvConfig(64, 64, split_k=7, vec=4, num_warps=1)
+    a = run(x, layer, path="gemv", config=cfg)
+    b = run(x, layer, path="gemv", config=cfg)
+    assert torch.equal(a, b)
+    assert int(awq_mod._COUNTERS[x.device].abs().sum()) == 0
+    ref = run(x, layer, path="splitk", config=GemmConfig(16, 64, 64, split_k=2))
+    assert ((a.double() - ref.double()).norm() / ref.double().norm()).item() < 1e-3
+
+
+@cpu
+def test_gemv_selection_and_params():
+    for m in range(1, GEMV_M_MAX + 1):   # on CUDA (gemv=True) small M takes the GEMV path
+        assert select_path(m, gemv=True) == "gemv" and choose(m, 4096, 4096, 128, 132, True)[0] == "gemv"
+        assert choose(m, 4096, 4096, 128, 132)[0] == "splitk"   # interpreter / CPU: unchanged
+    assert select_path(GEMV_M_MAX + 1, gemv=True) == "splitk"
+    for k, n in [(4096, 22016), (11008, 4096), (8192, 1280), (1024, 8192), (4096, 4200), (3584, 8200)]:
+        for group in (32, 64, 128, k):
+            for m in (1, 2, 3, 4):
+                for cfg in (gemv_config(m, n, k, group, 132), GemvConfig(512, 128, vec=4, num_warps=8),
+                            GemvConfig(128, 32, vec=1, num_warps=2)):
+                    vec, bn, bk, rows = gemv_params(cfg, n // 8, k, group)
+                    u = bk // rows
+                    assert (n // 8) % vec == 0 and bn // 8 // vec <= 16 and bn % (8 * vec) == 0
+                    assert group % bk == 0 and k % bk == 0 and bk < 32 * cfg.num_warps
+                    assert bk % rows == 0 and u in (1, 2, 4, 8) and cfg.split_k >= 1
 
 
 @pytest.mark.skipif(not STALE_TRITON, reason="the interpreter tests ran in this process")
@@ -229,10 +310,55 @@ def test_gpu_ptx_dequantizer_matches_plain_triton(scale_w, dtype):
 
 @gpu
 @pytest.mark.gpu
-@pytest.mark.parametrize("path", ["splitk", "tc", "dequant"])
+@pytest.mark.parametrize("path", ["gemv", "splitk", "tc", "dequant"])
 def test_gpu_forced_paths_odd_shapes(path):
     layer = make_layer(4096, 4096 + 8 * 13, 64, seed=17)  # N not a multiple of any BLOCK_N
     for m in (1, 31, 95, 300):
         x = make_x(m, 4096, torch.float16, seed=m)
         out = run(x, layer, path=path)
         assert rel_err(out, x, layer) < TOL[torch.float16], (path, m)
+
+
+GEMV_GPU_CASES = GPU_CASES + [(4096, 4096 + 8 * 13, 64, torch.float16)]   # last: N/8 odd (VEC 1), N % 256 != 0
+
+
+@gpu
+@pytest.mark.gpu
+@pytest.mark.parametrize("k,n,group,dtype", GEMV_GPU_CASES)
+def test_gpu_gemv_full_shapes(k, n, group, dtype):
+    layer = make_layer(k, n, group, seed=k + 3 * n)
+    for m in (1, 2, 3, 4, 6):
+        x = make_x(m, k, dtype, seed=m + 1)
+        out = run(x, layer, path="gemv")
+        assert rel_err(out, x, layer) < TOL[dtype], m
+        again = run(x, layer, path="gemv")
+        assert torch.equal(out, again), m   # deterministic split-K
+    assert int(awq_mod._COUNTERS[torch.device(DEVICE, torch.cuda.current_device())].abs().sum()) == 0
+
+
+@gpu
+@pytest.mark.gpu
+def test_gpu_gemv_is_default_and_graph_safe():
+    """M <= GEMV_M_MAX picks the GEMV path on CUDA; a captured call replays with new activations."""
+    k, n = 4096, 12288
+    layer = make_layer(k, n, 128, seed=41)
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    assert choose(1, n, k, 128, sms, True)[0] == "gemv"
+    x = make_x(1, k, torch.float16, seed=42)
+    out = torch.empty(1, n, dtype=torch.float16, device=DEVICE)
+    expect = run(x, layer)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        awq_gemm(x, *layer, out=out)     # warm up (compile, counters) off the capture
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        awq_gemm(x, *layer, out=out)
+    graph.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(out, expect)
+    x.copy_(make_x(1, k, torch.float16, seed=43))
+    graph.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(out, run(x, layer))

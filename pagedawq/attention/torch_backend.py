@@ -71,6 +71,8 @@ def paged_attention_reference(q: torch.Tensor, kv_cache: torch.Tensor, metadata:
         k = kv_cache[0].index_select(0, blocks).view(shape)[:, :max_len]
         v = kv_cache[1].index_select(0, blocks).view(shape)[:, :max_len]
         mask = torch.arange(max_len, device=q.device)[None, :] < metadata.seq_lens[rows].long()[:, None]
+        # Padding slots hold whatever the blocks held (possibly NaN): zero them, as 0 * NaN = NaN.
+        v = v.masked_fill(~mask[:, :, None, None], 0)
         out[token_idx] = attend(q[token_idx].unsqueeze(1), k, v, mask.unsqueeze(1), scale).squeeze(1)
     for i, (q_len, seq_len) in enumerate(zip(metadata.query_lens_cpu, metadata.seq_lens_cpu)):
         if q_len <= 1:

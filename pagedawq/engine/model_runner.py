@@ -64,7 +64,8 @@ class ModelRunner:
     def bind_kv_cache(self, num_blocks: int) -> None:
         backend = get_backend(self.config.resolved_attention_backend, self.config.scheduler.max_model_len)
         shape = self.kv_cache_shape(num_blocks)
-        self.kv_caches = [torch.empty(shape, dtype=self.config.model.dtype, device=self.device)
+        # Zeroed, not empty: padded reads of unused slots must never meet NaN bit patterns.
+        self.kv_caches = [torch.zeros(shape, dtype=self.config.model.dtype, device=self.device)
                           for _ in self.attn_layers]
         for layer, cache in zip(self.attn_layers, self.kv_caches):
             layer.kv_cache, layer.backend = cache, backend

@@ -18,7 +18,7 @@ from pagedawq.models.loader import load_model
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_CPU_KV_CACHE_BYTES = 2 * 1024**3
+DEFAULT_CPU_KV_CACHE_BYTES = 1024**3
 
 
 class Worker:

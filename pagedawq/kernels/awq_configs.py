@@ -48,13 +48,16 @@ class GemmConfig:
 
 @dataclass(frozen=True)
 class GemvConfig:
-    """Launch configuration of ``awq_gemv_kernel``. ``vec``: packed words per thread and row (one
-    vector load of 4 * vec bytes; 8 * vec output columns per thread, so 8 * vec * BLOCK_M fp32
-    accumulators); lowered where N/8 is not a multiple of it."""
+    """Launch configuration of ``awq_gemv_kernel`` (the "gemv" path).
+
+    ``vec``: packed words per thread and weight row (one vector load of 4 vec bytes; 8 vec output
+    columns per thread, hence 8 vec BLOCK_M fp32 accumulators a thread).
+    ``prefetch_scales``: load the next tile's scales with its weights (more registers, no stall
+    on the scales' first read). ``awq_configs.gemv_params`` adapts a config to a shape."""
     block_n: int = 256
-    block_k: int = 128
+    block_k: int = 64
     split_k: int = 1
-    vec: int = 4
+    vec: int = 2
     num_warps: int = 4
     num_stages: int = 1
     prefetch_scales: bool = True
@@ -68,18 +71,32 @@ def gemv_block_m(m: int) -> int:
     return b
 
 
-def gemv_layout(block_n: int, block_k: int, vec: int, num_warps: int, n8: int) -> tuple[int, int]:
-    """(VEC, R) for ``awq_gemv_kernel``: VEC lowered until it divides N/8; R = the rows of a
-    [BLOCK_K, BLOCK_N/8] word tile that lanes and warps cover once the word dimension has taken
-    its share (Triton's default blocked layout fills the contiguous dimension first), so that the
-    remaining BLOCK_K / R rows stay inside each thread."""
-    while vec > 1 and (n8 % vec or (block_n // 8) % vec):
+def gemv_params(cfg: GemvConfig, n8: int, k: int, group: int) -> tuple[int, int, int, int]:
+    """(VEC, BLOCK_N, BLOCK_K, R) that ``awq_gemv_kernel`` runs ``cfg`` with on a K x 8 n8 layer.
+
+    * VEC halves until it divides N/8 (the kernel's vector loads need VEC-aligned rows).
+    * BLOCK_N <= 128 VEC: the words of a row take at most 16 lanes. With all 32 lanes on one row
+      Triton's layouts for the activations and the epilogue no longer match the tile's and it
+      inserts dozens of layout conversions (seen in the sm_90 SASS, 2026-11-25).
+    * R = the rows of the word tile that lanes and warps cover once the word dimension has its
+      lanes (Triton's default blocked layout fills the contiguous dimension first); the
+      remaining U = BLOCK_K / R rows stay inside each thread.
+    * BLOCK_K divides the group size, and BLOCK_K < 32 num_warps: an activation tile with fewer
+      elements than threads is loaded straight in the layout the product needs; a larger one
+      becomes a layout anchor and the whole weight tile is converted instead (measured: spills
+      and shared-memory traffic). Also U <= 8 (the FMA chain is written for U = 2, 4, 8).
+    """
+    vec = cfg.vec
+    while vec > 1 and n8 % vec:
         vec //= 2
-    per_row = max(1, (block_n // 8) // vec)       # threads needed along one row of words
-    lanes_n = min(32, per_row)
-    warps_n = min(num_warps, max(1, per_row // 32))
-    rows = (32 // lanes_n) * (num_warps // warps_n)
-    return vec, max(1, min(rows, block_k))
+    bn = max(8 * vec, min(cfg.block_n, 128 * vec))
+    bn8 = bn // 8
+    lanes_n = min(16, bn8 // vec)
+    rows = (32 // lanes_n) * cfg.num_warps
+    bk = fit_block_k(min(cfg.block_k, 16 * cfg.num_warps, 8 * rows), group)
+    while k % bk:
+        bk //= 2
+    return vec, bn, bk, max(1, min(rows, bk))
 
 
 def m_bucket(m: int) -> int:
@@ -244,27 +261,30 @@ TUNED: dict[tuple[int, int, int], tuple[str, GemmConfig | None]] = {
 GEMV_TUNED: dict[tuple[int, int, int], GemvConfig] = {}
 
 
-def gemv_heuristic(m: int, n: int, k: int, group: int, sms: int) -> GemvConfig:
-    """BLOCK_N 256, BLOCK_K 128 (fitted to the group), 4 warps; VEC shrinking as M grows (the
-    accumulators are 8 VEC BLOCK_M registers a thread); split-K to ~2 programs per SM."""
+def gemv_split(cfg: GemvConfig, m: int, n: int, k: int, group: int, sms: int, resident: int | None = None) -> int:
+    """Split-K for ``cfg`` so that the grid covers the programs that fit on the GPU at once
+    (``resident`` per SM; default about 4, 3, 2 at BLOCK_M 1, 2, 4: 128 / 168 / 255 registers a
+    thread at the default tile), keeping the fp32 workspace (8 bytes per output per split: written
+    once, read once) under ~12% of the weight bytes (K N / 2)."""
     bm = gemv_block_m(m)
-    vec = 4 if bm <= 2 else (2 if bm == 4 else 1)
-    bn = 256
-    bk = fit_block_k(128, group)
-    while k % bk:
-        bk //= 2
+    _, bn, bk, _ = gemv_params(cfg, n // 8, k, group)
     tiles = -(-n // bn) * -(-m // bm)
-    k_tiles = k // bk
-    split = max(1, min(k_tiles, -(-2 * sms // tiles)))
-    return GemvConfig(bn, bk, split_k=split, vec=vec, num_warps=4)
+    resident = resident or {1: 4, 2: 3, 4: 2}[bm]
+    split = -(-resident * sms // tiles)
+    return max(1, min(split, k // bk, k // (128 * bm)))
+
+
+def gemv_heuristic(m: int, n: int, k: int, group: int, sms: int) -> GemvConfig:
+    """BLOCK_N 256, 2 words per thread, BLOCK_K 64 (8 rows per thread), 4 warps, split-K by
+    ``gemv_split``."""
+    cfg = GemvConfig()
+    return replace(cfg, split_k=gemv_split(cfg, m, n, k, group, sms))
 
 
 @lru_cache(maxsize=4096)
 def gemv_config(m: int, n: int, k: int, group: int, sms: int) -> GemvConfig:
     cfg = GEMV_TUNED.get((gemv_block_m(m), n, k))
-    if cfg is not None and group % cfg.block_k == 0 and k % cfg.block_k == 0:
-        return cfg
-    return gemv_heuristic(m, n, k, group, sms)
+    return cfg if cfg is not None else gemv_heuristic(m, n, k, group, sms)
 
 
 @lru_cache(maxsize=4096)

@@ -16,7 +16,7 @@ import torch
 import triton
 
 from pagedawq.kernels.awq_configs import (DEFAULT_SMS, GemmConfig, GemvConfig, choose, fit_block_k, get_config,
-                                          gemv_block_m, gemv_config, gemv_layout)
+                                          gemv_block_m, gemv_config, gemv_params)
 from pagedawq.kernels.awq_kernels import awq_dequant_kernel, awq_gemm_kernel, awq_gemv_kernel
 from pagedawq.quant.pack import PACK_FACTOR, group_size_of
 
@@ -111,23 +111,21 @@ def gemm_fused(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, sca
 
 def gemv(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor,
          cfg: GemvConfig, out: torch.Tensor) -> torch.Tensor:
-    """Launch ``awq_gemv_kernel`` (the "gemv" path, M <= ~8) with an explicit configuration.
+    """Launch ``awq_gemv_kernel`` (the "gemv" path, small M) with ``cfg`` as ``gemv_params``
+    adapts it to the shape.
 
-    Rows are processed ``gemv_block_m(M)`` (<= 8) at a time, one grid row block each (a larger M
-    reads the weight once per block). Split-K partials go to an fp32 workspace allocated per call
-    like the "splitk" path's (torch's caching allocator; inside a CUDA graph capture, the graph's
-    pool), and the shared per-device arrival counters: data-independent sizes, no host sync.
+    Rows go ``gemv_block_m(M)`` (<= 4) at a time, one grid row block each (a larger M reads the
+    weight once per block). Split-K partials go to an fp32 workspace [split, M, N] allocated per
+    call like the "splitk" path's (torch's caching allocator; under CUDA graph capture, the graph's
+    pool) and the shared per-device arrival counters: sizes depend only on shapes, no host sync.
     """
     m, k = x.shape
     n8 = qweight.shape[1]
     n = n8 * PACK_FACTOR
     group = k // scales.shape[0]
-    bk = cfg.block_k
-    if k % bk or group % bk:
-        raise ValueError(f"BLOCK_K {bk} must divide the group size {group} and K {k}")
+    vec, bn, bk, rows = gemv_params(cfg, n8, k, group)
     bm = gemv_block_m(m)
-    vec, rows = gemv_layout(cfg.block_n, bk, cfg.vec, cfg.num_warps, n8)
-    tiles_m, tiles_n = triton.cdiv(m, bm), triton.cdiv(n, cfg.block_n)
+    tiles_m, tiles_n = triton.cdiv(m, bm), triton.cdiv(n, bn)
     k_tiles = k // bk
     split = max(1, min(cfg.split_k, k_tiles))
     split = triton.cdiv(k_tiles, triton.cdiv(k_tiles, split))  # no empty K slices
@@ -138,9 +136,8 @@ def gemv(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scales: t
         ws, cnt = out, qzeros  # never touched without split-K
     awq_gemv_kernel[(tiles_n, split, tiles_m)](
         x, qweight, qzeros, scales, out, ws, cnt, m, n8, k, x.stride(0), out.stride(0), split, 0x4B000000,
-        G=group, BLOCK_M=bm, BLOCK_N=cfg.block_n, BLOCK_K=bk, R=rows, VEC=vec, PREFETCH_S=cfg.prefetch_scales,
-        SPLIT=split > 1,
-        EVEN_N=n % cfg.block_n == 0, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+        G=group, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, R=rows, VEC=vec, PREFETCH_S=cfg.prefetch_scales,
+        SPLIT=split > 1, EVEN_N=n % bn == 0, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
     return out
 
 
@@ -170,16 +167,18 @@ def awq_gemm(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scale
     if x.dtype not in (torch.float16, torch.bfloat16):
         path = "dequant"
     if path is None:
-        path, auto = choose(m, n, k, group, _sm_count(x.device), x.is_cuda and not _interpreting())
+        # A GemmConfig without a path keeps its fused kernel: the GEMV path is never picked for it.
+        use_gemv = x.is_cuda and not _interpreting() and not isinstance(config, GemmConfig)
+        path, auto = choose(m, n, k, group, _sm_count(x.device), use_gemv)
         config = config or auto
-    if path == "gemv":
-        if config is None or not isinstance(config, GemvConfig):
-            config = gemv_config(m, n, k, group, _sm_count(x.device))
-        elif group % config.block_k:
-            config = replace(config, block_k=fit_block_k(config.block_k, group))
-        return gemv(x, qweight, qzeros, scales, config, out)
     if path == "dequant":
         return torch.matmul(x, awq_dequantize(qweight, qzeros, scales, x.dtype), out=out)
+    if path == "gemv":
+        if not isinstance(config, GemvConfig):
+            config = gemv_config(m, n, k, group, _sm_count(x.device))
+        return gemv(x, qweight, qzeros, scales, config, out)
+    if isinstance(config, GemvConfig):
+        raise TypeError(f"a GemvConfig is for path='gemv', not {path!r}")
     if config is None:
         config = get_config(path, m, n, k, group, _sm_count(x.device))
     elif group % config.block_k:

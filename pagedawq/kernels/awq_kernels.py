@@ -278,29 +278,29 @@ def awq_dequant_kernel(qw_ptr, qz_ptr, s_ptr, w_ptr, K, N, N8,
 #
 # ``awq_gemm_kernel`` at small M is bound by the trip of the dequantized tile through shared
 # memory into the mma layout (benchmarks/notes/awq_gemm.md, run 4). For a handful of rows the
-# tensor cores buy nothing, so this kernel keeps everything in registers: each thread loads
-# ``VEC`` packed words (one vector load of 4 VEC bytes) of each of ``U`` rows of the weight tile,
-# unpacks them, multiplies by the activation rows with fp32 FMAs and reduces its U rows
-# in-thread; lanes and warps split the other ``R`` rows of the tile, summed once at the end of
-# the program. Split-K over programs as in ``awq_gemm_kernel`` (deterministic workspace + arrival
-# counter).
+# tensor cores buy nothing, so this kernel keeps everything in registers: a program streams a
+# [BLOCK_K, BLOCK_N / 8] slab of packed words per K tile as U loads of [R, BN8] words (rows
+# k0 + r U + u, u < U), each thread holding VEC consecutive words of a row (one vector load);
+# it unpacks them in registers, multiplies by the activation rows with fp32 FMAs chained over
+# its U rows, and scales the chain's sum once per tile. Lanes and warps split the R rows of a
+# tile, summed once at the end of the program. The next tile's words (and zeros, and with
+# PREFETCH_S its scales) are loaded before the current tile is computed. Split-K over programs
+# as in ``awq_gemm_kernel`` (deterministic workspace + arrival counter).
 #
 # Unpacking without int-to-float conversions (I2F is a quarter-rate instruction): a nibble at bit
 # offset p <= 16 becomes the fp32 number 2^23 + q 2^p with one LOP3, ``(w & 0xF << p) |
 # 0x4B000000`` (2^23's exponent, the nibble inside the 23-bit mantissa), the zero point the same
 # way, and one FADD gives the exact (q - z) 2^p. Nibbles 5-7 (bits 20-31) are shifted down by 12
 # first (one SHF per word), so columns 0..7 sit at p = 0, 16, 4, 8, 8, 12, 12, 16. The power of
-# two is undone once at the end of the program and the scale once per tile on the in-thread
-# partial: per weight ~1.1 integer ops + 1 FADD + M FFMA.
+# two is undone once at the end of the program: per weight ~1.1 integer ops + 1 FADD + M FFMA.
 #
-# Layout. The tile is indexed [1, U, R, BN8] (row k = r U + u): Triton's default layout for the
-# load puts VEC words per thread and the rest of the contiguous word dimension on lanes, then R
-# on the remaining lanes and the warps, which leaves U inside each thread (the host computes R
-# from that rule, ``awq_configs.gemv_layout``). Activations are loaded one row at a time as
-# [1, U, R, 1]: a load of fewer elements than threads is rematerialized by Triton in the layout
-# its user needs (each thread loads its own U values, L1 hits), whereas a larger one becomes a
-# layout anchor and drags the product into its layout (measured: the whole tile then goes
-# through shared memory). Hence BLOCK_K < 32 num_warps, and one accumulator set per row.
+# Layouts (why the code is written out per row u instead of as one [U, R, BN8] tensor): every
+# tensor here is at most 2-D, so Triton's default layouts agree between versions. With a 3-D
+# or 4-D tile, the order of its non-contiguous dimensions is a tie that Triton 3.9 breaks one way
+# (U inside each thread, as intended) and Triton 3.6 the other (U across lanes and warps: shared
+# memory and shuffles in the loop, 255 registers and spills), seen in the sm_90 SASS of both.
+# The activations are loaded as [R, 1] per (row, u): a load of fewer elements than threads is
+# rematerialized in the layout its user needs (each thread loads its own values, L1 hits).
 # ---------------------------------------------------------------------------------------------
 
 @triton.jit
@@ -309,7 +309,8 @@ def _magic_f32(word, c: tl.constexpr, magic):
 
     Column c sits in nibble i = AWQ_ORDER.index(c) = 4 (c % 2) + c // 2; p = 4i for i < 5, else
     4i - 12. ``magic`` is 0x4B000000 passed at run time: as a register operand it leaves the
-    LOP3's immediate slot to the nibble mask (two constants cost a MOV per LOP3 in SASS)."""
+    LOP3's immediate slot to the nibble mask (with two constants ptxas re-materializes the mask
+    with a MOV per LOP3)."""
     if (c % 2) * 4 + c // 2 < 5:
         v = word & (0xF << (4 * ((c % 2) * 4 + c // 2)))
     else:
@@ -326,60 +327,120 @@ def _scale_f32(pair, HI: tl.constexpr, SDT: tl.constexpr):
 
 
 @triton.jit
-def _gemv_column(qw, zw, sp, x0, x1, x2, x3, a0, a1, a2, a3, magic, c: tl.constexpr, BLOCK_M: tl.constexpr,
-                 SDT: tl.constexpr):
-    """Add column c's partials ``sum_k x[m, k] (q - z)[k, n] s[n] 2^p`` ([1, R, BN8]) to row m's
-    accumulator, for the BLOCK_M rows (the unused accumulators pass through). ``sp``: the int32
-    holding the scales of columns (c & ~1, c | 1)."""
-    d = _magic_f32(qw, c, magic) - _magic_f32(zw, c, magic)[None, None, None, :]   # [1, U, R, BN8]: (q - z) 2^p
-    sc = _scale_f32(sp, c % 2 == 1, SDT)[None, None, :]
-    a0 += tl.sum(x0 * d, axis=1) * sc                                  # in-thread over the U rows
-    if BLOCK_M > 1:
-        a1 += tl.sum(x1 * d, axis=1) * sc
-    if BLOCK_M > 2:
-        a2 += tl.sum(x2 * d, axis=1) * sc
-        a3 += tl.sum(x3 * d, axis=1) * sc
-    return a0, a1, a2, a3
+def _ld(ptrs, mask, EVEN_N: tl.constexpr):
+    """Load; without EVEN_N, masked (no fill: garbage past N reaches only unstored outputs)."""
+    if EVEN_N:
+        return tl.load(ptrs)
+    else:
+        return tl.load(ptrs, mask=mask)
 
 
 @triton.jit
-def _gemv_weights(qw_ptrs, qz_ptrs, row_off, kt, j_mask, G: tl.constexpr, BLOCK_K: tl.constexpr,
-                  EVEN_N: tl.constexpr):
-    """Weight words [1, U, R, BN8] of K tile ``kt`` and its group's zero words [BN8]. The caller
-    clamps ``kt`` into range (no predicates, no zero fill); columns past N (``j_mask`` false, only
-    without EVEN_N) are left unloaded: garbage there reaches only outputs that are not stored."""
+def _gemv_scales(s_ptrs, row_off, kt, j_mask, G: tl.constexpr, BLOCK_K: tl.constexpr, EVEN_N: tl.constexpr):
+    """K tile ``kt``'s scales as four int32 [BN8] (pair p: the scales of columns 2p, 2p + 1)."""
+    sp = s_ptrs + (kt * BLOCK_K // G) * (row_off * 4)
+    return (_ld(sp + 0, j_mask, EVEN_N), _ld(sp + 1, j_mask, EVEN_N), _ld(sp + 2, j_mask, EVEN_N),
+            _ld(sp + 3, j_mask, EVEN_N))
+
+
+@triton.jit
+def _gemv_words(w_ptrs, z_ptrs, s_ptrs, row_off, kt, j_mask, G: tl.constexpr, BLOCK_K: tl.constexpr,
+                U: tl.constexpr, SCALES: tl.constexpr, EVEN_N: tl.constexpr):
+    """K tile ``kt`` (clamped into range by the caller: no predicates, no fill): its words as U
+    tensors [R, BN8] (row k0 + r U + u; the unused ones repeat u = 0), its group's zero words
+    [BN8] and, with SCALES, its scales as four int32 [BN8] (pair p: columns 2p, 2p + 1)."""
     k0 = kt * BLOCK_K
     g = k0 // G
-    if EVEN_N:
-        qw = tl.load(qw_ptrs + k0 * row_off)
-        zw = tl.load(qz_ptrs + g * row_off)
+    m2 = j_mask[None, :]
+
+    w0 = _ld(w_ptrs + k0 * row_off, m2, EVEN_N)
+    w1, w2, w3, w4, w5, w6, w7 = w0, w0, w0, w0, w0, w0, w0
+    if U > 1:
+        w1 = _ld(w_ptrs + (k0 + 1) * row_off, m2, EVEN_N)
+    if U > 2:
+        w2 = _ld(w_ptrs + (k0 + 2) * row_off, m2, EVEN_N)
+        w3 = _ld(w_ptrs + (k0 + 3) * row_off, m2, EVEN_N)
+    if U > 4:
+        w4 = _ld(w_ptrs + (k0 + 4) * row_off, m2, EVEN_N)
+        w5 = _ld(w_ptrs + (k0 + 5) * row_off, m2, EVEN_N)
+        w6 = _ld(w_ptrs + (k0 + 6) * row_off, m2, EVEN_N)
+        w7 = _ld(w_ptrs + (k0 + 7) * row_off, m2, EVEN_N)
+    zw = _ld(z_ptrs + g * row_off, j_mask, EVEN_N)
+    if SCALES:
+        s0, s1, s2, s3 = _gemv_scales(s_ptrs, row_off, kt, j_mask, G, BLOCK_K, EVEN_N)
     else:
-        qw = tl.load(qw_ptrs + k0 * row_off, mask=j_mask[None, None, None, :])
-        zw = tl.load(qz_ptrs + g * row_off, mask=j_mask)
-    return qw, zw
+        s0, s1, s2, s3 = zw, zw, zw, zw
+    return w0, w1, w2, w3, w4, w5, w6, w7, zw, s0, s1, s2, s3
 
 
 @triton.jit
-def _gemv_scales(sp_ptrs, row_off, kt, j_mask, G: tl.constexpr, BLOCK_K: tl.constexpr, EVEN_N: tl.constexpr):
-    """The group's scales of the program's columns as four int32 [BN8] (pair p: columns 2p, 2p+1)."""
-    sp = sp_ptrs + (kt * BLOCK_K // G) * (row_off * 4)
-    if EVEN_N:
-        s0 = tl.load(sp + 0)
-        s1 = tl.load(sp + 1)
-        s2 = tl.load(sp + 2)
-        s3 = tl.load(sp + 3)
-    else:
-        s0 = tl.load(sp + 0, mask=j_mask)
-        s1 = tl.load(sp + 1, mask=j_mask)
-        s2 = tl.load(sp + 2, mask=j_mask)
-        s3 = tl.load(sp + 3, mask=j_mask)
-    return s0, s1, s2, s3
+def _gemv_x(x_ptrs, rr, row, rows, stride_xm, k0, U: tl.constexpr):
+    """Activation row ``row`` (of ``rows`` valid) at k0 + r U + u, u < U: U fp32 tensors [R, 1]
+    (zero past M; the unused ones repeat u = 0)."""
+    p = x_ptrs + row * stride_xm + k0
+    m = (rr * 0 + row) < rows   # a tensor: the interpreter rejects scalar masks
+    x0 = tl.load(p, mask=m, other=0.0).to(tl.float32)
+
+    x1, x2, x3, x4, x5, x6, x7 = x0, x0, x0, x0, x0, x0, x0
+    if U > 1:
+        x1 = tl.load(p + 1, mask=m, other=0.0).to(tl.float32)
+    if U > 2:
+        x2 = tl.load(p + 2, mask=m, other=0.0).to(tl.float32)
+        x3 = tl.load(p + 3, mask=m, other=0.0).to(tl.float32)
+    if U > 4:
+        x4 = tl.load(p + 4, mask=m, other=0.0).to(tl.float32)
+        x5 = tl.load(p + 5, mask=m, other=0.0).to(tl.float32)
+        x6 = tl.load(p + 6, mask=m, other=0.0).to(tl.float32)
+        x7 = tl.load(p + 7, mask=m, other=0.0).to(tl.float32)
+    return x0, x1, x2, x3, x4, x5, x6, x7
 
 
 @triton.jit
-def _gemv_x(x_ptrs, rk, row, rows, stride_xm, k0):
-    """Activation row ``row`` (of ``rows`` valid) over the tile, [1, U, R, 1] fp32 (zero past M)."""
-    return tl.load(x_ptrs + row * stride_xm + k0, mask=(rk * 0 + row) < rows, other=0.0).to(tl.float32)
+def _chain(d0, d1, d2, d3, d4, d5, d6, d7, x0, x1, x2, x3, x4, x5, x6, x7, U: tl.constexpr):
+    """sum_u x_u d_u as one FMA chain (Triton's reductions are trees: for U = 8, 4 FMUL + 4 FFMA
+    + 3 FADD instead of 1 FMUL + 7 FFMA)."""
+    acc = x0 * d0
+    if U > 1:
+        acc = x1 * d1 + acc
+    if U > 2:
+        acc = x2 * d2 + acc
+        acc = x3 * d3 + acc
+    if U > 4:
+        acc = x4 * d4 + acc
+        acc = x5 * d5 + acc
+        acc = x6 * d6 + acc
+        acc = x7 * d7 + acc
+    return acc
+
+
+@triton.jit
+def _gemv_column(w0, w1, w2, w3, w4, w5, w6, w7, zw, sp, xa0, xa1, xa2, xa3, xa4, xa5, xa6, xa7, xb0, xb1, xb2, xb3, xb4, xb5, xb6, xb7, xc0, xc1, xc2, xc3, xc4, xc5, xc6, xc7, xd0, xd1, xd2, xd3, xd4, xd5, xd6, xd7, a0, a1, a2, a3, magic,
+                 c: tl.constexpr, U: tl.constexpr, BLOCK_M: tl.constexpr, SDT: tl.constexpr):
+    """Add column c's tile partials ``sum_k x[m, k] (q - z)[k, n] s[n] 2^p`` ([R, BN8]) to the
+    accumulators of the BLOCK_M rows (the unused ones pass through). ``sp``: the int32 holding the
+    scales of columns (c & ~1, c | 1)."""
+    zf = _magic_f32(zw, c, magic)[None, :]
+    d0 = _magic_f32(w0, c, magic) - zf                 # exact (q - z) 2^p
+
+    d1, d2, d3, d4, d5, d6, d7 = d0, d0, d0, d0, d0, d0, d0
+    if U > 1:
+        d1 = _magic_f32(w1, c, magic) - zf
+    if U > 2:
+        d2 = _magic_f32(w2, c, magic) - zf
+        d3 = _magic_f32(w3, c, magic) - zf
+    if U > 4:
+        d4 = _magic_f32(w4, c, magic) - zf
+        d5 = _magic_f32(w5, c, magic) - zf
+        d6 = _magic_f32(w6, c, magic) - zf
+        d7 = _magic_f32(w7, c, magic) - zf
+    sc = _scale_f32(sp, c % 2 == 1, SDT)[None, :]
+    a0 += _chain(d0, d1, d2, d3, d4, d5, d6, d7, xa0, xa1, xa2, xa3, xa4, xa5, xa6, xa7, U) * sc
+    if BLOCK_M > 1:
+        a1 += _chain(d0, d1, d2, d3, d4, d5, d6, d7, xb0, xb1, xb2, xb3, xb4, xb5, xb6, xb7, U) * sc
+    if BLOCK_M > 2:
+        a2 += _chain(d0, d1, d2, d3, d4, d5, d6, d7, xc0, xc1, xc2, xc3, xc4, xc5, xc6, xc7, U) * sc
+        a3 += _chain(d0, d1, d2, d3, d4, d5, d6, d7, xd0, xd1, xd2, xd3, xd4, xd5, xd6, xd7, U) * sc
+    return a0, a1, a2, a3
 
 
 @triton.jit
@@ -388,14 +449,14 @@ def _gemv_row_out(a0, a1, a2, a3, a4, a5, a6, a7, row, M, out_ptr, stride_om, ws
     """Row ``row`` of the program's output tile: sum the R rows of each column's accumulator, undo
     the 2^p (p = 0, 16, 4, 8, 8, 12, 12, 16), interleave to column order, store to ``out`` (no
     split) or to this K slice's workspace row."""
-    y = _interleave8(tl.sum(a0, axis=1),
-                     tl.sum(a1, axis=1) * (1.0 / 65536.0),
-                     tl.sum(a2, axis=1) * (1.0 / 16.0),
-                     tl.sum(a3, axis=1) * (1.0 / 256.0),
-                     tl.sum(a4, axis=1) * (1.0 / 256.0),
-                     tl.sum(a5, axis=1) * (1.0 / 4096.0),
-                     tl.sum(a6, axis=1) * (1.0 / 4096.0),
-                     tl.sum(a7, axis=1) * (1.0 / 65536.0))           # [1, BN]
+    y = _interleave8(tl.sum(a0, axis=0)[None, :],
+                     (tl.sum(a1, axis=0) * (1.0 / 65536.0))[None, :],
+                     (tl.sum(a2, axis=0) * (1.0 / 16.0))[None, :],
+                     (tl.sum(a3, axis=0) * (1.0 / 256.0))[None, :],
+                     (tl.sum(a4, axis=0) * (1.0 / 256.0))[None, :],
+                     (tl.sum(a5, axis=0) * (1.0 / 4096.0))[None, :],
+                     (tl.sum(a6, axis=0) * (1.0 / 4096.0))[None, :],
+                     (tl.sum(a7, axis=0) * (1.0 / 65536.0))[None, :])     # [1, BN]
     mask = (rn * 0 + row) < M
     if not EVEN_N:
         mask = mask & (rn < N)
@@ -414,16 +475,15 @@ def awq_gemv_kernel(x_ptr, qw_ptr, qz_ptr, s_ptr, out_ptr, ws_ptr, cnt_ptr,
     """``out[M, N] = x[M, K] @ W`` for BLOCK_M (1, 2 or 4) rows (program_id 2 steps over row
     blocks), BLOCK_N columns (program_id 0) and one K slice (program_id 1).
 
-    ``N8`` is not specialized, so the word alignment that allows VEC-wide loads is stated through
-    ``(N8 // VEC) * VEC`` (the host picks VEC | N8). Needs BLOCK_K | G, BLOCK_K | K, R | BLOCK_K.
-    Split-K as in ``awq_gemm_kernel``: fp32 workspace [split_k, M, N], one counter per (row block,
-    column tile), zero on entry and on exit; the last program of a tile sums in fixed order. The
-    next tile's weights and zeros (and with PREFETCH_S its scales: 4 VEC more registers) are loaded
-    before the current tile is computed.
+    U = BLOCK_K / R in {1, 2, 4, 8}; needs BLOCK_K | G and BLOCK_K | K. ``N8`` is not specialized,
+    so the word alignment that allows VEC-wide loads is stated through ``(N8 // VEC) * VEC`` (the
+    host picks VEC | N8). ``magic`` = 0x4B000000 (see ``_magic_f32``). Split-K as in
+    ``awq_gemm_kernel``: fp32 workspace [split_k, M, N], one counter per (row block, column tile),
+    zero on entry and on exit; the last program of a tile sums the slices in a fixed order.
     """
-    SDT = s_ptr.dtype.element_ty
     U: tl.constexpr = BLOCK_K // R
     BN8: tl.constexpr = BLOCK_N // 8
+    SDT = s_ptr.dtype.element_ty
     pid_n = tl.program_id(0)
     pid_s = tl.program_id(1)
     pid_m = tl.program_id(2)
@@ -432,59 +492,63 @@ def awq_gemv_kernel(x_ptr, qw_ptr, qz_ptr, s_ptr, out_ptr, ws_ptr, cnt_ptr,
 
     rj = pid_n * BN8 + tl.arange(0, BN8)
     j_mask = rj < row_off
-    rk = tl.arange(0, R)[None, None, :, None] * U + tl.arange(0, U)[None, :, None, None]   # [1, U, R, 1]
+    rr = tl.arange(0, R)[:, None]                      # [R, 1]: tile row r U + u
 
     k_tiles = K // BLOCK_K
     per_split = tl.cdiv(k_tiles, split_k)
     kt_lo = pid_s * per_split
     kt_hi = tl.minimum(kt_lo + per_split, k_tiles)
 
-    qw_ptrs = qw_ptr + rk * row_off + rj[None, None, None, :]
-    qz_ptrs = qz_ptr + rj
-    sp_ptrs = s_ptr.to(tl.pointer_type(tl.int32), bitcast=True) + rj * 4   # scale pairs of word j
+    w_ptrs = qw_ptr + (rr * U) * row_off + rj[None, :]
+    z_ptrs = qz_ptr + rj
+    s_ptrs = s_ptr.to(tl.pointer_type(tl.int32), bitcast=True) + rj * 4   # scale pairs of word j
     m0 = pid_m * BLOCK_M
-    x_ptrs = x_ptr + m0 * stride_xm + rk
+    x_ptrs = x_ptr + m0 * stride_xm + rr * U
 
-    zero = tl.zeros((1, R, BN8), dtype=tl.float32)
+    zero = tl.zeros((R, BN8), dtype=tl.float32)
     a00, a01, a02, a03, a04, a05, a06, a07 = zero, zero, zero, zero, zero, zero, zero, zero
     a10, a11, a12, a13, a14, a15, a16, a17 = zero, zero, zero, zero, zero, zero, zero, zero
     a20, a21, a22, a23, a24, a25, a26, a27 = zero, zero, zero, zero, zero, zero, zero, zero
     a30, a31, a32, a33, a34, a35, a36, a37 = zero, zero, zero, zero, zero, zero, zero, zero
 
-    # An empty K slice (possible only when split_k does not divide the K tiles evenly, which the host
-    # avoids) still reads one in-range tile, and computes nothing with it.
+    # The last iteration prefetches its own tile again (clamped rather than masked); an empty K
+    # slice (the host avoids them) reads one in-range tile and computes nothing with it.
     last = tl.maximum(kt_hi - 1, 0)
-    qw, zw = _gemv_weights(qw_ptrs, qz_ptrs, row_off, tl.minimum(kt_lo, last), j_mask, G, BLOCK_K, EVEN_N)
-    if PREFETCH_S:
-        s0, s1, s2, s3 = _gemv_scales(sp_ptrs, row_off, tl.minimum(kt_lo, last), j_mask, G, BLOCK_K, EVEN_N)
+    w0, w1, w2, w3, w4, w5, w6, w7, zw, s0, s1, s2, s3 = _gemv_words(w_ptrs, z_ptrs, s_ptrs, row_off, tl.minimum(kt_lo, last),
+                                                                   j_mask, G, BLOCK_K, U, PREFETCH_S, EVEN_N)
     for kt in range(kt_lo, kt_hi):
-        # Prefetch the next tile before computing this one (the last iteration reloads its own
-        # tile: clamped instead of masked, so no predicates and no zero-filling).
-        nxt = tl.minimum(kt + 1, last)
-        nqw, nzw = _gemv_weights(qw_ptrs, qz_ptrs, row_off, nxt, j_mask, G, BLOCK_K, EVEN_N)
-        if PREFETCH_S:
-            n0, n1, n2, n3 = _gemv_scales(sp_ptrs, row_off, nxt, j_mask, G, BLOCK_K, EVEN_N)
-        else:
-            s0, s1, s2, s3 = _gemv_scales(sp_ptrs, row_off, kt, j_mask, G, BLOCK_K, EVEN_N)
+        nw0, nw1, nw2, nw3, nw4, nw5, nw6, nw7, nzw, n0, n1, n2, n3 = _gemv_words(
+            w_ptrs, z_ptrs, s_ptrs, row_off, tl.minimum(kt + 1, last), j_mask, G, BLOCK_K, U, PREFETCH_S, EVEN_N)
+        if not PREFETCH_S:
+            s0, s1, s2, s3 = _gemv_scales(s_ptrs, row_off, kt, j_mask, G, BLOCK_K, EVEN_N)
         k0 = kt * BLOCK_K
-        x0 = _gemv_x(x_ptrs, rk, 0, M - m0, stride_xm, k0)
-        x1 = x0
-        x2 = x0
-        x3 = x0
+        xa0, xa1, xa2, xa3, xa4, xa5, xa6, xa7 = _gemv_x(x_ptrs, rr, 0, M - m0, stride_xm, k0, U)
+        xb0, xb1, xb2, xb3, xb4, xb5, xb6, xb7 = xa0, xa1, xa2, xa3, xa4, xa5, xa6, xa7
+        xc0, xc1, xc2, xc3, xc4, xc5, xc6, xc7 = xa0, xa1, xa2, xa3, xa4, xa5, xa6, xa7
+        xd0, xd1, xd2, xd3, xd4, xd5, xd6, xd7 = xa0, xa1, xa2, xa3, xa4, xa5, xa6, xa7
         if BLOCK_M > 1:
-            x1 = _gemv_x(x_ptrs, rk, 1, M - m0, stride_xm, k0)
+            xb0, xb1, xb2, xb3, xb4, xb5, xb6, xb7 = _gemv_x(x_ptrs, rr, 1, M - m0, stride_xm, k0, U)
         if BLOCK_M > 2:
-            x2 = _gemv_x(x_ptrs, rk, 2, M - m0, stride_xm, k0)
-            x3 = _gemv_x(x_ptrs, rk, 3, M - m0, stride_xm, k0)
-        a00, a10, a20, a30 = _gemv_column(qw, zw, s0, x0, x1, x2, x3, a00, a10, a20, a30, magic, 0, BLOCK_M, SDT)
-        a01, a11, a21, a31 = _gemv_column(qw, zw, s0, x0, x1, x2, x3, a01, a11, a21, a31, magic, 1, BLOCK_M, SDT)
-        a02, a12, a22, a32 = _gemv_column(qw, zw, s1, x0, x1, x2, x3, a02, a12, a22, a32, magic, 2, BLOCK_M, SDT)
-        a03, a13, a23, a33 = _gemv_column(qw, zw, s1, x0, x1, x2, x3, a03, a13, a23, a33, magic, 3, BLOCK_M, SDT)
-        a04, a14, a24, a34 = _gemv_column(qw, zw, s2, x0, x1, x2, x3, a04, a14, a24, a34, magic, 4, BLOCK_M, SDT)
-        a05, a15, a25, a35 = _gemv_column(qw, zw, s2, x0, x1, x2, x3, a05, a15, a25, a35, magic, 5, BLOCK_M, SDT)
-        a06, a16, a26, a36 = _gemv_column(qw, zw, s3, x0, x1, x2, x3, a06, a16, a26, a36, magic, 6, BLOCK_M, SDT)
-        a07, a17, a27, a37 = _gemv_column(qw, zw, s3, x0, x1, x2, x3, a07, a17, a27, a37, magic, 7, BLOCK_M, SDT)
-        qw, zw = nqw, nzw
+            xc0, xc1, xc2, xc3, xc4, xc5, xc6, xc7 = _gemv_x(x_ptrs, rr, 2, M - m0, stride_xm, k0, U)
+            xd0, xd1, xd2, xd3, xd4, xd5, xd6, xd7 = _gemv_x(x_ptrs, rr, 3, M - m0, stride_xm, k0, U)
+
+        a00, a10, a20, a30 = _gemv_column(w0, w1, w2, w3, w4, w5, w6, w7, zw, s0, xa0, xa1, xa2, xa3, xa4, xa5, xa6, xa7, xb0, xb1, xb2, xb3, xb4, xb5, xb6, xb7, xc0, xc1, xc2, xc3, xc4, xc5, xc6, xc7, xd0, xd1, xd2, xd3, xd4, xd5, xd6, xd7,
+                                          a00, a10, a20, a30, magic, 0, U, BLOCK_M, SDT)
+        a01, a11, a21, a31 = _gemv_column(w0, w1, w2, w3, w4, w5, w6, w7, zw, s0, xa0, xa1, xa2, xa3, xa4, xa5, xa6, xa7, xb0, xb1, xb2, xb3, xb4, xb5, xb6, xb7, xc0, xc1, xc2, xc3, xc4, xc5, xc6, xc7, xd0, xd1, xd2, xd3, xd4, xd5, xd6, xd7,
+                                          a01, a11, a21, a31, magic, 1, U, BLOCK_M, SDT)
+        a02, a12, a22, a32 = _gemv_column(w0, w1, w2, w3, w4, w5, w6, w7, zw, s1, xa0, xa1, xa2, xa3, xa4, xa5, xa6, xa7, xb0, xb1, xb2, xb3, xb4, xb5, xb6, xb7, xc0, xc1, xc2, xc3, xc4, xc5, xc6, xc7, xd0, xd1, xd2, xd3, xd4, xd5, xd6, xd7,
+                                          a02, a12, a22, a32, magic, 2, U, BLOCK_M, SDT)
+        a03, a13, a23, a33 = _gemv_column(w0, w1, w2, w3, w4, w5, w6, w7, zw, s1, xa0, xa1, xa2, xa3, xa4, xa5, xa6, xa7, xb0, xb1, xb2, xb3, xb4, xb5, xb6, xb7, xc0, xc1, xc2, xc3, xc4, xc5, xc6, xc7, xd0, xd1, xd2, xd3, xd4, xd5, xd6, xd7,
+                                          a03, a13, a23, a33, magic, 3, U, BLOCK_M, SDT)
+        a04, a14, a24, a34 = _gemv_column(w0, w1, w2, w3, w4, w5, w6, w7, zw, s2, xa0, xa1, xa2, xa3, xa4, xa5, xa6, xa7, xb0, xb1, xb2, xb3, xb4, xb5, xb6, xb7, xc0, xc1, xc2, xc3, xc4, xc5, xc6, xc7, xd0, xd1, xd2, xd3, xd4, xd5, xd6, xd7,
+                                          a04, a14, a24, a34, magic, 4, U, BLOCK_M, SDT)
+        a05, a15, a25, a35 = _gemv_column(w0, w1, w2, w3, w4, w5, w6, w7, zw, s2, xa0, xa1, xa2, xa3, xa4, xa5, xa6, xa7, xb0, xb1, xb2, xb3, xb4, xb5, xb6, xb7, xc0, xc1, xc2, xc3, xc4, xc5, xc6, xc7, xd0, xd1, xd2, xd3, xd4, xd5, xd6, xd7,
+                                          a05, a15, a25, a35, magic, 5, U, BLOCK_M, SDT)
+        a06, a16, a26, a36 = _gemv_column(w0, w1, w2, w3, w4, w5, w6, w7, zw, s3, xa0, xa1, xa2, xa3, xa4, xa5, xa6, xa7, xb0, xb1, xb2, xb3, xb4, xb5, xb6, xb7, xc0, xc1, xc2, xc3, xc4, xc5, xc6, xc7, xd0, xd1, xd2, xd3, xd4, xd5, xd6, xd7,
+                                          a06, a16, a26, a36, magic, 6, U, BLOCK_M, SDT)
+        a07, a17, a27, a37 = _gemv_column(w0, w1, w2, w3, w4, w5, w6, w7, zw, s3, xa0, xa1, xa2, xa3, xa4, xa5, xa6, xa7, xb0, xb1, xb2, xb3, xb4, xb5, xb6, xb7, xc0, xc1, xc2, xc3, xc4, xc5, xc6, xc7, xd0, xd1, xd2, xd3, xd4, xd5, xd6, xd7,
+                                          a07, a17, a27, a37, magic, 7, U, BLOCK_M, SDT)
+        w0, w1, w2, w3, w4, w5, w6, w7, zw = nw0, nw1, nw2, nw3, nw4, nw5, nw6, nw7, nzw
         if PREFETCH_S:
             s0, s1, s2, s3 = n0, n1, n2, n3
 
@@ -511,7 +575,26 @@ def awq_gemv_kernel(x_ptr, qw_ptr, qz_ptr, s_ptr, out_ptr, ws_ptr, cnt_ptr,
                 mask = mask & (rn < N)
             ws_ptrs = ws_ptr + rm[:, None] * N + rn
             total = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-            for s in range(split_k):  # fixed order: the sum does not depend on who came last
-                total += tl.load(ws_ptrs + s * M * N, mask=mask, other=0.0, cache_modifier=".cg")
+            # Fixed order (the sum does not depend on who came last), eight slices' loads in flight
+            # at a time: a serial loop would pay one L2 round trip per slice (split-K reaches 64).
+            for sb in range(0, split_k, 8):
+                sl = rn * 0 + sb   # as a tensor: the interpreter rejects scalar terms in masks
+
+                q0 = tl.load(ws_ptrs + sb * M * N, mask=mask, other=0.0, cache_modifier=".cg")
+                q1 = tl.load(ws_ptrs + (sb + 1) * M * N, mask=mask & (sl + 1 < split_k), other=0.0, cache_modifier=".cg")
+                q2 = tl.load(ws_ptrs + (sb + 2) * M * N, mask=mask & (sl + 2 < split_k), other=0.0, cache_modifier=".cg")
+                q3 = tl.load(ws_ptrs + (sb + 3) * M * N, mask=mask & (sl + 3 < split_k), other=0.0, cache_modifier=".cg")
+                q4 = tl.load(ws_ptrs + (sb + 4) * M * N, mask=mask & (sl + 4 < split_k), other=0.0, cache_modifier=".cg")
+                q5 = tl.load(ws_ptrs + (sb + 5) * M * N, mask=mask & (sl + 5 < split_k), other=0.0, cache_modifier=".cg")
+                q6 = tl.load(ws_ptrs + (sb + 6) * M * N, mask=mask & (sl + 6 < split_k), other=0.0, cache_modifier=".cg")
+                q7 = tl.load(ws_ptrs + (sb + 7) * M * N, mask=mask & (sl + 7 < split_k), other=0.0, cache_modifier=".cg")
+                total = total + q0
+                total = total + q1
+                total = total + q2
+                total = total + q3
+                total = total + q4
+                total = total + q5
+                total = total + q6
+                total = total + q7
             tl.store(out_ptr + rm[:, None] * stride_om + rn, total.to(out_ptr.dtype.element_ty), mask=mask)
             tl.atomic_xchg(cnt_ptr + tile, 0)
