@@ -15,6 +15,11 @@ eager calls instead measures the Python launch path (tens of microseconds), not 
     python benchmarks/kernels.py --tune     # sweep launch configs per (M bucket, N, K) first,
                                             # print them as awq_configs.TUNED entries, then the table
                                             # with them applied
+    python benchmarks/kernels.py --gemv     # the GEMV path at M = 1, 2, 4, 8, 16 on the Llama-2-7B and
+                                            # Llama-3-8B layers next to cuBLAS fp16 and the splitk
+                                            # path, with a small GEMV config sweep at M <= 4 (printed
+                                            # as awq_configs.GEMV_TUNED entries; gemv_sweep.csv)
+    python benchmarks/kernels.py --gemv --warm-only   # compile the GEMV candidates on a tiny layer
 """
 from __future__ import annotations
 
@@ -31,8 +36,9 @@ from triton.testing import do_bench
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from pagedawq.kernels import awq_configs  # noqa: E402
-from pagedawq.kernels.awq_configs import GemmConfig, heuristic_config, m_bucket  # noqa: E402
-from pagedawq.kernels.awq_gemm import awq_dequantize, awq_gemm, gemm_fused  # noqa: E402
+from pagedawq.kernels.awq_configs import (GemmConfig, GemvConfig, gemv_block_m, gemv_config,  # noqa: E402
+                                          gemv_split, heuristic_config, m_bucket)
+from pagedawq.kernels.awq_gemm import awq_dequantize, awq_gemm, gemm_fused, gemv  # noqa: E402
 from pagedawq.quant.pack import pack_awq_gemm, quantize_weight  # noqa: E402
 
 GROUP = 128
@@ -208,6 +214,121 @@ def tune(layers: dict[tuple[int, int], Layer], sms: int, csv, budget_s: float, b
     return table
 
 
+GEMV_MODELS = ("llama2-7b", "llama3-8b")
+GEMV_MS = [1, 2, 4, 8, 16]
+
+
+def gemv_candidates(m: int, n: int, k: int, sms: int) -> list[tuple[str, GemvConfig]]:
+    """The default GEMV config of the shape and a few alternatives around it (sweep at M <= 4)."""
+    base = gemv_config(m, n, k, GROUP, sms)
+    wide = GemvConfig(512, 64, vec=4, prefetch_scales=False)      # 4 words a thread, 168 regs at M = 1
+    narrow = GemvConfig(128, 64)                                   # more column tiles, 4 rows a thread
+    warps8 = GemvConfig(256, 128, num_warps=8)                     # 8 warps, 8 rows a thread
+    return [("default", base),
+            ("split*2", replace(base, split_k=min(2 * base.split_k, 64))),
+            ("split/2", replace(base, split_k=max(1, base.split_k // 2))),
+            ("bn512v4", replace(wide, split_k=gemv_split(wide, m, n, k, GROUP, sms, 3))),
+            ("bn128", replace(narrow, split_k=gemv_split(narrow, m, n, k, GROUP, sms))),
+            ("w8bk128", replace(warps8, split_k=gemv_split(warps8, m, n, k, GROUP, sms, 2))),
+            ("noSprefetch", replace(base, prefetch_scales=False))]
+
+
+def warm_gemv(sms: int) -> None:
+    """Compile every GEMV candidate kernel on a tiny layer with the same specialization as the
+    benchmark layers (G 128, fp16, K and N multiples of 512, split-K > 1)."""
+    t0 = time.time()
+    k, n = 1024, 2048
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    codes, scales, zeros = quantize_weight(torch.randn(n, k, device="cuda", generator=gen), group_size=GROUP)
+    layer = pack_awq_gemm(codes, scales, zeros)
+    seen = set()
+    for m in (1, 2, 4):
+        x = torch.randn(m, k, device="cuda", dtype=torch.float16)
+        out = torch.empty(m, n, device="cuda", dtype=torch.float16)
+        for name, cfg in gemv_candidates(m, 22016, 4096, sms):
+            key = (gemv_block_m(m), replace(cfg, split_k=0))
+            if key in seen:
+                continue
+            seen.add(key)
+            try:
+                gemv(x, *layer, replace(cfg, split_k=2), out)
+            except Exception as e:
+                log(f"  warm: {name} {cfg} failed: {str(e).splitlines()[0][:200]}")
+    torch.cuda.synchronize()
+    log(f"warm: compiled {len(seen)} GEMV kernels in {time.time() - t0:.0f} s")
+
+
+def run_gemv(sms: int, bw: float, out_dir: str) -> None:
+    """cuBLAS fp16 vs the splitk path vs the GEMV path (default config, and the best of a sweep at
+    M <= 4) on the Llama-2-7B / Llama-3-8B layers, all in this run."""
+    rows = [(model, name, k, n) for model in GEMV_MODELS for name, k, n in MODELS[model]]
+    layers = {}
+    for _, _, k, n in rows:
+        if (k, n) not in layers:
+            layers[(k, n)] = Layer(k, n, seed=k * 7 + n)
+    header = (f"{'model':<11}{'layer':<8}{'K':>6}{'N':>7}{'M':>4}{'cuBLAS':>8}{'splitk':>8}{'gemv':>8}"
+              f"{'best':>8} {'best cfg':<12}{'x cuBLAS':>9}{'x splitk':>9}{'GB/s':>6}{'%floor':>7}{'rel err':>9}")
+    lines = [header]
+    log(header)
+    tuned = {}
+    done: dict[tuple[int, int, int], str] = {}
+    csv = open(os.path.join(out_dir, "gemv_sweep.csv"), "w")
+    csv.write("K,N,M,name,config,us,rel_err\n")
+    for model, name, k, n in rows:
+        layer = layers[(k, n)]
+        for m in GEMV_MS:
+            if (k, n, m) in done:
+                lines.append(f"{model:<11}{name:<8}" + done[(k, n, m)])
+                log(lines[-1])
+                continue
+            x = layer.x(m)
+            out16 = torch.empty(m, n, dtype=torch.float16, device="cuda")
+            t_ref = graph_time_us([lambda w=w: torch.matmul(x, w, out=out16) for w in layer.fp16], 10, 50)
+            out = torch.full((m, n), float("nan"), dtype=torch.float16, device="cuda")
+            t_sk = graph_time_us([lambda w=w: awq_gemm(x, *w, out=out, path="splitk") for w in layer.int4], 10, 50)
+            cands = gemv_candidates(m, n, k, sms) if m <= awq_configs.GEMV_BLOCK_M_MAX else \
+                [("default", gemv_config(m, n, k, GROUP, sms))]
+            res = {}
+            err_default = float("nan")
+            for cname, cfg in cands:
+                try:
+                    out.fill_(float("nan"))
+                    gemv(x, layer.qweight, layer.qzeros, layer.scales, cfg, out)
+                    err = layer.rel_err(m, out)
+                    if not err < 2e-3:
+                        raise RuntimeError(f"rel err {err:.2e}")
+                    fns = [lambda w=w, cfg=cfg: gemv(x, *w, cfg, out) for w in layer.int4]
+                    t = graph_time_us(fns, 10, 50) if cname == "default" else graph_time_us(fns, 5, 20)
+                except Exception as e:
+                    log(f"  skip {k}x{n} M={m} {cname} {cfg}: {str(e).splitlines()[0][:200]}")
+                    continue
+                res[cname] = (t, cfg, err)
+                if cname == "default":
+                    err_default = err
+                csv.write(f"{k},{n},{m},{cname},\"{cfg}\",{t:.2f},{err:.2e}\n")
+            if not res:
+                continue
+            best_name = min(res, key=lambda c: res[c][0])
+            t_best, cfg_best, _ = res[best_name]
+            t_def = res.get("default", (float("nan"),))[0]
+            if m <= awq_configs.GEMV_BLOCK_M_MAX and best_name != "default" and t_best < 0.97 * t_def:
+                tuned[(gemv_block_m(m), n, k)] = cfg_best
+            t_gemv = min(t_best, t_def)
+            floor = layer.bytes(m) / (bw * 1e9) * 1e6
+            cell = (f"{k:>6}{n:>7}{m:>4}{t_ref:>8.1f}{t_sk:>8.1f}{t_def:>8.1f}{t_best:>8.1f} {best_name:<12}"
+                    f"{t_ref / t_gemv:>9.2f}{t_sk / t_gemv:>9.2f}{layer.bytes(m) / t_gemv / 1e3:>6.0f}"
+                    f"{100 * floor / t_gemv:>6.0f}%{err_default:>9.1e}")
+            done[(k, n, m)] = cell
+            lines.append(f"{model:<11}{name:<8}" + cell)
+            log(lines[-1])
+        layer._ref.clear()
+    csv.close()
+    log("\n" + "\n".join(lines))
+    log("\n# GEMV_TUNED entries (sweep winners >3% faster than the default):")
+    for key in sorted(tuned):
+        log(f"    {key}: {tuned[key]!r},")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="a subset of layers and M")
@@ -215,6 +336,8 @@ def main() -> None:
     ap.add_argument("--tune-buckets", type=lambda v: [int(b) for b in v.split(",")], default=TUNE_BUCKETS,
                     help="M buckets to tune (comma-separated)")
     ap.add_argument("--tune-budget", type=float, default=1e9, help="seconds after which no new shape is tuned")
+    ap.add_argument("--gemv", action="store_true", help="the GEMV path vs cuBLAS and splitk at M = 1-16")
+    ap.add_argument("--warm-only", action="store_true", help="with --gemv: only compile the GEMV kernels")
     ap.add_argument("--out-dir", default=os.environ.get("OUT", "."), help="where tuned.txt / tune.csv go")
     args = ap.parse_args()
     if not torch.cuda.is_available():
@@ -222,10 +345,16 @@ def main() -> None:
 
     props = torch.cuda.get_device_properties(0)
     sms = props.multi_processor_count
+    if args.gemv and args.warm_only:
+        warm_gemv(sms)
+        return
     log(f"device: {props.name}, {sms} SMs; torch {torch.__version__}, triton {triton.__version__}; "
         f"{time.strftime('%Y-%m-%d %H:%M')}")
     bw, peak = measure_ceilings()
     log(f"measured: copy bandwidth {bw:.0f} GB/s, fp16 matmul {peak:.0f} TFLOP/s")
+    if args.gemv:
+        run_gemv(sms, bw, args.out_dir)
+        return
 
     rows = [(model, name, k, n) for model, layers in MODELS.items() for name, k, n in layers
             if not args.quick or (model, name) in QUICK_LAYERS]
@@ -266,7 +395,7 @@ def main() -> None:
             awq_gemm(x, layer.qweight, layer.qzeros, layer.scales, out=out)
             err = layer.rel_err(m, out)
             t = graph_time_us([lambda w=w: awq_gemm(x, *w, out=out) for w in layer.int4])
-            path, _ = awq_configs.choose(m, n, k, GROUP, sms)
+            path, _ = awq_configs.choose(m, n, k, GROUP, sms, True)
             nbytes, flops = layer.bytes(m), 2 * m * n * k
             floor = max(nbytes / (bw * 1e9), flops / (peak * 1e12)) * 1e6
             cell = (f"{k:>6}{n:>7}{m:>6} {path:<8}{t_ref:>10.1f}{t:>9.1f}{t_ref / t:>8.2f}"

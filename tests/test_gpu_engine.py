@@ -70,7 +70,7 @@ def test_triton_path_equals_torch_path_and_graphs_equal_eager(models):
     assert toks(run(path, enable_prefix_caching=True)) == reference
 
 
-@pytest.mark.parametrize("dtype, tol", [("float16", 0.05), ("bfloat16", 0.15)])
+@pytest.mark.parametrize("dtype, tol", [("float16", 0.05), ("bfloat16", 0.3)])
 def test_half_precision_tracks_transformers(models, dtype, tol):
     import transformers
     hf = transformers.AutoModelForCausalLM.from_pretrained(models["qwen2"], dtype=getattr(torch, dtype)).cuda().eval()

@@ -27,7 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from functools import lru_cache
 
-GEMV_M_MAX = 4       # at or below (on CUDA): the register-only GEMV path
+GEMV_M_MAX = 2       # at or below (on CUDA): the register-only GEMV path (crossover, H100 2026-11-25)
 GEMV_BLOCK_M_MAX = 4  # rows per GEMV program; a larger M runs several row blocks
 SMALL_M_MAX = 32     # at or below: the split-K streaming path
 LARGE_M_MIN = 257    # at or above: dequantize + cuBLAS (won at M >= 512 on every benchmark shape)
@@ -256,22 +256,47 @@ TUNED: dict[tuple[int, int, int], tuple[str, GemmConfig | None]] = {
 }
 
 
-# GEMV configurations measured on the H100 (benchmarks/kernels.py --gemv): (M bucket, N, K) ->
-# GemvConfig. Empty until measured; the heuristic below covers every shape.
-GEMV_TUNED: dict[tuple[int, int, int], GemvConfig] = {}
+# GEMV configurations measured on one H100 SXM, 2026-11-25 (benchmarks/kernels.py --gemv: sweep
+# winners more than 3% faster than the heuristic of that run, each checked against the float64
+# product in the run): (rows per program, N, K) -> GemvConfig. Other shapes: ``gemv_heuristic``.
+GEMV_TUNED: dict[tuple[int, int, int], GemvConfig] = {
+    (1, 22016, 4096): GemvConfig(256, 64, split_k=7, vec=2, num_warps=4, prefetch_scales=False),
+    (1, 28672, 4096): GemvConfig(256, 64, split_k=5, vec=2, num_warps=4, prefetch_scales=False),
+    (2, 4096, 11008): GemvConfig(128, 64, split_k=13, vec=2, num_warps=4),
+    (2, 4096, 14336): GemvConfig(128, 64, split_k=13, vec=2, num_warps=4),
+    (2, 22016, 4096): GemvConfig(128, 64, split_k=3, vec=2, num_warps=4),
+    (2, 28672, 4096): GemvConfig(128, 64, split_k=2, vec=2, num_warps=4),
+    (4, 4096, 4096): GemvConfig(128, 64, split_k=8, vec=2, num_warps=4),
+    (4, 12288, 4096): GemvConfig(256, 64, split_k=12, vec=2, num_warps=4),
+    (4, 22016, 4096): GemvConfig(256, 64, split_k=8, vec=2, num_warps=4),
+    (4, 28672, 4096): GemvConfig(256, 64, split_k=6, vec=2, num_warps=4),
+}
 
 
 def gemv_split(cfg: GemvConfig, m: int, n: int, k: int, group: int, sms: int, resident: int | None = None) -> int:
-    """Split-K for ``cfg`` so that the grid covers the programs that fit on the GPU at once
-    (``resident`` per SM; default about 4, 3, 2 at BLOCK_M 1, 2, 4: 128 / 168 / 255 registers a
-    thread at the default tile), keeping the fp32 workspace (8 bytes per output per split: written
-    once, read once) under ~12% of the weight bytes (K N / 2)."""
+    """Split-K for ``cfg``: the split (as the launcher normalizes it, no empty K slices) whose
+    programs fill their waves best, the fewest splits among near-ties, at most two waves.
+
+    ``resident``: programs per SM at once (default 4, 3, 2 at BLOCK_M 1, 2, 4: 128 / 168 / 255
+    registers a thread at the default tile). The fp32 workspace (8 bytes per output per split,
+    written once and read once) stays under ~12% of the weight bytes (K N / 2). Why waves: in the
+    first H100 sweep (notes, 2026-11-25) a grid of 1.14 waves (gate_up, M = 1, 602 programs for 528
+    slots) ran 10% slower than the same kernel with 5 slots per SM, and at M = 2 a 1.09-wave grid
+    lost 20% to one of 0.98 waves."""
     bm = gemv_block_m(m)
     _, bn, bk, _ = gemv_params(cfg, n // 8, k, group)
     tiles = -(-n // bn) * -(-m // bm)
-    resident = resident or {1: 4, 2: 3, 4: 2}[bm]
-    split = -(-resident * sms // tiles)
-    return max(1, min(split, k // bk, k // (128 * bm)))
+    k_tiles = k // bk
+    slots = (resident or {1: 4, 2: 3, 4: 2}[bm]) * sms
+    cap = max(1, min(k_tiles, k // (128 * bm), 2 * slots // tiles))
+    best, best_fill = 1, -1.0
+    for want in range(1, cap + 1):
+        split = -(-k_tiles // -(-k_tiles // want))
+        programs = tiles * split
+        fill = programs / (-(-programs // slots) * slots)
+        if fill > best_fill + 0.02:
+            best, best_fill = split, fill
+    return best
 
 
 def gemv_heuristic(m: int, n: int, k: int, group: int, sms: int) -> GemvConfig:

@@ -414,7 +414,10 @@ def _chain(d0, d1, d2, d3, d4, d5, d6, d7, x0, x1, x2, x3, x4, x5, x6, x7, U: tl
 
 
 @triton.jit
-def _gemv_column(w0, w1, w2, w3, w4, w5, w6, w7, zw, sp, xa0, xa1, xa2, xa3, xa4, xa5, xa6, xa7, xb0, xb1, xb2, xb3, xb4, xb5, xb6, xb7, xc0, xc1, xc2, xc3, xc4, xc5, xc6, xc7, xd0, xd1, xd2, xd3, xd4, xd5, xd6, xd7, a0, a1, a2, a3, magic,
+def _gemv_column(w0, w1, w2, w3, w4, w5, w6, w7, zw, sp,
+                 xa0, xa1, xa2, xa3, xa4, xa5, xa6, xa7, xb0, xb1, xb2, xb3, xb4, xb5, xb6, xb7,
+                 xc0, xc1, xc2, xc3, xc4, xc5, xc6, xc7, xd0, xd1, xd2, xd3, xd4, xd5, xd6, xd7,
+                 a0, a1, a2, a3, magic,
                  c: tl.constexpr, U: tl.constexpr, BLOCK_M: tl.constexpr, SDT: tl.constexpr):
     """Add column c's tile partials ``sum_k x[m, k] (q - z)[k, n] s[n] 2^p`` ([R, BN8]) to the
     accumulators of the BLOCK_M rows (the unused ones pass through). ``sp``: the int32 holding the
@@ -514,8 +517,8 @@ def awq_gemv_kernel(x_ptr, qw_ptr, qz_ptr, s_ptr, out_ptr, ws_ptr, cnt_ptr,
     # The last iteration prefetches its own tile again (clamped rather than masked); an empty K
     # slice (the host avoids them) reads one in-range tile and computes nothing with it.
     last = tl.maximum(kt_hi - 1, 0)
-    w0, w1, w2, w3, w4, w5, w6, w7, zw, s0, s1, s2, s3 = _gemv_words(w_ptrs, z_ptrs, s_ptrs, row_off, tl.minimum(kt_lo, last),
-                                                                   j_mask, G, BLOCK_K, U, PREFETCH_S, EVEN_N)
+    w0, w1, w2, w3, w4, w5, w6, w7, zw, s0, s1, s2, s3 = _gemv_words(
+        w_ptrs, z_ptrs, s_ptrs, row_off, tl.minimum(kt_lo, last), j_mask, G, BLOCK_K, U, PREFETCH_S, EVEN_N)
     for kt in range(kt_lo, kt_hi):
         nw0, nw1, nw2, nw3, nw4, nw5, nw6, nw7, nzw, n0, n1, n2, n3 = _gemv_words(
             w_ptrs, z_ptrs, s_ptrs, row_off, tl.minimum(kt + 1, last), j_mask, G, BLOCK_K, U, PREFETCH_S, EVEN_N)
@@ -532,22 +535,46 @@ def awq_gemv_kernel(x_ptr, qw_ptr, qz_ptr, s_ptr, out_ptr, ws_ptr, cnt_ptr,
             xc0, xc1, xc2, xc3, xc4, xc5, xc6, xc7 = _gemv_x(x_ptrs, rr, 2, M - m0, stride_xm, k0, U)
             xd0, xd1, xd2, xd3, xd4, xd5, xd6, xd7 = _gemv_x(x_ptrs, rr, 3, M - m0, stride_xm, k0, U)
 
-        a00, a10, a20, a30 = _gemv_column(w0, w1, w2, w3, w4, w5, w6, w7, zw, s0, xa0, xa1, xa2, xa3, xa4, xa5, xa6, xa7, xb0, xb1, xb2, xb3, xb4, xb5, xb6, xb7, xc0, xc1, xc2, xc3, xc4, xc5, xc6, xc7, xd0, xd1, xd2, xd3, xd4, xd5, xd6, xd7,
-                                          a00, a10, a20, a30, magic, 0, U, BLOCK_M, SDT)
-        a01, a11, a21, a31 = _gemv_column(w0, w1, w2, w3, w4, w5, w6, w7, zw, s0, xa0, xa1, xa2, xa3, xa4, xa5, xa6, xa7, xb0, xb1, xb2, xb3, xb4, xb5, xb6, xb7, xc0, xc1, xc2, xc3, xc4, xc5, xc6, xc7, xd0, xd1, xd2, xd3, xd4, xd5, xd6, xd7,
-                                          a01, a11, a21, a31, magic, 1, U, BLOCK_M, SDT)
-        a02, a12, a22, a32 = _gemv_column(w0, w1, w2, w3, w4, w5, w6, w7, zw, s1, xa0, xa1, xa2, xa3, xa4, xa5, xa6, xa7, xb0, xb1, xb2, xb3, xb4, xb5, xb6, xb7, xc0, xc1, xc2, xc3, xc4, xc5, xc6, xc7, xd0, xd1, xd2, xd3, xd4, xd5, xd6, xd7,
-                                          a02, a12, a22, a32, magic, 2, U, BLOCK_M, SDT)
-        a03, a13, a23, a33 = _gemv_column(w0, w1, w2, w3, w4, w5, w6, w7, zw, s1, xa0, xa1, xa2, xa3, xa4, xa5, xa6, xa7, xb0, xb1, xb2, xb3, xb4, xb5, xb6, xb7, xc0, xc1, xc2, xc3, xc4, xc5, xc6, xc7, xd0, xd1, xd2, xd3, xd4, xd5, xd6, xd7,
-                                          a03, a13, a23, a33, magic, 3, U, BLOCK_M, SDT)
-        a04, a14, a24, a34 = _gemv_column(w0, w1, w2, w3, w4, w5, w6, w7, zw, s2, xa0, xa1, xa2, xa3, xa4, xa5, xa6, xa7, xb0, xb1, xb2, xb3, xb4, xb5, xb6, xb7, xc0, xc1, xc2, xc3, xc4, xc5, xc6, xc7, xd0, xd1, xd2, xd3, xd4, xd5, xd6, xd7,
-                                          a04, a14, a24, a34, magic, 4, U, BLOCK_M, SDT)
-        a05, a15, a25, a35 = _gemv_column(w0, w1, w2, w3, w4, w5, w6, w7, zw, s2, xa0, xa1, xa2, xa3, xa4, xa5, xa6, xa7, xb0, xb1, xb2, xb3, xb4, xb5, xb6, xb7, xc0, xc1, xc2, xc3, xc4, xc5, xc6, xc7, xd0, xd1, xd2, xd3, xd4, xd5, xd6, xd7,
-                                          a05, a15, a25, a35, magic, 5, U, BLOCK_M, SDT)
-        a06, a16, a26, a36 = _gemv_column(w0, w1, w2, w3, w4, w5, w6, w7, zw, s3, xa0, xa1, xa2, xa3, xa4, xa5, xa6, xa7, xb0, xb1, xb2, xb3, xb4, xb5, xb6, xb7, xc0, xc1, xc2, xc3, xc4, xc5, xc6, xc7, xd0, xd1, xd2, xd3, xd4, xd5, xd6, xd7,
-                                          a06, a16, a26, a36, magic, 6, U, BLOCK_M, SDT)
-        a07, a17, a27, a37 = _gemv_column(w0, w1, w2, w3, w4, w5, w6, w7, zw, s3, xa0, xa1, xa2, xa3, xa4, xa5, xa6, xa7, xb0, xb1, xb2, xb3, xb4, xb5, xb6, xb7, xc0, xc1, xc2, xc3, xc4, xc5, xc6, xc7, xd0, xd1, xd2, xd3, xd4, xd5, xd6, xd7,
-                                          a07, a17, a27, a37, magic, 7, U, BLOCK_M, SDT)
+        a00, a10, a20, a30 = _gemv_column(
+            w0, w1, w2, w3, w4, w5, w6, w7, zw, s0,
+            xa0, xa1, xa2, xa3, xa4, xa5, xa6, xa7, xb0, xb1, xb2, xb3, xb4, xb5, xb6, xb7,
+            xc0, xc1, xc2, xc3, xc4, xc5, xc6, xc7, xd0, xd1, xd2, xd3, xd4, xd5, xd6, xd7,
+            a00, a10, a20, a30, magic, 0, U, BLOCK_M, SDT)
+        a01, a11, a21, a31 = _gemv_column(
+            w0, w1, w2, w3, w4, w5, w6, w7, zw, s0,
+            xa0, xa1, xa2, xa3, xa4, xa5, xa6, xa7, xb0, xb1, xb2, xb3, xb4, xb5, xb6, xb7,
+            xc0, xc1, xc2, xc3, xc4, xc5, xc6, xc7, xd0, xd1, xd2, xd3, xd4, xd5, xd6, xd7,
+            a01, a11, a21, a31, magic, 1, U, BLOCK_M, SDT)
+        a02, a12, a22, a32 = _gemv_column(
+            w0, w1, w2, w3, w4, w5, w6, w7, zw, s1,
+            xa0, xa1, xa2, xa3, xa4, xa5, xa6, xa7, xb0, xb1, xb2, xb3, xb4, xb5, xb6, xb7,
+            xc0, xc1, xc2, xc3, xc4, xc5, xc6, xc7, xd0, xd1, xd2, xd3, xd4, xd5, xd6, xd7,
+            a02, a12, a22, a32, magic, 2, U, BLOCK_M, SDT)
+        a03, a13, a23, a33 = _gemv_column(
+            w0, w1, w2, w3, w4, w5, w6, w7, zw, s1,
+            xa0, xa1, xa2, xa3, xa4, xa5, xa6, xa7, xb0, xb1, xb2, xb3, xb4, xb5, xb6, xb7,
+            xc0, xc1, xc2, xc3, xc4, xc5, xc6, xc7, xd0, xd1, xd2, xd3, xd4, xd5, xd6, xd7,
+            a03, a13, a23, a33, magic, 3, U, BLOCK_M, SDT)
+        a04, a14, a24, a34 = _gemv_column(
+            w0, w1, w2, w3, w4, w5, w6, w7, zw, s2,
+            xa0, xa1, xa2, xa3, xa4, xa5, xa6, xa7, xb0, xb1, xb2, xb3, xb4, xb5, xb6, xb7,
+            xc0, xc1, xc2, xc3, xc4, xc5, xc6, xc7, xd0, xd1, xd2, xd3, xd4, xd5, xd6, xd7,
+            a04, a14, a24, a34, magic, 4, U, BLOCK_M, SDT)
+        a05, a15, a25, a35 = _gemv_column(
+            w0, w1, w2, w3, w4, w5, w6, w7, zw, s2,
+            xa0, xa1, xa2, xa3, xa4, xa5, xa6, xa7, xb0, xb1, xb2, xb3, xb4, xb5, xb6, xb7,
+            xc0, xc1, xc2, xc3, xc4, xc5, xc6, xc7, xd0, xd1, xd2, xd3, xd4, xd5, xd6, xd7,
+            a05, a15, a25, a35, magic, 5, U, BLOCK_M, SDT)
+        a06, a16, a26, a36 = _gemv_column(
+            w0, w1, w2, w3, w4, w5, w6, w7, zw, s3,
+            xa0, xa1, xa2, xa3, xa4, xa5, xa6, xa7, xb0, xb1, xb2, xb3, xb4, xb5, xb6, xb7,
+            xc0, xc1, xc2, xc3, xc4, xc5, xc6, xc7, xd0, xd1, xd2, xd3, xd4, xd5, xd6, xd7,
+            a06, a16, a26, a36, magic, 6, U, BLOCK_M, SDT)
+        a07, a17, a27, a37 = _gemv_column(
+            w0, w1, w2, w3, w4, w5, w6, w7, zw, s3,
+            xa0, xa1, xa2, xa3, xa4, xa5, xa6, xa7, xb0, xb1, xb2, xb3, xb4, xb5, xb6, xb7,
+            xc0, xc1, xc2, xc3, xc4, xc5, xc6, xc7, xd0, xd1, xd2, xd3, xd4, xd5, xd6, xd7,
+            a07, a17, a27, a37, magic, 7, U, BLOCK_M, SDT)
         w0, w1, w2, w3, w4, w5, w6, w7, zw = nw0, nw1, nw2, nw3, nw4, nw5, nw6, nw7, nzw
         if PREFETCH_S:
             s0, s1, s2, s3 = n0, n1, n2, n3
