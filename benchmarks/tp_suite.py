@@ -1,0 +1,90 @@
+"""Tensor parallelism on real GPUs in one process: correctness and speed, TP=1 against TP=2.
+
+* a random-weight GQA model (float32): greedy tokens at TP=2 equal TP=1;
+* a Llama-2-13B-shaped AWQ model (random weights): decode latency at batch 1 and offline throughput.
+
+    python benchmarks/tp_suite.py --tp 2 --num-prompts 300
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from common import device_name, now, random_prompts, shape_dir
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from pagedawq import LLM, SamplingParams  # noqa: E402
+from tests.conftest import make_tiny_model  # noqa: E402
+
+
+def log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def close(llm: LLM) -> None:
+    llm.close()
+    gc.collect()
+    torch.cuda.empty_cache()
+
+
+def correctness(tp: int) -> None:
+    path = make_tiny_model(Path(tempfile.mkdtemp()) / "gqa", "llama", hidden_size=256, intermediate_size=512,
+                           num_attention_heads=4, num_key_value_heads=2)
+    prompts = [{"prompt_token_ids": list(range(5 + i, 5 + i + n))} for i, n in enumerate((3, 40, 150, 17))]
+    params = SamplingParams(temperature=0, max_tokens=32, ignore_eos=True)
+    outs = {}
+    for size in (1, tp):
+        llm = LLM(str(path), dtype="float32", tensor_parallel_size=size, skip_tokenizer_init=True,
+                  gpu_memory_utilization=0.3)
+        outs[size] = [o.outputs[0].token_ids for o in llm.generate(prompts, params, use_tqdm=False)]
+        close(llm)
+    same = sum(a == b for a, b in zip(outs[1], outs[tp]))
+    log(f"correctness: random GQA model fp32, TP={tp} greedy tokens equal TP=1 for {same}/{len(prompts)} prompts")
+
+
+def speed(model: str, tp: int, quant: str | None, num_prompts: int) -> None:
+    llm = LLM(shape_dir(model), load_format="dummy", skip_tokenizer_init=True, dtype="float16",
+              quantization=quant, tensor_parallel_size=tp, max_model_len=4096)
+    vocab = llm.llm_engine.config.model.vocab_size
+    params = SamplingParams(temperature=0, max_tokens=128, ignore_eos=True)
+    llm.generate(random_prompts(1, 32, vocab, seed=1), params, use_tqdm=False)
+    start = now()
+    llm.generate(random_prompts(1, 32, vocab, seed=2), params, use_tqdm=False)
+    ms = 1000 * (now() - start) / 128
+    log(f"latency  {model} {quant or 'fp16'} TP={tp} batch 1: {ms:.2f} ms/token ({1000 / ms:.0f} tok/s)")
+    if num_prompts:
+        prompts = random_prompts(num_prompts, 512, vocab, seed=3)
+        sp = [SamplingParams(temperature=1.0, max_tokens=128, ignore_eos=True, seed=i) for i in range(num_prompts)]
+        start = now()
+        llm.generate(prompts, sp, use_tqdm=False)
+        el = now() - start
+        log(f"throughput {model} {quant or 'fp16'} TP={tp} {num_prompts} x 512/128: {num_prompts / el:.2f} req/s, "
+            f"{num_prompts * 128 / el:.0f} output tok/s")
+    close(llm)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--tp", type=int, default=2)
+    p.add_argument("--model", default="llama-2-13b")
+    p.add_argument("--num-prompts", type=int, default=300)
+    args = p.parse_args()
+    log(f"device: {device_name()} x{torch.cuda.device_count()}  torch {torch.__version__}  {time.strftime('%Y-%m-%d')}")
+    steps = [lambda: correctness(args.tp)] + [
+        (lambda size=size: speed(args.model, size, "awq", args.num_prompts)) for size in (1, args.tp)]
+    for step in steps:
+        t = time.perf_counter()
+        try:
+            step()
+        except Exception as e:   # keep going: report what failed, measure the rest
+            log(f"step failed: {type(e).__name__}: {e}")
+        log(f"[{time.perf_counter() - t:.0f} s]")
+
+
+if __name__ == "__main__":
+    main()
