@@ -92,11 +92,26 @@ def quantize_weight(w: torch.Tensor, w_bit: int = 4, group_size: int = 128, zero
 
 
 def fake_quantize(w: torch.Tensor, w_bit: int = 4, group_size: int = 128, zero_point: bool = True) -> torch.Tensor:
-    """Quantize then dequantize ``w [N, K]`` (what the int4 model will compute with)."""
-    codes, scales, zeros = quantize_weight(w, w_bit, group_size, zero_point)
-    g = w.shape[1] if group_size == -1 else group_size
-    deq = (codes - zeros.repeat_interleave(g, dim=1)).float() * scales.repeat_interleave(g, dim=1)
-    return deq.to(w.dtype)
+    """Quantize then dequantize ``w [N, K]`` (what the int4 model will compute with).
+
+    Same arithmetic as :func:`quantize_weight`, fused into a few in-place passes over ``[-1, G]``
+    groups: the calibration search calls this hundreds of times per layer.
+    """
+    n, k = w.shape
+    g = k if group_size == -1 else group_size
+    if g <= 0 or k % g:
+        raise ValueError(f"group size {group_size} does not divide the input dimension {k}")
+    wg = w.detach().float().reshape(-1, g)
+    qmax = 2**w_bit - 1
+    if zero_point:
+        wmin, wmax = torch.aminmax(wg, dim=1, keepdim=True)
+        scales = (wmax - wmin).clamp_(min=1e-5).div_(qmax)
+        zeros = torch.round(wmin / scales).neg_().clamp_(0, qmax)
+    else:
+        scales = wg.abs().amax(dim=1, keepdim=True).clamp_(min=1e-5).div_(2 ** (w_bit - 1) - 1)
+        zeros = torch.full_like(scales, 2 ** (w_bit - 1))
+    q = torch.div(wg, scales).round_().add_(zeros).clamp_(0, qmax)
+    return q.sub_(zeros).mul_(scales).reshape(n, k).to(w.dtype)
 
 
 def pack_awq_gemm(codes: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor
