@@ -66,42 +66,18 @@ def dequantize_awq(qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Te
     return (q - z).to(dtype) * s
 
 
-def quantize_weight(w: torch.Tensor, w_bit: int = 4, group_size: int = 128, zero_point: bool = True
-                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Round-to-nearest quantization of a torch-layout weight ``w [N, K]`` in groups along K.
-
-    Returns ``(codes [N, K] int32, scales [N, K/G] float, zeros [N, K/G] int32)`` with
-    ``w ≈ (codes - zeros) * scales``. Symmetric quantization (``zero_point=False``) is expressed
-    with a fixed zero of 2**(w_bit-1), so both modes fit the same checkpoint layout.
-    """
-    n, k = w.shape
+def _grouped(w: torch.Tensor, group_size: int) -> torch.Tensor:
+    """``w [N, K]`` as float32 rows of one quantization group each: ``[N * K / G, G]``."""
+    k = w.shape[1]
     g = k if group_size == -1 else group_size
     if g <= 0 or k % g:
         raise ValueError(f"group size {group_size} does not divide the input dimension {k}")
-    wg = w.detach().float().reshape(-1, g)
-    qmax = 2**w_bit - 1
-    if zero_point:
-        wmax, wmin = wg.amax(dim=1, keepdim=True), wg.amin(dim=1, keepdim=True)
-        scales = ((wmax - wmin).clamp(min=1e-5) / qmax)
-        zeros = (-torch.round(wmin / scales)).clamp(0, qmax)
-    else:
-        scales = wg.abs().amax(dim=1, keepdim=True).clamp(min=1e-5) / (2 ** (w_bit - 1) - 1)
-        zeros = torch.full_like(scales, 2 ** (w_bit - 1))
-    codes = torch.clamp(torch.round(wg / scales) + zeros, 0, qmax)
-    return (codes.to(torch.int32).reshape(n, k), scales.reshape(n, -1), zeros.to(torch.int32).reshape(n, -1))
+    return w.detach().float().reshape(-1, g)
 
 
-def fake_quantize(w: torch.Tensor, w_bit: int = 4, group_size: int = 128, zero_point: bool = True) -> torch.Tensor:
-    """Quantize then dequantize ``w [N, K]`` (what the int4 model will compute with).
-
-    Same arithmetic as :func:`quantize_weight`, fused into a few in-place passes over ``[-1, G]``
-    groups: the calibration search calls this hundreds of times per layer.
-    """
-    n, k = w.shape
-    g = k if group_size == -1 else group_size
-    if g <= 0 or k % g:
-        raise ValueError(f"group size {group_size} does not divide the input dimension {k}")
-    wg = w.detach().float().reshape(-1, g)
+def _scales_zeros(wg: torch.Tensor, w_bit: int, zero_point: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-group scale and (float) zero point. Symmetric quantization (``zero_point=False``) uses a
+    fixed zero of 2**(w_bit-1), so both modes fit the same checkpoint layout."""
     qmax = 2**w_bit - 1
     if zero_point:
         wmin, wmax = torch.aminmax(wg, dim=1, keepdim=True)
@@ -110,8 +86,30 @@ def fake_quantize(w: torch.Tensor, w_bit: int = 4, group_size: int = 128, zero_p
     else:
         scales = wg.abs().amax(dim=1, keepdim=True).clamp_(min=1e-5).div_(2 ** (w_bit - 1) - 1)
         zeros = torch.full_like(scales, 2 ** (w_bit - 1))
-    q = torch.div(wg, scales).round_().add_(zeros).clamp_(0, qmax)
-    return q.sub_(zeros).mul_(scales).reshape(n, k).to(w.dtype)
+    return scales, zeros
+
+
+def quantize_weight(w: torch.Tensor, w_bit: int = 4, group_size: int = 128, zero_point: bool = True
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Round-to-nearest quantization of a torch-layout weight ``w [N, K]`` in groups along K.
+
+    Returns ``(codes [N, K] int32, scales [N, K/G] float, zeros [N, K/G] int32)`` with
+    ``w ≈ (codes - zeros) * scales``.
+    """
+    n, k = w.shape
+    wg = _grouped(w, group_size)
+    scales, zeros = _scales_zeros(wg, w_bit, zero_point)
+    codes = torch.div(wg, scales).round_().add_(zeros).clamp_(0, 2**w_bit - 1)
+    return (codes.to(torch.int32).reshape(n, k), scales.reshape(n, -1), zeros.to(torch.int32).reshape(n, -1))
+
+
+def fake_quantize(w: torch.Tensor, w_bit: int = 4, group_size: int = 128, zero_point: bool = True) -> torch.Tensor:
+    """Quantize then dequantize ``w [N, K]`` (what the int4 model will compute with), in a few
+    in-place passes: the calibration search calls this hundreds of times per layer."""
+    wg = _grouped(w, group_size)
+    scales, zeros = _scales_zeros(wg, w_bit, zero_point)
+    q = torch.div(wg, scales).round_().add_(zeros).clamp_(0, 2**w_bit - 1)
+    return q.sub_(zeros).mul_(scales).reshape(w.shape).to(w.dtype)
 
 
 def pack_awq_gemm(codes: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor
