@@ -1,14 +1,16 @@
 """Tensor parallelism on real GPUs in one process: correctness and speed, TP=1 against TP=2.
 
 * a random-weight GQA model (float32): greedy tokens at TP=2 equal TP=1;
-* a Llama-2-13B-shaped AWQ model (random weights): decode latency at batch 1 and offline throughput.
+* a Llama-2-13B-shaped AWQ model (random weights): decode latency at batch 1 and offline throughput;
+* with ``--compare-allreduce``, TP latency again with every all-reduce on NCCL (no symmetric memory).
 
-    python benchmarks/tp_suite.py --tp 2 --num-prompts 300
+    python benchmarks/tp_suite.py --tp 2 --num-prompts 1000 --compare-allreduce
 """
 from __future__ import annotations
 
 import argparse
 import gc
+import os
 import sys
 import tempfile
 import time
@@ -47,7 +49,12 @@ def correctness(tp: int) -> None:
     log(f"correctness: random GQA model fp32, TP={tp} greedy tokens equal TP=1 for {same}/{len(prompts)} prompts")
 
 
-def speed(model: str, tp: int, quant: str | None, num_prompts: int) -> None:
+def speed(model: str, tp: int, quant: str | None, num_prompts: int, nccl_only: bool = False) -> None:
+    if nccl_only:
+        os.environ["PAGEDAWQ_DISABLE_SYMM_MEM_ALLREDUCE"] = "1"
+    else:
+        os.environ.pop("PAGEDAWQ_DISABLE_SYMM_MEM_ALLREDUCE", None)
+    label = f"{quant or 'fp16'} TP={tp}" + (" (NCCL all-reduce only)" if nccl_only else "")
     llm = LLM(shape_dir(model), load_format="dummy", skip_tokenizer_init=True, dtype="float16",
               quantization=quant, tensor_parallel_size=tp, max_model_len=4096)
     vocab = llm.llm_engine.config.model.vocab_size
@@ -56,14 +63,14 @@ def speed(model: str, tp: int, quant: str | None, num_prompts: int) -> None:
     start = now()
     llm.generate(random_prompts(1, 32, vocab, seed=2), params, use_tqdm=False)
     ms = 1000 * (now() - start) / 128
-    log(f"latency  {model} {quant or 'fp16'} TP={tp} batch 1: {ms:.2f} ms/token ({1000 / ms:.0f} tok/s)")
+    log(f"latency  {model} {label} batch 1: {ms:.2f} ms/token ({1000 / ms:.0f} tok/s)")
     if num_prompts:
         prompts = random_prompts(num_prompts, 512, vocab, seed=3)
         sp = [SamplingParams(temperature=1.0, max_tokens=128, ignore_eos=True, seed=i) for i in range(num_prompts)]
         start = now()
         llm.generate(prompts, sp, use_tqdm=False)
         el = now() - start
-        log(f"throughput {model} {quant or 'fp16'} TP={tp} {num_prompts} x 512/128: {num_prompts / el:.2f} req/s, "
+        log(f"throughput {model} {label} {num_prompts} x 512/128: {num_prompts / el:.2f} req/s, "
             f"{num_prompts * 128 / el:.0f} output tok/s")
     close(llm)
 
@@ -73,10 +80,14 @@ def main() -> None:
     p.add_argument("--tp", type=int, default=2)
     p.add_argument("--model", default="llama-2-13b")
     p.add_argument("--num-prompts", type=int, default=300)
+    p.add_argument("--compare-allreduce", action="store_true",
+                   help="also time TP latency with PAGEDAWQ_DISABLE_SYMM_MEM_ALLREDUCE=1")
     args = p.parse_args()
     log(f"device: {device_name()} x{torch.cuda.device_count()}  torch {torch.__version__}  {time.strftime('%Y-%m-%d')}")
     steps = [lambda: correctness(args.tp)] + [
         (lambda size=size: speed(args.model, size, "awq", args.num_prompts)) for size in (1, args.tp)]
+    if args.compare_allreduce:
+        steps.append(lambda: speed(args.model, args.tp, "awq", 0, nccl_only=True))
     for step in steps:
         t = time.perf_counter()
         try:

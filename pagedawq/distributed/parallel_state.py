@@ -19,6 +19,7 @@ class _TPState:
     rank: int = 0
     size: int = 1
     group: object | None = None
+    small_allreduce: object | None = None   # SymmMemAllReduce, when it is available
 
 
 _state = _TPState()
@@ -34,7 +35,16 @@ def init_tensor_parallel(rank: int, world_size: int, init_method: str, backend: 
     logger.debug("tensor-parallel rank %d/%d (%s)", rank, world_size, backend)
 
 
+def enable_fast_small_allreduce(device: torch.device, dtype: torch.dtype) -> None:
+    """On CUDA with several ranks, route small all-reduces of ``dtype`` through symmetric memory
+    when this machine supports it (collective: every rank calls it)."""
+    if _state.size > 1 and device.type == "cuda":
+        from pagedawq.distributed.symm_mem_allreduce import try_create
+        _state.small_allreduce = try_create(_state.group, device, dtype)
+
+
 def destroy_tensor_parallel() -> None:
+    _state.small_allreduce = None
     if _state.size > 1 and dist.is_initialized():
         dist.destroy_process_group()
     _state.rank, _state.size, _state.group = 0, 1, None
@@ -51,6 +61,9 @@ def get_tp_size() -> int:
 def all_reduce(x: torch.Tensor) -> torch.Tensor:
     """Sum ``x`` over the tensor-parallel ranks (in place); a no-op on one rank."""
     if _state.size > 1:
+        fast = _state.small_allreduce
+        if fast is not None and fast.can_reduce(x):
+            return fast(x)
         dist.all_reduce(x, group=_state.group)
     return x
 

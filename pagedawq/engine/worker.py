@@ -11,7 +11,8 @@ import os
 import torch
 
 from pagedawq.config import EngineConfig
-from pagedawq.distributed.parallel_state import destroy_tensor_parallel, init_tensor_parallel
+from pagedawq.distributed.parallel_state import (destroy_tensor_parallel, enable_fast_small_allreduce,
+                                                 init_tensor_parallel)
 from pagedawq.engine.model_runner import ModelRunner, ModelRunnerOutput
 from pagedawq.engine.scheduler import SchedulerOutput
 from pagedawq.models.loader import load_model
@@ -40,6 +41,7 @@ class Worker:
             self.device = torch.device("cpu")
             backend = "gloo"
         init_tensor_parallel(self.rank, world, self.distributed_init_method or "env://", backend)
+        enable_fast_small_allreduce(self.device, self.config.model.dtype)
         torch.manual_seed(self.config.model.seed)
 
     def load_model(self) -> None:

@@ -1,11 +1,13 @@
 """Executors run the same Worker methods on every tensor-parallel rank.
 
-``collective_rpc(method, *args)`` calls ``Worker.<method>`` on all ranks and returns their
-results in rank order; the engine never talks to a worker directly.
+``collective_rpc(method, args)`` calls ``Worker.<method>`` on all ranks and returns the results of
+the ranks asked to reply (all by default), in rank order; the engine never talks to a worker
+directly. A step only needs rank 0's sampled tokens, so ``execute_model`` asks rank 0 alone.
 """
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from typing import Any
 
 from pagedawq.config import ConfigError, EngineConfig
@@ -18,18 +20,20 @@ class Executor(ABC):
         self.config = config
 
     @abstractmethod
-    def collective_rpc(self, method: str, *args: Any, **kwargs: Any) -> list[Any]:
-        """Run ``Worker.method(*args, **kwargs)`` on every rank; results in rank order."""
+    def collective_rpc(self, method: str, args: tuple = (), kwargs: dict[str, Any] | None = None,
+                       reply_ranks: Sequence[int] | None = None) -> list[Any]:
+        """Run ``Worker.method(*args, **kwargs)`` on every rank; the results of ``reply_ranks``
+        (every rank when None) in rank order."""
 
     def determine_num_blocks(self) -> int:
         # Every rank must hold the same number of blocks: take the smallest.
         return min(self.collective_rpc("determine_num_blocks"))
 
     def initialize_cache(self, num_blocks: int) -> None:
-        self.collective_rpc("initialize_cache", num_blocks)
+        self.collective_rpc("initialize_cache", (num_blocks,))
 
     def execute_model(self, sched: SchedulerOutput) -> ModelRunnerOutput:
-        return self.collective_rpc("execute_model", sched)[0]
+        return self.collective_rpc("execute_model", (sched,), reply_ranks=(0,))[0]
 
     @abstractmethod
     def shutdown(self) -> None:

@@ -1,21 +1,27 @@
 """Tensor parallelism over Ray: one actor per rank, the scheduler stays in the driver.
 
-Each step the driver sends the same small SchedulerOutput to every actor; the actors run the
-model shards in lock step (NCCL on GPU, gloo on CPU) and rank 0 returns the sampled tokens.
-Replies are awaited with ``ray.wait`` so a dead actor surfaces as :class:`EngineDeadError`
-at once, instead of the driver blocking on a rank that waits forever in a collective.
+Ray reserves the devices (a placement group, one GPU bundle per rank), starts one actor per rank
+and loads the shards. After that each actor sits in a :mod:`step_channel` loop: every step the
+driver writes the same small SchedulerOutput to all ranks over a socket, the ranks run their
+shards in lock step (NCCL on GPU, gloo on CPU) and rank 0 alone writes back the sampled tokens.
+Going around Ray's task path for the per-step traffic is what keeps batch-1 latency low; a dead
+actor still surfaces as :class:`EngineDeadError` (its socket closes, and Ray reports the actor's
+loop as failed), never as a hang.
 """
 from __future__ import annotations
 
 import logging
 import os
+import secrets
 import socket
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 
 from pagedawq.config import ConfigError, EngineConfig
 from pagedawq.engine.executor.base import Executor
+from pagedawq.engine.executor.step_channel import STOP, DriverChannel, serve_worker
 from pagedawq.errors import EngineDeadError
 
 logger = logging.getLogger(__name__)
@@ -57,6 +63,10 @@ class RayWorkerWrapper:
     def execute(self, method: str, *args: Any, **kwargs: Any) -> Any:
         return getattr(self.worker, method)(*args, **kwargs)
 
+    def serve(self, address: tuple[str, int], rank: int, token: str) -> None:
+        """Run commands from the driver's channel until it stops or goes away."""
+        serve_worker(address, rank, token, self.execute)
+
 
 class RayExecutor(Executor):
     def __init__(self, config: EngineConfig) -> None:
@@ -70,6 +80,8 @@ class RayExecutor(Executor):
                      runtime_env={"env_vars": env})
         self.workers: list = []
         self.placement_group = None
+        self.channel: DriverChannel | None = None
+        self.loop_refs: list = []
         try:
             actor_cls = ray.remote(RayWorkerWrapper)
             if use_gpu:
@@ -90,6 +102,7 @@ class RayExecutor(Executor):
             init_method = f"tcp://127.0.0.1:{_free_port()}"
             pids = self._gather([w.init_worker.remote(config, rank, init_method) for rank, w in enumerate(self.workers)])
             logger.info("started %d Ray workers (pids %s) for tensor parallelism", tp, pids)
+            self._open_channel()
         except BaseException:
             self.shutdown()
             raise
@@ -109,15 +122,48 @@ class RayExecutor(Executor):
                     raise EngineDeadError(f"a tensor-parallel worker died: {e}") from e
         return results
 
-    def collective_rpc(self, method: str, *args: Any, **kwargs: Any) -> list[Any]:
-        if not self.workers:
+    def _open_channel(self) -> None:
+        ray = self.ray
+        # Loopback when every rank is on this node (the common case); else this node's address.
+        single_node = sum(1 for n in ray.nodes() if n.get("Alive")) <= 1
+        host = "127.0.0.1" if single_node else ray.util.get_node_ip_address()
+        token = secrets.token_hex(16)
+        self.channel = DriverChannel(len(self.workers), host, token)
+        self.loop_refs = [w.serve.remote(self.channel.address, rank, token) for rank, w in enumerate(self.workers)]
+        self.channel.accept_all(timeout_s=120.0, still_starting=self._check_alive)
+
+    def _check_alive(self) -> None:
+        """Raise if any rank's command loop has ended (it only ends on STOP or on death)."""
+        ray = self.ray
+        done, _ = ray.wait(self.loop_refs, num_returns=len(self.loop_refs), timeout=0)
+        for ref in done:
+            rank = self.loop_refs.index(ref)
+            try:
+                ray.get(ref)
+            except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as e:
+                raise EngineDeadError(f"a tensor-parallel worker died (rank {rank}): {e}") from e
+            raise EngineDeadError(f"a tensor-parallel worker died (rank {rank} left its command loop)")
+
+    def collective_rpc(self, method: str, args: tuple = (), kwargs: dict[str, Any] | None = None,
+                       reply_ranks: Sequence[int] | None = None) -> list[Any]:
+        if self.channel is None:
             raise EngineDeadError("the Ray workers have been shut down")
-        return self._gather([w.execute.remote(method, *args, **kwargs) for w in self.workers])
+        ranks = tuple(range(len(self.workers))) if reply_ranks is None else tuple(reply_ranks)
+        self.channel.broadcast((method, args, kwargs or {}, ranks))
+        replies = self.channel.gather(ranks, self._check_alive)
+        return [replies[r] for r in ranks]
 
     def shutdown(self) -> None:
         ray = getattr(self, "ray", None)
         if ray is None or not ray.is_initialized():
             return
+        channel, self.channel = getattr(self, "channel", None), None
+        if channel is not None:
+            try:
+                channel.broadcast((STOP, (), {}, ()))
+            except EngineDeadError:
+                pass   # a rank is already gone; the kills below end the others
+            channel.close()
         for w in getattr(self, "workers", []):
             ray.kill(w)
         self.workers = []

@@ -1,6 +1,7 @@
 """One worker in the engine's own process (tensor_parallel_size = 1)."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from pagedawq.config import EngineConfig
@@ -15,8 +16,9 @@ class UniProcExecutor(Executor):
         self.worker.init_device()
         self.worker.load_model()
 
-    def collective_rpc(self, method: str, *args: Any, **kwargs: Any) -> list[Any]:
-        return [getattr(self.worker, method)(*args, **kwargs)]
+    def collective_rpc(self, method: str, args: tuple = (), kwargs: dict[str, Any] | None = None,
+                       reply_ranks: Sequence[int] | None = None) -> list[Any]:
+        return [getattr(self.worker, method)(*args, **(kwargs or {}))]
 
     def shutdown(self) -> None:
         if self.worker is not None:

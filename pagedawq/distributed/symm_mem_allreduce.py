@@ -1,0 +1,101 @@
+"""One-shot all-reduce through PyTorch symmetric memory, for the small tensors of decode steps.
+
+A row-parallel layer at batch 1 all-reduces a few kilobytes twice per transformer layer. NCCL's
+ring/tree protocols pay ~10-20 us of fixed cost per call there. With P2P-mapped symmetric buffers
+each rank can instead read every peer's partial sums directly and add them in one kernel
+(``torch.ops.symm_mem.one_shot_all_reduce_out``), which is what vLLM's custom all-reduce does.
+No NVLink multicast is involved.
+
+The path is optional: it is set up only on CUDA with more than one rank, checked once against
+NCCL on the engine's dtype, and any failure (an old PyTorch, no P2P, an unsupported dtype) logs
+why and leaves NCCL in charge. ``PAGEDAWQ_DISABLE_SYMM_MEM_ALLREDUCE=1`` turns it off.
+"""
+from __future__ import annotations
+
+import logging
+import os
+
+import torch
+import torch.distributed as dist
+
+logger = logging.getLogger(__name__)
+
+# Larger tensors (prefill) go to NCCL, whose bandwidth-optimal algorithms win there.
+DEFAULT_MAX_BYTES = 1 << 20
+
+
+class SymmMemAllReduce:
+    """All-reduce of tensors up to ``max_bytes`` through two alternating symmetric buffers.
+
+    Two buffers, used in turn, so that a rank that runs ahead never overwrites the buffer a
+    slower peer may still be reading from the previous call."""
+
+    def __init__(self, group: dist.ProcessGroup, device: torch.device, dtype: torch.dtype,
+                 max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+        import torch.distributed._symmetric_memory as symm_mem
+        self.group_name = group.group_name
+        self.dtype = dtype
+        self.max_numel = max_bytes // dtype.itemsize
+        if hasattr(symm_mem, "enable_symm_mem_for_group"):
+            symm_mem.enable_symm_mem_for_group(self.group_name)
+        self.buffers = [symm_mem.empty(self.max_numel, dtype=dtype, device=device) for _ in range(2)]
+        for buf in self.buffers:
+            symm_mem.rendezvous(buf, self.group_name)
+        self.turn = 0
+
+    def can_reduce(self, x: torch.Tensor) -> bool:
+        return x.dtype == self.dtype and x.is_contiguous() and x.numel() <= self.max_numel
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """Sum ``x`` over the ranks, in place."""
+        flat = x.view(-1)
+        buf = self.buffers[self.turn][: flat.numel()]
+        self.turn ^= 1
+        buf.copy_(flat)
+        torch.ops.symm_mem.one_shot_all_reduce_out(buf, "sum", self.group_name, flat)
+        return x
+
+
+def _all_agree(ok: bool, group: dist.ProcessGroup, device: torch.device) -> bool:
+    flag = torch.tensor([1 if ok else 0], device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MIN, group=group)
+    return bool(flag.item())
+
+
+def try_create(group: dist.ProcessGroup, device: torch.device, dtype: torch.dtype) -> SymmMemAllReduce | None:
+    """The symmetric-memory all-reduce, verified against NCCL on this dtype; None if unavailable.
+
+    Every rank calls this; each stage ends in an NCCL vote, so one rank's failure cannot leave
+    the others waiting in a symmetric-memory barrier."""
+    if os.environ.get("PAGEDAWQ_DISABLE_SYMM_MEM_ALLREDUCE") == "1" or device.type != "cuda":
+        return None
+    if not hasattr(torch.ops.symm_mem, "one_shot_all_reduce_out"):
+        logger.info("this PyTorch has no symmetric-memory one-shot all-reduce; using NCCL")
+        return None
+    # Small integers are exact in every float dtype, so both paths must agree bit for bit.
+    gen = torch.Generator(device="cpu").manual_seed(1234 + dist.get_rank(group))
+    probe = torch.randint(-8, 8, (4096,), generator=gen).to(device=device, dtype=dtype)
+    expected = probe.clone()
+    dist.all_reduce(expected, group=group)
+    reducer, reason = None, ""
+    try:
+        reducer = SymmMemAllReduce(group, device, dtype)
+    except Exception as e:  # noqa: BLE001 - any failure just means "use NCCL"
+        reason = f"set-up failed: {e}"
+    ok = _all_agree(reducer is not None, group, device)
+    if ok:
+        try:
+            for _ in range(3):   # both buffers, then the first again
+                got = reducer(probe.clone())
+            ok = torch.equal(got, expected)
+            reason = "" if ok else "its result differs from NCCL's"
+        except Exception as e:  # noqa: BLE001
+            ok, reason = False, f"the probe failed: {e}"
+        ok = _all_agree(ok, group, device)
+    if not ok:
+        logger.warning("symmetric-memory all-reduce unavailable (%s); using NCCL for every all-reduce",
+                    reason or "another rank could not use it")
+        return None
+    logger.info("all-reduces up to %d KiB use the symmetric-memory one-shot kernel",
+                reducer.max_numel * dtype.itemsize // 1024)
+    return reducer

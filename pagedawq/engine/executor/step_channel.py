@@ -1,0 +1,167 @@
+"""A low-latency command channel from the driver to its tensor-parallel workers.
+
+A Ray actor call costs a few hundred microseconds to a millisecond of serialization, scheduling and
+object-store traffic; at batch 1 a decode step of a sharded model takes a few milliseconds, so one
+Ray round trip per step would eat much of what tensor parallelism gains. Ray therefore only places
+and starts the workers; each step then travels over one TCP connection per worker: the driver
+writes the same length-prefixed pickle to every socket, the workers block in ``recv`` (no busy
+polling, which matters when the CPU ranks share two cores), and only the ranks asked to reply
+write back.
+
+Failure is visible, never a hang: a worker process that dies closes its socket (EOF), and a worker
+that raises sends its traceback; either ends the driver's wait with :class:`EngineDeadError`.
+Connections are authenticated with a per-engine random token, since the driver unpickles what it
+receives.
+"""
+from __future__ import annotations
+
+import hmac
+import pickle
+import selectors
+import socket
+import struct
+import traceback
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from pagedawq.errors import EngineDeadError
+
+_HEADER = struct.Struct("!Q")
+STOP = "__stop__"
+
+
+def _send_frame(sock: socket.socket, obj: Any) -> None:
+    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    sock.sendall(_HEADER.pack(len(data)) + data)
+
+
+def _recv_exact(sock: socket.socket, n: int) -> bytes | None:
+    buf = bytearray(n)
+    view, got = memoryview(buf), 0
+    while got < n:
+        k = sock.recv_into(view[got:])
+        if k == 0:
+            return None
+        got += k
+    return bytes(buf)
+
+
+def _recv_frame(sock: socket.socket) -> tuple[bool, Any]:
+    """(True, obj), or (False, None) when the peer has closed the connection."""
+    header = _recv_exact(sock, _HEADER.size)
+    if header is None:
+        return False, None
+    data = _recv_exact(sock, _HEADER.unpack(header)[0])
+    if data is None:
+        return False, None
+    return True, pickle.loads(data)
+
+
+def _configure(sock: socket.socket) -> None:
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+class DriverChannel:
+    """The driver's end: one listening socket, then one connection per rank."""
+
+    def __init__(self, world_size: int, host: str, token: str) -> None:
+        self.world_size = world_size
+        self.token = token
+        self._listener = socket.create_server((host, 0))
+        self.address = (host, self._listener.getsockname()[1])
+        self._socks: list[socket.socket | None] = [None] * world_size
+        self._selector = selectors.DefaultSelector()
+
+    def accept_all(self, timeout_s: float, still_starting: Callable[[], None]) -> None:
+        """Wait until every rank has connected and proved the token. ``still_starting`` is called
+        between accepts and raises if a worker failed meanwhile."""
+        self._listener.settimeout(1.0)
+        waited = 0.0
+        while any(s is None for s in self._socks):
+            still_starting()
+            try:
+                conn, _ = self._listener.accept()
+            except TimeoutError:
+                waited += 1.0
+                if waited >= timeout_s:
+                    missing = [r for r, s in enumerate(self._socks) if s is None]
+                    raise EngineDeadError(f"tensor-parallel ranks {missing} did not connect within {timeout_s:.0f} s")
+                continue
+            conn.settimeout(timeout_s)
+            ok, hello = _recv_frame(conn)
+            if not (ok and isinstance(hello, tuple) and len(hello) == 2
+                    and hmac.compare_digest(str(hello[1]), self.token)
+                    and isinstance(hello[0], int) and 0 <= hello[0] < self.world_size
+                    and self._socks[hello[0]] is None):
+                conn.close()   # not one of ours
+                continue
+            conn.settimeout(None)
+            _configure(conn)
+            self._socks[hello[0]] = conn
+            self._selector.register(conn, selectors.EVENT_READ, hello[0])
+        self._listener.close()
+
+    def broadcast(self, message: Any) -> None:
+        data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+        frame = _HEADER.pack(len(data)) + data
+        for rank, sock in enumerate(self._socks):
+            try:
+                sock.sendall(frame)
+            except OSError as e:
+                raise EngineDeadError(f"a tensor-parallel worker died (rank {rank}: {e})") from e
+
+    def gather(self, ranks: Iterable[int], check_alive: Callable[[], None]) -> dict[int, Any]:
+        """Replies of ``ranks``. Any rank may instead report an error or close its socket; either
+        raises at once. ``check_alive`` runs about once a second while nothing arrives."""
+        wanted, replies = set(ranks), {}
+        while wanted - replies.keys():
+            events = self._selector.select(timeout=1.0)
+            if not events:
+                check_alive()
+            for key, _ in events:
+                rank = key.data
+                ok, reply = _recv_frame(key.fileobj)
+                if not ok:
+                    raise EngineDeadError(f"a tensor-parallel worker died (rank {rank} closed its connection)")
+                status, value = reply
+                if status == "error":
+                    raise EngineDeadError(f"tensor-parallel rank {rank} failed:\n{value}")
+                replies[rank] = value
+        return replies
+
+    def close(self) -> None:
+        for sock in self._socks:
+            if sock is not None:
+                try:
+                    self._selector.unregister(sock)
+                except (KeyError, ValueError):
+                    pass
+                sock.close()
+        self._socks = [None] * self.world_size
+        self._listener.close()
+        self._selector.close()
+
+
+def serve_worker(address: tuple[str, int], rank: int, token: str, handler: Callable[..., Any]) -> None:
+    """The worker's loop: run ``handler(method, *args, **kwargs)`` for every command until STOP or
+    until the driver goes away. Replies ("ok", result) when asked, ("error", traceback) always."""
+    sock = socket.create_connection(address)
+    _configure(sock)
+    try:
+        _send_frame(sock, (rank, token))
+        while True:
+            ok, message = _recv_frame(sock)
+            if not ok:
+                return
+            method, args, kwargs, reply_ranks = message
+            if method == STOP:
+                return
+            try:
+                result = handler(method, *args, **kwargs)
+            except Exception:
+                _send_frame(sock, ("error", traceback.format_exc()))
+                continue
+            if rank in reply_ranks:
+                _send_frame(sock, ("ok", result))
+    finally:
+        sock.close()
