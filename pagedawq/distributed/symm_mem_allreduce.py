@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 
 import torch
 import torch.distributed as dist
@@ -36,8 +37,10 @@ class SymmMemAllReduce:
         self.group_name = group.group_name
         self.dtype = dtype
         self.max_numel = max_bytes // dtype.itemsize
-        if hasattr(symm_mem, "enable_symm_mem_for_group"):
-            symm_mem.enable_symm_mem_for_group(self.group_name)
+        if hasattr(symm_mem, "enable_symm_mem_for_group"):   # needed before PyTorch 2.8, a no-op after
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)
+                symm_mem.enable_symm_mem_for_group(self.group_name)
         self.buffers = [symm_mem.empty(self.max_numel, dtype=dtype, device=device) for _ in range(2)]
         for buf in self.buffers:
             symm_mem.rendezvous(buf, self.group_name)

@@ -50,6 +50,14 @@ class LLM:
         """Release the workers and their devices (also done when the object is collected)."""
         self._finalizer()
 
+    def start_profile(self) -> None:
+        """Profile every rank (torch.profiler) until :meth:`stop_profile`."""
+        self.llm_engine.start_profile()
+
+    def stop_profile(self, trace_dir: str | None = None) -> list[dict]:
+        """Per-rank summaries (``device_time_us``, ``table``); Chrome traces into ``trace_dir``."""
+        return self.llm_engine.stop_profile(trace_dir)
+
     def __enter__(self) -> "LLM":
         return self
 

@@ -218,6 +218,15 @@ class LLMEngine:
         if req.status.finished:
             seq.finish_reason, seq.stop_reason = req.status.finish_reason, req.stop_reason
 
+    def start_profile(self) -> None:
+        """Start torch.profiler on every rank (vLLM's ``LLM.start_profile``)."""
+        self.executor.collective_rpc("start_profile")
+
+    def stop_profile(self, trace_dir: str | None = None) -> list[dict]:
+        """Stop profiling; per rank: ``device_time_us`` (sum of kernel times) and a ``table`` of
+        the top ops. With ``trace_dir``, each rank also writes ``rank<N>.json`` (Chrome trace)."""
+        return self.executor.collective_rpc("stop_profile", (trace_dir,))
+
     def stats(self) -> dict[str, float]:
         kv = self.scheduler.kv
         return {"num_running": len(self.scheduler.running), "num_waiting": len(self.scheduler.waiting),

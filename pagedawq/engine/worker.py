@@ -78,6 +78,30 @@ class Worker:
     def execute_model(self, sched: SchedulerOutput) -> ModelRunnerOutput | None:
         return self.runner.execute(sched)
 
+    def start_profile(self) -> None:
+        """Record this rank's CPU ops and GPU kernels until :meth:`stop_profile`."""
+        activities = [torch.profiler.ProfilerActivity.CPU]
+        if self.device.type == "cuda":
+            activities.append(torch.profiler.ProfilerActivity.CUDA)
+        self.profiler = torch.profiler.profile(activities=activities)
+        self.profiler.start()
+
+    def stop_profile(self, trace_dir: str | None = None) -> dict:
+        """Stop recording; write a Chrome trace to ``trace_dir`` if given. Returns this rank's
+        summary: total device (kernel) time, and the top ops as a table."""
+        prof, self.profiler = getattr(self, "profiler", None), None
+        if prof is None:
+            raise RuntimeError("stop_profile() without start_profile()")
+        prof.stop()
+        if trace_dir:
+            os.makedirs(trace_dir, exist_ok=True)
+            prof.export_chrome_trace(os.path.join(trace_dir, f"rank{self.rank}.json"))
+        events = prof.key_averages()
+        sort_key = "self_cuda_time_total" if self.device.type == "cuda" else "self_cpu_time_total"
+        return {"rank": self.rank,
+                "device_time_us": sum(e.self_device_time_total for e in events),
+                "table": events.table(sort_by=sort_key, row_limit=30)}
+
     def ping(self) -> int:
         return os.getpid()
 

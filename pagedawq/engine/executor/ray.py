@@ -45,6 +45,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _assigned_gpu_index() -> int:
+    """This actor's GPU as an index into the devices the process sees. The actors are started
+    with Ray's CUDA_VISIBLE_DEVICES rewriting turned off, so every rank sees every GPU under its
+    real index; symmetric-memory peers must not all call their GPU "cuda:0"."""
+    import ray
+    gpu = str(ray.get_gpu_ids()[0])
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    return visible.split(",").index(gpu) if visible else int(gpu)
+
+
 class RayWorkerWrapper:
     """The actor body: builds a Worker lazily, then runs any of its methods by name."""
 
@@ -53,9 +63,12 @@ class RayWorkerWrapper:
 
     def init_worker(self, config: EngineConfig, rank: int, init_method: str) -> int:
         from pagedawq.engine.worker import Worker
+        local_rank = 0
         if config.device == "cpu":
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // config.parallel.tensor_parallel_size))
-        self.worker = Worker(config, rank=rank, local_rank=0, distributed_init_method=init_method)
+        else:
+            local_rank = _assigned_gpu_index()
+        self.worker = Worker(config, rank=rank, local_rank=local_rank, distributed_init_method=init_method)
         self.worker.init_device()
         self.worker.load_model()
         return os.getpid()
@@ -95,6 +108,7 @@ class RayExecutor(Executor):
                                       f"{ray.cluster_resources()}); lower tensor_parallel_size")
                 options = [dict(num_cpus=1, num_gpus=1, scheduling_strategy=PlacementGroupSchedulingStrategy(
                     placement_group=self.placement_group, placement_group_bundle_index=rank)) for rank in range(tp)]
+                env = {**env, "RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES": "1"}
             else:
                 # CPU ranks share the host's cores (gloo); they reserve no Ray resources.
                 options = [dict(num_cpus=0)] * tp

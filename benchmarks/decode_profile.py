@@ -1,0 +1,60 @@
+"""Where a batch-1 decode step spends its time: wall clock against GPU kernel time, per rank.
+
+For each configuration: time per output token without the profiler, then the same generation under
+``LLM.start_profile()``: the sum of kernel times per token on every rank (the rest of the wall time
+is the GPU waiting for the host: scheduling, input preparation, sampling, the driver/worker hop)
+and rank 0's top kernels.
+
+    python benchmarks/decode_profile.py --model llama-2-13b --quantization awq --tp 1 2
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+
+import torch
+from common import device_name, now, random_prompts, shape_dir
+
+from pagedawq import LLM, SamplingParams
+
+
+def profile(model: str, quant: str | None, dtype: str, tp: int, n_out: int, table: bool) -> None:
+    llm = LLM(shape_dir(model), load_format="dummy", skip_tokenizer_init=True, dtype=dtype, quantization=quant,
+              tensor_parallel_size=tp, max_model_len=2048, max_num_seqs=8)
+    vocab = llm.llm_engine.config.model.vocab_size
+    params = SamplingParams(temperature=0, max_tokens=n_out, ignore_eos=True)
+    llm.generate(random_prompts(1, 32, vocab, seed=1), params, use_tqdm=False)
+    start = now()
+    llm.generate(random_prompts(1, 32, vocab, seed=2), params, use_tqdm=False)
+    wall_us = 1e6 * (now() - start) / n_out
+    llm.start_profile()
+    llm.generate(random_prompts(1, 32, vocab, seed=3), params, use_tqdm=False)
+    ranks = llm.stop_profile()
+    label = f"{model} {quant or dtype} TP={tp}"
+    kernel = [r["device_time_us"] / n_out for r in ranks]
+    print(f"{label}: {wall_us:.0f} us/token wall; kernel time per token by rank: "
+          + ", ".join(f"{k:.0f}" for k in kernel) + f" us ({100 * max(kernel) / wall_us:.0f}% of wall)", flush=True)
+    if table:
+        print(ranks[0]["table"], flush=True)
+    llm.close()
+    gc.collect()
+    torch.cuda.empty_cache()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--model", default="llama-2-13b")
+    p.add_argument("--quantization", default="awq")
+    p.add_argument("--dtype", default="float16")
+    p.add_argument("--tp", type=int, nargs="+", default=[1])
+    p.add_argument("--output-len", type=int, default=64)
+    p.add_argument("--no-table", action="store_true")
+    args = p.parse_args()
+    print(f"device: {device_name()} x{torch.cuda.device_count()}  torch {torch.__version__}", flush=True)
+    quant = None if args.quantization in ("none", "") else args.quantization
+    for tp in args.tp:
+        profile(args.model, quant, args.dtype, tp, args.output_len, not args.no_table)
+
+
+if __name__ == "__main__":
+    main()
