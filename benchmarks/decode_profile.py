@@ -5,6 +5,9 @@ For each configuration: time per output token without the profiler, then the sam
 is the GPU waiting for the host: scheduling, input preparation, sampling, the driver/worker hop)
 and rank 0's top kernels.
 
+With ``--breakdown`` (TP=1 only) it also replays the batch-1 decode graph by itself: its GPU time,
+and the host time of the replay call, against the engine's whole step.
+
     python benchmarks/decode_profile.py --model llama-2-13b --quantization awq --tp 1 2
 """
 from __future__ import annotations
@@ -18,7 +21,31 @@ from common import device_name, now, random_prompts, shape_dir
 from pagedawq import LLM, SamplingParams
 
 
-def profile(model: str, quant: str | None, dtype: str, tp: int, n_out: int, table: bool) -> None:
+def graph_breakdown(llm: LLM, wall_us: float) -> None:
+    """GPU and host time of the batch-1 graph alone (its static inputs as the last step left them)."""
+    graph, _ = llm.llm_engine.executor.worker.runner.graphs.graphs[1]
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(50):
+        graph.replay()
+    end.record()
+    end.synchronize()
+    gpu_us = start.elapsed_time(end) * 1000 / 50
+    host = []
+    for _ in range(20):
+        torch.cuda.synchronize()
+        t = now()
+        graph.replay()
+        host.append(1e6 * (now() - t))
+        torch.cuda.synchronize()
+    host.sort()
+    print(f"  batch-1 graph alone: {gpu_us:.0f} us GPU per replay (back to back); replay() call returns after "
+          f"{host[len(host) // 2]:.0f} us of host time; the engine's step: {wall_us:.0f} us "
+          f"({wall_us - gpu_us:.0f} us beyond the graph)", flush=True)
+
+
+def profile(model: str, quant: str | None, dtype: str, tp: int, n_out: int, table: bool, breakdown: bool) -> None:
     llm = LLM(shape_dir(model), load_format="dummy", skip_tokenizer_init=True, dtype=dtype, quantization=quant,
               tensor_parallel_size=tp, max_model_len=2048, max_num_seqs=8)
     vocab = llm.llm_engine.config.model.vocab_size
@@ -34,6 +61,8 @@ def profile(model: str, quant: str | None, dtype: str, tp: int, n_out: int, tabl
     kernel = [r["device_time_us"] / n_out for r in ranks]
     print(f"{label}: {wall_us:.0f} us/token wall; kernel time per token by rank: "
           + ", ".join(f"{k:.0f}" for k in kernel) + f" us ({100 * max(kernel) / wall_us:.0f}% of wall)", flush=True)
+    if breakdown and tp == 1:
+        graph_breakdown(llm, wall_us)
     if table:
         print(ranks[0]["table"], flush=True)
     llm.close()
@@ -49,11 +78,12 @@ def main() -> None:
     p.add_argument("--tp", type=int, nargs="+", default=[1])
     p.add_argument("--output-len", type=int, default=64)
     p.add_argument("--no-table", action="store_true")
+    p.add_argument("--breakdown", action="store_true", help="TP=1: time the decode graph by itself too")
     args = p.parse_args()
     print(f"device: {device_name()} x{torch.cuda.device_count()}  torch {torch.__version__}", flush=True)
     quant = None if args.quantization in ("none", "") else args.quantization
     for tp in args.tp:
-        profile(args.model, quant, args.dtype, tp, args.output_len, not args.no_table)
+        profile(args.model, quant, args.dtype, tp, args.output_len, not args.no_table, args.breakdown)
 
 
 if __name__ == "__main__":

@@ -46,6 +46,8 @@ MODELS = {
     "llama2-7b": [("qkv", 4096, 12288), ("o", 4096, 4096), ("gate_up", 4096, 22016), ("down", 11008, 4096)],
     "llama3-8b": [("qkv", 4096, 6144), ("o", 4096, 4096), ("gate_up", 4096, 28672), ("down", 14336, 4096)],
     "llama2-70b-tp8": [("qkv", 8192, 1280), ("o", 1024, 8192), ("gate_up", 8192, 7168), ("down", 3584, 8192)],
+    "llama2-13b": [("qkv", 5120, 15360), ("o", 5120, 5120), ("gate_up", 5120, 27648), ("down", 13824, 5120)],
+    "llama2-13b-tp2": [("qkv", 5120, 7680), ("o", 2560, 5120), ("gate_up", 5120, 13824), ("down", 6912, 5120)],
 }
 MS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096]
 QUICK_LAYERS = {("llama2-7b", "gate_up"), ("llama2-7b", "down"), ("llama2-70b-tp8", "qkv")}
@@ -214,23 +216,28 @@ def tune(layers: dict[tuple[int, int], Layer], sms: int, csv, budget_s: float, b
     return table
 
 
-GEMV_MODELS = ("llama2-7b", "llama3-8b")
-GEMV_MS = [1, 2, 4, 8, 16]
+GEMV_MODELS = ("llama2-7b", "llama3-8b", "llama2-13b", "llama2-13b-tp2")
+GEMV_MS = [1, 2, 4]
 
 
 def gemv_candidates(m: int, n: int, k: int, sms: int) -> list[tuple[str, GemvConfig]]:
-    """The default GEMV config of the shape and a few alternatives around it (sweep at M <= 4)."""
+    """The default GEMV config of the shape and a few alternatives around it (sweep at M <= 4):
+    split-K halved/doubled, narrower column tiles, no scale prefetch, and register caps (more
+    resident programs per SM: 65536 registers / (cap x 128 threads)), each with the split-K that
+    fills the waves of its own occupancy."""
     base = gemv_config(m, n, k, GROUP, sms)
-    wide = GemvConfig(512, 64, vec=4, prefetch_scales=False)      # 4 words a thread, 168 regs at M = 1
     narrow = GemvConfig(128, 64)                                   # more column tiles, 4 rows a thread
-    warps8 = GemvConfig(256, 128, num_warps=8)                     # 8 warps, 8 rows a thread
-    return [("default", base),
-            ("split*2", replace(base, split_k=min(2 * base.split_k, 64))),
-            ("split/2", replace(base, split_k=max(1, base.split_k // 2))),
-            ("bn512v4", replace(wide, split_k=gemv_split(wide, m, n, k, GROUP, sms, 3))),
-            ("bn128", replace(narrow, split_k=gemv_split(narrow, m, n, k, GROUP, sms))),
-            ("w8bk128", replace(warps8, split_k=gemv_split(warps8, m, n, k, GROUP, sms, 2))),
-            ("noSprefetch", replace(base, prefetch_scales=False))]
+    cands = [("default", base),
+             ("split*2", replace(base, split_k=min(2 * base.split_k, 64))),
+             ("split/2", replace(base, split_k=max(1, base.split_k // 2))),
+             ("bn128", replace(narrow, split_k=gemv_split(narrow, m, n, k, GROUP, sms))),
+             ("noSprefetch", replace(base, prefetch_scales=False))]
+    if gemv_block_m(m) == 1:
+        for regs in (96, 80, 64):
+            capped = replace(base, prefetch_scales=False, maxnreg=regs)
+            resident = 65536 // (regs * 32 * capped.num_warps)
+            cands.append((f"reg{regs}", replace(capped, split_k=gemv_split(capped, m, n, k, GROUP, sms, resident))))
+    return cands
 
 
 def warm_gemv(sms: int) -> None:

@@ -53,7 +53,9 @@ class GemvConfig:
     ``vec``: packed words per thread and weight row (one vector load of 4 vec bytes; 8 vec output
     columns per thread, hence 8 vec BLOCK_M fp32 accumulators a thread).
     ``prefetch_scales``: load the next tile's scales with its weights (more registers, no stall
-    on the scales' first read). ``awq_configs.gemv_params`` adapts a config to a shape."""
+    on the scales' first read). ``maxnreg``: cap on registers per thread (None: the compiler's
+    choice), so more programs fit on an SM and more loads are in flight; spills if set too low.
+    ``awq_configs.gemv_params`` adapts a config to a shape."""
     block_n: int = 256
     block_k: int = 64
     split_k: int = 1
@@ -61,6 +63,7 @@ class GemvConfig:
     num_warps: int = 4
     num_stages: int = 1
     prefetch_scales: bool = True
+    maxnreg: int | None = None
 
 
 def gemv_block_m(m: int) -> int:
