@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -15,6 +16,7 @@ from pagedawq.attention.backend import get_backend
 from pagedawq.attention.metadata import AttentionMetadata, forward_context
 from pagedawq.config import EngineConfig
 from pagedawq.engine.cuda_graphs import DecodeGraphs
+from pagedawq.engine.host_staging import HostStaging
 from pagedawq.engine.sampler import RequestSamplingState, Sampler, TokenLogprobs
 from pagedawq.engine.scheduler import SchedulerOutput
 from pagedawq.models.layers.attention import Attention
@@ -43,6 +45,7 @@ class ModelRunner:
         self.config = config
         self.model = model
         self.device = device
+        self.staging = HostStaging(device)
         self.is_driver = is_driver
         self.block_size = config.cache.block_size
         self.sampler = Sampler()
@@ -82,7 +85,7 @@ class ModelRunner:
         bs = self.block_size
         input_ids, positions, slots, query_lens, seq_lens, logits_idx, sample_ids = [], [], [], [], [], [], []
         max_blocks = max(len(s.block_ids) for s in sched.seqs)
-        block_table = torch.zeros(len(sched.seqs), max_blocks, dtype=torch.int32)
+        block_table = np.zeros((len(sched.seqs), max_blocks), dtype=np.int32)
         for i, seq in enumerate(sched.seqs):
             n = len(seq.token_ids)
             input_ids.extend(seq.token_ids)
@@ -91,26 +94,22 @@ class ModelRunner:
             slots.extend(seq.block_ids[p // bs] * bs + p % bs for p in pos)
             query_lens.append(n)
             seq_lens.append(seq.start_pos + n)
-            block_table[i, :len(seq.block_ids)] = torch.tensor(seq.block_ids, dtype=torch.int32)
+            block_table[i, :len(seq.block_ids)] = seq.block_ids
             if seq.sample:
                 logits_idx.append(len(input_ids) - 1)
                 sample_ids.append(seq.request_id)
-        dev = self.device
-        qsl = torch.zeros(len(query_lens) + 1, dtype=torch.int32)
-        qsl[1:] = torch.tensor(query_lens, dtype=torch.int32).cumsum(0)
+        qsl = np.zeros(len(query_lens) + 1, dtype=np.int32)
+        np.cumsum(query_lens, out=qsl[1:])
+        ids_d, pos_d, slots_d, logits_d = self.staging.upload(
+            [np.asarray(v, dtype=np.int64) for v in (input_ids, positions, slots, logits_idx)], torch.int64)
+        qsl_d, seq_lens_d, table_d = self.staging.upload(
+            [qsl, np.asarray(seq_lens, dtype=np.int32), block_table], torch.int32)
         metadata = AttentionMetadata(
-            slot_mapping=torch.tensor(slots, dtype=torch.int64).to(dev, non_blocking=True),
-            query_start_loc=qsl.to(dev, non_blocking=True),
-            seq_lens=torch.tensor(seq_lens, dtype=torch.int32).to(dev, non_blocking=True),
-            block_tables=block_table.to(dev, non_blocking=True),
+            slot_mapping=slots_d, query_start_loc=qsl_d, seq_lens=seq_lens_d, block_tables=table_d,
             max_query_len=max(query_lens), max_seq_len=max(seq_lens),
             query_lens_cpu=query_lens, seq_lens_cpu=seq_lens)
-        return BatchInputs(
-            input_ids=torch.tensor(input_ids, dtype=torch.long).to(dev, non_blocking=True),
-            positions=torch.tensor(positions, dtype=torch.long).to(dev, non_blocking=True),
-            metadata=metadata,
-            logits_indices=torch.tensor(logits_idx, dtype=torch.long).to(dev, non_blocking=True),
-            sample_request_ids=sample_ids)
+        return BatchInputs(input_ids=ids_d, positions=pos_d, metadata=metadata, logits_indices=logits_d,
+                           sample_request_ids=sample_ids)
 
     def _update_states(self, sched: SchedulerOutput) -> None:
         for rid in sched.finished_request_ids:

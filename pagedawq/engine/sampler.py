@@ -51,6 +51,7 @@ def _apply_penalties(logits: torch.Tensor, states: list[RequestSamplingState]) -
             if s.params.repetition_penalty != 1.0 or s.params.presence_penalty or s.params.frequency_penalty]
     if not rows:
         return logits
+    logits = logits.clone()   # the caller's logits (and raw log-probabilities) stay unpenalized
     vocab, device = logits.shape[1], logits.device
     for i in rows:
         p = states[i].params
@@ -99,7 +100,7 @@ class Sampler:
         logits = logits.float()
         want_logprobs = [s.params.logprobs is not None for s in states]
         raw_logprobs = logits.log_softmax(dim=-1) if any(want_logprobs) else None
-        logits = _apply_penalties(logits.clone(), states)
+        logits = _apply_penalties(logits, states)
         _mask_stop_tokens_before_min(logits, states)
 
         tokens = logits.argmax(dim=-1)

@@ -273,6 +273,13 @@ GEMV_TUNED: dict[tuple[int, int, int], GemvConfig] = {
     (4, 12288, 4096): GemvConfig(256, 64, split_k=12, vec=2, num_warps=4),
     (4, 22016, 4096): GemvConfig(256, 64, split_k=8, vec=2, num_warps=4),
     (4, 28672, 4096): GemvConfig(256, 64, split_k=6, vec=2, num_warps=4),
+    # Second sweep (H100, 2026-11-26): Llama-2-13B and its TP=2 shards, with register caps
+    # (M <= 2 only: M = 3-4 run the splitk path).
+    (1, 13824, 5120): GemvConfig(256, 64, split_k=12, vec=2, num_warps=4, prefetch_scales=False, maxnreg=96),
+    (1, 27648, 5120): GemvConfig(256, 64, split_k=6, vec=2, num_warps=4, prefetch_scales=False, maxnreg=96),
+    (2, 5120, 2560): GemvConfig(128, 64, split_k=8, vec=2, num_warps=4),
+    (2, 5120, 13824): GemvConfig(256, 64, split_k=18, vec=2, num_warps=4, prefetch_scales=False),
+    (2, 27648, 5120): GemvConfig(256, 64, split_k=7, vec=2, num_warps=4, prefetch_scales=False),
 }
 
 
