@@ -182,3 +182,15 @@ def test_dead_worker_surfaces_as_error_not_hang(gqa_model):
         with pytest.raises(EngineDeadError, match="worker died"):
             llm.generate([{"prompt_token_ids": [5, 6, 7]}], GREEDY, use_tqdm=False)
         assert not llm.llm_engine.has_unfinished_requests()
+
+
+def test_profile_reports_every_rank(gqa_model, tmp_path):
+    with LLM(str(gqa_model[0]), device="cpu", dtype="float32", tensor_parallel_size=2, skip_tokenizer_init=True,
+             kv_cache_memory_bytes=8 * 2**20) as llm:
+        llm.start_profile()
+        llm.generate([{"prompt_token_ids": [5, 6, 7]}], GREEDY, use_tqdm=False)
+        summaries = llm.stop_profile(str(tmp_path))
+    assert [s["rank"] for s in summaries] == [0, 1]
+    for s in summaries:
+        assert "aten::" in s["table"]   # the ops the rank ran
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rank0.json", "rank1.json"]

@@ -1,0 +1,92 @@
+"""The driver-to-worker step channel: replies come back in rank order, a worker's exception and a
+worker's death both end the driver's wait with EngineDeadError, and a stranger without the token
+cannot take a rank's place."""
+from __future__ import annotations
+
+import socket
+import threading
+
+import pytest
+
+from pagedawq.engine.executor.step_channel import STOP, DriverChannel, serve_worker
+from pagedawq.errors import EngineDeadError
+
+
+def _handler(rank: int):
+    def handle(method, *args, **kwargs):
+        if method == "boom":
+            raise ValueError(f"rank {rank} exploded")
+        if method == "echo":
+            return (rank, args, kwargs)
+        raise AttributeError(method)
+    return handle
+
+
+def _start(world: int, token: str = "secret"):
+    chan = DriverChannel(world, "127.0.0.1", token)
+    threads = [threading.Thread(target=serve_worker, args=(chan.address, r, token, _handler(r)), daemon=True)
+               for r in range(world)]
+    for t in threads:
+        t.start()
+    chan.accept_all(timeout_s=10, still_starting=lambda: None)
+    return chan, threads
+
+
+def _call(chan, method, args=(), kwargs=None, ranks=(0, 1)):
+    chan.broadcast((method, args, kwargs or {}, ranks))
+    return chan.gather(ranks, check_alive=lambda: None)
+
+
+def test_replies_in_rank_order_and_only_from_asked_ranks():
+    chan, threads = _start(2)
+    try:
+        assert _call(chan, "echo", (1, "a"), {"k": 2}) == {0: (0, (1, "a"), {"k": 2}), 1: (1, (1, "a"), {"k": 2})}
+        assert _call(chan, "echo", (7,), ranks=(0,)) == {0: (0, (7,), {})}
+        # Rank 1 stayed silent above, so the next reply read from it belongs to the next command.
+        assert _call(chan, "echo", (8,), ranks=(1,)) == {1: (1, (8,), {})}
+    finally:
+        chan.broadcast((STOP, (), {}, ()))
+        chan.close()
+    for t in threads:
+        t.join(5)
+        assert not t.is_alive()
+
+
+def test_worker_exception_surfaces_with_its_traceback():
+    chan, _ = _start(2)
+    try:
+        with pytest.raises(EngineDeadError, match="rank 0 exploded"):
+            _call(chan, "boom", ranks=(1,))   # rank 0 is not asked to reply, but its error still arrives
+    finally:
+        chan.broadcast((STOP, (), {}, ()))
+        chan.close()
+
+
+def test_closed_worker_connection_is_a_dead_worker_not_a_hang():
+    chan = DriverChannel(1, "127.0.0.1", "t")
+    conn = {}
+
+    def fake_worker():
+        s = socket.create_connection(chan.address)
+        from pagedawq.engine.executor.step_channel import _send_frame
+        _send_frame(s, (0, "t"))
+        conn["s"] = s
+
+    t = threading.Thread(target=fake_worker)
+    t.start()
+    chan.accept_all(timeout_s=10, still_starting=lambda: None)
+    t.join()
+    conn["s"].close()   # the worker process "dies"
+    with pytest.raises(EngineDeadError, match="worker died"):
+        chan.broadcast(("echo", (), {}, (0,)))
+        chan.gather((0,), check_alive=lambda: None)
+    chan.close()
+
+
+def test_connection_without_the_token_is_refused():
+    chan = DriverChannel(1, "127.0.0.1", "right")
+    intruder = threading.Thread(target=serve_worker, args=(chan.address, 0, "wrong", _handler(0)), daemon=True)
+    intruder.start()
+    with pytest.raises(EngineDeadError, match="did not connect"):
+        chan.accept_all(timeout_s=2, still_starting=lambda: None)
+    chan.close()
