@@ -265,6 +265,51 @@ def warm_gemv(sms: int) -> None:
     log(f"warm: compiled {len(seen)} GEMV kernels in {time.time() - t0:.0f} s")
 
 
+DEQUANT_TILES = [(32, 256, 4), (16, 512, 4), (64, 256, 8), (64, 512, 8), (32, 1024, 8)]
+
+
+def run_dequant(bw: float) -> None:
+    """The dequantize kernel alone (plain Triton vs PTX unpack, a few tiles; bit-identical check)
+    and the large-M "dequant" path of awq_gemm with each, against cuBLAS on the dense weight."""
+    from pagedawq.kernels import awq_gemm as gemm_mod
+    rows = [(model, name, k, n) for model in ("llama2-7b", "llama3-8b") for name, k, n in MODELS[model]]
+    log(f"{'layer':<18}{'K':>6}{'N':>7}{'plain us':>9}{'ptx best':>9} {'tile':<15}{'GB/s':>6}"
+        f"{'M':>6}{'cuBLAS':>8}{'plain':>8}{'ptx':>8}{'x cuBLAS plain/ptx':>20}")
+    seen = set()
+    for model, name, k, n in rows:
+        if (k, n) in seen:
+            continue
+        seen.add((k, n))
+        layer = Layer(k, n, seed=k + n)
+        os.environ["PAGEDAWQ_AWQ_PLAIN_DEQUANT"] = "1"
+        plain = awq_dequantize(layer.qweight, layer.qzeros, layer.scales, torch.float16)
+        t_plain = graph_time_us([lambda w=w: awq_dequantize(*w, torch.float16) for w in layer.int4], 5, 20)
+        os.environ["PAGEDAWQ_AWQ_PLAIN_DEQUANT"] = "0"
+        best = (float("inf"), None)
+        for tile in DEQUANT_TILES:
+            gemm_mod.DEQUANT_TILE = tile
+            if not torch.equal(awq_dequantize(layer.qweight, layer.qzeros, layer.scales, torch.float16), plain):
+                log(f"  MISMATCH {k}x{n} tile {tile}")
+                continue
+            t = graph_time_us([lambda w=w: awq_dequantize(*w, torch.float16) for w in layer.int4], 5, 20)
+            if t < best[0]:
+                best = (t, tile)
+        gemm_mod.DEQUANT_TILE = best[1]
+        gbs = (k * n // 2 + k * n * 2) / best[0] / 1e3
+        for m in (512, 1024, 4096):
+            x = layer.x(m)
+            out = torch.empty(m, n, dtype=torch.float16, device="cuda")
+            t_ref = graph_time_us([lambda w=w: torch.matmul(x, w, out=out) for w in layer.fp16], 3, 10)
+            os.environ["PAGEDAWQ_AWQ_PLAIN_DEQUANT"] = "1"
+            t_p = graph_time_us([lambda w=w: awq_gemm(x, *w, out=out, path="dequant") for w in layer.int4], 3, 10)
+            os.environ["PAGEDAWQ_AWQ_PLAIN_DEQUANT"] = "0"
+            t_a = graph_time_us([lambda w=w: awq_gemm(x, *w, out=out, path="dequant") for w in layer.int4], 3, 10)
+            log(f"{model + ' ' + name:<18}{k:>6}{n:>7}{t_plain:>9.1f}{best[0]:>9.1f} {str(best[1]):<15}{gbs:>6.0f}"
+                f"{m:>6}{t_ref:>8.1f}{t_p:>8.1f}{t_a:>8.1f}{t_ref / t_p:>10.2f}/{t_ref / t_a:.2f}")
+        del layer
+        torch.cuda.empty_cache()
+
+
 def run_gemv(sms: int, bw: float, out_dir: str) -> None:
     """cuBLAS fp16 vs the splitk path vs the GEMV path (default config, and the best of a sweep at
     M <= 4) on the Llama-2-7B / Llama-3-8B layers, all in this run."""
@@ -345,6 +390,7 @@ def main() -> None:
     ap.add_argument("--tune-budget", type=float, default=1e9, help="seconds after which no new shape is tuned")
     ap.add_argument("--gemv", action="store_true", help="the GEMV path vs cuBLAS and splitk at M = 1-16")
     ap.add_argument("--warm-only", action="store_true", help="with --gemv: only compile the GEMV kernels")
+    ap.add_argument("--dequant", action="store_true", help="the dequantize kernel and the large-M path")
     ap.add_argument("--out-dir", default=os.environ.get("OUT", "."), help="where tuned.txt / tune.csv go")
     args = ap.parse_args()
     if not torch.cuda.is_available():
@@ -361,6 +407,9 @@ def main() -> None:
     log(f"measured: copy bandwidth {bw:.0f} GB/s, fp16 matmul {peak:.0f} TFLOP/s")
     if args.gemv:
         run_gemv(sms, bw, args.out_dir)
+        return
+    if args.dequant:
+        run_dequant(bw)
         return
 
     rows = [(model, name, k, n) for model, layers in MODELS.items() for name, k, n in layers

@@ -121,6 +121,11 @@ def test_dequant_path_and_kernel(dtype):
     assert rel_err(out, x, layer) < TOL.get(dtype, 1e-5)
     w = awq_dequantize(*layer, dtype=torch.float16)
     assert torch.equal(w, dequantize_awq(*layer))  # one rounding of the exact (q - z) * s, like the reference
+    # Scales in the output dtype: the packed 16-bit (PTX) route on GPU. (The CPU interpreter's
+    # float32 -> bfloat16 conversion does not round to nearest, so bf16 is exact only compiled.)
+    if dtype == torch.float16 or (dtype == torch.bfloat16 and layer[0].is_cuda):
+        layer16 = (layer[0], layer[1], layer[2].to(dtype))
+        assert torch.equal(awq_dequantize(*layer16, dtype=dtype), dequantize_awq(*layer16))
 
 
 @cpu

@@ -66,6 +66,17 @@ def _check(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scales:
     return group
 
 
+def _ptx_dequant(t: torch.Tensor) -> bool:
+    """Whether the PTX unpack can run for tensors on ``t``'s device (CUDA, compiled, not turned off
+    with PAGEDAWQ_AWQ_PLAIN_DEQUANT=1)."""
+    return (t.is_cuda and not _interpreting() and torch.version.hip is None
+            and os.environ.get("PAGEDAWQ_AWQ_PLAIN_DEQUANT", "0") != "1")
+
+
+# (BLOCK_K, BLOCK_N, num_warps) of the PTX dequant kernel.
+DEQUANT_TILE = (32, 256, 4)
+
+
 def awq_dequantize(qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor,
                    dtype: torch.dtype | None = None) -> torch.Tensor:
     """W [K, N] in ``dtype`` (default: the scales' dtype), as ``pack.dequantize_awq`` computes it."""
@@ -73,10 +84,11 @@ def awq_dequantize(qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Te
     n = n8 * PACK_FACTOR
     group = group_size_of(qweight, scales)
     w = torch.empty((k, n), dtype=dtype or scales.dtype, device=qweight.device)
-    bk, bn = 32, 256
+    use_asm = w.dtype == scales.dtype and w.dtype in (torch.float16, torch.bfloat16) and _ptx_dequant(qweight)
+    bk, bn, warps = DEQUANT_TILE if use_asm else (32, 256, 4)
     grid = (triton.cdiv(k, bk), triton.cdiv(n, bn))
     awq_dequant_kernel[grid](qweight, qzeros, scales, w, k, n, n8, G=group, BLOCK_K=bk, BLOCK_N=bn,
-                             num_warps=4)
+                             USE_ASM=use_asm, num_warps=warps)
     return w
 
 
@@ -91,8 +103,7 @@ def gemm_fused(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, sca
         raise ValueError(f"BLOCK_K {cfg.block_k} must divide the group size {group}")
     interpret = _interpreting()
     if use_asm is None:
-        use_asm = (x.is_cuda and not interpret and torch.version.hip is None
-                   and os.environ.get("PAGEDAWQ_AWQ_PLAIN_DEQUANT", "0") != "1")
+        use_asm = _ptx_dequant(x)
     if cfg.scale_w and scales.dtype != x.dtype:
         scales = scales.to(x.dtype)  # the per-weight scale is applied in the dot dtype
     tiles_m, tiles_n = triton.cdiv(m, cfg.block_m), triton.cdiv(n, cfg.block_n)

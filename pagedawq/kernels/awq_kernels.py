@@ -258,8 +258,10 @@ def awq_gemm_kernel(x_ptr, qw_ptr, qz_ptr, s_ptr, out_ptr, ws_ptr, cnt_ptr,
 
 @triton.jit
 def awq_dequant_kernel(qw_ptr, qz_ptr, s_ptr, w_ptr, K, N, N8,
-                       G: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr):
-    """``w[K, N] = (q - z) * s`` in w's dtype, rounded once from the exact fp32 product."""
+                       G: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr, USE_ASM: tl.constexpr):
+    """``w[K, N] = (q - z) * s`` in w's dtype, rounded once from the exact product. USE_ASM (scales
+    in w's dtype) multiplies in packed 16-bit arithmetic: q - z is a small integer, so the 16-bit
+    product is the exact one rounded once, bit-identical to the fp32 route."""
     rk = tl.program_id(0) * BLOCK_K + tl.arange(0, BLOCK_K)
     rj = tl.program_id(1) * (BLOCK_N // 8) + tl.arange(0, BLOCK_N // 8)
     rn = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -269,7 +271,7 @@ def awq_dequant_kernel(qw_ptr, qz_ptr, s_ptr, w_ptr, K, N, N8,
     qw = tl.load(qw_ptr + rk[:, None] * N8 + rj[None, :], mask=mask, other=0)
     zw = tl.load(qz_ptr + g[:, None] * N8 + rj[None, :], mask=mask, other=0)
     w = dequant_tile(qw, zw, s_ptr, g[:, None] * N + 8 * rj[None, :], mask, True,
-                     w_ptr.dtype.element_ty, False)
+                     w_ptr.dtype.element_ty, USE_ASM)
     tl.store(w_ptr + rk[:, None] * N + rn[None, :], w, mask=k_mask[:, None] & (rn < N)[None, :])
 
 
