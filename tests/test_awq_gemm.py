@@ -367,33 +367,3 @@ def test_gpu_gemv_is_default_and_graph_safe():
     graph.replay()
     torch.cuda.synchronize()
     assert torch.equal(out, run(x, layer))
-
-
-@gpu
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_dequant_ahead_matches_synchronous_products(dtype):
-    """Prefill-sized products with the next layer's weight dequantized on a side stream: the same
-    bits as the synchronous dequantize + matmul, in the learned order and out of it."""
-    from torch import nn
-
-    from pagedawq.quant.dequant_ahead import DequantAhead
-
-    class Linear(nn.Module):
-        def __init__(self, k, n, seed):
-            super().__init__()
-            self.qweight, self.qzeros, self.scales = make_layer(k, n, 128, seed=seed)
-
-    shapes = [(4096, 12288), (4096, 4096), (4096, 22016), (11008, 4096)]
-    layers = [Linear(k, n, seed=i) for i, (k, n) in enumerate(shapes)]
-    ahead = DequantAhead()
-    for m, order in [(1024, [0, 1, 2, 3]), (2048, [0, 1, 2, 3]), (600, [0, 1, 2, 3]), (1024, [2, 0, 3, 1]),
-                     (1024, [0, 1, 2, 3])]:
-        h = make_x(m, 4096, dtype, seed=m)
-        for i in order:
-            layer = layers[i]
-            x = h[:, :layer.qweight.shape[0]] if layer.qweight.shape[0] <= 4096 else make_x(m, 11008, dtype, seed=i)
-            x = x.contiguous()
-            got = ahead.matmul(layer, x)
-            want = x @ awq_dequantize(layer.qweight, layer.qzeros, layer.scales, dtype)
-            assert torch.equal(got, want), (m, order, i)
-    assert ahead.learned and len(ahead.order) == 4

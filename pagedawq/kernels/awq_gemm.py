@@ -74,22 +74,16 @@ def _ptx_dequant(t: torch.Tensor) -> bool:
 
 
 # (BLOCK_K, BLOCK_N, num_warps) of the PTX dequant kernel.
-DEQUANT_TILE = (16, 512, 4)   # best on every Llama-7B/8B layer, H100 2026-11-26 (kernels.py --dequant)
+DEQUANT_TILE = (32, 256, 4)
 
 
 def awq_dequantize(qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor,
-                   dtype: torch.dtype | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
-    """W [K, N] in ``dtype`` (default: the scales' dtype, or ``out``'s), as ``pack.dequantize_awq``
-    computes it; written into ``out`` (row-major [K, N]) if given."""
+                   dtype: torch.dtype | None = None) -> torch.Tensor:
+    """W [K, N] in ``dtype`` (default: the scales' dtype), as ``pack.dequantize_awq`` computes it."""
     k, n8 = qweight.shape
     n = n8 * PACK_FACTOR
     group = group_size_of(qweight, scales)
-    if out is None:
-        w = torch.empty((k, n), dtype=dtype or scales.dtype, device=qweight.device)
-    elif out.shape != (k, n) or not out.is_contiguous() or (dtype is not None and out.dtype != dtype):
-        raise ValueError(f"out must be a contiguous [{k}, {n}] tensor of the requested dtype")
-    else:
-        w = out
+    w = torch.empty((k, n), dtype=dtype or scales.dtype, device=qweight.device)
     use_asm = w.dtype == scales.dtype and w.dtype in (torch.float16, torch.bfloat16) and _ptx_dequant(qweight)
     bk, bn, warps = DEQUANT_TILE if use_asm else (32, 256, 4)
     grid = (triton.cdiv(k, bk), triton.cdiv(n, bn))
@@ -157,16 +151,6 @@ def gemv(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scales: t
         G=group, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, R=rows, VEC=vec, PREFETCH_S=cfg.prefetch_scales,
         SPLIT=split > 1, EVEN_N=n % bn == 0, num_warps=cfg.num_warps, num_stages=cfg.num_stages, **launch)
     return out
-
-
-def uses_dequant_path(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor) -> bool:
-    """Whether ``awq_gemm(x, ...)`` without an explicit path dequantizes W and calls cuBLAS."""
-    if x.dtype not in (torch.float16, torch.bfloat16):
-        return True
-    m, k = x.shape
-    n = qweight.shape[1] * PACK_FACTOR
-    use_gemv = x.is_cuda and not _interpreting()
-    return choose(m, n, k, k // scales.shape[0], _sm_count(x.device), use_gemv)[0] == "dequant"
 
 
 def awq_gemm(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor, *,

@@ -1,13 +1,11 @@
 """AWQ int4 weights (AutoAWQ GEMM layout) as a pluggable linear method.
 
-On CUDA the layer runs the Triton int4 GEMM (prefill-sized products: dequantize + cuBLAS, the
-next layer's dequantization overlapped, see ``dequant_ahead``); elsewhere it dequantizes once at
-load time and multiplies in the activation dtype (the CPU path, and the kernels' reference).
+On CUDA the layer runs the Triton int4 GEMM; elsewhere it dequantizes once at load time and
+multiplies in the activation dtype (the CPU path, and numerically the reference for the kernel).
 """
 from __future__ import annotations
 
-import weakref
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -15,9 +13,6 @@ from torch import nn
 from pagedawq.errors import PagedAWQError
 from pagedawq.quant.base import LinearMethod, QuantConfig, set_weight_attrs
 from pagedawq.quant.pack import PACK_FACTOR, dequantize_awq
-
-if TYPE_CHECKING:
-    from pagedawq.quant.dequant_ahead import DequantAhead
 
 
 class AWQConfigError(PagedAWQError, ValueError):
@@ -68,18 +63,6 @@ class AWQConfig(QuantConfig):
         return [torch.float16, torch.bfloat16, torch.float32]
 
 
-_DEQUANT_AHEAD: "weakref.WeakKeyDictionary[AWQConfig, DequantAhead]" = weakref.WeakKeyDictionary()
-
-
-def _dequant_ahead(config: AWQConfig) -> "DequantAhead":
-    """The model's prefetcher for prefill-sized products (one per model, i.e. per config object)."""
-    ahead = _DEQUANT_AHEAD.get(config)
-    if ahead is None:
-        from pagedawq.quant.dequant_ahead import DequantAhead
-        ahead = _DEQUANT_AHEAD[config] = DequantAhead()
-    return ahead
-
-
 class AWQLinearMethod(LinearMethod):
     def __init__(self, config: AWQConfig) -> None:
         self.config = config
@@ -123,11 +106,8 @@ class AWQLinearMethod(LinearMethod):
         shape = x.shape
         x2 = x.reshape(-1, shape[-1])
         if x.is_cuda:
-            from pagedawq.kernels.awq_gemm import awq_gemm, uses_dequant_path
-            if uses_dequant_path(x2, layer.qweight, layer.scales) and not torch.cuda.is_current_stream_capturing():
-                y = _dequant_ahead(self.config).matmul(layer, x2)
-            else:
-                y = awq_gemm(x2, layer.qweight, layer.qzeros, layer.scales)
+            from pagedawq.kernels.awq_gemm import awq_gemm
+            y = awq_gemm(x2, layer.qweight, layer.qzeros, layer.scales)
         else:
             y = x2 @ layer.dequantized_weight.to(x.dtype)
         if bias is not None:
