@@ -74,7 +74,7 @@ def _ptx_dequant(t: torch.Tensor) -> bool:
 
 
 # (BLOCK_K, BLOCK_N, num_warps) of the PTX dequant kernel.
-DEQUANT_TILE = (32, 256, 4)
+DEQUANT_TILE = (16, 512, 4)   # best on every Llama-7B/8B layer, H100 2026-11-26 (kernels.py --dequant)
 
 
 def awq_dequantize(qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor,
