@@ -5,7 +5,8 @@
 * offline throughput (N prompts, 512 in / 128 out), fp16 vs AWQ;
 * the torch-attention, eager baseline of the engine (batch 1 and 64);
 * transformers ``generate`` in fp16 on the same shape (batch 1 and 8);
-* the SmolLM2-135M shape in bf16 against transformers (batch 1 and 32).
+* the SmolLM2-135M shape in bf16 against transformers (batch 1 and 32);
+* ``async``: decode with asynchronous scheduling off and on.
 
     python benchmarks/e2e_suite.py --sections decode throughput baseline transformers small --out results.json
 """
@@ -95,6 +96,19 @@ def section_decode(args) -> None:
         del llm
 
 
+def section_async(args) -> None:
+    """Decode speed with asynchronous scheduling off and on (the default on one GPU), same run."""
+    for quant in (None, "awq"):
+        tag = quant or "fp16"
+        for mode in (False, True):
+            llm = engine(args.model, dtype="float16", quantization=quant, max_num_seqs=256, async_scheduling=mode)
+            for batch in (1, 64):
+                record(f"decode tok/s  {args.model} {tag} batch {batch} async={mode}",
+                       decode_tok_s(llm, batch, 32, args.output_len))
+            llm.close()
+            del llm
+
+
 def section_baseline(args) -> None:
     llm = engine(args.model, dtype="float16", attention_backend="torch", enforce_eager=True, max_num_seqs=64)
     for batch in (1, 64):
@@ -146,7 +160,7 @@ def main() -> None:
     p.add_argument("--out", default=None)
     args = p.parse_args()
     print(f"device: {device_name()}  torch {torch.__version__}  date {time.strftime('%Y-%m-%d')}", flush=True)
-    sections = {"decode": section_decode, "baseline": section_baseline, "transformers": section_transformers,
+    sections = {"decode": section_decode, "async": section_async, "baseline": section_baseline, "transformers": section_transformers,
                 "small": section_small}
     for name in args.sections:
         if name in sections:

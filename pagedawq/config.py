@@ -127,6 +127,7 @@ class EngineConfig:
     device: str
     enforce_eager: bool = False
     attention_backend: str | None = None  # None: "triton" on CUDA, "torch" elsewhere
+    async_scheduling: bool | None = None  # None: on for one CUDA device (see engine/llm_engine.py)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -189,10 +190,15 @@ def build_engine_config(model: str | None, *, tokenizer: str | None = None, quan
                         enable_prefix_caching: bool = True, load_format: str = "auto",
                         skip_tokenizer_init: bool = False, seed: int = 0, enforce_eager: bool = False,
                         distributed_executor_backend: str | None = None,
-                        attention_backend: str | None = None) -> EngineConfig:
+                        attention_backend: str | None = None, async_scheduling: bool | None = None) -> EngineConfig:
     from pagedawq.models.registry import check_architecture
     from pagedawq.quant.registry import resolve_quant_config
 
+    if async_scheduling not in (None, True, False):
+        raise ConfigError(f"async_scheduling must be True, False or None (auto), got {async_scheduling!r}")
+    if async_scheduling and tensor_parallel_size > 1:
+        raise ConfigError("async_scheduling=True needs tensor_parallel_size=1 (the tensor-parallel executor "
+                          "runs every step to completion); leave it None or False")
     if load_format not in LOAD_FORMATS:
         raise ConfigError(f"load_format must be one of {LOAD_FORMATS}, got {load_format!r}")
     if block_size not in BLOCK_SIZES:
@@ -261,4 +267,5 @@ def build_engine_config(model: str | None, *, tokenizer: str | None = None, quan
                                   max_model_len=max_len),
         parallel=ParallelConfig(tensor_parallel_size=tensor_parallel_size,
                                 distributed_executor_backend=distributed_executor_backend),
-        device=device, enforce_eager=enforce_eager, attention_backend=attention_backend)
+        device=device, enforce_eager=enforce_eager, attention_backend=attention_backend,
+        async_scheduling=async_scheduling)

@@ -68,6 +68,8 @@ def test_triton_path_equals_torch_path_and_graphs_equal_eager(models):
     assert toks(run(path, attention_backend="triton")) == reference          # CUDA graphs for decode
     assert toks(run(path, max_num_batched_tokens=32)) == reference           # chunked prefill on GPU
     assert toks(run(path, enable_prefix_caching=True)) == reference
+    assert toks(run(path, async_scheduling=False)) == reference              # the default on CUDA is async
+    assert toks(run(path, async_scheduling=True, max_num_batched_tokens=32)) == reference
 
 
 @pytest.mark.parametrize("dtype, tol", [("float16", 0.05), ("bfloat16", 0.3)])

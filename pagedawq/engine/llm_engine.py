@@ -13,9 +13,11 @@ from typing import Any, Union
 from pagedawq.config import EngineConfig, build_engine_config
 from pagedawq.engine.detokenizer import IncrementalDetokenizer
 from pagedawq.engine.executor.base import create_executor
+from pagedawq.engine.model_runner import ModelRunnerOutput
 from pagedawq.engine.output_processor import ParentRequest, SequenceState, make_logprob_entry
 from pagedawq.engine.request import Request, RequestStatus
-from pagedawq.engine.scheduler import Scheduler
+from pagedawq.engine.sampler import uses_token_history
+from pagedawq.engine.scheduler import Scheduler, SchedulerOutput
 from pagedawq.errors import (InsufficientKVCacheError, InvalidPromptError, InvalidSamplingParamsError,
                              ModelFilesError, PromptTooLongError)
 from pagedawq.outputs import RequestOutput
@@ -54,6 +56,8 @@ class LLMEngine:
         self.parents: dict[str, ParentRequest] = {}
         self._child_to_parent: dict[str, tuple[ParentRequest, SequenceState]] = {}
         self._ids = itertools.count()
+        self.async_scheduling = self._resolve_async(config.async_scheduling)
+        self._in_flight: tuple[SchedulerOutput, Any] | None = None
         logger.info("engine ready in %.1f s: %s on %s (%s), %d KV blocks of %d tokens", time.perf_counter() - start,
                     config.model.architecture, config.device, config.model.dtype, num_blocks, config.cache.block_size)
 
@@ -62,6 +66,13 @@ class LLMEngine:
         return cls(build_engine_config(model, **kwargs))
 
     # ---- setup helpers ----------------------------------------------------------------------
+    def _resolve_async(self, requested: bool | None) -> bool:
+        """Asynchronous scheduling where the executor can launch a step without waiting for it:
+        by default on CUDA (where a step's host work otherwise leaves the GPU idle)."""
+        if requested is None:
+            return self.config.device == "cuda" and self.executor.supports_async
+        return bool(requested) and self.executor.supports_async
+
     def _stop_ids(self) -> tuple[int | None, set[int]]:
         hf = self.config.model.hf_config
         eos = self.tokenizer.eos_token_id if self.tokenizer is not None else None
@@ -180,11 +191,35 @@ class LLMEngine:
 
     # ---- the step ---------------------------------------------------------------------------
     def step(self) -> list[RequestOutput]:
-        """Schedule, run one forward, sample, and return outputs of requests that progressed."""
+        """Schedule, run one forward, sample, and return outputs of requests that progressed.
+
+        With asynchronous scheduling the forward is launched and the outputs returned are those of
+        the previous step, whose tokens arrive while this one runs: the host's work (scheduling,
+        inputs, detokenization) overlaps the device's instead of alternating with it."""
         sched = self.scheduler.schedule()
-        if sched.is_empty and not sched.finished_request_ids:
-            return []
-        result = self.executor.execute_model(sched)
+        has_work = not (sched.is_empty and not sched.finished_request_ids)
+        if not self.async_scheduling:
+            return self._process(sched, self.executor.execute_model(sched)) if has_work else []
+        outputs: list[RequestOutput] = []
+        if has_work and self._in_flight is not None and self._reads_token_history(sched):
+            outputs = self._finish_in_flight()   # penalties / min_tokens need the previous token first
+        launched = self.executor.launch_model(sched) if has_work else None
+        outputs += self._finish_in_flight()
+        if launched is not None:
+            self._in_flight = (sched, launched)
+        return outputs
+
+    def _finish_in_flight(self) -> list[RequestOutput]:
+        in_flight, self._in_flight = self._in_flight, None
+        return self._process(in_flight[0], in_flight[1].result()) if in_flight is not None else []
+
+    def _reads_token_history(self, sched: SchedulerOutput) -> bool:
+        requests = self.scheduler.requests
+        return any(seq.sample and seq.request_id in requests
+                   and uses_token_history(requests[seq.request_id].sampling_params) for seq in sched.seqs)
+
+    def _process(self, sched: SchedulerOutput, result: ModelRunnerOutput) -> list[RequestOutput]:
+        """Hand a finished step's tokens to the scheduler and the requests' outputs."""
         sampled = dict(zip(result.request_ids, result.token_ids))
         lps = dict(zip(result.request_ids, result.logprobs))
         advanced = self.scheduler.update(sched, sampled)

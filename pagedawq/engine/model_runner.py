@@ -17,8 +17,8 @@ from pagedawq.attention.metadata import AttentionMetadata, forward_context
 from pagedawq.config import EngineConfig
 from pagedawq.engine.cuda_graphs import DecodeGraphs
 from pagedawq.engine.host_staging import HostStaging
-from pagedawq.engine.sampler import RequestSamplingState, Sampler, TokenLogprobs
-from pagedawq.engine.scheduler import SchedulerOutput
+from pagedawq.engine.sampler import DeviceSample, RequestSamplingState, Sampler, TokenLogprobs
+from pagedawq.engine.scheduler import PENDING_TOKEN, SchedulerOutput
 from pagedawq.models.layers.attention import Attention
 
 logger = logging.getLogger(__name__)
@@ -29,6 +29,20 @@ class ModelRunnerOutput:
     request_ids: list[str]
     token_ids: list[int]
     logprobs: list[TokenLogprobs | None]
+
+
+class PendingOutput:
+    """A launched step whose tokens are still on their way to the host."""
+
+    def __init__(self, request_ids: list[str], sample: DeviceSample | None) -> None:
+        self.request_ids = request_ids
+        self.sample = sample
+
+    def result(self) -> ModelRunnerOutput:
+        if self.sample is None:
+            return ModelRunnerOutput([], [], [])
+        out = self.sample.to_host()
+        return ModelRunnerOutput(self.request_ids, out.token_ids, out.logprobs)
 
 
 @dataclass
@@ -50,6 +64,10 @@ class ModelRunner:
         self.block_size = config.cache.block_size
         self.sampler = Sampler()
         self.states: dict[str, RequestSamplingState] = {}
+        # The last step's sampled tokens, on the device, and each request's row in them: a step
+        # launched before the host has seen them reads its pending input tokens from here.
+        self.last_sampled = torch.zeros(0, dtype=torch.long, device=device)
+        self.last_sampled_rows: dict[str, int] = {}
         self.attn_layers = [m for m in model.modules() if isinstance(m, Attention)]
         self.kv_caches: list[torch.Tensor] = []
         self.graphs: DecodeGraphs | None = None
@@ -86,8 +104,12 @@ class ModelRunner:
         input_ids, positions, slots, query_lens, seq_lens, logits_idx, sample_ids = [], [], [], [], [], [], []
         max_blocks = max(len(s.block_ids) for s in sched.seqs)
         block_table = np.zeros((len(sched.seqs), max_blocks), dtype=np.int32)
+        pending_at, pending_rows = [], []   # where a token the previous step sampled goes, and its row there
         for i, seq in enumerate(sched.seqs):
             n = len(seq.token_ids)
+            if seq.token_ids[-1] == PENDING_TOKEN:
+                pending_at.append(len(input_ids) + n - 1)
+                pending_rows.append(self._pending_row(seq.request_id))
             input_ids.extend(seq.token_ids)
             pos = range(seq.start_pos, seq.start_pos + n)
             positions.extend(pos)
@@ -100,8 +122,11 @@ class ModelRunner:
                 sample_ids.append(seq.request_id)
         qsl = np.zeros(len(query_lens) + 1, dtype=np.int32)
         np.cumsum(query_lens, out=qsl[1:])
-        ids_d, pos_d, slots_d, logits_d = self.staging.upload(
-            [np.asarray(v, dtype=np.int64) for v in (input_ids, positions, slots, logits_idx)], torch.int64)
+        ids_d, pos_d, slots_d, logits_d, at_d, rows_d = self.staging.upload(
+            [np.asarray(v, dtype=np.int64) for v in (input_ids, positions, slots, logits_idx, pending_at,
+                                                     pending_rows)], torch.int64)
+        if pending_at:
+            ids_d[at_d] = self.last_sampled[rows_d]
         qsl_d, seq_lens_d, table_d = self.staging.upload(
             [qsl, np.asarray(seq_lens, dtype=np.int32), block_table], torch.int32)
         metadata = AttentionMetadata(
@@ -110,6 +135,14 @@ class ModelRunner:
             query_lens_cpu=query_lens, seq_lens_cpu=seq_lens)
         return BatchInputs(input_ids=ids_d, positions=pos_d, metadata=metadata, logits_indices=logits_d,
                            sample_request_ids=sample_ids)
+
+    def _pending_row(self, request_id: str) -> int:
+        """Row of ``request_id`` in the previous step's sampled tokens (which stay on the device)."""
+        row = self.last_sampled_rows.get(request_id)
+        if row is None:
+            raise RuntimeError(f"request {request_id} expects a token from the previous step, which did not "
+                               "sample it (the scheduler and the runner disagree)")
+        return row
 
     def _update_states(self, sched: SchedulerOutput) -> None:
         for rid in sched.finished_request_ids:
@@ -120,11 +153,18 @@ class ModelRunner:
                     new.sampling_params, new.prompt_token_ids, self.device)
 
     # ---- forward ----------------------------------------------------------------------------
-    @torch.inference_mode()
     def execute(self, sched: SchedulerOutput) -> ModelRunnerOutput | None:
+        """Run one step and wait for its tokens (rank 0); other ranks return None."""
+        pending = self.launch(sched)
+        return pending.result() if pending is not None else None
+
+    @torch.inference_mode()
+    def launch(self, sched: SchedulerOutput) -> PendingOutput | None:
+        """Enqueue one step on the device and return without waiting for it (rank 0; other ranks
+        return None). The sampled tokens stay on the device as the next step's pending inputs."""
         self._update_states(sched)
         if sched.is_empty:
-            return ModelRunnerOutput([], [], []) if self.is_driver else None
+            return PendingOutput([], None) if self.is_driver else None
         batch = self.prepare_inputs(sched)
         if self.graphs is not None and self.graphs.can_run(len(sched.seqs), batch.metadata):
             hidden = self.graphs.run(batch.input_ids, batch.positions, batch.metadata)
@@ -132,12 +172,14 @@ class ModelRunner:
             with forward_context(batch.metadata):
                 hidden = self.model(batch.input_ids, batch.positions)
         if not batch.sample_request_ids:
-            return ModelRunnerOutput([], [], []) if self.is_driver else None
+            return PendingOutput([], None) if self.is_driver else None
         logits = self.model.compute_logits(hidden[batch.logits_indices])
         if not self.is_driver:
             return None
-        out = self.sampler(logits, [self.states[rid] for rid in batch.sample_request_ids])
-        return ModelRunnerOutput(batch.sample_request_ids, out.token_ids, out.logprobs)
+        sample = self.sampler.sample(logits, [self.states[rid] for rid in batch.sample_request_ids])
+        self.last_sampled = sample.tokens
+        self.last_sampled_rows = {rid: i for i, rid in enumerate(batch.sample_request_ids)}
+        return PendingOutput(batch.sample_request_ids, sample)
 
     @torch.inference_mode()
     def profile_run(self) -> None:

@@ -1,8 +1,10 @@
 """One sequence being generated, and its scheduling state.
 
 ``num_computed_tokens`` is the single scheduling variable: tokens ``[0, num_computed_tokens)`` have
-their keys/values in the cache. Prefill, chunked prefill, decode and recompute after preemption
-are all "compute the next tokens up to ``num_tokens``".
+their keys/values in the cache, or are being computed by a step already handed to the workers.
+Prefill, chunked prefill, decode and recompute after preemption are all "compute the next tokens
+up to ``num_tokens + num_pending``", where ``num_pending`` counts tokens that a launched step is
+sampling and whose ids the host does not know yet (asynchronous scheduling).
 """
 from __future__ import annotations
 
@@ -39,6 +41,7 @@ class Request:
         self.arrival_time = time.monotonic() if arrival_time is None else arrival_time
         self.status = RequestStatus.WAITING
         self.num_computed_tokens = 0
+        self.num_pending = 0             # sampled by a launched step, not yet appended
         self.num_cached_tokens = -1      # prompt tokens found in the prefix cache at first schedule
         self.stop_reason: int | str | None = None
         self.num_preemptions = 0

@@ -46,6 +46,13 @@ class SamplerOutput:
     logprobs: list[TokenLogprobs | None]
 
 
+def uses_token_history(params: SamplingParams) -> bool:
+    """Whether sampling this request reads its earlier output tokens on the host (penalties, the
+    ``min_tokens`` ban): such a step must not be launched before the previous step's tokens are in."""
+    return bool(params.repetition_penalty != 1.0 or params.presence_penalty or params.frequency_penalty
+                or params.min_tokens)
+
+
 def _apply_penalties(logits: torch.Tensor, states: list[RequestSamplingState]) -> torch.Tensor:
     rows = [i for i, s in enumerate(states)
             if s.params.repetition_penalty != 1.0 or s.params.presence_penalty or s.params.frequency_penalty]
@@ -95,8 +102,57 @@ def _filter(logits: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor, min_
     return torch.empty_like(logits).scatter_(1, order, sorted_logits)
 
 
+def _to_host(t: torch.Tensor) -> torch.Tensor:
+    """A host copy of ``t``, enqueued now on the current stream (pinned, asynchronous on CUDA)."""
+    if t.device.type != "cuda":
+        return t
+    host = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+    host.copy_(t, non_blocking=True)
+    return host
+
+
+class DeviceSample:
+    """A step's sampled tokens (and logprobs) on their way to the host.
+
+    The copies to host memory are enqueued when the sample is taken, so waiting for them later
+    (``to_host``) waits only for this step, not for work launched after it: the engine can launch
+    the next step before it reads this one's tokens."""
+
+    def __init__(self, states: list[RequestSamplingState], tokens: torch.Tensor, lp) -> None:
+        self.states = states
+        self.tokens = tokens                      # device: the next step's inputs read it there
+        self._host = [_to_host(tokens)]
+        if lp is not None:
+            rows, *tensors = lp
+            self._rows = rows
+            self._host += [_to_host(t) for t in tensors]
+        self._event = None
+        if tokens.device.type == "cuda":
+            self._event = torch.cuda.Event()
+            self._event.record()
+
+    def to_host(self) -> SamplerOutput:
+        """Wait for this step's tokens; append them to the requests' sampling states."""
+        if self._event is not None:
+            self._event.synchronize()
+        token_list = self._host[0].tolist()
+        logprobs: list[TokenLogprobs | None] = [None] * len(self.states)
+        if len(self._host) > 1:
+            sampled, ranks, top_vals, top_ids = (t.tolist() for t in self._host[1:])
+            for j, i in enumerate(self._rows):
+                n = self.states[i].params.logprobs
+                logprobs[i] = TokenLogprobs(sampled[j], ranks[j], top_ids[j][:n], top_vals[j][:n])
+        for state, token in zip(self.states, token_list):
+            state.output_token_ids.append(token)
+        return SamplerOutput(token_list, logprobs)
+
+
 class Sampler:
     def __call__(self, logits: torch.Tensor, states: list[RequestSamplingState]) -> SamplerOutput:
+        return self.sample(logits, states).to_host()
+
+    def sample(self, logits: torch.Tensor, states: list[RequestSamplingState]) -> DeviceSample:
+        """Sample on the device; the host learns the tokens from the result's ``to_host()``."""
         logits = logits.float()
         want_logprobs = [s.params.logprobs is not None for s in states]
         raw_logprobs = logits.log_softmax(dim=-1) if any(want_logprobs) else None
@@ -125,20 +181,14 @@ class Sampler:
                     noise[j].exponential_(generator=gen)
             tokens[idx] = (probs / noise).argmax(dim=-1)
 
-        token_list = tokens.tolist()
-        logprobs: list[TokenLogprobs | None] = [None] * len(states)
+        lp = None
         if raw_logprobs is not None:
             rows = [i for i, w in enumerate(want_logprobs) if w]
             idx = torch.tensor(rows, device=logits.device)
             sel = raw_logprobs[idx]
-            sampled = sel.gather(1, tokens[idx].unsqueeze(1))
-            ranks = ((sel > sampled).sum(dim=1) + 1).tolist()
+            sampled = sel.gather(1, tokens[idx].unsqueeze(1)).squeeze(1)
+            ranks = (sel > sampled[:, None]).sum(dim=1) + 1
             k = max(states[i].params.logprobs for i in rows)
             top_vals, top_ids = sel.topk(k, dim=-1) if k > 0 else (sel[:, :0], sel[:, :0].long())
-            sampled, top_vals, top_ids = sampled.squeeze(1).tolist(), top_vals.tolist(), top_ids.tolist()
-            for j, i in enumerate(rows):
-                n = states[i].params.logprobs
-                logprobs[i] = TokenLogprobs(sampled[j], ranks[j], top_ids[j][:n], top_vals[j][:n])
-        for state, token in zip(states, token_list):
-            state.output_token_ids.append(token)
-        return SamplerOutput(token_list, logprobs)
+            lp = (rows, sampled, ranks, top_vals, top_ids)
+        return DeviceSample(states, tokens, lp)

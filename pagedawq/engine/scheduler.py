@@ -28,10 +28,15 @@ class NewRequestData:
     sampling_params: SamplingParams
 
 
+# In ScheduledSeq.token_ids: the token the previous step is sampling for this request. The worker
+# substitutes it on the device (asynchronous scheduling: the host does not know it yet).
+PENDING_TOKEN = -1
+
+
 @dataclass
 class ScheduledSeq:
     request_id: str
-    token_ids: list[int]     # the tokens whose K/V this step computes
+    token_ids: list[int]     # the tokens whose K/V this step computes (PENDING_TOKEN: see above)
     start_pos: int           # position of token_ids[0] (= tokens already cached)
     block_ids: list[int]     # the request's whole block table
     sample: bool             # this chunk reaches the end of the known tokens: sample the next one
@@ -110,7 +115,10 @@ class Scheduler:
         i = 0
         while i < len(self.running) and budget > 0:
             request = self.running[i]
-            num_new = min(request.num_tokens - request.num_computed_tokens, budget)
+            num_new = min(request.num_tokens + request.num_pending - request.num_computed_tokens, budget)
+            if num_new <= 0 or len(request.output_token_ids) + request.num_pending >= request.max_tokens:
+                i += 1   # its pending token is its last (or nothing to compute): it is not scheduled
+                continue
             while self.kv.allocate_slots(request, num_new) is None:
                 victim = self.running.pop()
                 self._preempt(victim)
@@ -128,6 +136,8 @@ class Scheduler:
 
         while self.waiting and budget > 0 and not preempted and len(self.running) < self.config.max_num_seqs:
             request = self.waiting[0]
+            if request.num_pending:
+                break   # preempted with a token still being sampled: its ids are not complete yet
             hits, num_cached = self.kv.get_computed_blocks(request)
             num_new = min(request.num_tokens - num_cached, budget)
             if self.kv.allocate_slots(request, num_new, hits) is None:
@@ -143,17 +153,26 @@ class Scheduler:
         return out
 
     def _add_seq(self, out: SchedulerOutput, request: Request, num_new: int) -> None:
+        """Schedule ``num_new`` tokens of ``request``; they count as computed from now on (the step
+        that computes them is launched before the next schedule)."""
         start = request.num_computed_tokens
+        end = start + num_new
         if request.request_id not in self._known_to_workers:
             self._known_to_workers.add(request.request_id)
             out.new_requests.append(NewRequestData(request.request_id, request.prompt_token_ids,
                                                    request.sampling_params))
+        known = request.num_tokens
+        token_ids = request.token_slice(start, min(end, known)) + [PENDING_TOKEN] * (end - max(start, known))
+        sample = end == known + request.num_pending
         out.seqs.append(ScheduledSeq(
             request_id=request.request_id,
-            token_ids=request.token_slice(start, start + num_new),
+            token_ids=token_ids,
             start_pos=start,
             block_ids=self.kv.block_ids(request.request_id),
-            sample=start + num_new == request.num_tokens))
+            sample=sample))
+        request.num_computed_tokens = end
+        if sample:
+            request.num_pending += 1
 
     def _preempt(self, request: Request) -> None:
         logger.debug("preempting %s (KV cache full); it will be recomputed", request.request_id)
@@ -165,19 +184,21 @@ class Scheduler:
         self.waiting.appendleft(request)
 
     def update(self, out: SchedulerOutput, sampled: dict[str, int]) -> list[Request]:
-        """Advance the scheduled requests by what was computed, append sampled tokens, and retire
-        requests that hit a stop condition. Returns the requests that got a new token."""
+        """Append the tokens a step sampled and retire requests that hit a stop condition. Returns
+        the requests that got a new token. (A request preempted after the step was launched still
+        gets its token: it was sampled from valid KV, and the recompute includes it.)"""
         advanced = []
         for seq in out.seqs:
             request = self.requests.get(seq.request_id)
-            if request is None or request.status != RequestStatus.RUNNING:
-                continue   # finished or preempted meanwhile
-            request.num_computed_tokens += len(seq.token_ids)
-            if not seq.sample:
-                continue
+            if request is None or not seq.sample:
+                continue   # finished (or aborted) meanwhile, or a prefill chunk
+            request.num_pending -= 1
             request.append_token(sampled[seq.request_id])
             advanced.append(request)
             if request.check_stop():
-                self.running.remove(request)
+                if request in self.running:
+                    self.running.remove(request)
+                else:
+                    self.waiting.remove(request)
                 self._free(request)
         return advanced

@@ -27,12 +27,14 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--enforce-eager", action="store_true")
     parser.add_argument("--distributed-executor-backend", default=None, choices=[None, "uni", "ray"])
+    parser.add_argument("--async-scheduling", default=None, action=argparse.BooleanOptionalAction,
+                        help="launch step n+1 before step n's tokens reach the host (default: on for one GPU)")
 
 
 ENGINE_ARG_NAMES = ("tokenizer", "quantization", "dtype", "device", "tensor_parallel_size", "max_model_len",
                     "max_num_seqs", "max_num_batched_tokens", "block_size", "gpu_memory_utilization",
                     "kv_cache_memory_bytes", "enable_prefix_caching", "load_format", "seed", "enforce_eager",
-                    "distributed_executor_backend")
+                    "distributed_executor_backend", "async_scheduling")
 
 
 def engine_kwargs(args: argparse.Namespace) -> dict:

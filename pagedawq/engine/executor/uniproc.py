@@ -6,6 +6,8 @@ from typing import Any
 
 from pagedawq.config import EngineConfig
 from pagedawq.engine.executor.base import Executor
+from pagedawq.engine.model_runner import PendingOutput
+from pagedawq.engine.scheduler import SchedulerOutput
 from pagedawq.engine.worker import Worker
 
 
@@ -19,6 +21,11 @@ class UniProcExecutor(Executor):
     def collective_rpc(self, method: str, args: tuple = (), kwargs: dict[str, Any] | None = None,
                        reply_ranks: Sequence[int] | None = None) -> list[Any]:
         return [getattr(self.worker, method)(*args, **(kwargs or {}))]
+
+    supports_async = True
+
+    def launch_model(self, sched: SchedulerOutput) -> PendingOutput:
+        return self.worker.runner.launch(sched)
 
     def shutdown(self) -> None:
         if self.worker is not None:
