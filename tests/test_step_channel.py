@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 
 import pytest
 
@@ -14,9 +15,9 @@ from pagedawq.errors import EngineDeadError
 
 def _handler(rank: int):
     def handle(method, *args, **kwargs):
-        if method == "boom":
+        if method == "boom" and rank == 0:   # one rank fails, the other answers normally
             raise ValueError(f"rank {rank} exploded")
-        if method == "echo":
+        if method in ("echo", "boom"):
             return (rank, args, kwargs)
         raise AttributeError(method)
     return handle
@@ -55,8 +56,20 @@ def test_replies_in_rank_order_and_only_from_asked_ranks():
 def test_worker_exception_surfaces_with_its_traceback():
     chan, _ = _start(2)
     try:
+        with pytest.raises(EngineDeadError, match="(?s)Traceback.*rank 0 exploded"):
+            _call(chan, "boom", ranks=(0, 1))
+    finally:
+        chan.broadcast((STOP, (), {}, ()))
+        chan.close()
+
+
+def test_error_of_a_rank_not_asked_to_reply_surfaces_at_the_next_call():
+    chan, _ = _start(2)
+    try:
         with pytest.raises(EngineDeadError, match="rank 0 exploded"):
-            _call(chan, "boom", ranks=(1,))   # rank 0 is not asked to reply, but its error still arrives
+            _call(chan, "boom", ranks=(1,))   # rank 0's error may come in with rank 1's reply ...
+            time.sleep(0.3)
+            _call(chan, "echo", ranks=(1,))   # ... or, at the latest, with the next command
     finally:
         chan.broadcast((STOP, (), {}, ()))
         chan.close()
