@@ -9,6 +9,9 @@ With ``--breakdown`` (TP=1 only) it also replays the batch-1 decode graph by its
 and the host time of the replay call, against the engine's whole step.
 
     python benchmarks/decode_profile.py --model llama-2-13b --quantization awq --tp 1 2
+    python benchmarks/decode_profile.py --model llama-2-70b --quantization awq --tp 2 4 --no-table   # issue 7
+
+For TP > 1 it also prints rank 0's communication-kernel share of its kernel time.
 """
 from __future__ import annotations
 
@@ -19,6 +22,9 @@ import torch
 from common import device_name, now, random_prompts, shape_dir
 
 from pagedawq import LLM, SamplingParams
+
+# Kernel-name fragments of collective communication (NCCL, and the symmetric-memory all-reduce).
+COMM_KERNELS = ("allreduce", "all_reduce", "allgather", "all_gather", "one_shot")
 
 
 def graph_breakdown(llm: LLM, wall_us: float) -> None:
@@ -63,6 +69,13 @@ def profile(model: str, quant: str | None, dtype: str, tp: int, n_out: int, tabl
     kernel = [r["device_time_us"] / n_out for r in ranks]
     print(f"{label}: {wall_us:.0f} us/token wall; kernel time per token by rank: "
           + ", ".join(f"{k:.0f}" for k in kernel) + f" us ({100 * max(kernel) / wall_us:.0f}% of wall)", flush=True)
+    by_kernel = ranks[0]["kernel_time_us"]
+    if tp > 1:
+        comm = sum(t for name, t in by_kernel.items() if any(w in name.lower() for w in COMM_KERNELS)) / n_out
+        print(f"  rank 0: all-reduce/all-gather kernels {comm:.0f} us/token = {100 * comm / max(kernel[0], 1e-9):.0f}% "
+              f"of its kernel time (waits for the other ranks included)", flush=True)
+    top = list(by_kernel.items())[:8]
+    print("  rank 0 top kernels (us/token): " + "; ".join(f"{n[:40]} {t / n_out:.0f}" for n, t in top), flush=True)
     if table:
         print(ranks[0]["table"], flush=True)
     llm.close()

@@ -258,8 +258,9 @@ class LLMEngine:
         self.executor.collective_rpc("start_profile")
 
     def stop_profile(self, trace_dir: str | None = None) -> list[dict]:
-        """Stop profiling; per rank: ``device_time_us`` (sum of kernel times) and a ``table`` of
-        the top ops. With ``trace_dir``, each rank also writes ``rank<N>.json`` (Chrome trace)."""
+        """Stop profiling; per rank: ``device_time_us`` (sum of kernel times), ``kernel_time_us``
+        (by kernel name) and a ``table`` of the top ops. With ``trace_dir``, each rank also writes
+        ``rank<N>.json`` (Chrome trace)."""
         return self.executor.collective_rpc("stop_profile", (trace_dir,))
 
     def stats(self) -> dict[str, float]:

@@ -88,7 +88,7 @@ class Worker:
 
     def stop_profile(self, trace_dir: str | None = None) -> dict:
         """Stop recording; write a Chrome trace to ``trace_dir`` if given. Returns this rank's
-        summary: total device (kernel) time, and the top ops as a table."""
+        summary: total kernel time, kernel time by kernel name, and the top ops as a table."""
         prof, self.profiler = getattr(self, "profiler", None), None
         if prof is None:
             raise RuntimeError("stop_profile() without start_profile()")
@@ -96,11 +96,17 @@ class Worker:
         if trace_dir:
             os.makedirs(trace_dir, exist_ok=True)
             prof.export_chrome_trace(os.path.join(trace_dir, f"rank{self.rank}.json"))
-        events = prof.key_averages()
+        # Kernel time from the device-side events only: the averaged table also credits their
+        # time to the launching aten op and to annotations such as "nccl:all_reduce".
+        kernels: dict[str, float] = {}
+        for e in prof.events():
+            if e.device_type == torch.autograd.DeviceType.CUDA and not getattr(e, "is_user_annotation", False):
+                kernels[e.name] = kernels.get(e.name, 0.0) + e.device_time_total
         sort_key = "self_cuda_time_total" if self.device.type == "cuda" else "self_cpu_time_total"
         return {"rank": self.rank,
-                "device_time_us": sum(e.self_device_time_total for e in events),
-                "table": events.table(sort_by=sort_key, row_limit=30)}
+                "device_time_us": sum(kernels.values()),
+                "kernel_time_us": dict(sorted(kernels.items(), key=lambda kv: -kv[1])),
+                "table": prof.key_averages().table(sort_by=sort_key, row_limit=30)}
 
     def ping(self) -> int:
         return os.getpid()
