@@ -4,7 +4,7 @@
 * a Llama-2-13B-shaped AWQ model (random weights): decode latency at batch 1 and offline throughput;
 * with ``--compare-allreduce``, TP latency again with every all-reduce on NCCL (no symmetric memory).
 
-    python benchmarks/tp_suite.py --tp 2 --num-prompts 1000 --compare-allreduce
+    python benchmarks/tp_suite.py --tp 2 --num-prompts 1000 --compare-allreduce [--async-scheduling]
 """
 from __future__ import annotations
 
@@ -49,14 +49,16 @@ def correctness(tp: int) -> None:
     log(f"correctness: random GQA model fp32, TP={tp} greedy tokens equal TP=1 for {same}/{len(prompts)} prompts")
 
 
-def speed(model: str, tp: int, quant: str | None, num_prompts: int, nccl_only: bool = False) -> None:
+def speed(model: str, tp: int, quant: str | None, num_prompts: int, nccl_only: bool = False,
+          async_scheduling: bool | None = None) -> None:
     if nccl_only:
         os.environ["PAGEDAWQ_DISABLE_SYMM_MEM_ALLREDUCE"] = "1"
     else:
         os.environ.pop("PAGEDAWQ_DISABLE_SYMM_MEM_ALLREDUCE", None)
     label = f"{quant or 'fp16'} TP={tp}" + (" (NCCL all-reduce only)" if nccl_only else "")
     llm = LLM(shape_dir(model), load_format="dummy", skip_tokenizer_init=True, dtype="float16",
-              quantization=quant, tensor_parallel_size=tp, max_model_len=4096)
+              quantization=quant, tensor_parallel_size=tp, max_model_len=4096, async_scheduling=async_scheduling)
+    label += " async" if llm.llm_engine.async_scheduling else ""
     vocab = llm.llm_engine.config.model.vocab_size
     params = SamplingParams(temperature=0, max_tokens=128, ignore_eos=True)
     llm.generate(random_prompts(1, 32, vocab, seed=1), params, use_tqdm=False)
@@ -80,14 +82,17 @@ def main() -> None:
     p.add_argument("--tp", type=int, default=2)
     p.add_argument("--model", default="llama-2-13b")
     p.add_argument("--num-prompts", type=int, default=300)
+    p.add_argument("--async-scheduling", default=None, action=argparse.BooleanOptionalAction,
+                   help="passed to every LLM (default: the engine's choice, i.e. async at TP=1 only)")
     p.add_argument("--compare-allreduce", action="store_true",
                    help="also time TP latency with PAGEDAWQ_DISABLE_SYMM_MEM_ALLREDUCE=1")
     args = p.parse_args()
     log(f"device: {device_name()} x{torch.cuda.device_count()}  torch {torch.__version__}  {time.strftime('%Y-%m-%d')}")
     steps = [lambda: correctness(args.tp)] + [
-        (lambda size=size: speed(args.model, size, "awq", args.num_prompts)) for size in (1, args.tp)]
+        (lambda size=size: speed(args.model, size, "awq", args.num_prompts, async_scheduling=args.async_scheduling))
+        for size in (1, args.tp)]
     if args.compare_allreduce:
-        steps.append(lambda: speed(args.model, args.tp, "awq", 0, nccl_only=True))
+        steps.append(lambda: speed(args.model, args.tp, "awq", 0, nccl_only=True, async_scheduling=args.async_scheduling))
     for step in steps:
         t = time.perf_counter()
         try:

@@ -127,7 +127,7 @@ class EngineConfig:
     device: str
     enforce_eager: bool = False
     attention_backend: str | None = None  # None: "triton" on CUDA, "torch" elsewhere
-    async_scheduling: bool | None = None  # None: on for one CUDA device (see engine/llm_engine.py)
+    async_scheduling: bool | None = None  # None: on for one CUDA device; True: also with TP (opt-in)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -196,9 +196,6 @@ def build_engine_config(model: str | None, *, tokenizer: str | None = None, quan
 
     if async_scheduling not in (None, True, False):
         raise ConfigError(f"async_scheduling must be True, False or None (auto), got {async_scheduling!r}")
-    if async_scheduling and tensor_parallel_size > 1:
-        raise ConfigError("async_scheduling=True needs tensor_parallel_size=1 (the tensor-parallel executor "
-                          "runs every step to completion); leave it None or False")
     if load_format not in LOAD_FORMATS:
         raise ConfigError(f"load_format must be one of {LOAD_FORMATS}, got {load_format!r}")
     if block_size not in BLOCK_SIZES:

@@ -43,6 +43,22 @@ def test_tp2_random_gqa_model_matches_tp1(gqa_model, kind):
     assert run(path, 2, prompts, skip_tokenizer_init=True) == single
 
 
+def test_tp2_async_scheduling_matches_tp1(gqa_model):
+    """Opt-in asynchronous scheduling across Ray workers: rank 0 broadcasts each step's sampled
+    tokens on the device, every rank fills the next step's pending inputs from them."""
+    prompts = [{"prompt_token_ids": list(range(7, 7 + n))} for n in (2, 17, 45, 30)]
+    mixed = [GREEDY, SamplingParams(temperature=0.9, seed=3, max_tokens=12, ignore_eos=True),
+             SamplingParams(temperature=0, max_tokens=5, ignore_eos=True),
+             SamplingParams(temperature=0, max_tokens=12, repetition_penalty=1.5, ignore_eos=True)]
+    with LLM(str(gqa_model[0]), device="cpu", dtype="float32", skip_tokenizer_init=True,
+             kv_cache_memory_bytes=64 * 2**20) as llm:
+        single = [o.outputs[0].token_ids for o in llm.generate(prompts, mixed, use_tqdm=False)]
+    with LLM(str(gqa_model[0]), device="cpu", dtype="float32", skip_tokenizer_init=True, tensor_parallel_size=2,
+             kv_cache_memory_bytes=64 * 2**20, async_scheduling=True) as llm:
+        assert llm.llm_engine.async_scheduling
+        assert [o.outputs[0].token_ids for o in llm.generate(prompts, mixed, use_tqdm=False)] == single
+
+
 def test_tp4_replicates_kv_heads(gqa_model):
     prompts = [{"prompt_token_ids": list(range(3, 30))}]
     assert run(gqa_model[0], 4, prompts, skip_tokenizer_init=True) == run(gqa_model[0], 1, prompts, skip_tokenizer_init=True)

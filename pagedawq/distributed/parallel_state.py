@@ -68,6 +68,13 @@ def all_reduce(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
+def broadcast_from_rank0(x: torch.Tensor) -> torch.Tensor:
+    """Overwrite ``x`` on every rank with rank 0's ``x`` (in place); a no-op on one rank."""
+    if _state.size > 1:
+        dist.broadcast(x, src=0, group=_state.group)
+    return x
+
+
 def all_gather(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
     """Concatenate every rank's ``x`` along ``dim``; a no-op on one rank."""
     if _state.size == 1:

@@ -15,6 +15,7 @@ from torch import nn
 from pagedawq.attention.backend import get_backend
 from pagedawq.attention.metadata import AttentionMetadata, forward_context
 from pagedawq.config import EngineConfig
+from pagedawq.distributed.parallel_state import broadcast_from_rank0, get_tp_size
 from pagedawq.engine.cuda_graphs import DecodeGraphs
 from pagedawq.engine.host_staging import HostStaging
 from pagedawq.engine.sampler import DeviceSample, RequestSamplingState, Sampler, TokenLogprobs
@@ -68,6 +69,9 @@ class ModelRunner:
         # launched before the host has seen them reads its pending input tokens from here.
         self.last_sampled = torch.zeros(0, dtype=torch.long, device=device)
         self.last_sampled_rows: dict[str, int] = {}
+        # With tensor parallelism and asynchronous scheduling every rank needs those tokens (for
+        # its embedding lookup), so rank 0 broadcasts them on the device after each sample.
+        self.share_sampled_tokens = get_tp_size() > 1 and config.async_scheduling is True
         self.attn_layers = [m for m in model.modules() if isinstance(m, Attention)]
         self.kv_caches: list[torch.Tensor] = []
         self.graphs: DecodeGraphs | None = None
@@ -174,11 +178,16 @@ class ModelRunner:
         if not batch.sample_request_ids:
             return PendingOutput([], None) if self.is_driver else None
         logits = self.model.compute_logits(hidden[batch.logits_indices])
+        self.last_sampled_rows = {rid: i for i, rid in enumerate(batch.sample_request_ids)}
         if not self.is_driver:
+            if self.share_sampled_tokens:
+                self.last_sampled = broadcast_from_rank0(
+                    torch.empty(len(batch.sample_request_ids), dtype=torch.long, device=self.device))
             return None
         sample = self.sampler.sample(logits, [self.states[rid] for rid in batch.sample_request_ids])
         self.last_sampled = sample.tokens
-        self.last_sampled_rows = {rid: i for i, rid in enumerate(batch.sample_request_ids)}
+        if self.share_sampled_tokens:
+            broadcast_from_rank0(sample.tokens)
         return PendingOutput(batch.sample_request_ids, sample)
 
     @torch.inference_mode()

@@ -78,6 +78,19 @@ class Worker:
     def execute_model(self, sched: SchedulerOutput) -> ModelRunnerOutput | None:
         return self.runner.execute(sched)
 
+    def launch_model(self, sched: SchedulerOutput) -> ModelRunnerOutput | None:
+        """Launch ``sched`` and return the output of the step launched before it (rank 0; None
+        when there was none, and on other ranks): the reply to step n's launch is step n-1's
+        tokens, read while step n runs (asynchronous scheduling across processes)."""
+        pending = self.runner.launch(sched)
+        previous, self._pending = getattr(self, "_pending", None), pending
+        return previous.result() if previous is not None else None
+
+    def flush_model(self) -> ModelRunnerOutput | None:
+        """The output of the last launched step (rank 0), when no further step follows it."""
+        previous, self._pending = getattr(self, "_pending", None), None
+        return previous.result() if previous is not None else None
+
     def start_profile(self) -> None:
         """Record this rank's CPU ops and GPU kernels until :meth:`stop_profile`."""
         activities = [torch.profiler.ProfilerActivity.CPU]

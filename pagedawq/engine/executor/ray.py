@@ -22,6 +22,8 @@ import torch
 from pagedawq.config import ConfigError, EngineConfig
 from pagedawq.engine.executor.base import Executor
 from pagedawq.engine.executor.step_channel import STOP, DriverChannel, serve_worker
+from pagedawq.engine.model_runner import ModelRunnerOutput
+from pagedawq.engine.scheduler import SchedulerOutput
 from pagedawq.errors import EngineDeadError
 
 logger = logging.getLogger(__name__)
@@ -81,6 +83,23 @@ class RayWorkerWrapper:
         serve_worker(address, rank, token, self.execute)
 
 
+class _LaunchedStep:
+    """Handle of a step launched on the Ray workers; ``result()`` is its ModelRunnerOutput."""
+
+    def __init__(self, executor: "RayExecutor") -> None:
+        self.executor = executor
+        self.output: ModelRunnerOutput | None = None
+        self.done = False
+
+    def resolve(self, output: ModelRunnerOutput) -> None:
+        self.output, self.done = output, True
+
+    def result(self) -> ModelRunnerOutput:
+        if not self.done:
+            self.executor._flush(self)
+        return self.output
+
+
 class RayExecutor(Executor):
     def __init__(self, config: EngineConfig) -> None:
         super().__init__(config)
@@ -95,6 +114,7 @@ class RayExecutor(Executor):
         self.placement_group = None
         self.channel: DriverChannel | None = None
         self.loop_refs: list = []
+        self._outstanding: _LaunchedStep | None = None
         try:
             actor_cls = ray.remote(RayWorkerWrapper)
             if use_gpu:
@@ -166,6 +186,28 @@ class RayExecutor(Executor):
         self.channel.broadcast((method, args, kwargs or {}, ranks))
         replies = self.channel.gather(ranks, self._check_alive)
         return [replies[r] for r in ranks]
+
+    # ---- asynchronous scheduling (opt-in: async_scheduling=True) ------------------------------
+    @property
+    def supports_async(self) -> bool:
+        return self.config.async_scheduling is True
+
+    def launch_model(self, sched: SchedulerOutput) -> "_LaunchedStep":
+        """Launch ``sched`` on every rank. Rank 0 answers with the previous step's tokens, which
+        resolve that step's handle; the new step's handle resolves with the next launch or, if
+        none comes first, with a flush."""
+        previous, self._outstanding = self._outstanding, _LaunchedStep(self)
+        (reply,) = self.collective_rpc("launch_model", (sched,), reply_ranks=(0,))
+        if previous is not None:
+            previous.resolve(reply)
+        return self._outstanding
+
+    def _flush(self, step: "_LaunchedStep") -> None:
+        if step is not self._outstanding:
+            raise RuntimeError("a launched step was neither resolved nor the last one launched")
+        self._outstanding = None
+        (reply,) = self.collective_rpc("flush_model", reply_ranks=(0,))
+        step.resolve(reply)
 
     def shutdown(self) -> None:
         ray = getattr(self, "ray", None)
