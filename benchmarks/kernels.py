@@ -37,7 +37,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from pagedawq.kernels import awq_configs  # noqa: E402
 from pagedawq.kernels.awq_configs import (GemmConfig, GemvConfig, gemv_block_m, gemv_config,  # noqa: E402
-                                          gemv_split, heuristic_config, m_bucket)
+                                          gemv_split, heuristic_config)
 from pagedawq.kernels.awq_gemm import awq_dequantize, awq_gemm, gemm_fused, gemv  # noqa: E402
 from pagedawq.quant.pack import pack_awq_gemm, quantize_weight  # noqa: E402
 

@@ -9,7 +9,7 @@ import random
 
 import pytest
 
-from pagedawq import LLM, SamplingParams
+from pagedawq import SamplingParams
 from tests.test_engine_scheduling import make_llm, prompts, tokens
 
 GREEDY = SamplingParams(temperature=0, max_tokens=20, ignore_eos=True)

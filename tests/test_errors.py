@@ -9,7 +9,6 @@ from pagedawq import LLM, SamplingParams
 from pagedawq.config import ConfigError
 from pagedawq.errors import (InsufficientKVCacheError, InvalidPromptError, InvalidSamplingParamsError,
                              ModelFilesError, PromptTooLongError, UnsupportedModelError)
-from tests.conftest import make_tiny_model
 
 
 def tiny(path, **kw):

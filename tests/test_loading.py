@@ -6,7 +6,6 @@ import torch
 
 from pagedawq import LLM, SamplingParams
 from pagedawq.errors import ModelFilesError
-from tests.conftest import make_tiny_model
 
 GREEDY = SamplingParams(temperature=0, max_tokens=10, ignore_eos=True)
 

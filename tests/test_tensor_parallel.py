@@ -2,7 +2,6 @@
 AWQ weights; every parallel layer type matches its unsharded twin; bad set-ups fail clearly."""
 from __future__ import annotations
 
-import os
 import sys
 
 import pytest
