@@ -4,7 +4,9 @@ metric names): request and output-token throughput, TTFT, TPOT, ITL and end-to-e
 Each configuration of the sweep sends ``--num-prompts`` streaming ``/v1/completions`` requests,
 arriving as a Poisson process at ``--request-rate`` (``inf``: all at once), with at most
 ``--max-concurrency`` in flight. Prompts are random token ids of ``--input-len`` tokens (exact
-lengths) or the lines of ``--dataset``; outputs are ``--output-len`` tokens (``ignore_eos``).
+lengths) or the lines of ``--dataset``, fresh for each configuration and its warm-up request (the
+server's prefix cache would otherwise serve repeated prompts); outputs are ``--output-len`` tokens
+(``ignore_eos``).
 
     # against a running server
     python benchmarks/serving.py --base-url http://127.0.0.1:8000 --num-prompts 64 --max-concurrency 1 4 16
@@ -46,15 +48,20 @@ class RequestResult:
     itl: list[float] = field(default_factory=list)
 
 
-def make_prompts(args, rng: random.Random) -> list[str | list[int]]:
+def make_prompts(args, n: int, stream: str) -> list[str | list[int]]:
+    """``n`` prompts of one configuration (``stream`` names it). Every configuration and each
+    warm-up get prompts of their own, so no request finds its prompt in the server's prefix cache
+    from an earlier one (the server caches prefixes by default)."""
+    rng = random.Random(f"{args.seed}-{stream}")
     if args.dataset:
         with open(args.dataset, encoding="utf-8") as f:
             lines = [line.strip() for line in f if line.strip()]
         if not lines:
             raise SystemExit(f"{args.dataset} has no non-empty lines")
-        return [lines[i % len(lines)] for i in range(args.num_prompts)]
+        start = rng.randrange(len(lines))   # repeats across configurations only if the file is short
+        return [lines[(start + i) % len(lines)] for i in range(n)]
     # Ids from the middle of the vocabulary: ordinary tokens, no specials.
-    return [[rng.randrange(1000, 30000) for _ in range(args.input_len)] for _ in range(args.num_prompts)]
+    return [[rng.randrange(1000, 30000) for _ in range(args.input_len)] for _ in range(n)]
 
 
 async def send_one(client: httpx.AsyncClient, args, model: str, prompt) -> RequestResult:
@@ -93,7 +100,7 @@ async def send_one(client: httpx.AsyncClient, args, model: str, prompt) -> Reque
     return result
 
 
-async def run_config(args, model: str, prompts: list, rate: float, concurrency: int | None) -> dict:
+async def run_config(args, model: str, prompts: list, warmup, rate: float, concurrency: int | None) -> dict:
     rng = random.Random(args.seed)
     limits = httpx.Limits(max_connections=concurrency or len(prompts), max_keepalive_connections=concurrency or 100)
     sem = asyncio.Semaphore(concurrency or len(prompts))
@@ -103,7 +110,7 @@ async def run_config(args, model: str, prompts: list, rate: float, concurrency: 
             async with sem:
                 return await send_one(client, args, model, prompt)
 
-        await send_one(client, args, model, prompts[0])   # warm-up, not measured
+        await send_one(client, args, model, warmup)   # warm-up, not measured
         tasks = []
         start = time.perf_counter()
         for prompt in prompts:
@@ -214,11 +221,13 @@ def main() -> None:
             args.base_url = stack.enter_context(launched_server(args.server_args, args.startup_timeout))
         model = args.model or httpx.get(args.base_url + "/v1/models", headers=args.headers,
                                         timeout=30).json()["data"][0]["id"]
-        prompts = make_prompts(args, random.Random(args.seed))
         rows = []
         for concurrency in args.max_concurrency:
             for rate in args.request_rate:
-                row = asyncio.run(run_config(args, model, prompts, rate, concurrency or None))
+                name = f"c{concurrency}-r{rate}"
+                prompts = make_prompts(args, args.num_prompts, name)
+                warmup = make_prompts(args, 1, f"{name}-warmup")[0]
+                row = asyncio.run(run_config(args, model, prompts, warmup, rate, concurrency or None))
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     print(markdown_table(rows))
