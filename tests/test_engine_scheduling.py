@@ -113,3 +113,14 @@ def test_random_stream_with_aborts_leaves_no_blocks(tiny_llama_dir):
         assert not live and done > 100
         assert engine.scheduler.kv.num_free_blocks == engine.scheduler.kv.num_blocks
         assert not engine.scheduler.requests and not engine.parents
+
+
+def test_warm_up_forward_writes_no_kv_and_changes_no_output(reference, tiny_llama_dir):
+    """The start-up warm-up (run on CUDA to compile short-prefill kernels) is a forward that
+    leaves the KV cache untouched."""
+    ps, ref, llm = reference
+    runner = llm.llm_engine.executor.worker.runner
+    before = [c.clone() for c in runner.kv_caches]
+    runner.warm_up()
+    assert all(torch.equal(a, b) for a, b in zip(before, runner.kv_caches))
+    assert tokens(llm.generate(ps[:2], GREEDY, use_tqdm=False)) == ref[:2]

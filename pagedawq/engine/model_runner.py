@@ -94,6 +94,8 @@ class ModelRunner:
                           for _ in self.attn_layers]
         for layer, cache in zip(self.attn_layers, self.kv_caches):
             layer.kv_cache, layer.backend = cache, backend
+        if self.device.type == "cuda":
+            self.warm_up()
         if self.device.type == "cuda" and not self.config.enforce_eager:
             if self.config.resolved_attention_backend != "triton":
                 logger.warning("CUDA graphs need the triton attention backend; running eagerly")
@@ -199,6 +201,18 @@ class ModelRunner:
         lens = [cfg.max_model_len] * (total // cfg.max_model_len)
         if total % cfg.max_model_len:
             lens.append(total % cfg.max_model_len)
+        self._dummy_forward(lens, num_logits=min(cfg.max_num_seqs, total))
+
+    @torch.inference_mode()
+    def warm_up(self) -> None:
+        """Compile now the kernel variants of a short prefill chunk (a prefix-cache hit, the tail
+        of a chunked prompt), which neither the profile run nor the decode graphs use, so that no
+        request pays for the compilation in its time to first token."""
+        self._dummy_forward([2], num_logits=1)
+
+    def _dummy_forward(self, lens: list[int], num_logits: int) -> None:
+        """A forward of sequences of ``lens`` new tokens that writes nothing to the KV cache."""
+        total = sum(lens)
         positions = torch.cat([torch.arange(n) for n in lens]).to(self.device)
         qsl = torch.zeros(len(lens) + 1, dtype=torch.int32)
         qsl[1:] = torch.tensor(lens).cumsum(0)
@@ -210,5 +224,4 @@ class ModelRunner:
         input_ids = torch.zeros(total, dtype=torch.long, device=self.device)
         with forward_context(metadata):
             hidden = self.model(input_ids, positions)
-        n = min(cfg.max_num_seqs, total)
-        self.model.compute_logits(hidden[:n]).float().softmax(-1)
+        self.model.compute_logits(hidden[:num_logits]).float().softmax(-1)
