@@ -13,8 +13,8 @@ KV cache layout, per layer: ``kv_cache [2, num_blocks, block_size, num_kv_heads,
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
-from typing import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Iterator
 
 import torch
 
@@ -33,6 +33,9 @@ class AttentionMetadata:
     # Set while capturing a CUDA graph: kernels must then size their grids from static bounds
     # (batch size, max_model_len), never from this batch's lengths.
     graph_capture: bool = False
+    # What a backend derives from this batch once and reuses in every layer (the torch backend's
+    # gather indices and masks): one forward, one batch, so no invalidation is needed.
+    backend_state: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def num_seqs(self) -> int:

@@ -50,41 +50,66 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor
     return out.view(b, hkv, g, lq, d).permute(0, 3, 1, 2, 4).reshape(b, lq, hq, d).to(q.dtype)
 
 
+def _decode_plan(metadata: AttentionMetadata, block_size: int, device: torch.device):
+    """Rows, cache block indices and mask of the batch's single-token sequences (None if none),
+    computed once per forward and shared by every layer."""
+    if "decode" in metadata.backend_state:
+        return metadata.backend_state["decode"]
+    plan = None
+    decode_rows = [i for i, n in enumerate(metadata.query_lens_cpu) if n == 1]
+    if decode_rows:
+        if len(decode_rows) == metadata.num_seqs:
+            token_idx = rows = slice(None)
+        else:
+            starts = metadata.query_start_loc.tolist()
+            rows = torch.tensor(decode_rows, device=device)
+            token_idx = torch.tensor([starts[i] for i in decode_rows], device=device)
+        max_len = max(metadata.seq_lens_cpu[i] for i in decode_rows)
+        n_blocks = -(-max_len // block_size)
+        blocks = metadata.block_tables[rows][:, :n_blocks].long().flatten()
+        mask = torch.arange(max_len, device=device)[None, :] < metadata.seq_lens[rows].long()[:, None]
+        plan = (token_idx, blocks, n_blocks, max_len, mask)
+    metadata.backend_state["decode"] = plan
+    return plan
+
+
+def _prefill_plan(metadata: AttentionMetadata, device: torch.device) -> list:
+    """Per multi-token sequence: (first token, query length, context length, causal mask)."""
+    if "prefill" not in metadata.backend_state:
+        plan = []
+        starts = None
+        for i, (q_len, seq_len) in enumerate(zip(metadata.query_lens_cpu, metadata.seq_lens_cpu)):
+            if q_len <= 1:
+                continue
+            starts = starts or metadata.query_start_loc.tolist()
+            # Query j sits at absolute position seq_len - q_len + j and sees keys up to there.
+            q_pos = torch.arange(seq_len - q_len, seq_len, device=device)
+            mask = torch.arange(seq_len, device=device)[None, :] <= q_pos[:, None]
+            plan.append((i, starts[i], q_len, seq_len, mask))
+        metadata.backend_state["prefill"] = plan
+    return metadata.backend_state["prefill"]
+
+
 def paged_attention_reference(q: torch.Tensor, kv_cache: torch.Tensor, metadata: AttentionMetadata,
                               scale: float) -> torch.Tensor:
     """Causal attention of each sequence's new queries over its whole cached context.
 
     Single-token (decode) sequences are batched into one padded attention; prefill chunks go one
-    sequence at a time.
+    sequence at a time. Indices and masks depend only on the batch and are built once per forward.
     """
     out = torch.empty_like(q)
     block_size = kv_cache.shape[2]
-    decode_rows = [i for i, n in enumerate(metadata.query_lens_cpu) if n == 1]
-    starts = metadata.query_start_loc.tolist() if len(decode_rows) != metadata.num_seqs else None
-    if decode_rows:
-        if len(decode_rows) == metadata.num_seqs:
-            token_idx = rows = slice(None)
-        else:
-            rows = torch.tensor(decode_rows, device=q.device)
-            token_idx = torch.tensor([starts[i] for i in decode_rows], device=q.device)
-        max_len = max(metadata.seq_lens_cpu[i] for i in decode_rows)
-        n_blocks = -(-max_len // block_size)
-        blocks = metadata.block_tables[rows][:, :n_blocks].long().flatten()
+    decode = _decode_plan(metadata, block_size, q.device)
+    if decode is not None:
+        token_idx, blocks, n_blocks, max_len, mask = decode
         shape = (-1, n_blocks * block_size) + tuple(kv_cache.shape[3:])
         k = kv_cache[0].index_select(0, blocks).view(shape)[:, :max_len]
         v = kv_cache[1].index_select(0, blocks).view(shape)[:, :max_len]
-        mask = torch.arange(max_len, device=q.device)[None, :] < metadata.seq_lens[rows].long()[:, None]
         # Padding slots hold whatever the blocks held (possibly NaN): zero them, as 0 * NaN = NaN.
         v = v.masked_fill(~mask[:, :, None, None], 0)
         out[token_idx] = attend(q[token_idx].unsqueeze(1), k, v, mask.unsqueeze(1), scale).squeeze(1)
-    for i, (q_len, seq_len) in enumerate(zip(metadata.query_lens_cpu, metadata.seq_lens_cpu)):
-        if q_len <= 1:
-            continue
-        start = starts[i]
+    for i, start, q_len, seq_len, mask in _prefill_plan(metadata, q.device):
         k, v = gather_context(kv_cache, metadata.block_tables[i], seq_len)
-        # Query j sits at absolute position seq_len - q_len + j and sees keys up to there.
-        q_pos = torch.arange(seq_len - q_len, seq_len, device=q.device)
-        mask = torch.arange(seq_len, device=q.device)[None, :] <= q_pos[:, None]
         out[start:start + q_len] = attend(q[None, start:start + q_len], k[None], v[None], mask[None], scale)[0]
     return out
 
