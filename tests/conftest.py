@@ -27,6 +27,14 @@ TINY_ARCHS = {
 }
 
 
+def hf_greedy(model, prompt_ids: list[int], n: int) -> list[int]:
+    """transformers' greedy continuation of ``prompt_ids`` (n tokens, no EOS stop): the oracle
+    the engine's greedy tokens are compared with."""
+    ids = torch.tensor([prompt_ids], device=model.device)
+    out = model.generate(ids, max_new_tokens=n, do_sample=False, eos_token_id=None, pad_token_id=0)
+    return out[0, len(prompt_ids):].tolist()
+
+
 def make_tiny_model(path: Path, arch: str = "llama", seed: int = 0, **overrides) -> Path:
     """A 2-layer random-weight model of ``arch`` saved as an HF directory (float32 safetensors)."""
     import transformers

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from pagedawq import LLM, SamplingParams
-from tests.conftest import make_rtn_awq_checkpoint, make_tiny_model
+from tests.conftest import hf_greedy, make_rtn_awq_checkpoint, make_tiny_model
 
 
 @pytest.mark.parametrize("arch, group", [("llama", 32), ("qwen2", 64), ("llama_bias_tied", -1)])
@@ -32,9 +32,7 @@ def test_awq_checkpoint_matches_dequantized_reference(tmp_path, arch, group):
             outs = llm.generate([{"prompt_token_ids": p} for p in prompts],
                                 SamplingParams(temperature=0, max_tokens=12, ignore_eos=True), use_tqdm=False)
         for p, out in zip(prompts, outs):
-            expected = ref.generate(torch.tensor([p]), max_new_tokens=12, do_sample=False, eos_token_id=None,
-                                    pad_token_id=0)[0, len(p):].tolist()
-            assert out.outputs[0].token_ids == expected
+            assert out.outputs[0].token_ids == hf_greedy(ref, p, 12)
 
 
 def test_awq_group_must_divide_layer(tmp_path):

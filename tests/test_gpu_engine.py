@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from pagedawq import LLM, SamplingParams
-from tests.conftest import make_rtn_awq_checkpoint, make_tiny_model
+from tests.conftest import hf_greedy, make_rtn_awq_checkpoint, make_tiny_model
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
@@ -55,9 +55,7 @@ def test_fp32_gpu_engine_matches_transformers(models, arch):
     hf = transformers.AutoModelForCausalLM.from_pretrained(models[arch], dtype=torch.float32).cuda().eval()
     outs = run(models[arch])
     for p, out in zip(prompts(), outs):
-        ref = hf.generate(torch.tensor([p["prompt_token_ids"]], device="cuda"), max_new_tokens=24, do_sample=False,
-                          eos_token_id=None, pad_token_id=0)[0, len(p["prompt_token_ids"]):].tolist()
-        assert out.outputs[0].token_ids == ref
+        assert out.outputs[0].token_ids == hf_greedy(hf, p["prompt_token_ids"], 24)
     assert_greedy_consistent_with(hf, outs, 2e-3)
 
 

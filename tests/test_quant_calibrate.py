@@ -19,6 +19,7 @@ from pagedawq.quant.calibrate.walk import SUPPORTED_ARCHITECTURES, load_model
 from pagedawq.quant.checkpoint import (awq_quantization_config, checkpoint_config, load_dequantized, read_tensors,
                                        write_checkpoint)
 from pagedawq.quant.cli import main as cli_main
+from tests.conftest import hf_greedy
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 CALIB = DATA / "wikitext2-valid.txt"
@@ -143,9 +144,7 @@ def test_engine_serves_the_checkpoint_like_its_dequantized_twin(tiny_awq):
         outs = llm.generate([{"prompt_token_ids": p} for p in prompts],
                             SamplingParams(temperature=0, max_tokens=8, ignore_eos=True), use_tqdm=False)
     for p, out in zip(prompts, outs):
-        expected = ref.generate(torch.tensor([p]), max_new_tokens=8, do_sample=False, eos_token_id=None,
-                                pad_token_id=0)[0, len(p):].tolist()
-        assert out.outputs[0].token_ids == expected
+        assert out.outputs[0].token_ids == hf_greedy(ref, p, 8)
 
 
 def test_self_calibration_with_the_engine(tmp_path, tiny_dir):

@@ -13,6 +13,7 @@ KV cache layout, per layer: ``kv_cache [2, num_blocks, block_size, num_kv_heads,
 from __future__ import annotations
 
 import contextlib
+import itertools
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
@@ -40,6 +41,11 @@ class AttentionMetadata:
     @property
     def num_seqs(self) -> int:
         return len(self.seq_lens_cpu)
+
+    @property
+    def query_starts_cpu(self) -> list[int]:
+        """Host copy of ``query_start_loc[:-1]`` (from ``query_lens_cpu``: no device sync)."""
+        return [0, *itertools.accumulate(self.query_lens_cpu)][:-1]
 
     @property
     def is_decode_only(self) -> bool:

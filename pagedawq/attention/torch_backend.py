@@ -61,7 +61,7 @@ def _decode_plan(metadata: AttentionMetadata, block_size: int, device: torch.dev
         if len(decode_rows) == metadata.num_seqs:
             token_idx = rows = slice(None)
         else:
-            starts = metadata.query_start_loc.tolist()
+            starts = metadata.query_starts_cpu
             rows = torch.tensor(decode_rows, device=device)
             token_idx = torch.tensor([starts[i] for i in decode_rows], device=device)
         max_len = max(metadata.seq_lens_cpu[i] for i in decode_rows)
@@ -77,11 +77,10 @@ def _prefill_plan(metadata: AttentionMetadata, device: torch.device) -> list:
     """Per multi-token sequence: (first token, query length, context length, causal mask)."""
     if "prefill" not in metadata.backend_state:
         plan = []
-        starts = None
+        starts = metadata.query_starts_cpu
         for i, (q_len, seq_len) in enumerate(zip(metadata.query_lens_cpu, metadata.seq_lens_cpu)):
             if q_len <= 1:
                 continue
-            starts = starts or metadata.query_start_loc.tolist()
             # Query j sits at absolute position seq_len - q_len + j and sees keys up to there.
             q_pos = torch.arange(seq_len - q_len, seq_len, device=device)
             mask = torch.arange(seq_len, device=device)[None, :] <= q_pos[:, None]

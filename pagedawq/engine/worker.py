@@ -13,7 +13,7 @@ import torch
 from pagedawq.config import EngineConfig
 from pagedawq.distributed.parallel_state import (destroy_tensor_parallel, enable_fast_small_allreduce,
                                                  init_tensor_parallel)
-from pagedawq.engine.model_runner import ModelRunner, ModelRunnerOutput
+from pagedawq.engine.model_runner import ModelRunner, ModelRunnerOutput, PendingOutput
 from pagedawq.engine.scheduler import SchedulerOutput
 from pagedawq.models.loader import load_model
 
@@ -30,6 +30,8 @@ class Worker:
         self.local_rank = local_rank
         self.distributed_init_method = distributed_init_method
         self.runner: ModelRunner | None = None
+        self.profiler: torch.profiler.profile | None = None
+        self._pending: PendingOutput | None = None   # launched by launch_model, not yet answered
 
     def init_device(self) -> None:
         world = self.config.parallel.tensor_parallel_size
@@ -83,12 +85,12 @@ class Worker:
         when there was none, and on other ranks): the reply to step n's launch is step n-1's
         tokens, read while step n runs (asynchronous scheduling across processes)."""
         pending = self.runner.launch(sched)
-        previous, self._pending = getattr(self, "_pending", None), pending
+        previous, self._pending = self._pending, pending
         return previous.result() if previous is not None else None
 
     def flush_model(self) -> ModelRunnerOutput | None:
         """The output of the last launched step (rank 0), when no further step follows it."""
-        previous, self._pending = getattr(self, "_pending", None), None
+        previous, self._pending = self._pending, None
         return previous.result() if previous is not None else None
 
     def start_profile(self) -> None:
@@ -102,7 +104,7 @@ class Worker:
     def stop_profile(self, trace_dir: str | None = None) -> dict:
         """Stop recording; write a Chrome trace to ``trace_dir`` if given. Returns this rank's
         summary: total kernel time, kernel time by kernel name, and the top ops as a table."""
-        prof, self.profiler = getattr(self, "profiler", None), None
+        prof, self.profiler = self.profiler, None
         if prof is None:
             raise RuntimeError("stop_profile() without start_profile()")
         prof.stop()
