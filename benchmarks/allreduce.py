@@ -1,4 +1,5 @@
-"""All-reduce latency on the local GPUs: NCCL against the symmetric-memory one-shot kernel.
+"""All-reduce latency on the local GPUs: NCCL against our one-shot kernel over symmetric memory
+(and PyTorch's own one-shot kernel, for the dtypes it has: bfloat16 and float32).
 
 Each size is timed inside a CUDA graph (as the decode steps run it): 50 all-reduces captured back
 to back, replayed, median per call. Sizes cover decode (batch x hidden x 2 bytes: 10 KiB for one
@@ -50,6 +51,22 @@ def time_graph(fn, x: torch.Tensor) -> float:
     return statistics.median(times)
 
 
+def torch_one_shot_reducer(group: dist.ProcessGroup, dtype: torch.dtype, max_bytes: int):
+    """PyTorch's one-shot all-reduce on a symmetric buffer of its own, or None for the dtypes it
+    lacks (float16)."""
+    import torch.distributed._symmetric_memory as symm_mem
+    if dtype == torch.float16:
+        return None
+    buf = symm_mem.empty(max_bytes // dtype.itemsize, dtype=dtype, device="cuda")
+    symm_mem.rendezvous(buf, group.group_name)
+
+    def reduce(x: torch.Tensor) -> torch.Tensor:
+        staged = buf[: x.numel()]
+        staged.copy_(x.view(-1))
+        return torch.ops.symm_mem.one_shot_all_reduce_out(staged, "sum", group.group_name, x.view(-1))
+    return reduce
+
+
 def worker(rank: int, world: int, port: int, dtype_name: str) -> None:
     os.environ.setdefault("NCCL_NVLS_ENABLE", "0")
     os.environ.setdefault("TORCH_SYMM_MEM_DISABLE_MULTICAST", "1")
@@ -59,6 +76,7 @@ def worker(rank: int, world: int, port: int, dtype_name: str) -> None:
     dtype = getattr(torch, dtype_name)
     group = dist.group.WORLD
     reducer = SymmMemAllReduce(group, torch.device("cuda", rank), dtype, max_bytes=max(SIZES_KIB) * 1024)
+    torch_one_shot = torch_one_shot_reducer(group, dtype, max(SIZES_KIB) * 1024)
     rows = []
     for kib in SIZES_KIB:
         n = kib * 1024 // dtype.itemsize
@@ -69,12 +87,13 @@ def worker(rank: int, world: int, port: int, dtype_name: str) -> None:
         exact = torch.equal(got, ref)
         nccl_us = time_graph(lambda t: dist.all_reduce(t), x.clone())
         symm_us = time_graph(reducer, x.clone())
-        rows.append((kib, nccl_us, symm_us, exact))
+        torch_us = time_graph(torch_one_shot, x.clone()) if torch_one_shot else float("nan")
+        rows.append((kib, nccl_us, symm_us, torch_us, exact))
     if rank == 0:
         print(f"all-reduce, {world} x {torch.cuda.get_device_name()}, {dtype_name}, per call inside a CUDA graph")
-        print(f"{'KiB':>6} {'NCCL us':>9} {'one-shot us':>12} {'speed-up':>9} {'exact':>6}")
-        for kib, a, b, exact in rows:
-            print(f"{kib:>6} {a:>9.1f} {b:>12.1f} {a / b:>8.2f}x {str(exact):>6}")
+        print(f"{'KiB':>6} {'NCCL us':>9} {'ours us':>8} {'speed-up':>9} {'torch one-shot us':>18} {'exact':>6}")
+        for kib, a, b, c, exact in rows:
+            print(f"{kib:>6} {a:>9.1f} {b:>8.1f} {a / b:>8.2f}x {c:>18.1f} {str(exact):>6}")
     dist.destroy_process_group()
 
 

@@ -4,7 +4,8 @@
 * a Llama-2-13B-shaped AWQ model (random weights): decode latency at batch 1 and offline throughput;
 * with ``--compare-allreduce``, TP latency again with every all-reduce on NCCL (no symmetric memory).
 
-    python benchmarks/tp_suite.py --tp 2 --num-prompts 1000 --compare-allreduce [--async-scheduling]
+    python benchmarks/tp_suite.py --tp 2 --num-prompts 1000 --compare-allreduce [--no-async-scheduling]
+    python benchmarks/tp_suite.py --model llama-2-70b --tp 4 --sizes 2 4   # issue 7
 """
 from __future__ import annotations
 
@@ -51,10 +52,8 @@ def correctness(tp: int) -> None:
 
 def speed(model: str, tp: int, quant: str | None, num_prompts: int, nccl_only: bool = False,
           async_scheduling: bool | None = None) -> None:
-    if nccl_only:
+    if nccl_only:   # the last step of a run (the variable stays set)
         os.environ["PAGEDAWQ_DISABLE_SYMM_MEM_ALLREDUCE"] = "1"
-    else:
-        os.environ.pop("PAGEDAWQ_DISABLE_SYMM_MEM_ALLREDUCE", None)
     label = f"{quant or 'fp16'} TP={tp}" + (" (NCCL all-reduce only)" if nccl_only else "")
     llm = LLM(shape_dir(model), load_format="dummy", skip_tokenizer_init=True, dtype="float16",
               quantization=quant, tensor_parallel_size=tp, max_model_len=4096, async_scheduling=async_scheduling)
@@ -79,18 +78,22 @@ def speed(model: str, tp: int, quant: str | None, num_prompts: int, nccl_only: b
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--tp", type=int, default=2)
+    p.add_argument("--tp", type=int, default=2, help="the TP size of the correctness check (against TP=1)")
+    p.add_argument("--sizes", type=int, nargs="+", default=None,
+                   help="TP sizes to time (default: 1 and --tp); e.g. --sizes 4 to skip a TP=1 baseline "
+                        "that another call measures")
     p.add_argument("--model", default="llama-2-13b")
     p.add_argument("--num-prompts", type=int, default=300)
+    p.add_argument("--skip-correctness", action="store_true", help="time only (the check ran in another call)")
     p.add_argument("--async-scheduling", default=None, action=argparse.BooleanOptionalAction,
-                   help="passed to every LLM (default: the engine's choice, i.e. async at TP=1 only)")
+                   help="passed to every LLM (default: the engine's choice, i.e. async on GPUs)")
     p.add_argument("--compare-allreduce", action="store_true",
                    help="also time TP latency with PAGEDAWQ_DISABLE_SYMM_MEM_ALLREDUCE=1")
     args = p.parse_args()
     log(f"device: {device_name()} x{torch.cuda.device_count()}  torch {torch.__version__}  {time.strftime('%Y-%m-%d')}")
-    steps = [lambda: correctness(args.tp)] + [
+    steps = ([] if args.skip_correctness else [lambda: correctness(args.tp)]) + [
         (lambda size=size: speed(args.model, size, "awq", args.num_prompts, async_scheduling=args.async_scheduling))
-        for size in (1, args.tp)]
+        for size in (args.sizes or (1, args.tp))]
     if args.compare_allreduce:
         steps.append(lambda: speed(args.model, args.tp, "awq", 0, nccl_only=True, async_scheduling=args.async_scheduling))
     for step in steps:

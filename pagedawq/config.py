@@ -127,7 +127,7 @@ class EngineConfig:
     device: str
     enforce_eager: bool = False
     attention_backend: str | None = None  # None: "triton" on CUDA, "torch" elsewhere
-    async_scheduling: bool | None = None  # None: on for one CUDA device; True: also with TP (opt-in)
+    async_scheduling: bool = False   # resolved by build_engine_config: by default on for CUDA, any TP size
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -212,6 +212,10 @@ def build_engine_config(model: str | None, *, tokenizer: str | None = None, quan
         raise ConfigError(f"distributed_executor_backend must be 'uni' or 'ray', got {distributed_executor_backend!r}")
 
     device = resolve_device(device)
+    if async_scheduling is None:
+        # On CUDA a step's host work would otherwise leave the GPU idle; every rank and the engine
+        # read this one decision (rank 0 then shares its sampled tokens on the device).
+        async_scheduling = device == "cuda"
     if device == "cuda" and torch.cuda.device_count() < tensor_parallel_size:
         raise ConfigError(f"tensor_parallel_size={tensor_parallel_size} needs {tensor_parallel_size} GPUs but "
                           f"{torch.cuda.device_count()} are visible; lower tensor_parallel_size or expose more "

@@ -30,6 +30,21 @@ def test_default_is_off_on_cpu(tiny_llama_dir):
         assert llm.llm_engine.async_scheduling is False
 
 
+@pytest.mark.parametrize("tp", [1, 4])
+def test_default_is_decided_once_in_the_config(tiny_llama_dir, monkeypatch, tp):
+    """On for CUDA at every TP size. The engine and every rank's runner read this one field (a
+    runner deciding for itself once left the non-zero ranks without the shared tokens at TP=4)."""
+    import torch
+
+    from pagedawq.config import build_engine_config
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    assert build_engine_config(str(tiny_llama_dir), device="cuda", tensor_parallel_size=tp,
+                               skip_tokenizer_init=True).async_scheduling is True
+    assert build_engine_config(str(tiny_llama_dir), device="cuda", tensor_parallel_size=tp, skip_tokenizer_init=True,
+                               async_scheduling=False).async_scheduling is False
+
+
 def test_greedy_batch_identical(tiny_llama_dir):
     ps = prompts(12, shared_prefix=40)
     sync, asyn = both(tiny_llama_dir, ps, GREEDY)

@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
-# Issue 6: TP=2 vs TP=1 on the Llama-2-13B shape (AWQ), with the engine's default scheduling and with
-# asynchronous scheduling on every size. carry: [".raycarry"]; about 8 minutes.
+# Issue 6 on 2 GPUs: Llama-2-13B shape (AWQ), TP=1 vs TP=2 with the engine's defaults (asynchronous
+# scheduling, one-shot all-reduce): correctness, batch-1 latency, throughput 1000 x 512/128, and TP=2
+# latency again with NCCL only. carry: [".raycarry"]; about 6 minutes.
 source benchmarks/gpu/env.sh
 cd benchmarks
-timeout 280 python tp_suite.py --tp 2 --num-prompts 1000 > "$OUT/tp2.log" 2>&1
-grep -E "^latency|^throughput|^correct|failed" "$OUT/tp2.log"
-timeout 200 python tp_suite.py --tp 2 --num-prompts 0 --async-scheduling > "$OUT/tp2_async.log" 2>&1
-grep -E "^latency|^correct|failed" "$OUT/tp2_async.log"
+timeout 330 python tp_suite.py --tp 2 --num-prompts 1000 --compare-allreduce > "$OUT/tp2.log" 2>&1
+grep -E "^latency|^throughput|^correct|failed|^\[" "$OUT/tp2.log"

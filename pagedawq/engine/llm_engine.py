@@ -56,7 +56,7 @@ class LLMEngine:
         self.parents: dict[str, ParentRequest] = {}
         self._child_to_parent: dict[str, tuple[ParentRequest, SequenceState]] = {}
         self._ids = itertools.count()
-        self.async_scheduling = self._resolve_async(config.async_scheduling)
+        self.async_scheduling = config.async_scheduling
         self._in_flight: tuple[SchedulerOutput, Any] | None = None
         logger.info("engine ready in %.1f s: %s on %s (%s), %d KV blocks of %d tokens", time.perf_counter() - start,
                     config.model.architecture, config.device, config.model.dtype, num_blocks, config.cache.block_size)
@@ -66,13 +66,6 @@ class LLMEngine:
         return cls(build_engine_config(model, **kwargs))
 
     # ---- setup helpers ----------------------------------------------------------------------
-    def _resolve_async(self, requested: bool | None) -> bool:
-        """Asynchronous scheduling where the executor can launch a step without waiting for it:
-        by default on CUDA (where a step's host work otherwise leaves the GPU idle)."""
-        if requested is None:
-            return self.config.device == "cuda" and self.executor.supports_async
-        return bool(requested) and self.executor.supports_async
-
     def _stop_ids(self) -> tuple[int | None, set[int]]:
         hf = self.config.model.hf_config
         eos = self.tokenizer.eos_token_id if self.tokenizer is not None else None

@@ -71,7 +71,7 @@ class ModelRunner:
         self.last_sampled_rows: dict[str, int] = {}
         # With tensor parallelism and asynchronous scheduling every rank needs those tokens (for
         # its embedding lookup), so rank 0 broadcasts them on the device after each sample.
-        self.share_sampled_tokens = get_tp_size() > 1 and config.async_scheduling is True
+        self.share_sampled_tokens = get_tp_size() > 1 and config.async_scheduling
         self.attn_layers = [m for m in model.modules() if isinstance(m, Attention)]
         self.kv_caches: list[torch.Tensor] = []
         self.graphs: DecodeGraphs | None = None

@@ -35,9 +35,6 @@ class Executor(ABC):
     def execute_model(self, sched: SchedulerOutput) -> ModelRunnerOutput:
         return self.collective_rpc("execute_model", (sched,), reply_ranks=(0,))[0]
 
-    # Whether launch_model returns before the step has run (asynchronous scheduling).
-    supports_async = False
-
     def launch_model(self, sched: SchedulerOutput) -> "PendingOutput | _Done":
         """Start a step; ``.result()`` of the return value waits for its ModelRunnerOutput. This
         default runs the step before returning."""

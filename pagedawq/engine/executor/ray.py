@@ -187,11 +187,7 @@ class RayExecutor(Executor):
         replies = self.channel.gather(ranks, self._check_alive)
         return [replies[r] for r in ranks]
 
-    # ---- asynchronous scheduling (opt-in: async_scheduling=True) ------------------------------
-    @property
-    def supports_async(self) -> bool:
-        return self.config.async_scheduling is True
-
+    # ---- asynchronous scheduling (the default on CUDA) -----------------------------------------
     def launch_model(self, sched: SchedulerOutput) -> "_LaunchedStep":
         """Launch ``sched`` on every rank. Rank 0 answers with the previous step's tokens, which
         resolve that step's handle; the new step's handle resolves with the next launch or, if

@@ -22,8 +22,6 @@ class UniProcExecutor(Executor):
                        reply_ranks: Sequence[int] | None = None) -> list[Any]:
         return [getattr(self.worker, method)(*args, **(kwargs or {}))]
 
-    supports_async = True
-
     def launch_model(self, sched: SchedulerOutput) -> PendingOutput:
         return self.worker.runner.launch(sched)
 

@@ -1,0 +1,143 @@
+"""The one-shot all-reduce kernel (``pagedawq.kernels.one_shot_allreduce``).
+
+One process plays one rank of a group: the peers' staging buffers hold their (already copied)
+inputs and the peers' flags for both barriers are already set in this rank's signal pad, as if the
+peers had arrived first. The kernel must then return the rank-ordered float32 sum rounded once,
+consume every flag it waited on (the pads are all zero again between calls) and raise its own flag
+in each peer's pad, once per program and barrier. Without CUDA this runs in Triton's interpreter (whose
+float32 -> bfloat16 conversion truncates, hence one bfloat16 ulp of tolerance there); with two
+GPUs the real collective is checked against NCCL across processes.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import socket
+import sys
+
+import pytest
+import torch
+
+CUDA = torch.cuda.is_available()
+DEVICE = "cuda" if CUDA else "cpu"
+if not CUDA:
+    os.environ["TRITON_INTERPRET"] = "1"
+    if "pagedawq.kernels.one_shot_allreduce" in sys.modules:
+        importlib.reload(sys.modules["pagedawq.kernels.one_shot_allreduce"])
+
+from pagedawq.kernels import one_shot_allreduce as one_shot  # noqa: E402
+
+
+def simulate_rank(rank: int, world: int, numel: int, dtype: torch.dtype, seed: int):
+    gen = torch.Generator().manual_seed(seed)
+    inputs = [torch.randn(numel, generator=gen).to(dtype=dtype, device=DEVICE) for _ in range(world)]
+    buffers = [torch.full((numel + 64,), float("nan"), dtype=dtype, device=DEVICE) for _ in range(world)]
+    nprog = one_shot.num_programs(numel)
+    pads = [torch.zeros(2 * nprog * world, dtype=torch.int32, device=DEVICE) for _ in range(world)]
+    for peer in range(world):
+        if peer != rank:
+            buffers[peer][:numel] = inputs[peer]
+            pads[rank].view(2 * nprog, world)[:, peer] = 1   # entry and exit barrier of every program
+    buffer_ptrs = torch.tensor([b.data_ptr() for b in buffers], dtype=torch.int64, device=DEVICE)
+    pad_ptrs = torch.tensor([p.data_ptr() for p in pads], dtype=torch.int64, device=DEVICE)
+    x = inputs[rank].clone()
+    out = torch.full_like(x, float("nan"))
+    one_shot.one_shot_all_reduce(x, out, buffer_ptrs, pad_ptrs, rank, world)
+    return inputs, buffers, pads, out
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("rank,world", [(0, 2), (1, 3), (3, 4)])
+@pytest.mark.parametrize("numel", [7, 5120, one_shot.BLOCK * one_shot.MAX_PROGRAMS * 2 + 33])
+def test_one_rank_of_the_collective(dtype, rank, world, numel):
+    inputs, buffers, pads, out = simulate_rank(rank, world, numel, dtype, seed=numel + 10 * world + rank)
+    expected = torch.zeros(numel, dtype=torch.float32, device=DEVICE)
+    for x in inputs:                      # rank order, as every rank sums
+        expected += x.float()
+    expected = expected.to(dtype)
+    if dtype == torch.bfloat16 and not CUDA:
+        ulp = expected.float().abs().clamp_min(1e-30) * 2.0 ** -7
+        assert ((out.float() - expected.float()).abs() <= ulp).all()
+    else:
+        assert torch.equal(out, expected)
+    assert torch.equal(buffers[rank][:numel], inputs[rank])        # this rank's input was staged
+    nprog = one_shot.num_programs(numel)
+    assert not pads[rank].any()                                    # every flag waited on was consumed
+    for peer in range(world):
+        if peer != rank:                            # one signal per program and barrier to each peer
+            assert pads[peer].view(2 * nprog, world)[:, rank].tolist() == [1] * (2 * nprog)
+            assert pads[peer].sum().item() == 2 * nprog
+
+
+def test_in_place_and_bad_arguments():
+    inputs, buffers, pads, out = simulate_rank(0, 2, 300, torch.float32, seed=3)
+    buffer_ptrs = torch.tensor([b.data_ptr() for b in buffers], dtype=torch.int64, device=DEVICE)
+    for p in pads:
+        p.zero_()
+    pads[0].view(2, 2)[:, 1] = 1                                   # peer 1 at both barriers of program 0
+    pad_ptrs = torch.tensor([p.data_ptr() for p in pads], dtype=torch.int64, device=DEVICE)
+    x = inputs[0].clone()
+    assert one_shot.one_shot_all_reduce(x, x, buffer_ptrs, pad_ptrs, 0, 2) is x
+    assert torch.equal(x, inputs[0] + inputs[1])
+    with pytest.raises(ValueError, match="contiguous"):
+        one_shot.one_shot_all_reduce(x, x.half(), buffer_ptrs, pad_ptrs, 0, 2)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _two_gpu_worker(rank: int, port: int) -> None:
+    import torch.distributed as dist
+
+    from pagedawq.distributed.symm_mem_allreduce import SymmMemAllReduce
+    torch.cuda.set_device(rank)
+    dist.init_process_group("nccl", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2,
+                            device_id=torch.device("cuda", rank))
+    try:
+        reducer = SymmMemAllReduce(dist.group.WORLD, torch.device("cuda", rank), torch.float16)
+        for step, numel in enumerate([5120, 1, 40960, 5120 * 64, 3]):   # one staging buffer, odd sizes
+            gen = torch.Generator().manual_seed(100 * step + rank)
+            x = torch.randn(numel, generator=gen).to(device="cuda", dtype=torch.float16)
+            ref = x.float()
+            dist.all_reduce(ref)
+            got = reducer(x.clone())
+            assert (got.float() - ref).abs().max().item() <= 2e-3 * ref.abs().max().item() + 1e-3, step
+            rank0 = got.clone()
+            dist.broadcast(rank0, src=0)
+            assert torch.equal(got, rank0), "ranks disagree"
+        # Replays of a graph of three all-reduces (an odd count: the staging buffer is reused by
+        # consecutive calls across replays), with new inputs each time.
+        xs = [torch.zeros(5120, device="cuda", dtype=torch.float16) for _ in range(3)]
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for x in xs:
+                reducer(x)
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            for x in xs:
+                reducer(x)
+        for replay in range(5):
+            gen = torch.Generator().manual_seed(1000 + 10 * replay + rank)
+            inputs = [torch.randint(-8, 8, (5120,), generator=gen).to(device="cuda", dtype=torch.float16)
+                      for _ in xs]
+            for x, value in zip(xs, inputs):
+                x.copy_(value)
+            graph.replay()
+            for x, value in zip(xs, inputs):
+                dist.all_reduce(value)
+                assert torch.equal(x, value), replay
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.skipif(not CUDA or torch.cuda.device_count() < 2, reason="needs two CUDA devices")
+def test_two_gpus_match_nccl_and_each_other():
+    import torch.multiprocessing as mp
+    os.environ.setdefault("NCCL_NVLS_ENABLE", "0")
+    os.environ.setdefault("TORCH_SYMM_MEM_DISABLE_MULTICAST", "1")
+    mp.spawn(_two_gpu_worker, args=(_free_port(),), nprocs=2)
