@@ -20,6 +20,8 @@ eager calls instead measures the Python launch path (tens of microseconds), not 
                                             # path, with a small GEMV config sweep at M <= 4 (printed
                                             # as awq_configs.GEMV_TUNED entries; gemv_sweep.csv)
     python benchmarks/kernels.py --gemv --warm-only   # compile the GEMV candidates on a tiny layer
+    python benchmarks/kernels.py --gemv --gemv-models llama2-70b-tp4 llama2-70b-tp2 llama2-13b-tp2
+                                            # the per-rank layers of the tensor-parallel runs
 """
 from __future__ import annotations
 
@@ -217,6 +219,11 @@ def tune(layers: dict[tuple[int, int], Layer], sms: int, csv, budget_s: float, b
 
 
 GEMV_MODELS = ("llama2-7b", "llama3-8b", "llama2-13b", "llama2-13b-tp2")
+# Per-rank layers of the Llama-2-70B tensor-parallel runs (issues 6 and 7), for ``--gemv-models``.
+TP_MODELS = {
+    "llama2-70b-tp2": [("qkv", 8192, 5120), ("o", 4096, 8192), ("gate_up", 8192, 28672), ("down", 14336, 8192)],
+    "llama2-70b-tp4": [("qkv", 8192, 2560), ("o", 2048, 8192), ("gate_up", 8192, 14336), ("down", 7168, 8192)],
+}
 GEMV_MS = [1, 2, 4]
 
 
@@ -310,10 +317,10 @@ def run_dequant(bw: float) -> None:
         torch.cuda.empty_cache()
 
 
-def run_gemv(sms: int, bw: float, out_dir: str) -> None:
+def run_gemv(sms: int, bw: float, out_dir: str, models: list[str]) -> None:
     """cuBLAS fp16 vs the splitk path vs the GEMV path (default config, and the best of a sweep at
-    M <= 4) on the Llama-2-7B / Llama-3-8B layers, all in this run."""
-    rows = [(model, name, k, n) for model in GEMV_MODELS for name, k, n in MODELS[model]]
+    M <= 4) on the layers of ``models``, all in this run."""
+    rows = [(model, name, k, n) for model in models for name, k, n in {**MODELS, **TP_MODELS}[model]]
     layers = {}
     for _, _, k, n in rows:
         if (k, n) not in layers:
@@ -390,6 +397,8 @@ def main() -> None:
     ap.add_argument("--tune-budget", type=float, default=1e9, help="seconds after which no new shape is tuned")
     ap.add_argument("--gemv", action="store_true", help="the GEMV path vs cuBLAS and splitk at M = 1-16")
     ap.add_argument("--warm-only", action="store_true", help="with --gemv: only compile the GEMV kernels")
+    ap.add_argument("--gemv-models", nargs="+", default=list(GEMV_MODELS), choices=[*MODELS, *TP_MODELS],
+                    help="with --gemv: whose layers (default: %(default)s)")
     ap.add_argument("--dequant", action="store_true", help="the dequantize kernel and the large-M path")
     ap.add_argument("--out-dir", default=os.environ.get("OUT", "."), help="where tuned.txt / tune.csv go")
     args = ap.parse_args()
@@ -406,7 +415,7 @@ def main() -> None:
     bw, peak = measure_ceilings()
     log(f"measured: copy bandwidth {bw:.0f} GB/s, fp16 matmul {peak:.0f} TFLOP/s")
     if args.gemv:
-        run_gemv(sms, bw, args.out_dir)
+        run_gemv(sms, bw, args.out_dir, args.gemv_models)
         return
     if args.dequant:
         run_dequant(bw)

@@ -181,6 +181,22 @@ def test_completion_matches_llm_generate_streamed_or_not(server, default_llm, sa
     assert all(c.usage is None for c in chunks[:-1])
 
 
+def test_tensor_parallel_server_matches_one_device(tmp_path, default_llm):
+    """``serve --tensor-parallel-size 3`` (Ray workers, gloo; the default model's 9/3 heads split
+    over 3 ranks) streams the same greedy text as the one-device engine."""
+    pytest.importorskip("ray")
+    srv = Server(["--tensor-parallel-size", "3"], tmp_path / "server.log")
+    try:
+        prompt = "The capital of France is"
+        expected = default_llm.generate(prompt, SamplingParams(max_tokens=12, temperature=0), use_tqdm=False)[0]
+        texts, reasons, _ = stream_completion(srv.client(), model=MODEL, prompt=prompt, max_tokens=12, temperature=0)
+        assert texts == {0: expected.outputs[0].text} and reasons == {0: expected.outputs[0].finish_reason}
+        srv.wait_idle()
+    finally:
+        # Ray's driver turns SIGTERM into sys.exit(15), which uvicorn's re-raise then reaches.
+        assert srv.stop() in (*CLEAN_EXIT, signal.SIGTERM), srv.log()
+
+
 def test_chat_matches_llm_chat_streamed_or_not(server, default_llm):
     messages = [{"role": "system", "content": "You are a terse assistant."},
                 {"role": "user", "content": "Name three colors."}]
