@@ -1,11 +1,9 @@
 #!/usr/bin/env bash
-# Issue 5 (e2e suite, async scheduling on by default) and issue 8 (serving sweep) on one H100.
-# carry: [".whl_serve", ".gpucarry"]; about 5 minutes.
+# The serving sweep of issue 8 on one H100 (Llama-2-7B shape, AWQ, dummy weights; fresh prompts per
+# configuration). carry: [".whl_serve", ".gpucarry"]; about 4 minutes.
 source benchmarks/gpu/env.sh
 python3 -m pip install -q --no-index --find-links .whl_serve fastapi uvicorn httpx
 cd benchmarks
-timeout 240 python e2e_suite.py --sections decode throughput --num-prompts 1000 --out "$OUT/e2e.json" > "$OUT/e2e.log" 2>&1
-grep -v "it/s\]" "$OUT/e2e.log" | tail -14
 SHAPE=$(python -c "from common import shape_dir; print(shape_dir('llama-2-7b'))")
 # The server needs a tokenizer; the default model's (49k ids) covers the random prompt ids.
 cp ../.gpucarry/tokenizer.json "$SHAPE/"
