@@ -11,10 +11,7 @@ and pads block tables with the index of a NaN-filled block.
 """
 from __future__ import annotations
 
-import importlib
 import math
-import os
-import sys
 
 import pytest
 import torch
@@ -23,18 +20,11 @@ from pagedawq.attention.backend import get_backend
 from pagedawq.attention.metadata import AttentionMetadata
 from pagedawq.attention.torch_backend import paged_attention_reference
 from pagedawq.attention.torch_backend import write_kv_cache as reference_write_kv_cache
+from tests.triton_interpreter import interpret_without_cuda
 
-CUDA = torch.cuda.is_available()
+CUDA = interpret_without_cuda("pagedawq.kernels.cache_ops", "pagedawq.kernels.paged_attention",
+                              "pagedawq.attention.triton_backend")
 DEVICE = "cuda" if CUDA else "cpu"
-if not CUDA:
-    # Triton picks interpreter or compiler when triton.language is imported and when each
-    # @triton.jit runs: set the variable for the whole (CPU-only) process, and reload kernel
-    # modules that an earlier test imported before it was set.
-    os.environ["TRITON_INTERPRET"] = "1"
-    for _name in ("pagedawq.kernels.cache_ops", "pagedawq.kernels.paged_attention",
-                  "pagedawq.attention.triton_backend"):
-        if _name in sys.modules:
-            importlib.reload(sys.modules[_name])
 
 from pagedawq.attention import triton_backend  # noqa: E402
 from pagedawq.kernels import cache_ops  # noqa: E402

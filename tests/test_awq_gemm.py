@@ -12,7 +12,6 @@ against the plain-Triton one, bit for bit.
 """
 from __future__ import annotations
 
-import importlib
 import os
 import subprocess
 import sys
@@ -20,13 +19,11 @@ import sys
 import pytest
 import torch
 
-HAS_CUDA = torch.cuda.is_available()
-STALE_TRITON = not HAS_CUDA and os.environ.get("TRITON_INTERPRET") != "1" and "triton" in sys.modules
-if not HAS_CUDA:
-    os.environ["TRITON_INTERPRET"] = "1"
-    for _name in ("pagedawq.kernels.awq_kernels", "pagedawq.kernels.awq_gemm"):
-        if _name in sys.modules:  # imported (compiled mode) before this module set the variable
-            importlib.reload(sys.modules[_name])
+from tests.triton_interpreter import interpret_without_cuda
+
+STALE_TRITON = (not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1"
+                and "triton" in sys.modules)
+HAS_CUDA = interpret_without_cuda("pagedawq.kernels.awq_kernels", "pagedawq.kernels.awq_gemm")
 
 from pagedawq.kernels import awq_gemm as awq_mod  # noqa: E402
 from pagedawq.kernels.awq_configs import (GEMV_M_MAX, GemmConfig, GemvConfig, choose, gemv_config,  # noqa: E402

@@ -6,24 +6,14 @@ run at model-sized shapes and through the ``pagedawq.kernels.ops`` dispatch.
 """
 from __future__ import annotations
 
-import importlib
-import os
-import sys
-
 import pytest
 import torch
 
 from pagedawq.kernels import ops, reference
+from tests.triton_interpreter import interpret_without_cuda
 
-CUDA = torch.cuda.is_available()
+CUDA = interpret_without_cuda("pagedawq.kernels.fused_ops")
 DEVICE = "cuda" if CUDA else "cpu"
-if not CUDA:
-    # Triton picks interpreter or compiler when triton.language is imported and when each
-    # @triton.jit runs: set the variable for the whole (CPU-only) process, and reload the kernel
-    # module if an earlier test imported it before it was set.
-    os.environ["TRITON_INTERPRET"] = "1"
-    if "pagedawq.kernels.fused_ops" in sys.modules:
-        importlib.reload(sys.modules["pagedawq.kernels.fused_ops"])
 
 from pagedawq.kernels import fused_ops  # noqa: E402
 

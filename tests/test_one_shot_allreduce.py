@@ -10,20 +10,16 @@ GPUs the real collective is checked against NCCL across processes.
 """
 from __future__ import annotations
 
-import importlib
 import os
 import socket
-import sys
 
 import pytest
 import torch
 
-CUDA = torch.cuda.is_available()
+from tests.triton_interpreter import interpret_without_cuda
+
+CUDA = interpret_without_cuda("pagedawq.kernels.one_shot_allreduce")
 DEVICE = "cuda" if CUDA else "cpu"
-if not CUDA:
-    os.environ["TRITON_INTERPRET"] = "1"
-    if "pagedawq.kernels.one_shot_allreduce" in sys.modules:
-        importlib.reload(sys.modules["pagedawq.kernels.one_shot_allreduce"])
 
 from pagedawq.kernels import one_shot_allreduce as one_shot  # noqa: E402
 
