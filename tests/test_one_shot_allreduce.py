@@ -79,6 +79,23 @@ def test_in_place_and_bad_arguments():
         one_shot.one_shot_all_reduce(x, x.half(), buffer_ptrs, pad_ptrs, 0, 2)
 
 
+def test_start_up_probe_fails_instead_of_hanging():
+    """A probe whose kernel never finishes (peers that cannot signal) ends start-up with the fix."""
+    from pagedawq.distributed.symm_mem_allreduce import AllReduceProbeTimeout, wait_for_device
+
+    class Event:
+        def __init__(self, ready_after: int) -> None:
+            self.polls, self.ready_after = 0, ready_after
+
+        def query(self) -> bool:
+            self.polls += 1
+            return self.polls > self.ready_after
+
+    wait_for_device(Event(ready_after=3), timeout_s=5)
+    with pytest.raises(AllReduceProbeTimeout, match="PAGEDAWQ_DISABLE_SYMM_MEM_ALLREDUCE=1"):
+        wait_for_device(Event(ready_after=10**9), timeout_s=0.05)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 import warnings
 
 import torch
@@ -63,6 +64,29 @@ class SymmMemAllReduce:
         return x
 
 
+# A probe that spins longer than this means the peers never see each other's flags.
+PROBE_TIMEOUT_S = 60.0
+
+
+class AllReduceProbeTimeout(RuntimeError):
+    pass
+
+
+def wait_for_device(event, timeout_s: float) -> None:
+    """Wait for ``event`` (anything with ``query()``) for at most ``timeout_s``.
+
+    A one-shot kernel whose peers cannot signal it spins for ever, and the NCCL vote that would
+    report it queues behind it: instead of hanging the engine's start-up, the rank fails with the
+    way out (an error in a worker ends the engine's start with EngineDeadError)."""
+    deadline = time.monotonic() + timeout_s
+    while not event.query():
+        if time.monotonic() > deadline:
+            raise AllReduceProbeTimeout(
+                f"the symmetric-memory all-reduce did not finish within {timeout_s:.0f} s at start-up (the GPUs "
+                "may not reach each other's memory); set PAGEDAWQ_DISABLE_SYMM_MEM_ALLREDUCE=1 to use NCCL only")
+        time.sleep(0.001)
+
+
 def _all_agree(ok: bool, group: dist.ProcessGroup, device: torch.device) -> bool:
     flag = torch.tensor([1 if ok else 0], device=device)
     dist.all_reduce(flag, op=dist.ReduceOp.MIN, group=group)
@@ -96,8 +120,13 @@ def try_create(group: dist.ProcessGroup, device: torch.device, dtype: torch.dtyp
         try:
             for _ in range(3):   # the barriers leave the signal pads ready for the next call
                 got = reducer(probe.clone())
+            done = torch.cuda.Event()
+            done.record()
+            wait_for_device(done, PROBE_TIMEOUT_S)
             ok = torch.equal(got, expected)
             reason = "" if ok else "its result differs from NCCL's"
+        except AllReduceProbeTimeout:
+            raise   # the device is stuck in the kernel: no NCCL vote can follow
         except Exception as e:  # noqa: BLE001
             ok, reason = False, f"the probe failed: {e}"
         ok = _all_agree(ok, group, device)
