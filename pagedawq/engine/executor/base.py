@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from pagedawq.config import ConfigError, EngineConfig
-from pagedawq.engine.model_runner import ModelRunnerOutput, PendingOutput
+from pagedawq.engine.model_runner import ModelRunnerOutput
 from pagedawq.engine.scheduler import SchedulerOutput
 
 
@@ -35,22 +35,14 @@ class Executor(ABC):
     def execute_model(self, sched: SchedulerOutput) -> ModelRunnerOutput:
         return self.collective_rpc("execute_model", (sched,), reply_ranks=(0,))[0]
 
-    def launch_model(self, sched: SchedulerOutput) -> "PendingOutput | _Done":
-        """Start a step; ``.result()`` of the return value waits for its ModelRunnerOutput. This
-        default runs the step before returning."""
-        return _Done(self.execute_model(sched))
+    @abstractmethod
+    def launch_model(self, sched: SchedulerOutput) -> Any:
+        """Start a step (asynchronous scheduling) and return without waiting for it; ``.result()``
+        of the returned handle waits for its ModelRunnerOutput."""
 
     @abstractmethod
     def shutdown(self) -> None:
         """Stop the workers and release their devices (idempotent)."""
-
-
-class _Done:
-    def __init__(self, output: ModelRunnerOutput) -> None:
-        self.output = output
-
-    def result(self) -> ModelRunnerOutput:
-        return self.output
 
 
 def create_executor(config: EngineConfig) -> Executor:
