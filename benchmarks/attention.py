@@ -28,6 +28,7 @@ from pagedawq.attention.metadata import AttentionMetadata
 from pagedawq.attention.torch_backend import paged_attention_reference
 from pagedawq.kernels import fused_ops, reference
 from pagedawq.kernels.cache_ops import write_kv_cache
+from pagedawq.kernels.graph_timing import capture_round_robin
 from pagedawq.kernels.paged_attention import choose_num_kv_splits, decode_attention, prefill_attention
 
 ROWS: list[dict] = []
@@ -100,17 +101,7 @@ def check_subset(out: torch.Tensor, q: torch.Tensor, kv_cache: torch.Tensor, md:
 
 def graph_ms(fns: list) -> float:
     """Per-call time of ``fns`` replayed from one CUDA graph: no launch overhead, as the engine's decode runs."""
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for fn in fns:
-            fn()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for fn in fns:
-            fn()
-    return bench_ms(graph.replay) / len(fns)
+    return bench_ms(capture_round_robin(fns, len(fns)).replay) / len(fns)
 
 
 def bench_decode(name: str, batch: int, ctx: int, num_q_heads: int, num_kv_heads: int, copy_gbs: float,

@@ -57,6 +57,7 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kv-cache-memory-bytes", type=int, default=None)
     p.add_argument("--enforce-eager", action="store_true")
     p.add_argument("--async-scheduling", default=None, action=argparse.BooleanOptionalAction)
+    p.add_argument("--tune-kernels", action="store_true")
     p.add_argument("--no-enable-prefix-caching", dest="enable_prefix_caching", action="store_false")
     p.add_argument("--seed", type=int, default=0)
 
@@ -68,7 +69,7 @@ def make_llm(args: argparse.Namespace, **overrides):
               max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens,
               gpu_memory_utilization=args.gpu_memory_utilization, kv_cache_memory_bytes=args.kv_cache_memory_bytes,
               enforce_eager=args.enforce_eager, enable_prefix_caching=args.enable_prefix_caching, seed=args.seed,
-              async_scheduling=args.async_scheduling,
+              async_scheduling=args.async_scheduling, tune_kernels=args.tune_kernels,
               skip_tokenizer_init=args.load_format == "dummy")
     kw.update(overrides)
     return LLM(shape_dir(args.model), **kw)

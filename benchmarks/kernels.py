@@ -38,9 +38,10 @@ from triton.testing import do_bench
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from pagedawq.kernels import awq_configs  # noqa: E402
-from pagedawq.kernels.awq_configs import (GemmConfig, GemvConfig, gemv_block_m, gemv_config,  # noqa: E402
-                                          gemv_split, heuristic_config)
+from pagedawq.kernels.awq_configs import (GemmConfig, gemv_block_m, gemv_candidates, gemv_config,  # noqa: E402
+                                          heuristic_config)
 from pagedawq.kernels.awq_gemm import awq_dequantize, awq_gemm, gemm_fused, gemv  # noqa: E402
+from pagedawq.kernels.graph_timing import capture_round_robin  # noqa: E402
 from pagedawq.quant.pack import pack_awq_gemm, quantize_weight  # noqa: E402
 
 GROUP = 128
@@ -68,16 +69,7 @@ def time_us(fn, warmup: int = 25, rep: int = 100) -> float:
 def graph_time_us(fns, warmup: int = 25, rep: int = 100) -> float:
     """Per-call time of ``fns`` (one per weight copy) replayed round-robin from one CUDA graph."""
     calls = max(len(fns), 8)
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):  # warm up (compile, allocate) off the capture
-        for f in fns:
-            f()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for i in range(calls):
-            fns[i % len(fns)]()
+    graph = capture_round_robin(fns, calls)
     t = time_us(graph.replay, warmup=warmup, rep=rep) / calls
     del graph
     return t
@@ -227,26 +219,6 @@ TP_MODELS = {
 GEMV_MS = [1, 2, 4]
 
 
-def gemv_candidates(m: int, n: int, k: int, sms: int) -> list[tuple[str, GemvConfig]]:
-    """The default GEMV config of the shape and a few alternatives around it (sweep at M <= 4):
-    split-K halved/doubled, narrower column tiles, no scale prefetch, and register caps (more
-    resident programs per SM: 65536 registers / (cap x 128 threads)), each with the split-K that
-    fills the waves of its own occupancy."""
-    base = gemv_config(m, n, k, GROUP, sms)
-    narrow = GemvConfig(128, 64)                                   # more column tiles, 4 rows a thread
-    cands = [("default", base),
-             ("split*2", replace(base, split_k=min(2 * base.split_k, 64))),
-             ("split/2", replace(base, split_k=max(1, base.split_k // 2))),
-             ("bn128", replace(narrow, split_k=gemv_split(narrow, m, n, k, GROUP, sms))),
-             ("noSprefetch", replace(base, prefetch_scales=False))]
-    if gemv_block_m(m) == 1:
-        for regs in (96, 80, 64):
-            capped = replace(base, prefetch_scales=False, maxnreg=regs)
-            resident = 65536 // (regs * 32 * capped.num_warps)
-            cands.append((f"reg{regs}", replace(capped, split_k=gemv_split(capped, m, n, k, GROUP, sms, resident))))
-    return cands
-
-
 def warm_gemv(sms: int) -> None:
     """Compile every GEMV candidate kernel on a tiny layer with the same specialization as the
     benchmark layers (G 128, fp16, K and N multiples of 512, split-K > 1)."""
@@ -259,7 +231,7 @@ def warm_gemv(sms: int) -> None:
     for m in (1, 2, 4):
         x = torch.randn(m, k, device="cuda", dtype=torch.float16)
         out = torch.empty(m, n, device="cuda", dtype=torch.float16)
-        for name, cfg in gemv_candidates(m, 22016, 4096, sms):
+        for name, cfg in gemv_candidates(m, 22016, 4096, GROUP, sms):
             key = (gemv_block_m(m), replace(cfg, split_k=0))
             if key in seen:
                 continue
@@ -345,7 +317,7 @@ def run_gemv(sms: int, bw: float, out_dir: str, models: list[str]) -> None:
             t_ref = graph_time_us([lambda w=w: torch.matmul(x, w, out=out16) for w in layer.fp16], 10, 50)
             out = torch.full((m, n), float("nan"), dtype=torch.float16, device="cuda")
             t_sk = graph_time_us([lambda w=w: awq_gemm(x, *w, out=out, path="splitk") for w in layer.int4], 10, 50)
-            cands = gemv_candidates(m, n, k, sms) if m <= awq_configs.GEMV_BLOCK_M_MAX else \
+            cands = gemv_candidates(m, n, k, GROUP, sms) if m <= awq_configs.GEMV_BLOCK_M_MAX else \
                 [("default", gemv_config(m, n, k, GROUP, sms))]
             res = {}
             err_default = float("nan")

@@ -51,13 +51,15 @@ def correctness(tp: int) -> None:
 
 
 def speed(model: str, tp: int, quant: str | None, num_prompts: int, nccl_only: bool = False,
-          async_scheduling: bool | None = None) -> None:
+          async_scheduling: bool | None = None, tune_kernels: bool = False) -> None:
     if nccl_only:   # the last step of a run (the variable stays set)
         os.environ["PAGEDAWQ_DISABLE_SYMM_MEM_ALLREDUCE"] = "1"
     label = f"{quant or 'fp16'} TP={tp}" + (" (NCCL all-reduce only)" if nccl_only else "")
     llm = LLM(shape_dir(model), load_format="dummy", skip_tokenizer_init=True, dtype="float16",
-              quantization=quant, tensor_parallel_size=tp, max_model_len=4096, async_scheduling=async_scheduling)
+              quantization=quant, tensor_parallel_size=tp, max_model_len=4096, async_scheduling=async_scheduling,
+              tune_kernels=tune_kernels)
     label += " async" if llm.llm_engine.async_scheduling else ""
+    label += " tuned" if tune_kernels else ""
     vocab = llm.llm_engine.config.model.vocab_size
     params = SamplingParams(temperature=0, max_tokens=128, ignore_eos=True)
     llm.generate(random_prompts(1, 32, vocab, seed=1), params, use_tqdm=False)
@@ -87,12 +89,14 @@ def main() -> None:
     p.add_argument("--skip-correctness", action="store_true", help="time only (the check ran in another call)")
     p.add_argument("--async-scheduling", default=None, action=argparse.BooleanOptionalAction,
                    help="passed to every LLM (default: the engine's choice, i.e. async on GPUs)")
+    p.add_argument("--tune-kernels", action="store_true", help="passed to every LLM (GEMV tuning at start-up)")
     p.add_argument("--compare-allreduce", action="store_true",
                    help="also time TP latency with PAGEDAWQ_DISABLE_SYMM_MEM_ALLREDUCE=1")
     args = p.parse_args()
     log(f"device: {device_name()} x{torch.cuda.device_count()}  torch {torch.__version__}  {time.strftime('%Y-%m-%d')}")
     steps = ([] if args.skip_correctness else [lambda: correctness(args.tp)]) + [
-        (lambda size=size: speed(args.model, size, "awq", args.num_prompts, async_scheduling=args.async_scheduling))
+        (lambda size=size: speed(args.model, size, "awq", args.num_prompts, async_scheduling=args.async_scheduling,
+                                 tune_kernels=args.tune_kernels))
         for size in (args.sizes or (1, args.tp))]
     if args.compare_allreduce:
         steps.append(lambda: speed(args.model, args.tp, "awq", 0, nccl_only=True, async_scheduling=args.async_scheduling))

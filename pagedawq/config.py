@@ -128,6 +128,7 @@ class EngineConfig:
     enforce_eager: bool = False
     attention_backend: str | None = None  # None: "triton" on CUDA, "torch" elsewhere
     async_scheduling: bool = False   # resolved by build_engine_config: by default on for CUDA, any TP size
+    tune_kernels: bool = False       # time the AWQ GEMV candidates for this model's shapes at start-up (CUDA)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -190,7 +191,8 @@ def build_engine_config(model: str | None, *, tokenizer: str | None = None, quan
                         enable_prefix_caching: bool = True, load_format: str = "auto",
                         skip_tokenizer_init: bool = False, seed: int = 0, enforce_eager: bool = False,
                         distributed_executor_backend: str | None = None,
-                        attention_backend: str | None = None, async_scheduling: bool | None = None) -> EngineConfig:
+                        attention_backend: str | None = None, async_scheduling: bool | None = None,
+                        tune_kernels: bool = False) -> EngineConfig:
     from pagedawq.models.registry import check_architecture
     from pagedawq.quant.registry import resolve_quant_config
 
@@ -269,4 +271,4 @@ def build_engine_config(model: str | None, *, tokenizer: str | None = None, quan
         parallel=ParallelConfig(tensor_parallel_size=tensor_parallel_size,
                                 distributed_executor_backend=distributed_executor_backend),
         device=device, enforce_eager=enforce_eager, attention_backend=attention_backend,
-        async_scheduling=async_scheduling)
+        async_scheduling=async_scheduling, tune_kernels=bool(tune_kernels))

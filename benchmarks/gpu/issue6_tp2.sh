@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Issue 6 on 2 GPUs: Llama-2-13B shape (AWQ), TP=1 vs TP=2 with the engine's defaults (asynchronous
 # scheduling, one-shot all-reduce): correctness, batch-1 latency, throughput 1000 x 512/128, and TP=2
-# latency again with NCCL only. carry: [".raycarry"]; about 6 minutes.
+# latency again with NCCL only. carry: [".raycarry"]; about 8 minutes.
 source benchmarks/gpu/env.sh
 cd benchmarks
 timeout 330 python tp_suite.py --tp 2 --num-prompts 1000 --compare-allreduce > "$OUT/tp2.log" 2>&1
 grep -E "^latency|^throughput|^correct|failed|^\[" "$OUT/tp2.log"
+# The same latencies with the GEMV launch configurations tuned on this GPU for these shapes.
+timeout 150 python tp_suite.py --tp 2 --skip-correctness --num-prompts 0 --tune-kernels > "$OUT/tp2_tuned.log" 2>&1
+grep -E "^latency|failed|GEMV" "$OUT/tp2_tuned.log"

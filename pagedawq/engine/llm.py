@@ -32,7 +32,8 @@ class LLM:
                  block_size: int = 16, gpu_memory_utilization: float = 0.9, kv_cache_memory_bytes: int | None = None,
                  enable_prefix_caching: bool = True, load_format: str = "auto", skip_tokenizer_init: bool = False,
                  seed: int = 0, enforce_eager: bool = False, distributed_executor_backend: str | None = None,
-                 attention_backend: str | None = None, async_scheduling: bool | None = None) -> None:
+                 attention_backend: str | None = None, async_scheduling: bool | None = None,
+                 tune_kernels: bool = False) -> None:
         self.llm_engine = LLMEngine.from_args(
             model, tokenizer=tokenizer, quantization=quantization, dtype=dtype, device=device,
             tensor_parallel_size=tensor_parallel_size, max_model_len=max_model_len, max_num_seqs=max_num_seqs,
@@ -41,7 +42,7 @@ class LLM:
             enable_prefix_caching=enable_prefix_caching, load_format=load_format,
             skip_tokenizer_init=skip_tokenizer_init, seed=seed, enforce_eager=enforce_eager,
             distributed_executor_backend=distributed_executor_backend, attention_backend=attention_backend,
-            async_scheduling=async_scheduling)
+            async_scheduling=async_scheduling, tune_kernels=tune_kernels)
         self._finalizer = weakref.finalize(self, _shutdown, self.llm_engine)
 
     def get_tokenizer(self):

@@ -48,7 +48,21 @@ class Worker:
 
     def load_model(self) -> None:
         model = load_model(self.config.model, str(self.device))
+        if self.config.tune_kernels:
+            self._tune_kernels(model)
         self.runner = ModelRunner(self.config, model, self.device, is_driver=self.rank == 0)
+
+    def _tune_kernels(self, model: torch.nn.Module) -> None:
+        """Time the AWQ GEMV configurations for this rank's layer shapes (before the KV cache and
+        the CUDA graphs, which then use the choices)."""
+        from pagedawq.quant.awq import awq_gemv_shapes
+        shapes = awq_gemv_shapes(model)
+        if self.device.type != "cuda" or not shapes:
+            logger.info("tune_kernels: nothing to tune (%s)", "no AWQ layers" if not shapes else "not on CUDA")
+            return
+        from pagedawq.kernels.gemv_autotune import tune_gemv
+        tune_gemv(shapes, self.config.model.dtype, self.device)
+        torch.cuda.empty_cache()
 
     def determine_num_blocks(self) -> int:
         """How many KV blocks fit: the explicit byte budget, or on GPU what is left of

@@ -28,13 +28,16 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--enforce-eager", action="store_true")
     parser.add_argument("--distributed-executor-backend", default=None, choices=[None, "uni", "ray"])
     parser.add_argument("--async-scheduling", default=None, action=argparse.BooleanOptionalAction,
-                        help="launch step n+1 before step n's tokens reach the host (default: on for one GPU)")
+                        help="launch step n+1 before step n's tokens reach the host (default: on for GPUs)")
+    parser.add_argument("--tune-kernels", action="store_true",
+                        help="time the AWQ GEMV launch configurations for this model on this GPU at start-up "
+                             "(cached on disk per GPU)")
 
 
 ENGINE_ARG_NAMES = ("tokenizer", "quantization", "dtype", "device", "tensor_parallel_size", "max_model_len",
                     "max_num_seqs", "max_num_batched_tokens", "block_size", "gpu_memory_utilization",
                     "kv_cache_memory_bytes", "enable_prefix_caching", "load_format", "seed", "enforce_eager",
-                    "distributed_executor_backend", "async_scheduling")
+                    "distributed_executor_backend", "async_scheduling", "tune_kernels")
 
 
 def engine_kwargs(args: argparse.Namespace) -> dict:

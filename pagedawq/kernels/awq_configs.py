@@ -316,10 +316,44 @@ def gemv_heuristic(m: int, n: int, k: int, group: int, sms: int) -> GemvConfig:
     return replace(cfg, split_k=gemv_split(cfg, m, n, k, group, sms))
 
 
+# Configurations measured on this machine at run time (``gemv_autotune``, ``tune_kernels=True``):
+# (rows per program, N, K, group) -> GemvConfig. Consulted before GEMV_TUNED.
+RUNTIME_GEMV: dict[tuple[int, int, int, int], GemvConfig] = {}
+
+
+def register_gemv_configs(entries: dict[tuple[int, int, int, int], GemvConfig]) -> None:
+    """Use ``entries`` (keyed like RUNTIME_GEMV) from now on in this process."""
+    RUNTIME_GEMV.update(entries)
+    gemv_config.cache_clear()
+    choose.cache_clear()
+
+
 @lru_cache(maxsize=4096)
 def gemv_config(m: int, n: int, k: int, group: int, sms: int) -> GemvConfig:
-    cfg = GEMV_TUNED.get((gemv_block_m(m), n, k))
+    bm = gemv_block_m(m)
+    cfg = RUNTIME_GEMV.get((bm, n, k, group)) or GEMV_TUNED.get((bm, n, k))
     return cfg if cfg is not None else gemv_heuristic(m, n, k, group, sms)
+
+
+def gemv_candidates(m: int, n: int, k: int, group: int, sms: int) -> list[tuple[str, GemvConfig]]:
+    """The default GEMV config of the shape and a few alternatives around it (the sweep of
+    ``benchmarks/kernels.py --gemv`` and of ``gemv_autotune``): split-K halved/doubled, narrower
+    column tiles, no scale prefetch, and at one row per program register caps (more resident
+    programs per SM: 65536 registers / (cap x 128 threads)), each with the split-K that fills the
+    waves of its own occupancy."""
+    base = gemv_config(m, n, k, group, sms)
+    narrow = GemvConfig(128, 64)                                   # more column tiles, 4 rows a thread
+    cands = [("default", base),
+             ("split*2", replace(base, split_k=min(2 * base.split_k, 64))),
+             ("split/2", replace(base, split_k=max(1, base.split_k // 2))),
+             ("bn128", replace(narrow, split_k=gemv_split(narrow, m, n, k, group, sms))),
+             ("noSprefetch", replace(base, prefetch_scales=False))]
+    if gemv_block_m(m) == 1:
+        for regs in (96, 80, 64):
+            capped = replace(base, prefetch_scales=False, maxnreg=regs)
+            resident = 65536 // (regs * 32 * capped.num_warps)
+            cands.append((f"reg{regs}", replace(capped, split_k=gemv_split(capped, m, n, k, group, sms, resident))))
+    return cands
 
 
 @lru_cache(maxsize=4096)

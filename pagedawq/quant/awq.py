@@ -113,3 +113,11 @@ class AWQLinearMethod(LinearMethod):
         if bias is not None:
             y = y + bias
         return y.reshape(*shape[:-1], y.shape[-1])
+
+
+def awq_gemv_shapes(model: nn.Module) -> set[tuple[int, int, int]]:
+    """(N, K, group) of every AWQ linear layer of ``model`` (this rank's shards): the shapes whose
+    GEMV launch configuration ``gemv_autotune`` can tune."""
+    return {(m.qweight.shape[1] * PACK_FACTOR, m.qweight.shape[0], m.qweight.shape[0] // m.scales.shape[0])
+            for m in model.modules() if isinstance(getattr(m, "linear_method", None), AWQLinearMethod)}
+
