@@ -69,7 +69,7 @@ PROBE_TIMEOUT_S = 60.0
 
 
 class AllReduceProbeTimeout(RuntimeError):
-    pass
+    """The start-up probe's kernel did not finish: the GPUs do not see each other's signals."""
 
 
 def wait_for_device(event, timeout_s: float) -> None:
