@@ -56,10 +56,15 @@ class LLMEngine:
         self.parents: dict[str, ParentRequest] = {}
         self._child_to_parent: dict[str, tuple[ParentRequest, SequenceState]] = {}
         self._ids = itertools.count()
-        self.async_scheduling = config.async_scheduling
         self._in_flight: tuple[SchedulerOutput, Any] | None = None
         logger.info("engine ready in %.1f s: %s on %s (%s), %d KV blocks of %d tokens", time.perf_counter() - start,
                     config.model.architecture, config.device, config.model.dtype, num_blocks, config.cache.block_size)
+
+    @property
+    def async_scheduling(self) -> bool:
+        """Whether steps are launched before the previous step's tokens reach the host (the
+        config's decision, which every rank's runner reads too)."""
+        return self.config.async_scheduling
 
     @classmethod
     def from_args(cls, model: str | None = None, **kwargs: Any) -> "LLMEngine":

@@ -114,26 +114,24 @@ def tune_gemv(shapes: Iterable[tuple[int, int, int]], dtype: torch.dtype, device
         cache = json.loads(path.read_text())
     except (OSError, ValueError):
         cache = {}
-    sms = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 132
-    l2 = torch.cuda.get_device_properties(device).L2_cache_size if device.type == "cuda" else 0
+    props = torch.cuda.get_device_properties(device) if device.type == "cuda" else None
+    sms, l2 = (props.multi_processor_count, props.L2_cache_size) if props else (132, 0)
     timer = timer or graph_time_us
     results: dict[tuple[int, int, int, int], GemvConfig] = {}
     misses = 0
     for n, k, group in sorted(set(shapes)):
-        todo = [bm for bm in row_blocks if _key(device, dtype, bm, n, k, group) not in cache]
+        weights = None   # made only for a shape some row count still needs timing for
         for bm in row_blocks:
-            if bm not in todo:
-                results[(bm, n, k, group)] = GemvConfig(**cache[_key(device, dtype, bm, n, k, group)])
-        if not todo:
-            continue
-        copies = max(1, min(8, -(-2 * l2 // (k * n // 2))))   # > 2x L2: every call reads DRAM
-        weights = _random_layer(n, k, group, dtype, device, copies)
-        for bm in todo:
-            cfg, how = _tune_one(weights, bm, n, k, group, dtype, sms, timer)
-            logger.info("GEMV %dx%d (group %d, %d row%s): %s", k, n, group, bm, "s" if bm > 1 else "", how)
-            cache[_key(device, dtype, bm, n, k, group)] = asdict(cfg)
-            results[(bm, n, k, group)] = cfg
-            misses += 1
+            key = _key(device, dtype, bm, n, k, group)
+            if key not in cache:
+                if weights is None:
+                    copies = max(1, min(8, -(-2 * l2 // (k * n // 2))))   # > 2x L2: every call reads DRAM
+                    weights = _random_layer(n, k, group, dtype, device, copies)
+                cfg, how = _tune_one(weights, bm, n, k, group, dtype, sms, timer)
+                logger.info("GEMV %dx%d (group %d, %d row%s): %s", k, n, group, bm, "s" if bm > 1 else "", how)
+                cache[key] = asdict(cfg)
+                misses += 1
+            results[(bm, n, k, group)] = GemvConfig(**cache[key])
         del weights
     if misses:
         _write_atomically(path, json.dumps(cache, indent=1, sort_keys=True))
