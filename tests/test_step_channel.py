@@ -4,6 +4,7 @@ cannot take a rank's place."""
 from __future__ import annotations
 
 import socket
+import struct
 import threading
 import time
 
@@ -75,7 +76,8 @@ def test_error_of_a_rank_not_asked_to_reply_surfaces_at_the_next_call():
         chan.close()
 
 
-def test_closed_worker_connection_is_a_dead_worker_not_a_hang():
+@pytest.mark.parametrize("how", ["close", "reset"])
+def test_closed_worker_connection_is_a_dead_worker_not_a_hang(how):
     chan = DriverChannel(1, "127.0.0.1", "t")
     conn = {}
 
@@ -89,9 +91,16 @@ def test_closed_worker_connection_is_a_dead_worker_not_a_hang():
     t.start()
     chan.accept_all(timeout_s=10, still_starting=lambda: None)
     t.join()
-    conn["s"].close()   # the worker process "dies"
     with pytest.raises(EngineDeadError, match="worker died"):
-        chan.broadcast(("echo", (), {}, (0,)))
+        if how == "reset":
+            # The command went out, then the process is killed mid-step: the kernel aborts the
+            # connection (RST, not FIN) and the driver's read fails with a reset.
+            chan.broadcast(("echo", (), {}, (0,)))
+            conn["s"].setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            conn["s"].close()
+        else:
+            conn["s"].close()   # the worker process "dies" between steps
+            chan.broadcast(("echo", (), {}, (0,)))
         chan.gather((0,), check_alive=lambda: None)
     chan.close()
 

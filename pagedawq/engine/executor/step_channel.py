@@ -8,8 +8,8 @@ writes the same length-prefixed pickle to every socket, the workers block in ``r
 polling, which matters when the CPU ranks share two cores), and only the ranks asked to reply
 write back.
 
-Failure is visible, never a hang: a worker process that dies closes its socket (EOF), and a worker
-that raises sends its traceback; either ends the driver's wait with :class:`EngineDeadError`.
+Failure is visible, never a hang: a worker process that dies closes its socket (EOF, or a reset
+when the kernel aborts the connection of a killed process), and a worker that raises sends its traceback; either ends the driver's wait with :class:`EngineDeadError`.
 Connections are authenticated with a per-engine random token, since the driver unpickles what it
 receives.
 """
@@ -47,11 +47,14 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes | None:
 
 
 def _recv_frame(sock: socket.socket) -> tuple[bool, Any]:
-    """(True, obj), or (False, None) when the peer has closed the connection."""
-    header = _recv_exact(sock, _HEADER.size)
-    if header is None:
+    """(True, obj), or (False, None) when the peer has closed or reset the connection."""
+    try:
+        header = _recv_exact(sock, _HEADER.size)
+        if header is None:
+            return False, None
+        data = _recv_exact(sock, _HEADER.unpack(header)[0])
+    except ConnectionError:   # reset by a killed peer: as final as an orderly close
         return False, None
-    data = _recv_exact(sock, _HEADER.unpack(header)[0])
     if data is None:
         return False, None
     return True, pickle.loads(data)
