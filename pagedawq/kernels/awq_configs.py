@@ -53,7 +53,9 @@ class GemvConfig:
     ``vec``: packed words per thread and weight row (one vector load of 4 vec bytes; 8 vec output
     columns per thread, hence 8 vec BLOCK_M fp32 accumulators a thread).
     ``prefetch_scales``: load the next tile's scales with its weights (more registers, no stall
-    on the scales' first read). ``maxnreg``: cap on registers per thread (None: the compiler's
+    on the scales' first read). ``num_stages`` 1: the next K tile is prefetched into registers;
+    > 1: the K loop is software-pipelined through shared memory that many stages deep (cp.async;
+    ``prefetch_scales`` then has no effect). ``maxnreg``: cap on registers per thread (None: the compiler's
     choice), so more programs fit on an SM and more loads are in flight; spills if set too low.
     ``awq_configs.gemv_params`` adapts a config to a shape."""
     block_n: int = 256
@@ -338,21 +340,25 @@ def gemv_config(m: int, n: int, k: int, group: int, sms: int) -> GemvConfig:
 def gemv_candidates(m: int, n: int, k: int, group: int, sms: int) -> list[tuple[str, GemvConfig]]:
     """The default GEMV config of the shape and a few alternatives around it (the sweep of
     ``benchmarks/kernels.py --gemv`` and of ``gemv_autotune``): split-K halved/doubled, narrower
-    column tiles, no scale prefetch, and at one row per program register caps (more resident
-    programs per SM: 65536 registers / (cap x 128 threads)), each with the split-K that fills the
-    waves of its own occupancy."""
+    column tiles, no scale prefetch, the loop pipelined through shared memory 3 or 4 stages deep
+    (2-3 tiles in flight per program instead of 1; 110 registers at one row per program and
+    BLOCK_N 256 in the sm_90 SASS of Triton 3.6, as many programs per SM as the default), and at one
+    row per program register caps (more resident programs per SM: 65536 registers / (cap x 128
+    threads)), each with the split-K that fills the waves of its own occupancy."""
     base = gemv_config(m, n, k, group, sms)
     narrow = GemvConfig(128, 64)                                   # more column tiles, 4 rows a thread
     cands = [("default", base),
              ("split*2", replace(base, split_k=min(2 * base.split_k, 64))),
              ("split/2", replace(base, split_k=max(1, base.split_k // 2))),
              ("bn128", replace(narrow, split_k=gemv_split(narrow, m, n, k, group, sms))),
-             ("noSprefetch", replace(base, prefetch_scales=False))]
+             ("noSprefetch", replace(base, prefetch_scales=False)),
+             ("pipe3", replace(base, num_stages=3, prefetch_scales=False, maxnreg=None)),
+             ("pipe4", replace(base, num_stages=4, prefetch_scales=False, maxnreg=None))]
     if gemv_block_m(m) == 1:
-        for regs in (96, 80, 64):
-            capped = replace(base, prefetch_scales=False, maxnreg=regs)
+        for name, stages, regs in (("reg96", 1, 96), ("reg80", 1, 80), ("reg64", 1, 64), ("pipe4reg96", 4, 96)):
+            capped = replace(base, prefetch_scales=False, maxnreg=regs, num_stages=stages)
             resident = 65536 // (regs * 32 * capped.num_warps)
-            cands.append((f"reg{regs}", replace(capped, split_k=gemv_split(capped, m, n, k, group, sms, resident))))
+            cands.append((name, replace(capped, split_k=gemv_split(capped, m, n, k, group, sms, resident))))
     return cands
 
 

@@ -471,12 +471,74 @@ def _gemv_row_out(a0, a1, a2, a3, a4, a5, a6, a7, row, M, out_ptr, stride_om, ws
         tl.store(out_ptr + row * stride_om + rn, y.to(out_ptr.dtype.element_ty), mask=mask)
 
 
+@triton.jit
+def _gemv_tile(w0, w1, w2, w3, w4, w5, w6, w7, zw, s0, s1, s2, s3, x_ptrs, rr, m0, M, stride_xm, kt,
+               a00, a01, a02, a03, a04, a05, a06, a07, a10, a11, a12, a13, a14, a15, a16, a17,
+               a20, a21, a22, a23, a24, a25, a26, a27, a30, a31, a32, a33, a34, a35, a36, a37, magic,
+               BLOCK_K: tl.constexpr, U: tl.constexpr, BLOCK_M: tl.constexpr, SDT: tl.constexpr):
+    """Add K tile ``kt`` (its words, zero words and scale pairs given) to the accumulators of the
+    BLOCK_M rows: the activations of the tile, then the eight columns of every word."""
+    k0 = kt * BLOCK_K
+    xa0, xa1, xa2, xa3, xa4, xa5, xa6, xa7 = _gemv_x(x_ptrs, rr, 0, M - m0, stride_xm, k0, U)
+    xb0, xb1, xb2, xb3, xb4, xb5, xb6, xb7 = xa0, xa1, xa2, xa3, xa4, xa5, xa6, xa7
+    xc0, xc1, xc2, xc3, xc4, xc5, xc6, xc7 = xa0, xa1, xa2, xa3, xa4, xa5, xa6, xa7
+    xd0, xd1, xd2, xd3, xd4, xd5, xd6, xd7 = xa0, xa1, xa2, xa3, xa4, xa5, xa6, xa7
+    if BLOCK_M > 1:
+        xb0, xb1, xb2, xb3, xb4, xb5, xb6, xb7 = _gemv_x(x_ptrs, rr, 1, M - m0, stride_xm, k0, U)
+    if BLOCK_M > 2:
+        xc0, xc1, xc2, xc3, xc4, xc5, xc6, xc7 = _gemv_x(x_ptrs, rr, 2, M - m0, stride_xm, k0, U)
+        xd0, xd1, xd2, xd3, xd4, xd5, xd6, xd7 = _gemv_x(x_ptrs, rr, 3, M - m0, stride_xm, k0, U)
+
+    a00, a10, a20, a30 = _gemv_column(
+        w0, w1, w2, w3, w4, w5, w6, w7, zw, s0,
+        xa0, xa1, xa2, xa3, xa4, xa5, xa6, xa7, xb0, xb1, xb2, xb3, xb4, xb5, xb6, xb7,
+        xc0, xc1, xc2, xc3, xc4, xc5, xc6, xc7, xd0, xd1, xd2, xd3, xd4, xd5, xd6, xd7,
+        a00, a10, a20, a30, magic, 0, U, BLOCK_M, SDT)
+    a01, a11, a21, a31 = _gemv_column(
+        w0, w1, w2, w3, w4, w5, w6, w7, zw, s0,
+        xa0, xa1, xa2, xa3, xa4, xa5, xa6, xa7, xb0, xb1, xb2, xb3, xb4, xb5, xb6, xb7,
+        xc0, xc1, xc2, xc3, xc4, xc5, xc6, xc7, xd0, xd1, xd2, xd3, xd4, xd5, xd6, xd7,
+        a01, a11, a21, a31, magic, 1, U, BLOCK_M, SDT)
+    a02, a12, a22, a32 = _gemv_column(
+        w0, w1, w2, w3, w4, w5, w6, w7, zw, s1,
+        xa0, xa1, xa2, xa3, xa4, xa5, xa6, xa7, xb0, xb1, xb2, xb3, xb4, xb5, xb6, xb7,
+        xc0, xc1, xc2, xc3, xc4, xc5, xc6, xc7, xd0, xd1, xd2, xd3, xd4, xd5, xd6, xd7,
+        a02, a12, a22, a32, magic, 2, U, BLOCK_M, SDT)
+    a03, a13, a23, a33 = _gemv_column(
+        w0, w1, w2, w3, w4, w5, w6, w7, zw, s1,
+        xa0, xa1, xa2, xa3, xa4, xa5, xa6, xa7, xb0, xb1, xb2, xb3, xb4, xb5, xb6, xb7,
+        xc0, xc1, xc2, xc3, xc4, xc5, xc6, xc7, xd0, xd1, xd2, xd3, xd4, xd5, xd6, xd7,
+        a03, a13, a23, a33, magic, 3, U, BLOCK_M, SDT)
+    a04, a14, a24, a34 = _gemv_column(
+        w0, w1, w2, w3, w4, w5, w6, w7, zw, s2,
+        xa0, xa1, xa2, xa3, xa4, xa5, xa6, xa7, xb0, xb1, xb2, xb3, xb4, xb5, xb6, xb7,
+        xc0, xc1, xc2, xc3, xc4, xc5, xc6, xc7, xd0, xd1, xd2, xd3, xd4, xd5, xd6, xd7,
+        a04, a14, a24, a34, magic, 4, U, BLOCK_M, SDT)
+    a05, a15, a25, a35 = _gemv_column(
+        w0, w1, w2, w3, w4, w5, w6, w7, zw, s2,
+        xa0, xa1, xa2, xa3, xa4, xa5, xa6, xa7, xb0, xb1, xb2, xb3, xb4, xb5, xb6, xb7,
+        xc0, xc1, xc2, xc3, xc4, xc5, xc6, xc7, xd0, xd1, xd2, xd3, xd4, xd5, xd6, xd7,
+        a05, a15, a25, a35, magic, 5, U, BLOCK_M, SDT)
+    a06, a16, a26, a36 = _gemv_column(
+        w0, w1, w2, w3, w4, w5, w6, w7, zw, s3,
+        xa0, xa1, xa2, xa3, xa4, xa5, xa6, xa7, xb0, xb1, xb2, xb3, xb4, xb5, xb6, xb7,
+        xc0, xc1, xc2, xc3, xc4, xc5, xc6, xc7, xd0, xd1, xd2, xd3, xd4, xd5, xd6, xd7,
+        a06, a16, a26, a36, magic, 6, U, BLOCK_M, SDT)
+    a07, a17, a27, a37 = _gemv_column(
+        w0, w1, w2, w3, w4, w5, w6, w7, zw, s3,
+        xa0, xa1, xa2, xa3, xa4, xa5, xa6, xa7, xb0, xb1, xb2, xb3, xb4, xb5, xb6, xb7,
+        xc0, xc1, xc2, xc3, xc4, xc5, xc6, xc7, xd0, xd1, xd2, xd3, xd4, xd5, xd6, xd7,
+        a07, a17, a27, a37, magic, 7, U, BLOCK_M, SDT)
+    return (a00, a01, a02, a03, a04, a05, a06, a07, a10, a11, a12, a13, a14, a15, a16, a17,
+            a20, a21, a22, a23, a24, a25, a26, a27, a30, a31, a32, a33, a34, a35, a36, a37)
+
+
 @triton.jit(do_not_specialize=["M", "N8", "split_k", "magic"])
 def awq_gemv_kernel(x_ptr, qw_ptr, qz_ptr, s_ptr, out_ptr, ws_ptr, cnt_ptr,
                     M, N8, K, stride_xm, stride_om, split_k, magic,
                     G: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                    R: tl.constexpr, VEC: tl.constexpr, PREFETCH_S: tl.constexpr, SPLIT: tl.constexpr,
-                    EVEN_N: tl.constexpr):
+                    R: tl.constexpr, VEC: tl.constexpr, PREFETCH_S: tl.constexpr, STAGES: tl.constexpr,
+                    SPLIT: tl.constexpr, EVEN_N: tl.constexpr):
     """``out[M, N] = x[M, K] @ W`` for BLOCK_M (1, 2 or 4) rows (program_id 2 steps over row
     blocks), BLOCK_N columns (program_id 0) and one K slice (program_id 1).
 
@@ -485,6 +547,8 @@ def awq_gemv_kernel(x_ptr, qw_ptr, qz_ptr, s_ptr, out_ptr, ws_ptr, cnt_ptr,
     host picks VEC | N8). ``magic`` = 0x4B000000 (see ``_magic_f32``). Split-K as in
     ``awq_gemm_kernel``: fp32 workspace [split_k, M, N], one counter per (row block, column tile),
     zero on entry and on exit; the last program of a tile sums the slices in a fixed order.
+    STAGES 1: the next tile's words (and, with PREFETCH_S, scales) are prefetched into registers;
+    STAGES > 1: the loop is software-pipelined through shared memory instead (PREFETCH_S unused).
     """
     U: tl.constexpr = BLOCK_K // R
     BN8: tl.constexpr = BLOCK_N // 8
@@ -516,70 +580,39 @@ def awq_gemv_kernel(x_ptr, qw_ptr, qz_ptr, s_ptr, out_ptr, ws_ptr, cnt_ptr,
     a20, a21, a22, a23, a24, a25, a26, a27 = zero, zero, zero, zero, zero, zero, zero, zero
     a30, a31, a32, a33, a34, a35, a36, a37 = zero, zero, zero, zero, zero, zero, zero, zero
 
-    # The last iteration prefetches its own tile again (clamped rather than masked); an empty K
-    # slice (the host avoids them) reads one in-range tile and computes nothing with it.
-    last = tl.maximum(kt_hi - 1, 0)
-    w0, w1, w2, w3, w4, w5, w6, w7, zw, s0, s1, s2, s3 = _gemv_words(
-        w_ptrs, z_ptrs, s_ptrs, row_off, tl.minimum(kt_lo, last), j_mask, G, BLOCK_K, U, PREFETCH_S, EVEN_N)
-    for kt in range(kt_lo, kt_hi):
-        nw0, nw1, nw2, nw3, nw4, nw5, nw6, nw7, nzw, n0, n1, n2, n3 = _gemv_words(
-            w_ptrs, z_ptrs, s_ptrs, row_off, tl.minimum(kt + 1, last), j_mask, G, BLOCK_K, U, PREFETCH_S, EVEN_N)
-        if not PREFETCH_S:
-            s0, s1, s2, s3 = _gemv_scales(s_ptrs, row_off, kt, j_mask, G, BLOCK_K, EVEN_N)
-        k0 = kt * BLOCK_K
-        xa0, xa1, xa2, xa3, xa4, xa5, xa6, xa7 = _gemv_x(x_ptrs, rr, 0, M - m0, stride_xm, k0, U)
-        xb0, xb1, xb2, xb3, xb4, xb5, xb6, xb7 = xa0, xa1, xa2, xa3, xa4, xa5, xa6, xa7
-        xc0, xc1, xc2, xc3, xc4, xc5, xc6, xc7 = xa0, xa1, xa2, xa3, xa4, xa5, xa6, xa7
-        xd0, xd1, xd2, xd3, xd4, xd5, xd6, xd7 = xa0, xa1, xa2, xa3, xa4, xa5, xa6, xa7
-        if BLOCK_M > 1:
-            xb0, xb1, xb2, xb3, xb4, xb5, xb6, xb7 = _gemv_x(x_ptrs, rr, 1, M - m0, stride_xm, k0, U)
-        if BLOCK_M > 2:
-            xc0, xc1, xc2, xc3, xc4, xc5, xc6, xc7 = _gemv_x(x_ptrs, rr, 2, M - m0, stride_xm, k0, U)
-            xd0, xd1, xd2, xd3, xd4, xd5, xd6, xd7 = _gemv_x(x_ptrs, rr, 3, M - m0, stride_xm, k0, U)
-
-        a00, a10, a20, a30 = _gemv_column(
-            w0, w1, w2, w3, w4, w5, w6, w7, zw, s0,
-            xa0, xa1, xa2, xa3, xa4, xa5, xa6, xa7, xb0, xb1, xb2, xb3, xb4, xb5, xb6, xb7,
-            xc0, xc1, xc2, xc3, xc4, xc5, xc6, xc7, xd0, xd1, xd2, xd3, xd4, xd5, xd6, xd7,
-            a00, a10, a20, a30, magic, 0, U, BLOCK_M, SDT)
-        a01, a11, a21, a31 = _gemv_column(
-            w0, w1, w2, w3, w4, w5, w6, w7, zw, s0,
-            xa0, xa1, xa2, xa3, xa4, xa5, xa6, xa7, xb0, xb1, xb2, xb3, xb4, xb5, xb6, xb7,
-            xc0, xc1, xc2, xc3, xc4, xc5, xc6, xc7, xd0, xd1, xd2, xd3, xd4, xd5, xd6, xd7,
-            a01, a11, a21, a31, magic, 1, U, BLOCK_M, SDT)
-        a02, a12, a22, a32 = _gemv_column(
-            w0, w1, w2, w3, w4, w5, w6, w7, zw, s1,
-            xa0, xa1, xa2, xa3, xa4, xa5, xa6, xa7, xb0, xb1, xb2, xb3, xb4, xb5, xb6, xb7,
-            xc0, xc1, xc2, xc3, xc4, xc5, xc6, xc7, xd0, xd1, xd2, xd3, xd4, xd5, xd6, xd7,
-            a02, a12, a22, a32, magic, 2, U, BLOCK_M, SDT)
-        a03, a13, a23, a33 = _gemv_column(
-            w0, w1, w2, w3, w4, w5, w6, w7, zw, s1,
-            xa0, xa1, xa2, xa3, xa4, xa5, xa6, xa7, xb0, xb1, xb2, xb3, xb4, xb5, xb6, xb7,
-            xc0, xc1, xc2, xc3, xc4, xc5, xc6, xc7, xd0, xd1, xd2, xd3, xd4, xd5, xd6, xd7,
-            a03, a13, a23, a33, magic, 3, U, BLOCK_M, SDT)
-        a04, a14, a24, a34 = _gemv_column(
-            w0, w1, w2, w3, w4, w5, w6, w7, zw, s2,
-            xa0, xa1, xa2, xa3, xa4, xa5, xa6, xa7, xb0, xb1, xb2, xb3, xb4, xb5, xb6, xb7,
-            xc0, xc1, xc2, xc3, xc4, xc5, xc6, xc7, xd0, xd1, xd2, xd3, xd4, xd5, xd6, xd7,
-            a04, a14, a24, a34, magic, 4, U, BLOCK_M, SDT)
-        a05, a15, a25, a35 = _gemv_column(
-            w0, w1, w2, w3, w4, w5, w6, w7, zw, s2,
-            xa0, xa1, xa2, xa3, xa4, xa5, xa6, xa7, xb0, xb1, xb2, xb3, xb4, xb5, xb6, xb7,
-            xc0, xc1, xc2, xc3, xc4, xc5, xc6, xc7, xd0, xd1, xd2, xd3, xd4, xd5, xd6, xd7,
-            a05, a15, a25, a35, magic, 5, U, BLOCK_M, SDT)
-        a06, a16, a26, a36 = _gemv_column(
-            w0, w1, w2, w3, w4, w5, w6, w7, zw, s3,
-            xa0, xa1, xa2, xa3, xa4, xa5, xa6, xa7, xb0, xb1, xb2, xb3, xb4, xb5, xb6, xb7,
-            xc0, xc1, xc2, xc3, xc4, xc5, xc6, xc7, xd0, xd1, xd2, xd3, xd4, xd5, xd6, xd7,
-            a06, a16, a26, a36, magic, 6, U, BLOCK_M, SDT)
-        a07, a17, a27, a37 = _gemv_column(
-            w0, w1, w2, w3, w4, w5, w6, w7, zw, s3,
-            xa0, xa1, xa2, xa3, xa4, xa5, xa6, xa7, xb0, xb1, xb2, xb3, xb4, xb5, xb6, xb7,
-            xc0, xc1, xc2, xc3, xc4, xc5, xc6, xc7, xd0, xd1, xd2, xd3, xd4, xd5, xd6, xd7,
-            a07, a17, a27, a37, magic, 7, U, BLOCK_M, SDT)
-        w0, w1, w2, w3, w4, w5, w6, w7, zw = nw0, nw1, nw2, nw3, nw4, nw5, nw6, nw7, nzw
-        if PREFETCH_S:
-            s0, s1, s2, s3 = n0, n1, n2, n3
+    if STAGES > 1:
+        # Every load of the loop goes through a STAGES-deep shared-memory ring (cp.async, issued
+        # STAGES - 1 tiles ahead by Triton's pipeliner): more bytes in flight per program than the
+        # register prefetch below, without the registers that limit how many programs fit an SM.
+        for kt in tl.range(kt_lo, kt_hi, num_stages=STAGES):
+            w0, w1, w2, w3, w4, w5, w6, w7, zw, s0, s1, s2, s3 = _gemv_words(
+                w_ptrs, z_ptrs, s_ptrs, row_off, kt, j_mask, G, BLOCK_K, U, True, EVEN_N)
+            (a00, a01, a02, a03, a04, a05, a06, a07, a10, a11, a12, a13, a14, a15, a16, a17,
+             a20, a21, a22, a23, a24, a25, a26, a27, a30, a31, a32, a33, a34, a35, a36, a37) = _gemv_tile(
+                w0, w1, w2, w3, w4, w5, w6, w7, zw, s0, s1, s2, s3, x_ptrs, rr, m0, M, stride_xm, kt,
+                a00, a01, a02, a03, a04, a05, a06, a07, a10, a11, a12, a13, a14, a15, a16, a17,
+                a20, a21, a22, a23, a24, a25, a26, a27, a30, a31, a32, a33, a34, a35, a36, a37, magic,
+                BLOCK_K, U, BLOCK_M, SDT)
+    else:
+        # The last iteration prefetches its own tile again (clamped rather than masked); an empty K
+        # slice (the host avoids them) reads one in-range tile and computes nothing with it.
+        last = tl.maximum(kt_hi - 1, 0)
+        w0, w1, w2, w3, w4, w5, w6, w7, zw, s0, s1, s2, s3 = _gemv_words(
+            w_ptrs, z_ptrs, s_ptrs, row_off, tl.minimum(kt_lo, last), j_mask, G, BLOCK_K, U, PREFETCH_S, EVEN_N)
+        for kt in range(kt_lo, kt_hi):
+            nw0, nw1, nw2, nw3, nw4, nw5, nw6, nw7, nzw, n0, n1, n2, n3 = _gemv_words(
+                w_ptrs, z_ptrs, s_ptrs, row_off, tl.minimum(kt + 1, last), j_mask, G, BLOCK_K, U, PREFETCH_S, EVEN_N)
+            if not PREFETCH_S:
+                s0, s1, s2, s3 = _gemv_scales(s_ptrs, row_off, kt, j_mask, G, BLOCK_K, EVEN_N)
+            (a00, a01, a02, a03, a04, a05, a06, a07, a10, a11, a12, a13, a14, a15, a16, a17,
+             a20, a21, a22, a23, a24, a25, a26, a27, a30, a31, a32, a33, a34, a35, a36, a37) = _gemv_tile(
+                w0, w1, w2, w3, w4, w5, w6, w7, zw, s0, s1, s2, s3, x_ptrs, rr, m0, M, stride_xm, kt,
+                a00, a01, a02, a03, a04, a05, a06, a07, a10, a11, a12, a13, a14, a15, a16, a17,
+                a20, a21, a22, a23, a24, a25, a26, a27, a30, a31, a32, a33, a34, a35, a36, a37, magic,
+                BLOCK_K, U, BLOCK_M, SDT)
+            w0, w1, w2, w3, w4, w5, w6, w7, zw = nw0, nw1, nw2, nw3, nw4, nw5, nw6, nw7, nzw
+            if PREFETCH_S:
+                s0, s1, s2, s3 = n0, n1, n2, n3
 
     rn = (pid_n * BLOCK_N + tl.arange(0, BLOCK_N))[None, :]    # [1, BN]
     _gemv_row_out(a00, a01, a02, a03, a04, a05, a06, a07, m0, M, out_ptr, stride_om, ws_ptr, rn, pid_s, N,
@@ -598,32 +631,25 @@ def awq_gemv_kernel(x_ptr, qw_ptr, qz_ptr, s_ptr, out_ptr, ws_ptr, cnt_ptr,
         tile = pid_m * tl.num_programs(0) + pid_n
         arrived = tl.atomic_add(cnt_ptr + tile, 1, sem="acq_rel")
         if arrived == split_k - 1:
+            # All slices of all rows in one batch of loads (CHUNK x BLOCK_M = 32 rows of partials,
+            # 64 values a thread at BLOCK_N 256): the sum costs one L2 round trip per 32 / BLOCK_M
+            # slices, not one per 8 as with a loop of single-slice loads. Fixed order (a tree over
+            # the chunk, chunks in turn), so the result does not depend on who came last.
+            CHUNK: tl.constexpr = 32 // BLOCK_M
+            rs = tl.arange(0, CHUNK)[:, None, None]
+            rm3 = m0 + tl.arange(0, BLOCK_M)[None, :, None]
+            rn3 = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)[None, None, :]
+            mask3 = rm3 < M
+            if not EVEN_N:
+                mask3 = mask3 & (rn3 < N)
+            total = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+            for sb in range(0, split_k, CHUNK):
+                q = tl.load(ws_ptr + ((sb + rs) * M + rm3) * N + rn3, mask=mask3 & (sb + rs < split_k),
+                            other=0.0, cache_modifier=".cg")
+                total = total + tl.sum(q, axis=0)
             rm = m0 + tl.arange(0, BLOCK_M)
             mask = (rm < M)[:, None]
             if not EVEN_N:
                 mask = mask & (rn < N)
-            ws_ptrs = ws_ptr + rm[:, None] * N + rn
-            total = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-            # Fixed order (the sum does not depend on who came last), eight slices' loads in flight
-            # at a time: a serial loop would pay one L2 round trip per slice (split-K reaches 64).
-            for sb in range(0, split_k, 8):
-                sl = rn * 0 + sb   # as a tensor: the interpreter rejects scalar terms in masks
-
-                q0 = tl.load(ws_ptrs + sb * M * N, mask=mask, other=0.0, cache_modifier=".cg")
-                q1 = tl.load(ws_ptrs + (sb + 1) * M * N, mask=mask & (sl + 1 < split_k), other=0.0, cache_modifier=".cg")
-                q2 = tl.load(ws_ptrs + (sb + 2) * M * N, mask=mask & (sl + 2 < split_k), other=0.0, cache_modifier=".cg")
-                q3 = tl.load(ws_ptrs + (sb + 3) * M * N, mask=mask & (sl + 3 < split_k), other=0.0, cache_modifier=".cg")
-                q4 = tl.load(ws_ptrs + (sb + 4) * M * N, mask=mask & (sl + 4 < split_k), other=0.0, cache_modifier=".cg")
-                q5 = tl.load(ws_ptrs + (sb + 5) * M * N, mask=mask & (sl + 5 < split_k), other=0.0, cache_modifier=".cg")
-                q6 = tl.load(ws_ptrs + (sb + 6) * M * N, mask=mask & (sl + 6 < split_k), other=0.0, cache_modifier=".cg")
-                q7 = tl.load(ws_ptrs + (sb + 7) * M * N, mask=mask & (sl + 7 < split_k), other=0.0, cache_modifier=".cg")
-                total = total + q0
-                total = total + q1
-                total = total + q2
-                total = total + q3
-                total = total + q4
-                total = total + q5
-                total = total + q6
-                total = total + q7
             tl.store(out_ptr + rm[:, None] * stride_om + rn, total.to(out_ptr.dtype.element_ty), mask=mask)
             tl.atomic_xchg(cnt_ptr + tile, 0)
