@@ -358,7 +358,8 @@ def test_gpu_gemv_full_shapes(k, n, group, dtype):
         again = run(x, layer, path="gemv")
         assert torch.equal(out, again), m   # deterministic split-K
         if m <= 2:   # the shared-memory pipelined loop computes the same tiles in the same order
-            cfg = gemv_config(m, n, k, group if group > 0 else k, torch.cuda.get_device_properties(0).multi_processor_count)
+            sms = torch.cuda.get_device_properties(0).multi_processor_count
+            cfg = gemv_config(m, n, k, group if group > 0 else k, sms)
             piped = replace(cfg, num_stages=4, prefetch_scales=False)
             assert torch.equal(run(x, layer, path="gemv", config=piped), run(x, layer, path="gemv", config=cfg)), m
     assert int(awq_mod._COUNTERS[torch.device(DEVICE, torch.cuda.current_device())].abs().sum()) == 0

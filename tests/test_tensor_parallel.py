@@ -136,11 +136,27 @@ def _load(layer, shards):
     layer.linear_method.process_weights_after_loading(layer)
 
 
-def _shard_worker(rank: int, world: int, port: int, x: torch.Tensor, expected: list, queue) -> None:
+def _partial_row_then_norm(x: torch.Tensor, world: int, rank: int, norm_case: tuple) -> list:
+    """A row-parallel layer that leaves its all-reduce to the RMSNorm after it (as in a Llama
+    block) against the unsharded layer followed by the add + norm."""
+    from pagedawq.models.layers.linear import RowParallelLinear
+    from pagedawq.models.layers.norm import RMSNorm
+    shards, residual, weight, ref_out, ref_res = norm_case
+    layer = RowParallelLinear(128, 64, bias=False, params_dtype=torch.float32, reduce_results=False)
+    _load(layer, shards)
+    norm = RMSNorm(64, 1e-6, torch.float32)
+    norm.weight.data.copy_(weight)
+    out, res = norm(layer(x.chunk(world, dim=-1)[rank]), residual, all_reduce_x=True)
+    return [("row+norm out", False, float((out - ref_out).abs().max())),
+            ("row+norm residual", False, float((res - ref_res).abs().max()))]
+
+
+def _shard_worker(rank: int, world: int, port: int, x: torch.Tensor, expected: list, norm_case: tuple,
+                  queue) -> None:
     from pagedawq.distributed.parallel_state import all_gather, init_tensor_parallel
     from pagedawq.models.layers.embedding import ParallelLMHead, VocabParallelEmbedding
     init_tensor_parallel(rank, world, f"tcp://127.0.0.1:{port}", "gloo")
-    errors = []
+    errors = _partial_row_then_norm(x, world, rank, norm_case)
     for (kind, quant, shards), ref in zip(_layer_cases(), expected):
         layer = _build(kind, quant)
         _load(layer, shards)
@@ -165,24 +181,32 @@ def _shard_worker(rank: int, world: int, port: int, x: torch.Tensor, expected: l
 
 @pytest.mark.parametrize("world", [2])
 def test_every_parallel_layer_matches_unsharded(world):
-    x = torch.randn(5, 128, generator=torch.Generator().manual_seed(2))
+    from pagedawq.kernels import ops
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(5, 128, generator=gen)
     expected = []
     for kind, quant, shards in _layer_cases():
         layer = _build(kind, quant)
         _load(layer, shards)
         expected.append(layer(x))
+    row_shards = next(shards for kind, quant, shards in _layer_cases() if kind == "row" and quant is None)
+    residual, weight = torch.randn(5, 64, generator=gen), 1 + torch.rand(64, generator=gen)
+    row = _build("row", None)
+    _load(row, row_shards)
+    norm_case = (row_shards, residual, weight, *ops.fused_add_rms_norm(row(x), residual, weight, 1e-6))
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     from pagedawq.engine.executor.ray import _free_port
     port = _free_port()
-    procs = [ctx.Process(target=_shard_worker, args=(r, world, port, x, expected, queue)) for r in range(world)]
+    procs = [ctx.Process(target=_shard_worker, args=(r, world, port, x, expected, norm_case, queue))
+             for r in range(world)]
     for p in procs:
         p.start()
     results = [queue.get(timeout=120) for _ in procs]
     for p in procs:
         p.join(timeout=30)
     for rank, errors in results:
-        assert len(errors) == 10
+        assert len(errors) == 12
         for kind, quantized, err in errors:
             assert err < 1e-4, (rank, kind, quantized, err)
 
@@ -209,3 +233,48 @@ def test_profile_reports_every_rank(gqa_model, tmp_path):
     for s in summaries:
         assert "aten::" in s["table"]   # the ops the rank ran
     assert sorted(p.name for p in tmp_path.iterdir()) == ["rank0.json", "rank1.json"]
+
+
+def test_deferred_all_reduce_rules_and_dispatch(monkeypatch):
+    """A row-parallel layer with a bias must reduce itself; a norm reduces only with a residual;
+    the fused kernel is used exactly when the fast all-reduce accepts the tensor."""
+    from pagedawq.distributed import parallel_state
+    from pagedawq.models.layers.linear import RowParallelLinear
+    from pagedawq.models.layers.norm import RMSNorm
+    with pytest.raises(ValueError, match="bias needs reduce_results=True"):
+        RowParallelLinear(8, 8, bias=True, params_dtype=torch.float32, reduce_results=False)
+    with pytest.raises(ValueError, match="needs a residual"):
+        RMSNorm(8, 1e-6, torch.float32)(torch.ones(2, 8), all_reduce_x=True)
+
+    calls = []
+
+    class FakeFastAllReduce:
+        def __init__(self, fuse: bool) -> None:
+            self.fuse = fuse
+
+        def can_fuse_add_rms_norm(self, x):
+            return self.fuse
+
+        def add_rms_norm(self, x, residual, weight, eps):
+            calls.append("fused")
+            return x, residual
+
+        def can_reduce(self, x):
+            return True
+
+        def __call__(self, x):
+            calls.append("all_reduce")
+            return x * 2   # as if a peer held the same partial sums
+
+    x, residual, weight = torch.randn(3, 8), torch.randn(3, 8), torch.rand(8)
+    monkeypatch.setattr(parallel_state._state, "size", 2)
+    monkeypatch.setattr(parallel_state._state, "small_allreduce", FakeFastAllReduce(fuse=True))
+    parallel_state.all_reduce_add_rms_norm(x, residual, weight, 1e-6)
+    assert calls == ["fused"]
+    calls.clear()
+    monkeypatch.setattr(parallel_state._state, "small_allreduce", FakeFastAllReduce(fuse=False))
+    out, res = parallel_state.all_reduce_add_rms_norm(x.clone(), residual, weight, 1e-6)
+    assert calls == ["all_reduce"]
+    from pagedawq.kernels import reference
+    ref_out, ref_res = reference.fused_add_rms_norm(2 * x, residual, weight, 1e-6)
+    assert torch.equal(res, ref_res) and torch.allclose(out, ref_out)

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from pagedawq.kernels import ops
+
 logger = logging.getLogger(__name__)
 
 
@@ -66,6 +68,19 @@ def all_reduce(x: torch.Tensor) -> torch.Tensor:
             return fast(x)
         dist.all_reduce(x, group=_state.group)
     return x
+
+
+def all_reduce_add_rms_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float
+                            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``residual' = all_reduce(x) + residual``; returns ``(rms_norm(residual') * weight, residual')``.
+
+    What follows every row-parallel layer of a transformer block, in one kernel where the
+    symmetric-memory all-reduce can fuse it (decode-sized x on CUDA), else the all-reduce and then
+    the fused add + RMSNorm."""
+    fast = _state.small_allreduce if _state.size > 1 else None
+    if fast is not None and fast.can_fuse_add_rms_norm(x):
+        return fast.add_rms_norm(x, residual, weight, eps)
+    return ops.fused_add_rms_norm(all_reduce(x), residual, weight, eps)
 
 
 def broadcast_from_rank0(x: torch.Tensor) -> torch.Tensor:

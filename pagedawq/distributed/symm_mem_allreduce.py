@@ -9,7 +9,9 @@ one-shot kernel has no float16 (the AutoAWQ dtype). No NVLink multicast is invol
 
 The path is optional: it is set up only on CUDA with more than one rank, checked once against
 NCCL on the engine's dtype, and any failure (an old PyTorch, no P2P) logs why and leaves NCCL in
-charge. ``PAGEDAWQ_DISABLE_SYMM_MEM_ALLREDUCE=1`` turns it off.
+charge. ``PAGEDAWQ_DISABLE_SYMM_MEM_ALLREDUCE=1`` turns it off. The same buffers serve the fused
+all-reduce + residual add + RMSNorm that the norms after row-parallel layers use, checked at
+start-up against the unfused kernels.
 """
 from __future__ import annotations
 
@@ -28,6 +30,8 @@ logger = logging.getLogger(__name__)
 # Larger tensors (prefill) go to NCCL, whose bandwidth-optimal algorithms win there: on 2 x H200
 # the one-shot kernel is 1.6x faster at 8 KiB, even at 128 KiB and slower from 256 KiB.
 DEFAULT_MAX_BYTES = 128 << 10
+# Widest row the fused all-reduce + residual add + RMSNorm takes (one program holds a whole row).
+MAX_FUSED_HIDDEN = 16384
 
 
 class SymmMemAllReduce:
@@ -53,6 +57,7 @@ class SymmMemAllReduce:
         # Every rank's staging-buffer and signal-pad address, as the kernel reads them.
         self.buffer_ptrs = torch.tensor(handle.buffer_ptrs, dtype=torch.int64, device=device)
         self.signal_pad_ptrs = torch.tensor(handle.signal_pad_ptrs, dtype=torch.int64, device=device)
+        self.fuse_add_rms_norm = False   # until ``try_create`` has checked it against the unfused path
 
     def can_reduce(self, x: torch.Tensor) -> bool:
         return x.dtype == self.dtype and x.is_contiguous() and x.numel() <= self.max_numel
@@ -62,6 +67,18 @@ class SymmMemAllReduce:
         flat = x.view(-1)
         one_shot.one_shot_all_reduce(flat, flat, self.buffer_ptrs, self.signal_pad_ptrs, self.rank, self.world_size)
         return x
+
+    def can_fuse_add_rms_norm(self, x: torch.Tensor) -> bool:
+        """Whether ``add_rms_norm`` takes ``x``: enabled (its start-up check passed), a contiguous
+        [rows, hidden] tensor that fits the staging buffer, rows short enough for one program."""
+        return (self.fuse_add_rms_norm and self.can_reduce(x) and x.dim() == 2
+                and x.shape[1] <= MAX_FUSED_HIDDEN)
+
+    def add_rms_norm(self, x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(rms_norm(sum_ranks(x) + residual) * weight, sum_ranks(x) + residual)`` in one kernel."""
+        return one_shot.one_shot_all_reduce_add_rms_norm(x, residual, weight, eps, self.buffer_ptrs,
+                                                         self.signal_pad_ptrs, self.rank, self.world_size)
 
 
 # A probe that spins longer than this means the peers never see each other's flags.
@@ -136,4 +153,39 @@ def try_create(group: dist.ProcessGroup, device: torch.device, dtype: torch.dtyp
         return None
     logger.info("all-reduces up to %d KiB use the symmetric-memory one-shot kernel",
                 reducer.max_numel * dtype.itemsize // 1024)
+    reducer.fuse_add_rms_norm = _fused_add_rms_norm_agrees(reducer, group, device, dtype)
     return reducer
+
+
+def _fused_add_rms_norm_agrees(reducer: SymmMemAllReduce, group: dist.ProcessGroup, device: torch.device,
+                               dtype: torch.dtype) -> bool:
+    """Check the fused all-reduce + residual add + RMSNorm against the one-shot all-reduce followed
+    by the RMSNorm kernel, on every rank: both round at the same points, so they must agree bit for
+    bit. If not (or if it fails), the layers keep the unfused path; the all-reduce stays fast.
+    ``PAGEDAWQ_DISABLE_FUSED_ALLREDUCE_NORM=1`` keeps the unfused path (for A/B runs)."""
+    from pagedawq.kernels import ops
+    if os.environ.get("PAGEDAWQ_DISABLE_FUSED_ALLREDUCE_NORM") == "1":
+        return False
+    gen = torch.Generator(device="cpu").manual_seed(4321 + dist.get_rank(group))
+    x = torch.randint(-8, 8, (3, 1000), generator=gen).to(device=device, dtype=dtype)
+    residual = torch.randint(-8, 8, (3, 1000), generator=gen).to(device=device, dtype=dtype)
+    weight = torch.rand(1000, generator=torch.Generator().manual_seed(7)).to(device=device, dtype=dtype)
+    ok, reason = False, ""
+    try:
+        expected = ops.fused_add_rms_norm(reducer(x.clone()), residual, weight, 1e-5)
+        got = reducer.add_rms_norm(x, residual, weight, 1e-5)
+        done = torch.cuda.Event()
+        done.record()
+        wait_for_device(done, PROBE_TIMEOUT_S)
+        ok = all(torch.equal(g, e) for g, e in zip(got, expected))
+        reason = "" if ok else "its result differs from the unfused path's"
+    except AllReduceProbeTimeout:
+        raise
+    except Exception as e:  # noqa: BLE001
+        reason = f"the probe failed: {e}"
+    if not _all_agree(ok, group, device):
+        logger.warning("fused all-reduce + RMSNorm unavailable (%s); the norms run after the all-reduce",
+                       reason or "another rank could not use it")
+        return False
+    logger.info("the all-reduce after each row-parallel layer is fused with the residual add and RMSNorm")
+    return True

@@ -12,7 +12,7 @@ import triton
 import triton.language as tl
 
 
-def _row_warps(block: int) -> int:
+def row_warps(block: int) -> int:
     """Warps for a program that owns one row of ``block`` elements (about 8 elements a thread)."""
     return max(1, min(16, block // 256))
 
@@ -52,7 +52,7 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     block = triton.next_power_of_2(hidden)
     _rms_norm_kernel[(rows.shape[0],)](
         rows, rows, rows, weight, out, rows.stride(0), 0, 0, out.stride(0), hidden, eps,
-        BLOCK=block, ADD_RESIDUAL=False, num_warps=_row_warps(block))
+        BLOCK=block, ADD_RESIDUAL=False, num_warps=row_warps(block))
     return out.view(x.shape)
 
 
@@ -72,7 +72,7 @@ def fused_add_rms_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Te
     _rms_norm_kernel[(rows.shape[0],)](
         rows, res_rows, residual_out, weight, out,
         rows.stride(0), res_rows.stride(0), residual_out.stride(0), out.stride(0), hidden, eps,
-        BLOCK=block, ADD_RESIDUAL=True, num_warps=_row_warps(block))
+        BLOCK=block, ADD_RESIDUAL=True, num_warps=row_warps(block))
     return out.view(x.shape), residual_out.view(x.shape)
 
 
@@ -136,7 +136,7 @@ def rotary_embedding(positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor, 
         positions, q_rows, k_rows, cos_sin_cache, q_rows.stride(0), k_rows.stride(0), cos_sin_cache.stride(0),
         num_q_heads, num_k_heads, HEAD_SIZE=head_size, HALF=half, HALF_PAD=half_pad,
         Q_HEADS_PAD=q_heads_pad, K_HEADS_PAD=k_heads_pad,
-        num_warps=_row_warps(q_heads_pad * half_pad * 2))
+        num_warps=row_warps(q_heads_pad * half_pad * 2))
     return q, k
 
 
@@ -159,5 +159,5 @@ def silu_and_mul(x: torch.Tensor) -> torch.Tensor:
     if out.numel() > 0:
         block = min(1024, triton.next_power_of_2(inter))
         _silu_and_mul_kernel[(rows.shape[0], triton.cdiv(inter, block))](
-            rows, out, rows.stride(0), out.stride(0), inter, BLOCK=block, num_warps=_row_warps(block))
+            rows, out, rows.stride(0), out.stride(0), inter, BLOCK=block, num_warps=row_warps(block))
     return out.view(*x.shape[:-1], inter)

@@ -17,6 +17,10 @@ PyTorch ships such a kernel (``one_shot_all_reduce``) for bfloat16 and float32 o
 checkpoints run in float16: this one is dtype-generic and copies the input itself (one launch
 instead of a copy plus the collective).
 
+A second kernel fuses what follows every row-parallel all-reduce in a transformer layer: the
+residual add and the RMSNorm (``one_shot_all_reduce_add_rms_norm``), saving a launch and a pass
+over the hidden state per all-reduce. It rounds at the same points as the two unfused kernels.
+
 The barriers are graph-safe: a flag goes 0 -> 1 when a peer signals and back 1 -> 0 when it is
 consumed, so the signal pads are all zero between calls and nothing has to be reset from the
 host. Flags are compare-and-swapped at system scope with release (signal) and acquire (wait)
@@ -30,6 +34,8 @@ import os
 import torch
 import triton
 import triton.language as tl
+
+from pagedawq.kernels.fused_ops import row_warps
 
 # Elements a program moves per iteration, and the most programs one call uses: each program is one
 # barrier participant, so a few large programs beat many small ones at decode sizes.
@@ -117,6 +123,44 @@ def _one_shot_all_reduce_kernel(x_ptr, out_ptr, buffer_ptrs, signal_pad_ptrs, nu
     _barrier(signal_pad_ptrs, 2 * pid + 1, RANK, WORLD, THREADS, USE_ASM)
 
 
+@triton.jit
+def _one_shot_all_reduce_add_rms_norm_kernel(x_ptr, residual_ptr, weight_ptr, out_ptr, residual_out_ptr,
+                                             buffer_ptrs, signal_pad_ptrs, rows, hidden, eps,
+                                             RANK: tl.constexpr, WORLD: tl.constexpr, BLOCK_H: tl.constexpr,
+                                             THREADS: tl.constexpr, USE_ASM: tl.constexpr):
+    """Rows ``pid, pid + nprog, ...`` of ``residual_out = sum_ranks(x) + residual`` and
+    ``out = rms_norm(residual_out) * weight``; x, residual, out, residual_out are contiguous
+    [rows, hidden]. The same staging and barriers as the plain kernel, one row per step."""
+    pid = tl.program_id(0)
+    nprog = tl.num_programs(0)
+    cols = tl.arange(0, BLOCK_H)
+    mask = cols < hidden
+    dt = x_ptr.dtype.element_ty
+    own = tl.load(buffer_ptrs + RANK).to(tl.pointer_type(dt))
+    for row in range(pid, rows, nprog):
+        off = row * hidden + cols
+        tl.store(own + off, tl.load(x_ptr + off, mask=mask), mask=mask)
+    tl.debug_barrier()
+    _barrier(signal_pad_ptrs, 2 * pid, RANK, WORLD, THREADS, USE_ASM)
+    tl.debug_barrier()
+    w = tl.load(weight_ptr + cols, mask=mask, other=0.0).to(tl.float32)
+    for row in range(pid, rows, nprog):
+        off = row * hidden + cols
+        acc = tl.zeros((BLOCK_H,), dtype=tl.float32)
+        for peer in tl.static_range(WORLD):
+            buf = tl.load(buffer_ptrs + peer).to(tl.pointer_type(dt))
+            acc += tl.load(buf + off, mask=mask, other=0.0, volatile=True).to(tl.float32)
+        r = tl.load(residual_ptr + off, mask=mask, other=0.0)
+        # Rounded where the unfused path rounds: the all-reduce's output, then the new residual.
+        h = (acc.to(dt).to(tl.float32) + r.to(tl.float32)).to(dt)
+        tl.store(residual_out_ptr + off, h, mask=mask)
+        hf = h.to(tl.float32)
+        inv_rms = tl.math.rsqrt(tl.sum(hf * hf, 0) / hidden + eps)
+        tl.store(out_ptr + off, (hf * inv_rms * w).to(dt), mask=mask)
+    tl.debug_barrier()
+    _barrier(signal_pad_ptrs, 2 * pid + 1, RANK, WORLD, THREADS, USE_ASM)
+
+
 def num_programs(numel: int) -> int:
     """Programs one call of ``numel`` elements uses (each uses two barrier slots)."""
     return max(1, min(MAX_PROGRAMS, triton.cdiv(numel, BLOCK)))
@@ -138,6 +182,39 @@ def one_shot_all_reduce(x: torch.Tensor, out: torch.Tensor, buffer_ptrs: torch.T
     if numel:
         _one_shot_all_reduce_kernel[(num_programs(numel),)](
             x, out, buffer_ptrs, signal_pad_ptrs, numel, RANK=rank, WORLD=world_size, BLOCK=BLOCK,
-            THREADS=32 * NUM_WARPS, USE_ASM=x.is_cuda and os.environ.get("TRITON_INTERPRET", "0") != "1",
-            num_warps=NUM_WARPS)
+            THREADS=32 * NUM_WARPS, USE_ASM=_use_asm(x), num_warps=NUM_WARPS)
     return out
+
+
+def _use_asm(x: torch.Tensor) -> bool:
+    return x.is_cuda and os.environ.get("TRITON_INTERPRET", "0") != "1"
+
+
+def add_rms_norm_programs(rows: int) -> int:
+    """Programs one fused call over ``rows`` rows uses (one row at a time; two barrier slots each)."""
+    return max(1, min(MAX_PROGRAMS, rows))
+
+
+def one_shot_all_reduce_add_rms_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float,
+                                     buffer_ptrs: torch.Tensor, signal_pad_ptrs: torch.Tensor, rank: int,
+                                     world_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``residual' = sum_ranks(x) + residual``; returns ``(rms_norm(residual') * weight, residual')``,
+    new tensors, equal to ``one_shot_all_reduce`` followed by ``fused_ops.fused_add_rms_norm``.
+
+    x and residual are contiguous [rows, hidden] of one dtype; the staging buffers hold at least
+    ``x.numel()`` elements, the signal pads ``2 * add_rms_norm_programs(rows) * world_size`` flags.
+    Each program owns whole rows (the norm needs the row's sum of squares), with the warps of
+    ``fused_ops``' row kernel so that its reduction tree, and hence its rounding, is the same."""
+    if x.dim() != 2 or x.shape != residual.shape or not (x.is_contiguous() and residual.is_contiguous()) \
+            or x.dtype != residual.dtype or weight.shape != (x.shape[1],):
+        raise ValueError("one_shot_all_reduce_add_rms_norm needs contiguous [rows, hidden] x and residual of "
+                         "one dtype and a [hidden] weight")
+    rows, hidden = x.shape
+    out, residual_out = torch.empty_like(x), torch.empty_like(x)
+    if rows:
+        block = triton.next_power_of_2(hidden)
+        warps = max(row_warps(block), triton.cdiv(world_size, 32))
+        _one_shot_all_reduce_add_rms_norm_kernel[(add_rms_norm_programs(rows),)](
+            x, residual, weight, out, residual_out, buffer_ptrs, signal_pad_ptrs, rows, hidden, eps,
+            RANK=rank, WORLD=world_size, BLOCK_H=block, THREADS=32 * warps, USE_ASM=_use_asm(x), num_warps=warps)
+    return out, residual_out

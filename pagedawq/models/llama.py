@@ -31,8 +31,9 @@ class LlamaAttention(nn.Module):
         self.qkv_proj = QKVParallelLinear(hidden, head_dim, num_heads, num_kv_heads, bias=qkv_bias,
                                           params_dtype=dtype, quant_config=quant_config,
                                           prefix=f"{prefix}.qkv_proj")
+        # Without a bias the all-reduce is left to post_attention_layernorm, which fuses it.
         self.o_proj = RowParallelLinear(num_heads * head_dim, hidden, bias=o_bias, params_dtype=dtype,
-                                        quant_config=quant_config, prefix=f"{prefix}.o_proj")
+                                        quant_config=quant_config, prefix=f"{prefix}.o_proj", reduce_results=o_bias)
         self.q_size = self.qkv_proj.num_heads * head_dim
         self.kv_size = self.qkv_proj.num_kv_heads * head_dim
         self.rotary_emb = RotaryEmbedding(head_dim, cfg.get("max_position_embeddings", 2048), cfg)
@@ -53,8 +54,10 @@ class LlamaMLP(nn.Module):
         hidden, inter, bias = cfg["hidden_size"], cfg["intermediate_size"], bool(cfg.get("mlp_bias", False))
         self.gate_up_proj = MergedColumnParallelLinear(hidden, [inter, inter], bias=bias, params_dtype=dtype,
                                                        quant_config=quant_config, prefix=f"{prefix}.gate_up_proj")
+        # Without a bias the all-reduce is left to the next norm (next layer's input_layernorm or
+        # the final norm), which fuses it.
         self.down_proj = RowParallelLinear(inter, hidden, bias=bias, params_dtype=dtype,
-                                           quant_config=quant_config, prefix=f"{prefix}.down_proj")
+                                           quant_config=quant_config, prefix=f"{prefix}.down_proj", reduce_results=bias)
         self.act = SiluAndMul()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -72,13 +75,22 @@ class LlamaDecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(cfg["hidden_size"], eps, dtype)
 
     def forward(self, positions: torch.Tensor, hidden: torch.Tensor, residual: torch.Tensor | None):
+        """``hidden`` is the embedding (first layer, ``residual`` None) or the previous layer's MLP
+        output, which holds partial sums when its down projection left the all-reduce to this
+        layer's input_layernorm; likewise the MLP output returned here."""
         if residual is None:
             residual, hidden = hidden, self.input_layernorm(hidden)
         else:
-            hidden, residual = self.input_layernorm(hidden, residual)
+            hidden, residual = self.input_layernorm(hidden, residual, all_reduce_x=self.mlp_output_partial)
         hidden = self.self_attn(positions, hidden)
-        hidden, residual = self.post_attention_layernorm(hidden, residual)
+        hidden, residual = self.post_attention_layernorm(
+            hidden, residual, all_reduce_x=not self.self_attn.o_proj.reduce_results)
         return self.mlp(hidden), residual
+
+    @property
+    def mlp_output_partial(self) -> bool:
+        """Whether the MLP returns partial sums (every layer of a model is built alike)."""
+        return not self.mlp.down_proj.reduce_results
 
 
 class LlamaModel(nn.Module):
@@ -95,7 +107,8 @@ class LlamaModel(nn.Module):
         hidden, residual = self.embed_tokens(input_ids), None
         for layer in self.layers:
             hidden, residual = layer(positions, hidden, residual)
-        hidden, _ = self.norm(hidden, residual)
+        partial = bool(self.layers) and self.layers[-1].mlp_output_partial
+        hidden, _ = self.norm(hidden, residual, all_reduce_x=partial)
         return hidden
 
 

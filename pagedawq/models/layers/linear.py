@@ -119,13 +119,20 @@ class QKVParallelLinear(ColumnParallelLinear):
 
 
 class RowParallelLinear(LinearBase):
-    """``y = x W^T`` with the input features split across ranks; partial sums are all-reduced."""
+    """``y = x W^T`` with the input features split across ranks; partial sums are all-reduced.
+
+    ``reduce_results=False`` returns each rank's partial sums instead, for a consumer that reduces
+    them itself (the RMSNorm after a transformer block's o/down projection fuses the all-reduce
+    with its residual add); only without a bias, which belongs after the reduction."""
 
     def __init__(self, input_size: int, output_size: int, *, bias: bool, params_dtype: torch.dtype,
-                 quant_config: QuantConfig | None = None, prefix: str = "") -> None:
+                 quant_config: QuantConfig | None = None, prefix: str = "", reduce_results: bool = True) -> None:
         super().__init__(quant_config, prefix)
         if input_size % self.tp_size:
             raise ValueError(f"{prefix}: {input_size} input features do not split over {self.tp_size} ranks")
+        if bias and not reduce_results:
+            raise ValueError(f"{prefix}: a bias needs reduce_results=True (it is added after the all-reduce)")
+        self.reduce_results = reduce_results
         self.input_size_per_partition = input_size // self.tp_size
         self.linear_method.create_weights(self, self.input_size_per_partition, [output_size], input_size,
                                           output_size, params_dtype, self.weight_loader)
@@ -143,5 +150,8 @@ class RowParallelLinear(LinearBase):
         _copy_into(param, loaded.narrow(dim, self.tp_rank * size, size))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = all_reduce(self.linear_method.apply(self, x))
+        y = self.linear_method.apply(self, x)
+        if not self.reduce_results:
+            return y
+        y = all_reduce(y)
         return y if self.bias is None else y + self.bias

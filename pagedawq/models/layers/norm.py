@@ -1,9 +1,12 @@
-"""RMSNorm with the residual add fused in (one pass over the hidden state on GPU)."""
+"""RMSNorm with the residual add fused in (one pass over the hidden state on GPU), and optionally
+the tensor-parallel all-reduce of its input (one kernel for all three where the fast all-reduce
+can take it)."""
 from __future__ import annotations
 
 import torch
 from torch import nn
 
+from pagedawq.distributed.parallel_state import all_reduce_add_rms_norm
 from pagedawq.kernels import ops
 from pagedawq.quant.base import set_weight_attrs
 
@@ -21,8 +24,14 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.empty(hidden_size, dtype=params_dtype), requires_grad=False)
         set_weight_attrs(self.weight, dict(weight_loader=_load_whole))
 
-    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None):
-        """``norm(x)``, or with a residual ``(norm(x + residual), x + residual)``."""
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None, all_reduce_x: bool = False):
+        """``norm(x)``, or with a residual ``(norm(x + residual), x + residual)``. ``all_reduce_x``:
+        x holds this rank's partial sums of a row-parallel layer (``reduce_results=False``), to be
+        summed over the ranks first; only with a residual."""
         if residual is None:
+            if all_reduce_x:
+                raise ValueError("all_reduce_x needs a residual")
             return ops.rms_norm(x, self.weight, self.eps)
+        if all_reduce_x:
+            return all_reduce_add_rms_norm(x, residual, self.weight, self.eps)
         return ops.fused_add_rms_norm(x, residual, self.weight, self.eps)
