@@ -81,6 +81,8 @@ SPLITK_CASES = [
     (24, 128, 48, 64, torch.float16, GemmConfig(32, 32, 64, split_k=2, scale_w=True)),
     (4, 512, 64, 128, torch.float16, GemmConfig(16, 64, 64, split_k=2)),                   # BLOCK_K < G
     (6, 384, 64, 64, torch.bfloat16, GemmConfig(16, 32, 64, split_k=1, scale_w=True)),
+    (5, 1024, 64, 64, torch.float16, GemmConfig(16, 64, 64, split_k=16)),   # 2 reduction chunks of 8
+    (2, 512, 64, 64, torch.float16, GemmConfig(16, 256, 64, split_k=4, num_warps=2)),   # chunk 1: the loop
 ]
 
 

@@ -68,6 +68,13 @@ class GemvConfig:
     maxnreg: int | None = None
 
 
+def reduction_chunk(cfg: GemmConfig) -> int:
+    """Split-K slices the last program of an ``awq_gemm_kernel`` tile loads at once when it sums
+    the partials: as many as keep about 64 values a thread (a power of two; 1 for tiles of 64+
+    values a thread, which then loop over the slices)."""
+    return max(1, 64 * 32 * cfg.num_warps // (cfg.block_m * cfg.block_n))
+
+
 def gemv_block_m(m: int) -> int:
     """Rows per GEMV program: M rounded up to a power of two, at most GEMV_BLOCK_M_MAX."""
     b = 1

@@ -16,7 +16,7 @@ import torch
 import triton
 
 from pagedawq.kernels.awq_configs import (DEFAULT_SMS, GemmConfig, GemvConfig, choose, fit_block_k, get_config,
-                                          gemv_block_m, gemv_config, gemv_params)
+                                          gemv_block_m, gemv_config, gemv_params, reduction_chunk)
 from pagedawq.kernels.awq_kernels import awq_dequant_kernel, awq_gemm_kernel, awq_gemv_kernel
 from pagedawq.quant.pack import PACK_FACTOR, group_size_of
 
@@ -116,7 +116,7 @@ def gemm_fused(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, sca
         x, qweight, qzeros, scales, out, ws, cnt, m, n, n8, k, x.stride(0), out.stride(0), cfg.split_k,
         G=group, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, SPLIT=cfg.split_k > 1,
         GROUP_M=cfg.group_m, SCALE_W=cfg.scale_w, EVEN_N=n % cfg.block_n == 0, USE_ASM=use_asm,
-        INTERPRET=interpret, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+        INTERPRET=interpret, RED_CHUNK=reduction_chunk(cfg), num_warps=cfg.num_warps, num_stages=cfg.num_stages)
     return out
 
 

@@ -169,13 +169,14 @@ def awq_gemm_kernel(x_ptr, qw_ptr, qz_ptr, s_ptr, out_ptr, ws_ptr, cnt_ptr,
                     M, N, N8, K, stride_xm, stride_om, split_k,
                     G: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                     SPLIT: tl.constexpr, GROUP_M: tl.constexpr, SCALE_W: tl.constexpr,
-                    EVEN_N: tl.constexpr, USE_ASM: tl.constexpr, INTERPRET: tl.constexpr):
+                    EVEN_N: tl.constexpr, USE_ASM: tl.constexpr, INTERPRET: tl.constexpr,
+                    RED_CHUNK: tl.constexpr):
     """``out[M, N] = x[M, K] @ W`` for one (BLOCK_M, BLOCK_N) tile and one K slice (program_id 1).
 
     Needs BLOCK_K | G and G | K (so K tiles never straddle a group and K needs no mask); N8 = N/8.
     With SPLIT (split_k > 1), ``ws_ptr`` is an fp32 [split_k, M, N] workspace and ``cnt_ptr`` one
     int32 per output tile, zero on entry and left zero on exit. split_k is a run-time value so that
-    one compiled kernel serves every split.
+    one compiled kernel serves every split; the last program sums the slices RED_CHUNK at a time.
     """
     DT = x_ptr.dtype.element_ty
     pid = tl.program_id(0)
@@ -249,9 +250,17 @@ def awq_gemm_kernel(x_ptr, qw_ptr, qz_ptr, s_ptr, out_ptr, ws_ptr, cnt_ptr,
         tile = pid_m * num_pid_n + pid_n
         arrived = tl.atomic_add(cnt_ptr + tile, 1, sem="acq_rel")
         if arrived == split_k - 1:
+            # Fixed order (the sum does not depend on who came last). RED_CHUNK slices are loaded
+            # at once (about 64 values a thread): one L2 round trip per chunk instead of one per
+            # few slices.
+            # (A [RED_CHUNK, BLOCK_M, BLOCK_N] load summed over its first axis puts the slices across
+            # lanes: ~1000 SASS instructions of shuffles and shared memory at 16 x 64.)
             total = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-            for s in range(split_k):  # fixed order: the sum does not depend on who came last
-                total += tl.load(ws_ptrs + s * M * N, mask=out_mask, other=0.0, cache_modifier=".cg")
+            for sb in range(0, split_k, RED_CHUNK):
+                for j in tl.static_range(RED_CHUNK):
+                    more = (rm * 0 + sb + j < split_k)[:, None]   # a tensor: the interpreter rejects scalar masks
+                    total += tl.load(ws_ptrs + (sb + j) * M * N, mask=out_mask & more, other=0.0,
+                                     cache_modifier=".cg")
             tl.store(out_ptrs, total.to(out_ptr.dtype.element_ty), mask=out_mask)
             tl.atomic_xchg(cnt_ptr + tile, 0)
 
@@ -631,25 +640,18 @@ def awq_gemv_kernel(x_ptr, qw_ptr, qz_ptr, s_ptr, out_ptr, ws_ptr, cnt_ptr,
         tile = pid_m * tl.num_programs(0) + pid_n
         arrived = tl.atomic_add(cnt_ptr + tile, 1, sem="acq_rel")
         if arrived == split_k - 1:
-            # All slices of all rows in one batch of loads (CHUNK x BLOCK_M = 32 rows of partials,
-            # 64 values a thread at BLOCK_N 256): the sum costs one L2 round trip per 32 / BLOCK_M
-            # slices, not one per 8 as with a loop of single-slice loads. Fixed order (a tree over
-            # the chunk, chunks in turn), so the result does not depend on who came last.
+            # Fixed order (the sum does not depend on who came last), 32 / BLOCK_M slices' loads
+            # issued at once (64 values a thread at BLOCK_N 256): one L2 round trip per chunk.
             CHUNK: tl.constexpr = 32 // BLOCK_M
-            rs = tl.arange(0, CHUNK)[:, None, None]
-            rm3 = m0 + tl.arange(0, BLOCK_M)[None, :, None]
-            rn3 = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)[None, None, :]
-            mask3 = rm3 < M
-            if not EVEN_N:
-                mask3 = mask3 & (rn3 < N)
-            total = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-            for sb in range(0, split_k, CHUNK):
-                q = tl.load(ws_ptr + ((sb + rs) * M + rm3) * N + rn3, mask=mask3 & (sb + rs < split_k),
-                            other=0.0, cache_modifier=".cg")
-                total = total + tl.sum(q, axis=0)
             rm = m0 + tl.arange(0, BLOCK_M)
             mask = (rm < M)[:, None]
             if not EVEN_N:
                 mask = mask & (rn < N)
+            ws_ptrs = ws_ptr + rm[:, None] * N + rn
+            total = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+            for sb in range(0, split_k, CHUNK):
+                for j in tl.static_range(CHUNK):
+                    more = (rm * 0 + sb + j < split_k)[:, None]   # a tensor: the interpreter rejects scalar masks
+                    total += tl.load(ws_ptrs + (sb + j) * M * N, mask=mask & more, other=0.0, cache_modifier=".cg")
             tl.store(out_ptr + rm[:, None] * stride_om + rn, total.to(out_ptr.dtype.element_ty), mask=mask)
             tl.atomic_xchg(cnt_ptr + tile, 0)
