@@ -50,6 +50,7 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default="auto")
     p.add_argument("--device", default="auto")
     p.add_argument("--tensor-parallel-size", "-tp", type=int, default=1)
+    p.add_argument("--distributed-executor-backend", default=None, choices=[None, "ray", "mp"])
     p.add_argument("--max-model-len", type=int, default=None)
     p.add_argument("--max-num-seqs", type=int, default=256)
     p.add_argument("--max-num-batched-tokens", type=int, default=None)
@@ -65,7 +66,8 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 def make_llm(args: argparse.Namespace, **overrides):
     from pagedawq import LLM
     kw = dict(quantization=args.quantization, load_format=args.load_format, dtype=args.dtype, device=args.device,
-              tensor_parallel_size=args.tensor_parallel_size, max_model_len=args.max_model_len,
+              tensor_parallel_size=args.tensor_parallel_size,
+              distributed_executor_backend=args.distributed_executor_backend, max_model_len=args.max_model_len,
               max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens,
               gpu_memory_utilization=args.gpu_memory_utilization, kv_cache_memory_bytes=args.kv_cache_memory_bytes,
               enforce_eager=args.enforce_eager, enable_prefix_caching=args.enable_prefix_caching, seed=args.seed,

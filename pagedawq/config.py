@@ -115,7 +115,7 @@ class SchedulerConfig:
 @dataclass
 class ParallelConfig:
     tensor_parallel_size: int = 1
-    distributed_executor_backend: str | None = None   # "uni" or "ray"; None = pick by size
+    distributed_executor_backend: str | None = None   # "uni", "ray" or "mp"; None = pick by size
 
 
 @dataclass
@@ -210,8 +210,9 @@ def build_engine_config(model: str | None, *, tokenizer: str | None = None, quan
         raise ConfigError(f"kv_cache_memory_bytes must be a positive integer, got {kv_cache_memory_bytes!r}")
     if not isinstance(tensor_parallel_size, int) or tensor_parallel_size < 1:
         raise ConfigError(f"tensor_parallel_size must be a positive integer, got {tensor_parallel_size!r}")
-    if distributed_executor_backend not in (None, "uni", "ray"):
-        raise ConfigError(f"distributed_executor_backend must be 'uni' or 'ray', got {distributed_executor_backend!r}")
+    if distributed_executor_backend not in (None, "uni", "ray", "mp"):
+        raise ConfigError("distributed_executor_backend must be 'uni', 'ray' or 'mp', got "
+                          f"{distributed_executor_backend!r}")
 
     device = resolve_device(device)
     if async_scheduling is None:

@@ -85,6 +85,17 @@ def tiny_llama_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def gqa_model(tmp_path_factory) -> tuple[Path, Path]:
+    """A random GQA Llama for the tensor-parallel tests, in fp32 and as an RTN AWQ g32 checkpoint:
+    head_dim 32, 4 query / 2 KV heads (TP=2 splits the KV heads), 128 wide (g32 shards whole groups)."""
+    base = tmp_path_factory.mktemp("tp")
+    fp = make_tiny_model(base / "fp", "llama", hidden_size=128, intermediate_size=256, num_attention_heads=4,
+                         num_key_value_heads=2)
+    awq, _ = make_rtn_awq_checkpoint(fp, base / "awq", 32)
+    return fp, awq
+
+
+@pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared data not found at {SHARED_DATA}")

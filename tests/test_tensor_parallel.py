@@ -11,7 +11,7 @@ import torch.multiprocessing as mp
 from pagedawq import LLM, SamplingParams
 from pagedawq.config import ConfigError
 from pagedawq.errors import UnsupportedModelError
-from tests.conftest import make_rtn_awq_checkpoint, make_tiny_model
+from tests.conftest import make_rtn_awq_checkpoint
 
 pytest.importorskip("ray")
 
@@ -22,16 +22,6 @@ def run(path, tp: int, prompts, **kw) -> list[list[int]]:
     with LLM(str(path), device="cpu", dtype="float32", tensor_parallel_size=tp,
              kv_cache_memory_bytes=64 * 2**20, **kw) as llm:
         return [o.outputs[0].token_ids for o in llm.generate(prompts, GREEDY, use_tqdm=False)]
-
-
-@pytest.fixture(scope="module")
-def gqa_model(tmp_path_factory):
-    # head_dim 32, 4 query / 2 KV heads: TP=2 splits the KV heads; 128-wide so AWQ g32 shards whole groups.
-    base = tmp_path_factory.mktemp("tp")
-    fp = make_tiny_model(base / "fp", "llama", hidden_size=128, intermediate_size=256, num_attention_heads=4,
-                         num_key_value_heads=2)
-    awq, _ = make_rtn_awq_checkpoint(fp, base / "awq", 32)
-    return fp, awq
 
 
 @pytest.mark.parametrize("kind", ["fp32", "awq"])
@@ -83,9 +73,14 @@ def test_tp_set_up_errors(default_model_dir, tiny_llama_dir, monkeypatch):
         LLM(str(tiny_llama_dir), device="cuda", tensor_parallel_size=2, skip_tokenizer_init=True)
     monkeypatch.undo()
     monkeypatch.setitem(sys.modules, "ray", None)
-    with pytest.raises(ConfigError, match="pip install 'pagedawq\\[ray\\]'"):
+    with pytest.raises(ConfigError, match="(?s)pip install 'pagedawq\\[ray\\]'.*distributed_executor_backend='mp'"):
         LLM(str(tiny_llama_dir), device="cpu", tensor_parallel_size=2, skip_tokenizer_init=True,
             kv_cache_memory_bytes=8 * 2**20)
+    with pytest.raises(ConfigError, match="must be 'uni', 'ray' or 'mp'"):
+        LLM(str(tiny_llama_dir), device="cpu", tensor_parallel_size=2, distributed_executor_backend="threads")
+    with pytest.raises(ConfigError, match="needs distributed_executor_backend='ray' or 'mp'"):
+        LLM(str(tiny_llama_dir), device="cpu", tensor_parallel_size=2, distributed_executor_backend="uni",
+            skip_tokenizer_init=True, kv_cache_memory_bytes=8 * 2**20)
 
 
 # ---- layer-level sharding, two gloo processes -------------------------------------------------------
@@ -196,8 +191,8 @@ def test_every_parallel_layer_matches_unsharded(world):
     norm_case = (row_shards, residual, weight, *ops.fused_add_rms_norm(row(x), residual, weight, 1e-6))
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    from pagedawq.engine.executor.ray import _free_port
-    port = _free_port()
+    from pagedawq.engine.executor.channel_executor import free_port
+    port = free_port()
     procs = [ctx.Process(target=_shard_worker, args=(r, world, port, x, expected, norm_case, queue))
              for r in range(world)]
     for p in procs:

@@ -26,7 +26,7 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--load-format", default="auto", choices=["auto", "safetensors", "dummy"])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--enforce-eager", action="store_true")
-    parser.add_argument("--distributed-executor-backend", default=None, choices=[None, "uni", "ray"])
+    parser.add_argument("--distributed-executor-backend", default=None, choices=[None, "uni", "ray", "mp"])
     parser.add_argument("--async-scheduling", default=None, action=argparse.BooleanOptionalAction,
                         help="launch step n+1 before step n's tokens reach the host (default: on for GPUs)")
     parser.add_argument("--tune-kernels", action="store_true",

@@ -52,8 +52,11 @@ def create_executor(config: EngineConfig) -> Executor:
     if backend == "uni":
         if config.parallel.tensor_parallel_size > 1:
             raise ConfigError("the in-process executor runs one device; tensor_parallel_size > 1 needs "
-                              "distributed_executor_backend='ray'")
+                              "distributed_executor_backend='ray' or 'mp'")
         from pagedawq.engine.executor.uniproc import UniProcExecutor
         return UniProcExecutor(config)
+    if backend == "mp":
+        from pagedawq.engine.executor.multiproc import MultiprocExecutor
+        return MultiprocExecutor(config)
     from pagedawq.engine.executor.ray import RayExecutor
     return RayExecutor(config)

@@ -12,18 +12,11 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
-import socket
-from collections.abc import Sequence
 from typing import Any
 
-import torch
-
 from pagedawq.config import ConfigError, EngineConfig
-from pagedawq.engine.executor.base import Executor
-from pagedawq.engine.executor.step_channel import STOP, DriverChannel, serve_worker
-from pagedawq.engine.model_runner import ModelRunnerOutput
-from pagedawq.engine.scheduler import SchedulerOutput
+from pagedawq.engine.executor.channel_executor import ChannelExecutor, build_rank_worker, free_port
+from pagedawq.engine.executor.step_channel import serve_worker
 from pagedawq.errors import EngineDeadError
 
 logger = logging.getLogger(__name__)
@@ -37,14 +30,9 @@ def _import_ray():
         import ray
     except ImportError as e:
         raise ConfigError("tensor_parallel_size > 1 runs its workers with Ray, which is not installed: "
-                          "pip install 'pagedawq[ray]' (or 'ray')") from e
+                          "pip install 'pagedawq[ray]' (or 'ray'), or pass distributed_executor_backend='mp' "
+                          "for one machine without Ray") from e
     return ray
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _assigned_gpu_index() -> int:
@@ -64,15 +52,8 @@ class RayWorkerWrapper:
         self.worker = None
 
     def init_worker(self, config: EngineConfig, rank: int, init_method: str) -> int:
-        from pagedawq.engine.worker import Worker
-        local_rank = 0
-        if config.device == "cpu":
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) // config.parallel.tensor_parallel_size))
-        else:
-            local_rank = _assigned_gpu_index()
-        self.worker = Worker(config, rank=rank, local_rank=local_rank, distributed_init_method=init_method)
-        self.worker.init_device()
-        self.worker.load_model()
+        local_rank = _assigned_gpu_index() if config.device == "cuda" else 0
+        self.worker = build_rank_worker(config, rank, local_rank, init_method)
         return os.getpid()
 
     def execute(self, method: str, *args: Any, **kwargs: Any) -> Any:
@@ -83,24 +64,7 @@ class RayWorkerWrapper:
         serve_worker(address, rank, token, self.execute)
 
 
-class _LaunchedStep:
-    """Handle of a step launched on the Ray workers; ``result()`` is its ModelRunnerOutput."""
-
-    def __init__(self, executor: "RayExecutor") -> None:
-        self.executor = executor
-        self.output: ModelRunnerOutput | None = None
-        self.done = False
-
-    def resolve(self, output: ModelRunnerOutput) -> None:
-        self.output, self.done = output, True
-
-    def result(self) -> ModelRunnerOutput:
-        if not self.done:
-            self.executor._flush(self)
-        return self.output
-
-
-class RayExecutor(Executor):
+class RayExecutor(ChannelExecutor):
     def __init__(self, config: EngineConfig) -> None:
         super().__init__(config)
         ray = self.ray = _import_ray()
@@ -112,9 +76,7 @@ class RayExecutor(Executor):
                      runtime_env={"env_vars": env})
         self.workers: list = []
         self.placement_group = None
-        self.channel: DriverChannel | None = None
         self.loop_refs: list = []
-        self._outstanding: _LaunchedStep | None = None
         try:
             actor_cls = ray.remote(RayWorkerWrapper)
             if use_gpu:
@@ -133,7 +95,7 @@ class RayExecutor(Executor):
                 # CPU ranks share the host's cores (gloo); they reserve no Ray resources.
                 options = [dict(num_cpus=0)] * tp
             self.workers = [actor_cls.options(runtime_env={"env_vars": env}, **opt).remote() for opt in options]
-            init_method = f"tcp://127.0.0.1:{_free_port()}"
+            init_method = f"tcp://127.0.0.1:{free_port()}"
             pids = self._gather([w.init_worker.remote(config, rank, init_method) for rank, w in enumerate(self.workers)])
             logger.info("started %d Ray workers (pids %s) for tensor parallelism", tp, pids)
             self._open_channel()
@@ -161,10 +123,9 @@ class RayExecutor(Executor):
         # Loopback when every rank is on this node (the common case); else this node's address.
         single_node = sum(1 for n in ray.nodes() if n.get("Alive")) <= 1
         host = "127.0.0.1" if single_node else ray.util.get_node_ip_address()
-        token = secrets.token_hex(16)
-        self.channel = DriverChannel(len(self.workers), host, token)
+        token = self._make_channel(len(self.workers), host)
         self.loop_refs = [w.serve.remote(self.channel.address, rank, token) for rank, w in enumerate(self.workers)]
-        self.channel.accept_all(timeout_s=120.0, still_starting=self._check_alive)
+        self._await_ranks()
 
     def _check_alive(self) -> None:
         """Raise if any rank's command loop has ended (it only ends on STOP or on death)."""
@@ -178,44 +139,11 @@ class RayExecutor(Executor):
                 raise EngineDeadError(f"a tensor-parallel worker died (rank {rank}): {e}") from e
             raise EngineDeadError(f"a tensor-parallel worker died (rank {rank} left its command loop)")
 
-    def collective_rpc(self, method: str, args: tuple = (), kwargs: dict[str, Any] | None = None,
-                       reply_ranks: Sequence[int] | None = None) -> list[Any]:
-        if self.channel is None:
-            raise EngineDeadError("the Ray workers have been shut down")
-        ranks = tuple(range(len(self.workers))) if reply_ranks is None else tuple(reply_ranks)
-        self.channel.broadcast((method, args, kwargs or {}, ranks))
-        replies = self.channel.gather(ranks, self._check_alive)
-        return [replies[r] for r in ranks]
-
-    # ---- asynchronous scheduling (the default on CUDA) -----------------------------------------
-    def launch_model(self, sched: SchedulerOutput) -> "_LaunchedStep":
-        """Launch ``sched`` on every rank. Rank 0 answers with the previous step's tokens, which
-        resolve that step's handle; the new step's handle resolves with the next launch or, if
-        none comes first, with a flush."""
-        previous, self._outstanding = self._outstanding, _LaunchedStep(self)
-        (reply,) = self.collective_rpc("launch_model", (sched,), reply_ranks=(0,))
-        if previous is not None:
-            previous.resolve(reply)
-        return self._outstanding
-
-    def _flush(self, step: "_LaunchedStep") -> None:
-        if step is not self._outstanding:
-            raise RuntimeError("a launched step was neither resolved nor the last one launched")
-        self._outstanding = None
-        (reply,) = self.collective_rpc("flush_model", reply_ranks=(0,))
-        step.resolve(reply)
-
     def shutdown(self) -> None:
         ray = getattr(self, "ray", None)
         if ray is None or not ray.is_initialized():
             return
-        channel, self.channel = getattr(self, "channel", None), None
-        if channel is not None:
-            try:
-                channel.broadcast((STOP, (), {}, ()))
-            except EngineDeadError:
-                pass   # a rank is already gone; the kills below end the others
-            channel.close()
+        self._close_channel()
         for w in getattr(self, "workers", []):
             ray.kill(w)
         self.workers = []
