@@ -231,7 +231,7 @@ def run_gpu() -> None:
           f"{'x awq_gemm':>11}{'rel err':>9}")
     for k, n in [(4096, 12288), (4096, 22016), (11008, 4096), (4096, 4096)]:
         layer = Layer(k, n, seed=k + n)
-        for m in (64, 128, 256, 512):
+        for m in (64, 128, 256, 512, 1024, 4096):   # mid M (tc path) and large M (dequant + cuBLAS)
             x = layer.x(m)
             out = torch.empty(m, n, dtype=torch.float16, device="cuda")
             ref = (x.double() @ layer.w16.double())
