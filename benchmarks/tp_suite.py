@@ -35,7 +35,7 @@ def close(llm: LLM) -> None:
     torch.cuda.empty_cache()
 
 
-def correctness(tp: int) -> None:
+def correctness(tp: int, backend: str | None = None) -> None:
     path = make_tiny_model(Path(tempfile.mkdtemp()) / "gqa", "llama", hidden_size=256, intermediate_size=512,
                            num_attention_heads=4, num_key_value_heads=2)
     prompts = [{"prompt_token_ids": list(range(5 + i, 5 + i + n))} for i, n in enumerate((3, 40, 150, 17))]
@@ -43,7 +43,7 @@ def correctness(tp: int) -> None:
     outs = {}
     for size in (1, tp):
         llm = LLM(str(path), dtype="float32", tensor_parallel_size=size, skip_tokenizer_init=True,
-                  gpu_memory_utilization=0.3)
+                  gpu_memory_utilization=0.3, distributed_executor_backend=backend if size > 1 else None)
         outs[size] = [o.outputs[0].token_ids for o in llm.generate(prompts, params, use_tqdm=False)]
         close(llm)
     same = sum(a == b for a, b in zip(outs[1], outs[tp]))
@@ -51,13 +51,13 @@ def correctness(tp: int) -> None:
 
 
 def speed(model: str, tp: int, quant: str | None, num_prompts: int, nccl_only: bool = False,
-          async_scheduling: bool | None = None, tune_kernels: bool = False) -> None:
+          async_scheduling: bool | None = None, tune_kernels: bool = False, backend: str | None = None) -> None:
     if nccl_only:   # the last step of a run (the variable stays set)
         os.environ["PAGEDAWQ_DISABLE_SYMM_MEM_ALLREDUCE"] = "1"
     label = f"{quant or 'fp16'} TP={tp}" + (" (NCCL all-reduce only)" if nccl_only else "")
     llm = LLM(shape_dir(model), load_format="dummy", skip_tokenizer_init=True, dtype="float16",
               quantization=quant, tensor_parallel_size=tp, max_model_len=4096, async_scheduling=async_scheduling,
-              tune_kernels=tune_kernels)
+              tune_kernels=tune_kernels, distributed_executor_backend=backend if tp > 1 else None)
     label += " async" if llm.llm_engine.async_scheduling else ""
     label += " tuned" if tune_kernels else ""
     vocab = llm.llm_engine.config.model.vocab_size
@@ -90,16 +90,20 @@ def main() -> None:
     p.add_argument("--async-scheduling", default=None, action=argparse.BooleanOptionalAction,
                    help="passed to every LLM (default: the engine's choice, i.e. async on GPUs)")
     p.add_argument("--tune-kernels", action="store_true", help="passed to every LLM (GEMV tuning at start-up)")
+    p.add_argument("--distributed-executor-backend", default=None, choices=["ray", "mp"],
+                   help="how the TP > 1 runs start their ranks (default: Ray)")
     p.add_argument("--compare-allreduce", action="store_true",
                    help="also time TP latency with PAGEDAWQ_DISABLE_SYMM_MEM_ALLREDUCE=1")
     args = p.parse_args()
     log(f"device: {device_name()} x{torch.cuda.device_count()}  torch {torch.__version__}  {time.strftime('%Y-%m-%d')}")
-    steps = ([] if args.skip_correctness else [lambda: correctness(args.tp)]) + [
+    backend = args.distributed_executor_backend
+    steps = ([] if args.skip_correctness else [lambda: correctness(args.tp, backend)]) + [
         (lambda size=size: speed(args.model, size, "awq", args.num_prompts, async_scheduling=args.async_scheduling,
-                                 tune_kernels=args.tune_kernels))
+                                 tune_kernels=args.tune_kernels, backend=backend))
         for size in (args.sizes or (1, args.tp))]
     if args.compare_allreduce:
-        steps.append(lambda: speed(args.model, args.tp, "awq", 0, nccl_only=True, async_scheduling=args.async_scheduling))
+        steps.append(lambda: speed(args.model, args.tp, "awq", 0, nccl_only=True, async_scheduling=args.async_scheduling,
+                                   backend=backend))
     for step in steps:
         t = time.perf_counter()
         try:
