@@ -8,8 +8,9 @@ cd benchmarks
 timeout 330 python tp_suite.py --tp 2 --num-prompts 1000 --compare-allreduce > "$OUT/tp2.log" 2>&1
 grep -E "^latency|^throughput|^correct|failed|^\[" "$OUT/tp2.log"
 # A/B of the fused all-reduce + residual add + RMSNorm (on by default when its start-up check passes).
+# (this one run starts its ranks without Ray, which also checks the mp executor on GPUs)
 PAGEDAWQ_DISABLE_FUSED_ALLREDUCE_NORM=1 timeout 80 python tp_suite.py --tp 2 --sizes 2 --skip-correctness \
-  --num-prompts 0 > "$OUT/tp2_unfused_norm.log" 2>&1
+  --num-prompts 0 --distributed-executor-backend mp > "$OUT/tp2_unfused_norm.log" 2>&1
 grep -E "^latency|failed" "$OUT/tp2_unfused_norm.log"
 # The same latencies with the GEMV launch configurations tuned on this GPU for these shapes.
 timeout 150 python tp_suite.py --tp 2 --skip-correctness --num-prompts 0 --tune-kernels > "$OUT/tp2_tuned.log" 2>&1
