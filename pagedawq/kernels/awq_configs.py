@@ -360,7 +360,11 @@ def gemv_candidates(m: int, n: int, k: int, group: int, sms: int) -> list[tuple[
              ("bn128", replace(narrow, split_k=gemv_split(narrow, m, n, k, group, sms))),
              ("noSprefetch", replace(base, prefetch_scales=False)),
              ("pipe3", replace(base, num_stages=3, prefetch_scales=False, maxnreg=None)),
-             ("pipe4", replace(base, num_stages=4, prefetch_scales=False, maxnreg=None))]
+             ("pipe4", replace(base, num_stages=4, prefetch_scales=False, maxnreg=None)),
+             # A deep pipeline holds a small layer's whole K slice at once: fewer, longer slices
+             # then cost fewer partial sums for the same bytes in flight.
+             ("pipe4split/2", replace(base, num_stages=4, prefetch_scales=False, maxnreg=None,
+                                      split_k=max(1, base.split_k // 2)))]
     if gemv_block_m(m) == 1:
         for name, stages, regs in (("reg96", 1, 96), ("reg80", 1, 80), ("reg64", 1, 64), ("pipe4reg96", 4, 96)):
             capped = replace(base, prefetch_scales=False, maxnreg=regs, num_stages=stages)
