@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import gc
 import multiprocessing
+import os
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -76,3 +80,17 @@ def test_mp_garbage_collected_llm_ends_its_ranks(gqa_model):
     for p in processes:
         p.join(15)
     assert not any(p.is_alive() for p in processes)
+
+
+def test_mp_script_without_main_guard_gets_the_fix(gqa_model, tmp_path):
+    """The usual spawn pitfall: each rank re-imports the main script, which builds another LLM and
+    dies; the driver's error says so instead of only giving exit codes."""
+    script = tmp_path / "no_guard.py"
+    script.write_text("from pagedawq import LLM\n"
+                      f"LLM({str(gqa_model[0])!r}, device='cpu', dtype='float32', tensor_parallel_size=2,\n"
+                      "    skip_tokenizer_init=True, kv_cache_memory_bytes=8 * 2**20, distributed_executor_backend='mp')\n")
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode != 0
+    assert "EngineDeadError" in proc.stderr and 'if __name__ == "__main__":' in proc.stderr, proc.stderr[-2000:]

@@ -53,6 +53,7 @@ class MultiprocExecutor(ChannelExecutor):
         super().__init__(config)
         tp = config.parallel.tensor_parallel_size
         self.processes: list[multiprocessing.Process] = []
+        self._connected = False
         try:
             token = self._make_channel(tp, "127.0.0.1")
             ctx = multiprocessing.get_context("spawn")
@@ -62,6 +63,7 @@ class MultiprocExecutor(ChannelExecutor):
                 proc.start()
                 self.processes.append(proc)
             self._await_ranks()
+            self._connected = True
             pids = self.collective_rpc("init_worker", (f"tcp://127.0.0.1:{free_port()}",))
             logger.info("started %d worker processes (pids %s) for tensor parallelism", tp, pids)
         except BaseException:
@@ -71,8 +73,11 @@ class MultiprocExecutor(ChannelExecutor):
     def _check_alive(self) -> None:
         for rank, proc in enumerate(self.processes):
             if proc.exitcode is not None:
+                hint = "" if self._connected else (
+                    "; it died before reaching the engine. A spawned process first re-imports the main script: "
+                    "a script that creates the LLM must do so under `if __name__ == \"__main__\":`")
                 raise EngineDeadError(f"a tensor-parallel worker died (rank {rank}, pid {proc.pid}, "
-                                      f"exit code {proc.exitcode})")
+                                      f"exit code {proc.exitcode}){hint}")
 
     def shutdown(self) -> None:
         self._close_channel()
