@@ -160,7 +160,10 @@ def _two_gpu_worker(rank: int, port: int) -> None:
     dist.init_process_group("nccl", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2,
                             device_id=torch.device("cuda", rank))
     try:
-        reducer = SymmMemAllReduce(dist.group.WORLD, torch.device("cuda", rank), torch.float16)
+        # Room for the largest call below (640 KiB); the engine's default buffer is 128 KiB.
+        reducer = SymmMemAllReduce(dist.group.WORLD, torch.device("cuda", rank), torch.float16, max_bytes=1 << 20)
+        with pytest.raises(ValueError, match="exceed the symmetric buffer"):
+            reducer(torch.zeros(reducer.max_numel + 1, device="cuda", dtype=torch.float16))
         for step, numel in enumerate([5120, 1, 40960, 5120 * 64, 3]):   # one staging buffer, odd sizes
             gen = torch.Generator().manual_seed(100 * step + rank)
             x = torch.randn(numel, generator=gen).to(device="cuda", dtype=torch.float16)

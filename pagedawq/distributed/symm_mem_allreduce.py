@@ -62,8 +62,15 @@ class SymmMemAllReduce:
     def can_reduce(self, x: torch.Tensor) -> bool:
         return x.dtype == self.dtype and x.is_contiguous() and x.numel() <= self.max_numel
 
+    def _check_fits(self, x: torch.Tensor) -> None:
+        # The kernels stage x in the symmetric buffer: a larger x would write past it.
+        if x.numel() > self.max_numel:
+            raise ValueError(f"{x.numel()} elements exceed the symmetric buffer's {self.max_numel}; "
+                             "check can_reduce() first")
+
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """Sum ``x`` over the ranks, in place."""
+        self._check_fits(x)
         flat = x.view(-1)
         one_shot.one_shot_all_reduce(flat, flat, self.buffer_ptrs, self.signal_pad_ptrs, self.rank, self.world_size)
         return x
@@ -77,6 +84,7 @@ class SymmMemAllReduce:
     def add_rms_norm(self, x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float
                      ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(rms_norm(sum_ranks(x) + residual) * weight, sum_ranks(x) + residual)`` in one kernel."""
+        self._check_fits(x)
         return one_shot.one_shot_all_reduce_add_rms_norm(x, residual, weight, eps, self.buffer_ptrs,
                                                          self.signal_pad_ptrs, self.rank, self.world_size)
 
