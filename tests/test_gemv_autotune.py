@@ -32,13 +32,14 @@ def fresh_runtime_table(monkeypatch):
 
 
 def prefers_no_scale_prefetch(cfg, fns) -> float:
-    """A stand-in timer under which the "noSprefetch" candidate is 40% faster than the rest."""
+    """A stand-in timer under which the "noSprefetch" candidate (register prefetch of the words
+    only, no register cap) is 40% faster than the rest."""
     for f in fns:
         f()
-    return 6.0 if (not cfg.prefetch_scales and cfg.maxnreg is None) else 10.0
+    return 6.0 if (not cfg.prefetch_scales and cfg.maxnreg is None and cfg.num_stages == 1) else 10.0
 
 
-def test_tunes_registers_and_caches(tmp_path):
+def test_tunes_registers_and_caches(tmp_path, monkeypatch):
     path = tmp_path / "gemv_tuned.json"
     default = {bm: awq_configs.gemv_config(bm, N, K, GROUP, 132) for bm in (1, 2)}
     got = gemv_autotune.tune_gemv([(N, K, GROUP), (N, K, GROUP)], torch.float16, DEVICE,
@@ -53,6 +54,13 @@ def test_tunes_registers_and_caches(tmp_path):
         raise AssertionError("a cached shape was timed again")
     awq_configs.RUNTIME_GEMV.clear()
     assert gemv_autotune.tune_gemv([(N, K, GROUP)], torch.float16, DEVICE, timer=must_not_time, path=path) == expected
+
+    # Other kernel code: the cached choices are not reused.
+    timed = []
+    monkeypatch.setattr(gemv_autotune, "kernel_code_tag", lambda: "another-version")
+    gemv_autotune.tune_gemv([(N, K, GROUP)], torch.float16, DEVICE, row_blocks=(1,), path=path,
+                            timer=lambda cfg, fns: timed.append(cfg) or 10.0)
+    assert timed and len(json.loads(path.read_text())) == 3
 
 
 def test_a_candidate_with_wrong_output_is_never_chosen(tmp_path, monkeypatch):

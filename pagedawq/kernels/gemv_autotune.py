@@ -7,17 +7,19 @@ H200 streams ~40% more bytes per second), tensor-parallel shard and model gets t
 enough weight copies that every call reads from DRAM, not L2), checks each against the default
 configuration's output, keeps the fastest when it beats the default by more than ``MIN_GAIN``, and
 registers the choices for this process. The choices are cached on disk per GPU name, Triton
-version and dtype (``$PAGEDAWQ_CACHE_DIR``, default ``~/.cache/pagedawq``), so a later start-up
-only reads them.
+version, dtype and version of the kernel code (``$PAGEDAWQ_CACHE_DIR``, default
+``~/.cache/pagedawq``), so a later start-up only reads them.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import statistics
 import tempfile
 from dataclasses import asdict
+from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -47,8 +49,20 @@ def _device_name(device: torch.device) -> str:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
 
 
+@lru_cache(maxsize=1)
+def kernel_code_tag() -> str:
+    """A short hash of the GEMV kernel and of the code that builds its candidates: a choice made
+    for other kernel code is not reused (it would still be correct, but perhaps not the fastest)."""
+    from pagedawq.kernels import awq_configs, awq_kernels
+    digest = hashlib.sha256()
+    for module in (awq_kernels, awq_configs):
+        digest.update(Path(module.__file__).read_bytes())
+    return digest.hexdigest()[:12]
+
+
 def _key(device: torch.device, dtype: torch.dtype, bm: int, n: int, k: int, group: int) -> str:
-    return f"{_device_name(device)}|triton {triton.__version__}|{dtype}|bm={bm},n={n},k={k},g={group}"
+    return (f"{_device_name(device)}|triton {triton.__version__}|kernels {kernel_code_tag()}|{dtype}|"
+            f"bm={bm},n={n},k={k},g={group}")
 
 
 def graph_time_us(cfg: GemvConfig, fns: list[Callable[[], object]], calls: int = 24, replays: int = 5) -> float:
@@ -125,7 +139,7 @@ def tune_gemv(shapes: Iterable[tuple[int, int, int]], dtype: torch.dtype, device
             key = _key(device, dtype, bm, n, k, group)
             if key not in cache:
                 if weights is None:
-                    copies = max(1, min(8, -(-2 * l2 // (k * n // 2))))   # > 2x L2: every call reads DRAM
+                    copies = max(1, min(32, -(-2 * l2 // (k * n // 2)) + 1))   # > 2x L2: every call reads DRAM
                     weights = _random_layer(n, k, group, dtype, device, copies)
                 cfg, how = _tune_one(weights, bm, n, k, group, dtype, sms, timer)
                 logger.info("GEMV %dx%d (group %d, %d row%s): %s", k, n, group, bm, "s" if bm > 1 else "", how)
