@@ -16,18 +16,18 @@ import math
 import pytest
 import torch
 
-from pagedawq.attention.backend import get_backend
+from pagedawq.attention.backend import Rope, get_backend
 from pagedawq.attention.metadata import AttentionMetadata
 from pagedawq.attention.torch_backend import paged_attention_reference
 from pagedawq.attention.torch_backend import write_kv_cache as reference_write_kv_cache
 from tests.triton_interpreter import interpret_without_cuda
 
-CUDA = interpret_without_cuda("pagedawq.kernels.cache_ops", "pagedawq.kernels.paged_attention",
-                              "pagedawq.attention.triton_backend")
+CUDA = interpret_without_cuda("pagedawq.kernels.fused_ops", "pagedawq.kernels.cache_ops",
+                              "pagedawq.kernels.paged_attention", "pagedawq.attention.triton_backend")
 DEVICE = "cuda" if CUDA else "cpu"
 
 from pagedawq.attention import triton_backend  # noqa: E402
-from pagedawq.kernels import cache_ops  # noqa: E402
+from pagedawq.kernels import cache_ops, fused_ops  # noqa: E402
 from pagedawq.kernels import paged_attention as pa  # noqa: E402
 
 gpu = pytest.mark.gpu
@@ -108,20 +108,36 @@ def _qkv(num_tokens: int, num_q_heads: int, num_kv_heads: int, head_dim: int, dt
             v.view(num_tokens, num_kv_heads, head_dim))
 
 
-def _check_backend(query_lens, ctx_lens, block_size, num_q_heads, num_kv_heads, head_dim, dtype, seed):
-    """Backend forward (Triton cache write + attention) vs. the torch backend in float64."""
+def _cos_sin(head_dim: int, max_position: int = 512) -> torch.Tensor:
+    from pagedawq.models.layers.rotary import RotaryEmbedding
+    return RotaryEmbedding(head_dim, max_position, {"rope_theta": 10000.0}).cos_sin_cache
+
+
+def _check_backend(query_lens, ctx_lens, block_size, num_q_heads, num_kv_heads, head_dim, dtype, seed,
+                   rotary: bool = False):
+    """Backend forward (Triton cache write + attention) vs. the torch backend in float64; with
+    ``rotary``, both also rotate q and k first (the Triton one in its cache-write kernel)."""
     gen = torch.Generator().manual_seed(seed)
     batch = Batch(query_lens, ctx_lens, block_size, num_kv_heads, head_dim, dtype, gen)
     q, k, v = _qkv(batch.num_tokens, num_q_heads, num_kv_heads, head_dim, dtype, gen)
     scale = 1.0 / math.sqrt(head_dim)
     ref_cache = batch.kv_cache.double().cpu()
     md_cpu = _to_cpu(batch.metadata)
-    ref = get_backend("torch", 4096).forward(q.double().cpu(), k.double().cpu(), v.double().cpu(), ref_cache, md_cpu, scale)
-    out = get_backend("triton", 4096).forward(q, k, v, batch.kv_cache, batch.metadata, scale)
+    rope = ref_rope = None
+    if rotary:
+        positions = torch.randint(0, 512, (batch.num_tokens,), generator=gen)
+        rope = Rope(positions.to(DEVICE), _cos_sin(head_dim).to(DEVICE))
+        ref_rope = Rope(positions, _cos_sin(head_dim).double())
+    ref = get_backend("torch", 4096).forward(q.double().cpu(), k.double().cpu(), v.double().cpu(), ref_cache, md_cpu, scale,
+                                             ref_rope)
+    out = get_backend("triton", 4096).forward(q, k, v, batch.kv_cache, batch.metadata, scale, rope)
     assert out.shape == q.shape and out.dtype == dtype
     assert rel_err(out, ref) < TOLERANCE[dtype]
-    # The cache now holds the new tokens exactly as the reference wrote them (NaN elsewhere).
-    assert torch.equal(batch.kv_cache.cpu().double().nan_to_num(7.0), ref_cache.to(dtype).double().nan_to_num(7.0))
+    cache, expected = batch.kv_cache.cpu().double().nan_to_num(7.0), ref_cache.to(dtype).double().nan_to_num(7.0)
+    if rotary:   # rotated in float64 there: within one rounding of the dtype
+        assert torch.allclose(cache, expected, rtol=TOLERANCE[dtype], atol=TOLERANCE[dtype])
+    else:        # the new tokens exactly as the reference wrote them (NaN elsewhere)
+        assert torch.equal(cache, expected)
 
 
 # --- KV cache write ---------------------------------------------------------------------------
@@ -142,6 +158,34 @@ def test_write_kv_cache_matches_reference_and_skips_padding(dtype, block_size):
     assert cache.isnan().sum() == expected.isnan().sum() > 0  # padding tokens wrote nothing
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_rotary_write_kv_cache_equals_rotary_then_write(dtype):
+    """The fused rotary + cache write: q, k and the cache bit-identical to the two kernels it
+    replaces, on strided views of a fused QKV output, padding slots untouched."""
+    gen = torch.Generator().manual_seed(11)
+    num_blocks, block_size, num_q_heads, num_kv_heads, head_dim, num_tokens = 6, 16, 6, 2, 64, 40
+    slots = torch.randperm(num_blocks * block_size, generator=gen)[:num_tokens]
+    slots[torch.randperm(num_tokens, generator=gen)[:5]] = -1
+    positions = torch.randint(0, 512, (num_tokens,), generator=gen).to(DEVICE)
+    cos_sin = _cos_sin(head_dim).to(DEVICE)
+    state = gen.get_state()
+    runs = []
+    for fused in (True, False):
+        gen.set_state(state)
+        q, k, v = _qkv(num_tokens, num_q_heads, num_kv_heads, head_dim, dtype, gen)
+        cache = torch.full((2, num_blocks, block_size, num_kv_heads, head_dim), float("nan"), dtype=dtype,
+                           device=DEVICE)
+        if fused:
+            cache_ops.rotary_embedding_write_kv_cache(positions, q, k, v, cos_sin, cache, slots.to(DEVICE))
+        else:
+            fused_ops.rotary_embedding(positions, q, k, cos_sin, head_dim)
+            cache_ops.write_kv_cache(k, v, cache, slots.to(DEVICE))
+        runs.append((q.clone(), k.clone(), cache.nan_to_num(7.0)))
+    for got, expected in zip(*runs):
+        assert torch.equal(got, expected)
+    assert runs[0][2].eq(7.0).all(dim=(-1, -2)).sum() == 2 * (num_blocks * block_size - num_tokens + 5)
+
+
 # --- attention, CPU interpreter shapes ----------------------------------------------------------
 
 MIXED = ([37, 20, 1, 1, 16, 3], [0, 45, 70, 5, 32, 0])  # fresh prefill, prefix hit, decodes, aligned chunk
@@ -156,6 +200,11 @@ def test_mixed_batch_backend_matches_reference(dtype, block_size, num_q_heads, n
 
 def test_prefill_head_dim_128_and_chunks_crossing_blocks():
     _check_backend([50, 9], [13, 100], 16, 2, 1, 128, torch.float32, seed=3)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_backend_with_rotary_matches_reference(dtype):
+    _check_backend(*MIXED, 16, 9, 3, 64, dtype, seed=21, rotary=True)
 
 
 @pytest.mark.parametrize("num_kv_splits", [1, 3, 16, None])

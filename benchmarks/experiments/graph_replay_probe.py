@@ -56,7 +56,8 @@ with torch.inference_mode():
     probe("gate_up gemv", lambda: mlp.gate_up_proj(x), 64)
     probe("down gemv", lambda: mlp.down_proj(h), 64)
     probe("rms_norm", lambda: layer.input_layernorm(x), 64)
-    probe("rotary", lambda: attn.rotary_emb(pos, torch.randn(1, 4096, device="cuda", dtype=torch.float16), torch.randn(1, 4096, device="cuda", dtype=torch.float16)), 16)
+    probe("rotary", lambda: attn.rotary_emb.rope(pos).apply(torch.randn(1, 32, 128, device="cuda", dtype=torch.float16),
+                                                            torch.randn(1, 32, 128, device="cuda", dtype=torch.float16)), 16)
     probe("mlp", lambda: mlp(x), 32)
     with forward_context(meta):
         q = torch.randn(1, 4096, device="cuda", dtype=torch.float16)

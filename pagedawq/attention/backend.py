@@ -7,11 +7,26 @@ model code never imports a kernel.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
 from pagedawq.attention.metadata import AttentionMetadata
+from pagedawq.kernels import ops
+
+
+@dataclass(frozen=True)
+class Rope:
+    """The rotary embedding a layer's q and k still need (neox layout): token positions and the
+    ``[max_position, D]`` cos/sin table. Handed to the backend so that it can rotate and write the
+    keys to the cache in one pass."""
+    positions: torch.Tensor
+    cos_sin_cache: torch.Tensor
+
+    def apply(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rotated ``q [T, Hq, D]``, ``k [T, Hkv, D]`` (in place on GPU)."""
+        return ops.rotary_embedding(self.positions, q, k, self.cos_sin_cache, q.shape[-1])
 
 
 class AttentionBackend(ABC):
@@ -20,9 +35,10 @@ class AttentionBackend(ABC):
 
     @abstractmethod
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_cache: torch.Tensor,
-                metadata: AttentionMetadata, scale: float) -> torch.Tensor:
-        """Write ``k, v [T, Hkv, D]`` into ``kv_cache`` at ``metadata.slot_mapping``, then return
-        causal attention of ``q [T, Hq, D]`` over each sequence's cached context, ``[T, Hq, D]``."""
+                metadata: AttentionMetadata, scale: float, rope: Rope | None = None) -> torch.Tensor:
+        """Rotate q and k by ``rope`` if given, write ``k, v [T, Hkv, D]`` into ``kv_cache`` at
+        ``metadata.slot_mapping``, then return causal attention of ``q [T, Hq, D]`` over each
+        sequence's cached context, ``[T, Hq, D]``."""
 
 
 _BACKENDS: dict[str, Callable[[int], AttentionBackend]] = {}

@@ -115,6 +115,8 @@ def paged_attention_reference(q: torch.Tensor, kv_cache: torch.Tensor, metadata:
 
 @register_backend("torch")
 class TorchAttentionBackend(AttentionBackend):
-    def forward(self, q, k, v, kv_cache, metadata, scale):
+    def forward(self, q, k, v, kv_cache, metadata, scale, rope=None):
+        if rope is not None:
+            q, k = rope.apply(q, k)
         write_kv_cache(k, v, kv_cache, metadata.slot_mapping)
         return paged_attention_reference(q, kv_cache, metadata, scale)

@@ -1,15 +1,16 @@
-"""The GPU attention backend: Triton cache write + Triton paged attention.
+"""The GPU attention backend: Triton rotary + cache write, then Triton paged attention.
 
 Computes the same function as the torch backend (see ``metadata.py``) with two or three kernel
-launches per layer and no host synchronization, so it can be captured in a CUDA graph.
+launches per layer (the rotary embedding rides on the cache write) and no host synchronization,
+so it can be captured in a CUDA graph.
 """
 from __future__ import annotations
 
 import torch
 
-from pagedawq.attention.backend import AttentionBackend, register_backend
+from pagedawq.attention.backend import AttentionBackend, Rope, register_backend
 from pagedawq.attention.metadata import AttentionMetadata
-from pagedawq.kernels.cache_ops import write_kv_cache
+from pagedawq.kernels.cache_ops import rotary_embedding_write_kv_cache, write_kv_cache
 from pagedawq.kernels.paged_attention import choose_num_kv_splits, paged_attention
 
 
@@ -24,8 +25,12 @@ class TritonAttentionBackend(AttentionBackend):
     """
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_cache: torch.Tensor,
-                metadata: AttentionMetadata, scale: float) -> torch.Tensor:
-        write_kv_cache(k, v, kv_cache, metadata.slot_mapping)
+                metadata: AttentionMetadata, scale: float, rope: Rope | None = None) -> torch.Tensor:
+        if rope is None:
+            write_kv_cache(k, v, kv_cache, metadata.slot_mapping)
+        else:
+            rotary_embedding_write_kv_cache(rope.positions, q, k, v, rope.cos_sin_cache, kv_cache,
+                                            metadata.slot_mapping)
         num_kv_splits = None
         if metadata.is_decode_only and metadata.graph_capture:
             num_kv_splits = choose_num_kv_splits(metadata.num_seqs, kv_cache.shape[3], self.max_model_len)

@@ -77,8 +77,10 @@ def fused_add_rms_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Te
 
 
 @triton.jit
-def _rotate_heads(x_ptr, row, stride_row, num_heads, cos, sin,
-                  HEAD_SIZE: tl.constexpr, HALF: tl.constexpr, HALF_PAD: tl.constexpr, HEADS_PAD: tl.constexpr):
+def rotate_heads(x_ptr, row, stride_row, num_heads, cos, sin,
+                 HEAD_SIZE: tl.constexpr, HALF: tl.constexpr, HALF_PAD: tl.constexpr, HEADS_PAD: tl.constexpr):
+    """Rotate the heads of row ``row`` in place; returns the rotated halves ([HEADS_PAD, HALF_PAD],
+    in x's dtype) and their mask, for a caller that also writes them elsewhere (the KV cache)."""
     heads = tl.arange(0, HEADS_PAD)
     cols = tl.arange(0, HALF_PAD)
     mask = (heads[:, None] < num_heads) & (cols[None, :] < HALF)
@@ -86,8 +88,21 @@ def _rotate_heads(x_ptr, row, stride_row, num_heads, cos, sin,
     x1 = tl.load(ptr, mask=mask, other=0.0)
     x2 = tl.load(ptr + HALF, mask=mask, other=0.0)
     x1f, x2f = x1.to(tl.float32), x2.to(tl.float32)
-    tl.store(ptr, (x1f * cos[None, :] - x2f * sin[None, :]).to(x1.dtype), mask=mask)
-    tl.store(ptr + HALF, (x2f * cos[None, :] + x1f * sin[None, :]).to(x1.dtype), mask=mask)
+    r1 = (x1f * cos[None, :] - x2f * sin[None, :]).to(x1.dtype)
+    r2 = (x2f * cos[None, :] + x1f * sin[None, :]).to(x1.dtype)
+    tl.store(ptr, r1, mask=mask)
+    tl.store(ptr + HALF, r2, mask=mask)
+    return r1, r2, mask
+
+
+@triton.jit
+def rotary_cos_sin(positions_ptr, row, cos_sin_ptr, stride_cs, HALF: tl.constexpr, HALF_PAD: tl.constexpr):
+    """cos and sin ([HALF_PAD] float32) of the position of token ``row``."""
+    pos = tl.load(positions_ptr + row).to(tl.int64)
+    cols = tl.arange(0, HALF_PAD)
+    cos = tl.load(cos_sin_ptr + pos * stride_cs + cols, mask=cols < HALF, other=0.0).to(tl.float32)
+    sin = tl.load(cos_sin_ptr + pos * stride_cs + HALF + cols, mask=cols < HALF, other=0.0).to(tl.float32)
+    return cos, sin
 
 
 @triton.jit
@@ -96,12 +111,9 @@ def _rotary_kernel(positions_ptr, q_ptr, k_ptr, cos_sin_ptr, stride_q, stride_k,
                    HEAD_SIZE: tl.constexpr, HALF: tl.constexpr, HALF_PAD: tl.constexpr,
                    Q_HEADS_PAD: tl.constexpr, K_HEADS_PAD: tl.constexpr):
     row = tl.program_id(0).to(tl.int64)
-    pos = tl.load(positions_ptr + row).to(tl.int64)
-    cols = tl.arange(0, HALF_PAD)
-    cos = tl.load(cos_sin_ptr + pos * stride_cs + cols, mask=cols < HALF, other=0.0).to(tl.float32)
-    sin = tl.load(cos_sin_ptr + pos * stride_cs + HALF + cols, mask=cols < HALF, other=0.0).to(tl.float32)
-    _rotate_heads(q_ptr, row, stride_q, num_q_heads, cos, sin, HEAD_SIZE, HALF, HALF_PAD, Q_HEADS_PAD)
-    _rotate_heads(k_ptr, row, stride_k, num_k_heads, cos, sin, HEAD_SIZE, HALF, HALF_PAD, K_HEADS_PAD)
+    cos, sin = rotary_cos_sin(positions_ptr, row, cos_sin_ptr, stride_cs, HALF, HALF_PAD)
+    rotate_heads(q_ptr, row, stride_q, num_q_heads, cos, sin, HEAD_SIZE, HALF, HALF_PAD, Q_HEADS_PAD)
+    rotate_heads(k_ptr, row, stride_k, num_k_heads, cos, sin, HEAD_SIZE, HALF, HALF_PAD, K_HEADS_PAD)
 
 
 def _rows_view(x: torch.Tensor) -> torch.Tensor | None:

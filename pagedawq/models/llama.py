@@ -40,11 +40,10 @@ class LlamaAttention(nn.Module):
         self.attn = Attention(self.qkv_proj.num_heads, head_dim, self.qkv_proj.num_kv_heads, head_dim ** -0.5)
 
     def forward(self, positions: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
-        # q, k, v stay strided views of the fused output: the rotary, cache-write and attention
+        # q, k, v stay strided views of the fused output: the rotary + cache-write and attention
         # kernels take row strides, and copies would cost three launches per layer at batch > 1.
         q, k, v = self.qkv_proj(hidden).split([self.q_size, self.kv_size, self.kv_size], dim=-1)
-        q, k = self.rotary_emb(positions, q, k)
-        return self.o_proj(self.attn(q, k, v))
+        return self.o_proj(self.attn(q, k, v, self.rotary_emb.rope(positions)))
 
 
 class LlamaMLP(nn.Module):

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pagedawq.attention.backend import AttentionBackend
+from pagedawq.attention.backend import AttentionBackend, Rope
 from pagedawq.attention.metadata import AttentionMetadata, get_attention_metadata
 
 
@@ -35,14 +35,18 @@ class Attention(nn.Module):
         self.kv_cache: torch.Tensor | None = None
         self.backend: AttentionBackend | None = None
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rope: Rope | None = None) -> torch.Tensor:
+        """Attention of ``q [T, Hq*D]`` over the cached context after writing ``k, v [T, Hkv*D]``;
+        with ``rope``, q and k are rotated first (by the backend, fused with the cache write)."""
         tokens = q.shape[0]
         q = q.view(tokens, self.num_heads, self.head_dim)
         k = k.view(tokens, self.num_kv_heads, self.head_dim)
         v = v.view(tokens, self.num_kv_heads, self.head_dim)
         metadata = get_attention_metadata()
         if self.kv_cache is None:
+            if rope is not None:
+                q, k = rope.apply(q, k)
             out = attention_without_cache(q, k, v, metadata, self.scale)
         else:
-            out = self.backend.forward(q, k, v, self.kv_cache, metadata, self.scale)
+            out = self.backend.forward(q, k, v, self.kv_cache, metadata, self.scale, rope)
         return out.reshape(tokens, self.num_heads * self.head_dim)

@@ -1,6 +1,7 @@
 """Rotary position embeddings (neox / HF Llama layout) with the Llama-3 and linear scalings.
 
-The cos/sin table is built once in float32 for every position up to ``max_position``.
+The cos/sin table is built once in float32 for every position up to ``max_position``; the attention
+layer applies it (``rope(positions)``), so that the GPU backend can fuse it with the cache write.
 """
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from pagedawq.attention.backend import Rope
 from pagedawq.errors import UnsupportedModelError
-from pagedawq.kernels import ops
 
 
 def rope_parameters(hf_config: dict[str, Any]) -> tuple[float, dict[str, Any]]:
@@ -59,5 +60,6 @@ class RotaryEmbedding(nn.Module):
         cache = torch.cat((freqs.cos(), freqs.sin()), dim=-1).float()
         self.register_buffer("cos_sin_cache", cache, persistent=False)
 
-    def forward(self, positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return ops.rotary_embedding(positions, q, k, self.cos_sin_cache, self.head_dim)
+    def rope(self, positions: torch.Tensor) -> Rope:
+        """The rotation of these positions, for the attention layer to apply (with its cache write)."""
+        return Rope(positions, self.cos_sin_cache)
