@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Issues 4-7: the GEMV variants prepared offline in session 4 (K loop pipelined through shared
 # memory, one-batch split-K reduction), one H100. GPU tests of the GEMV path (bit-identity of the
-# two loop forms at full shapes) and of the engine (Triton path = torch path, graphs = eager, AWQ;
-# q/k/v now stay strided views of the fused QKV output), the sweep on the Llama-2-7B and 13B/TP=2
+# two loop forms at full shapes), of the attention kernels (rotary now inside the cache write) and
+# of the engine (Triton path = torch path, graphs = eager, AWQ; q/k/v now stay strided views of the
+# fused QKV output), the sweep on the Llama-2-7B and 13B/TP=2
 # layers next to cuBLAS, then Llama-2-7B AWQ batch-1 latency with the default configs and with --tune-kernels, alternated
 # twice (the first tuned run tunes and caches). carry: none; about 8 minutes.
 source benchmarks/gpu/env.sh
-timeout 200 python -m pytest -q tests/test_awq_gemm.py tests/test_gpu_engine.py -k "gemv or gpu_engine" \
-  > "$OUT/gemv_tests.log" 2>&1
+timeout 240 python -m pytest -q tests/test_awq_gemm.py tests/test_gpu_engine.py tests/test_attention_kernels.py \
+  -k "gemv or gpu_engine or attention_kernels" > "$OUT/gemv_tests.log" 2>&1
 tail -3 "$OUT/gemv_tests.log"
 cd benchmarks
 timeout 240 python kernels.py --gemv --gemv-models llama2-7b llama2-13b-tp2 > "$OUT/gemv_sweep.log" 2>&1
