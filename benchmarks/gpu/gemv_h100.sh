@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Issues 4-7: the GEMV variants prepared offline in session 4 (K loop pipelined through shared
-# memory, one-batch split-K reduction), one H100. GPU tests of the GEMV path (bit-identity of the
-# two loop forms at full shapes), of the attention kernels (rotary now inside the cache write) and
-# of the engine (Triton path = torch path, graphs = eager, AWQ; q/k/v now stay strided views of the
-# fused QKV output), the sweep on the Llama-2-7B and 13B/TP=2
-# layers next to cuBLAS, then Llama-2-7B AWQ batch-1 latency with the default configs and with --tune-kernels, alternated
-# twice (the first tuned run tunes and caches). carry: none; about 8 minutes.
+# Issues 4-7, one H100: what session 4 prepared offline.
+# 1. GPU tests: the GEMV path (bit-identity of the register-prefetch and shared-memory-pipelined
+#    loops at full shapes), the attention kernels (rotary now inside the cache write) and the engine
+#    (Triton path = torch path, graphs = eager, AWQ; q/k/v now strided views of the QKV output).
+# 2. The GEMV sweep on the Llama-2-7B and 13B/TP=2 layers next to cuBLAS.
+# 3. Llama-2-7B AWQ batch-1 latency, default configs vs --tune-kernels, alternated twice (the first
+#    tuned run tunes and caches).
+# carry: none; about 8 minutes.
 source benchmarks/gpu/env.sh
 timeout 240 python -m pytest -q tests/test_awq_gemm.py tests/test_gpu_engine.py tests/test_attention_kernels.py \
   -k "gemv or gpu_engine or attention_kernels" > "$OUT/gemv_tests.log" 2>&1
