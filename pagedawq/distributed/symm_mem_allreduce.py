@@ -19,6 +19,7 @@ import logging
 import os
 import time
 import warnings
+from collections.abc import Callable
 
 import torch
 import torch.distributed as dist
@@ -112,6 +113,22 @@ def wait_for_device(event, timeout_s: float) -> None:
         time.sleep(0.001)
 
 
+def _check_on_device(launch: Callable[[], Callable[[], bool]], differs: str) -> tuple[bool, str]:
+    """(ok, why not) of a start-up check: ``launch`` enqueues the kernels and returns the comparison,
+    which runs only once the device has finished them (a comparison would wait for ever on a
+    kernel whose peers never signal; the wait here raises instead)."""
+    try:
+        compare = launch()
+        done = torch.cuda.Event()
+        done.record()
+        wait_for_device(done, PROBE_TIMEOUT_S)
+        return (True, "") if compare() else (False, differs)
+    except AllReduceProbeTimeout:
+        raise   # the device is stuck in the kernel: no NCCL vote can follow
+    except Exception as e:  # noqa: BLE001 - any failure just means "not this path"
+        return False, f"the probe failed: {e}"
+
+
 def _all_agree(ok: bool, group: dist.ProcessGroup, device: torch.device) -> bool:
     flag = torch.tensor([1 if ok else 0], device=device)
     dist.all_reduce(flag, op=dist.ReduceOp.MIN, group=group)
@@ -142,18 +159,11 @@ def try_create(group: dist.ProcessGroup, device: torch.device, dtype: torch.dtyp
         reason = f"set-up failed: {e}"
     ok = _all_agree(reducer is not None, group, device)
     if ok:
-        try:
+        def launch() -> Callable[[], bool]:
             for _ in range(3):   # the barriers leave the signal pads ready for the next call
                 got = reducer(probe.clone())
-            done = torch.cuda.Event()
-            done.record()
-            wait_for_device(done, PROBE_TIMEOUT_S)
-            ok = torch.equal(got, expected)
-            reason = "" if ok else "its result differs from NCCL's"
-        except AllReduceProbeTimeout:
-            raise   # the device is stuck in the kernel: no NCCL vote can follow
-        except Exception as e:  # noqa: BLE001
-            ok, reason = False, f"the probe failed: {e}"
+            return lambda: torch.equal(got, expected)
+        ok, reason = _check_on_device(launch, "its result differs from NCCL's")
         ok = _all_agree(ok, group, device)
     if not ok:
         logger.warning("symmetric-memory all-reduce unavailable (%s); using NCCL for every all-reduce",
@@ -178,19 +188,11 @@ def _fused_add_rms_norm_agrees(reducer: SymmMemAllReduce, group: dist.ProcessGro
     x = torch.randint(-8, 8, (3, 1000), generator=gen).to(device=device, dtype=dtype)
     residual = torch.randint(-8, 8, (3, 1000), generator=gen).to(device=device, dtype=dtype)
     weight = torch.rand(1000, generator=torch.Generator().manual_seed(7)).to(device=device, dtype=dtype)
-    ok, reason = False, ""
-    try:
+    def launch() -> Callable[[], bool]:
         expected = ops.fused_add_rms_norm(reducer(x.clone()), residual, weight, 1e-5)
         got = reducer.add_rms_norm(x, residual, weight, 1e-5)
-        done = torch.cuda.Event()
-        done.record()
-        wait_for_device(done, PROBE_TIMEOUT_S)
-        ok = all(torch.equal(g, e) for g, e in zip(got, expected))
-        reason = "" if ok else "its result differs from the unfused path's"
-    except AllReduceProbeTimeout:
-        raise
-    except Exception as e:  # noqa: BLE001
-        reason = f"the probe failed: {e}"
+        return lambda: all(torch.equal(g, e) for g, e in zip(got, expected))
+    ok, reason = _check_on_device(launch, "its result differs from the unfused path's")
     if not _all_agree(ok, group, device):
         logger.warning("fused all-reduce + RMSNorm unavailable (%s); the norms run after the all-reduce",
                        reason or "another rank could not use it")

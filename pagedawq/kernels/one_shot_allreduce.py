@@ -97,6 +97,17 @@ def _barrier(signal_pad_ptrs, slot, RANK: tl.constexpr, WORLD: tl.constexpr, THR
 
 
 @triton.jit
+def _sum_peers(buffer_ptrs, offs, mask, DT: tl.constexpr, WORLD: tl.constexpr):
+    """float32 sum of every rank's staged elements at ``offs``, in rank order (so that all ranks
+    get bit-identical results). Volatile loads: the peers wrote them after this kernel started."""
+    acc = tl.zeros(offs.shape, dtype=tl.float32)
+    for peer in tl.static_range(WORLD):
+        buf = tl.load(buffer_ptrs + peer).to(tl.pointer_type(DT))
+        acc += tl.load(buf + offs, mask=mask, other=0.0, volatile=True).to(tl.float32)
+    return acc
+
+
+@triton.jit
 def _one_shot_all_reduce_kernel(x_ptr, out_ptr, buffer_ptrs, signal_pad_ptrs, numel,
                                 RANK: tl.constexpr, WORLD: tl.constexpr, BLOCK: tl.constexpr,
                                 THREADS: tl.constexpr, USE_ASM: tl.constexpr):
@@ -114,10 +125,7 @@ def _one_shot_all_reduce_kernel(x_ptr, out_ptr, buffer_ptrs, signal_pad_ptrs, nu
     for start in range(pid * BLOCK, numel, nprog * BLOCK):
         idx = start + offs
         mask = idx < numel
-        acc = tl.zeros((BLOCK,), dtype=tl.float32)
-        for peer in tl.static_range(WORLD):
-            buf = tl.load(buffer_ptrs + peer).to(tl.pointer_type(x_ptr.dtype.element_ty))
-            acc += tl.load(buf + idx, mask=mask, other=0.0, volatile=True).to(tl.float32)
+        acc = _sum_peers(buffer_ptrs, idx, mask, x_ptr.dtype.element_ty, WORLD)
         tl.store(out_ptr + idx, acc.to(out_ptr.dtype.element_ty), mask=mask)
     tl.debug_barrier()
     _barrier(signal_pad_ptrs, 2 * pid + 1, RANK, WORLD, THREADS, USE_ASM)
@@ -146,10 +154,7 @@ def _one_shot_all_reduce_add_rms_norm_kernel(x_ptr, residual_ptr, weight_ptr, ou
     w = tl.load(weight_ptr + cols, mask=mask, other=0.0).to(tl.float32)
     for row in range(pid, rows, nprog):
         off = row * hidden + cols
-        acc = tl.zeros((BLOCK_H,), dtype=tl.float32)
-        for peer in tl.static_range(WORLD):
-            buf = tl.load(buffer_ptrs + peer).to(tl.pointer_type(dt))
-            acc += tl.load(buf + off, mask=mask, other=0.0, volatile=True).to(tl.float32)
+        acc = _sum_peers(buffer_ptrs, off, mask, dt, WORLD)
         r = tl.load(residual_ptr + off, mask=mask, other=0.0)
         # Rounded where the unfused path rounds: the all-reduce's output, then the new residual.
         h = (acc.to(dt).to(tl.float32) + r.to(tl.float32)).to(dt)
