@@ -21,8 +21,10 @@ grep -E "^latency|^throughput|^correct|failed|^\[" "$OUT/tp_70b.log"
 PAGEDAWQ_DISABLE_FUSED_ALLREDUCE_NORM=1 timeout 70 python tp_suite.py --model llama-2-70b --tp 4 --sizes 4 \
   --skip-correctness --num-prompts 0 --distributed-executor-backend mp > "$OUT/tp_70b_unfused_norm.log" 2>&1
 grep -E "^latency|failed" "$OUT/tp_70b_unfused_norm.log"
-timeout 110 python tp_suite.py --model llama-2-70b --tp 4 --sizes 4 --skip-correctness --num-prompts 0 \
-  --tune-kernels > "$OUT/tp_70b_tuned.log" 2>&1
-grep -E "^latency|failed|GEMV" "$OUT/tp_70b_tuned.log"
+if [ -n "$TUNE" ]; then  # session 5: --tune-kernels did not pay at 7B/TP=1 (gemv_h100.sh)
+  timeout 110 python tp_suite.py --model llama-2-70b --tp 4 --sizes 4 --skip-correctness --num-prompts 0 \
+    --tune-kernels > "$OUT/tp_70b_tuned.log" 2>&1
+  grep -E "^latency|failed|GEMV" "$OUT/tp_70b_tuned.log"
+fi
 timeout 100 python decode_profile.py --model llama-2-70b --quantization awq --tp 4 --no-table > "$OUT/profile_tp4.log" 2>&1
 grep -E "us/token|rank 0" "$OUT/profile_tp4.log"
