@@ -19,6 +19,8 @@ eager calls instead measures the Python launch path (tens of microseconds), not 
                                             # Llama-3-8B layers next to cuBLAS fp16 and the splitk
                                             # path, with a small GEMV config sweep at M <= 4 (printed
                                             # as awq_configs.GEMV_TUNED entries; gemv_sweep.csv)
+    python benchmarks/kernels.py --wgmma    # the Hopper "wgmma" path (each config and the default) at
+                                            # M = 64-1024 against cuBLAS and the tc/dequant choice
     python benchmarks/kernels.py --gemv --warm-only   # compile the GEMV candidates on a tiny layer
     python benchmarks/kernels.py --gemv --gemv-models llama2-70b-tp4 llama2-70b-tp2 llama2-13b-tp2
                                             # the per-rank layers of the tensor-parallel runs
@@ -40,7 +42,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from pagedawq.kernels import awq_configs  # noqa: E402
 from pagedawq.kernels.awq_configs import (GemmConfig, gemv_block_m, gemv_candidates, gemv_config,  # noqa: E402
                                           heuristic_config)
-from pagedawq.kernels.awq_gemm import awq_dequantize, awq_gemm, gemm_fused, gemv  # noqa: E402
+from pagedawq.kernels.awq_gemm import awq_dequantize, awq_gemm, gemm_fused, gemv, wgmma_usable  # noqa: E402
 from pagedawq.kernels.graph_timing import capture_round_robin  # noqa: E402
 from pagedawq.quant.pack import pack_awq_gemm, quantize_weight  # noqa: E402
 
@@ -289,6 +291,47 @@ def run_dequant(bw: float) -> None:
         torch.cuda.empty_cache()
 
 
+WGMMA_LAYERS = [("llama2-7b", name, k, n) for name, k, n in MODELS["llama2-7b"]] + [
+    ("llama2-13b-tp2", name, k, n) for name, k, n in MODELS["llama2-13b-tp2"] if name == "gate_up"]
+WGMMA_MS = (64, 96, 128, 256, 384, 512, 1024)
+
+
+def run_wgmma(sms: int) -> None:
+    """The "wgmma" path with each candidate config and with its default choice, against cuBLAS and
+    the path awq_gemm takes without it (PAGEDAWQ_DISABLE_WGMMA=1), on the Llama-2-7B layers."""
+    from pagedawq.kernels.awq_wgmma import CANDIDATES
+    log(f"{'layer':<22}{'K':>6}{'N':>7}{'M':>6}{'cuBLAS':>8} {'without':<14}{'default':>8} {'cfg':<10}"
+        + "".join(f"{f'{c.block_m}x{c.block_n}':>9}" for c in CANDIDATES) + f"{'x without':>10}{'x cuBLAS':>9}{'rel err':>9}")
+    for model, name, k, n in WGMMA_LAYERS:
+        layer = Layer(k, n, seed=k + n)
+        for m in WGMMA_MS:
+            x = layer.x(m)
+            out = torch.empty(m, n, dtype=torch.float16, device="cuda")
+            t_ref = graph_time_us([lambda w=w: torch.matmul(x, w, out=out) for w in layer.fp16], 5, 20)
+            os.environ["PAGEDAWQ_DISABLE_WGMMA"] = "1"
+            base_path, _ = awq_configs.choose(m, n, k, GROUP, sms, True)
+            t_base = graph_time_us([lambda w=w: awq_gemm(x, *w, out=out) for w in layer.int4], 5, 20)
+            os.environ["PAGEDAWQ_DISABLE_WGMMA"] = "0"
+            times = []
+            for cfg in CANDIDATES:
+                if n % cfg.block_n:
+                    times.append(float("nan"))
+                    continue
+                times.append(graph_time_us([lambda w=w, c=cfg: awq_gemm(x, *w, out=out, path="wgmma", config=c)
+                                            for w in layer.int4], 5, 20))
+            path, cfg = awq_configs.choose(m, n, k, GROUP, sms, True, wgmma_usable(x, layer.qweight, layer.scales, GROUP))
+            poisoned = torch.full_like(out, float("nan"))
+            awq_gemm(x, layer.qweight, layer.qzeros, layer.scales, out=poisoned)
+            err = layer.rel_err(m, poisoned)
+            t_def = graph_time_us([lambda w=w: awq_gemm(x, *w, out=out) for w in layer.int4], 5, 20)
+            label = f"{cfg.block_m}x{cfg.block_n}" if path == "wgmma" else path
+            log(f"{model + ' ' + name:<22}{k:>6}{n:>7}{m:>6}{t_ref:>8.1f} {base_path + f' {t_base:.1f}':<14}{t_def:>8.1f} "
+                f"{label:<10}" + "".join(f"{t:>9.1f}" for t in times)
+                + f"{t_base / t_def:>10.2f}{t_ref / t_def:>9.2f}{err:>9.1e}")
+        del layer
+        torch.cuda.empty_cache()
+
+
 def run_gemv(sms: int, bw: float, out_dir: str, models: list[str]) -> None:
     """cuBLAS fp16 vs the splitk path vs the GEMV path (default config, and the best of a sweep at
     M <= 4) on the layers of ``models``, all in this run."""
@@ -372,6 +415,7 @@ def main() -> None:
     ap.add_argument("--gemv-models", nargs="+", default=list(GEMV_MODELS), choices=[*MODELS, *TP_MODELS],
                     help="with --gemv: whose layers (default: %(default)s)")
     ap.add_argument("--dequant", action="store_true", help="the dequantize kernel and the large-M path")
+    ap.add_argument("--wgmma", action="store_true", help="the Hopper wgmma path at M = 64-1024")
     ap.add_argument("--out-dir", default=os.environ.get("OUT", "."), help="where tuned.txt / tune.csv go")
     args = ap.parse_args()
     if not torch.cuda.is_available():
@@ -391,6 +435,9 @@ def main() -> None:
         return
     if args.dequant:
         run_dequant(bw)
+        return
+    if args.wgmma:
+        run_wgmma(sms)
         return
 
     rows = [(model, name, k, n) for model, layers in MODELS.items() for name, k, n in layers
@@ -432,7 +479,7 @@ def main() -> None:
             awq_gemm(x, layer.qweight, layer.qzeros, layer.scales, out=out)
             err = layer.rel_err(m, out)
             t = graph_time_us([lambda w=w: awq_gemm(x, *w, out=out) for w in layer.int4])
-            path, _ = awq_configs.choose(m, n, k, GROUP, sms, True)
+            path, _ = awq_configs.choose(m, n, k, GROUP, sms, True, wgmma_usable(x, layer.qweight, layer.scales, GROUP))
             nbytes, flops = layer.bytes(m), 2 * m * n * k
             floor = max(nbytes / (bw * 1e9), flops / (peak * 1e12)) * 1e6
             cell = (f"{k:>6}{n:>7}{m:>6} {path:<8}{t_ref:>10.1f}{t:>9.1f}{t_ref / t:>8.2f}"

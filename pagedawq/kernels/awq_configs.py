@@ -15,6 +15,9 @@ Paths (``awq_gemm`` picks by M, or takes ``path=``):
   dequantized tile's trip into the mma layout), so more small programs per SM beat wider rows.
 * ``"tc"`` (32 < M <= 256): tensor-core tiles (wgmma from BLOCK_M 64), dequantized in
   registers, split-K only when the tile grid alone cannot fill the GPU.
+* ``"wgmma"`` (WGMMA_M_MIN <= M <= WGMMA_M_MAX, N >= WGMMA_N_MIN, Hopper, fp16; ``awq_wgmma``): a
+  Gluon kernel whose unpack of one K tile overlaps the wgmma of the previous one. It beats "tc" and
+  "dequant" on wide layers at mid M; on narrow ones (N = 4096) its tile grid is too small.
 * ``"dequant"`` (M > 256): the weight is dequantized once per call (a Triton kernel) and cuBLAS
   does the product; on the H100 this beat the fused kernel from M = 512 (sometimes 256) on.
 
@@ -31,6 +34,8 @@ GEMV_M_MAX = 2       # at or below (on CUDA): the register-only GEMV path (cross
 GEMV_BLOCK_M_MAX = 4  # rows per GEMV program; a larger M runs several row blocks
 SMALL_M_MAX = 32     # at or below: the split-K streaming path
 LARGE_M_MIN = 257    # at or above: dequantize + cuBLAS (won at M >= 512 on every benchmark shape)
+WGMMA_M_MIN, WGMMA_M_MAX = 64, 512   # the "wgmma" path's M range (where it won, H100 2026-11-26)
+WGMMA_N_MIN = 8192   # and its narrowest layer: at N = 4096 it lost to "tc"/"dequant" at every M
 DEFAULT_SMS = 132    # H100 SXM; used when the tensors are not on a CUDA device (interpreter)
 
 
@@ -66,6 +71,19 @@ class GemvConfig:
     num_stages: int = 1
     prefetch_scales: bool = True
     maxnreg: int | None = None
+
+
+@dataclass(frozen=True)
+class WgmmaConfig:
+    """Launch configuration of ``awq_wgmma_kernel`` (the "wgmma" path): BLOCK_M rows per program
+    (16 per warp: one wgmma row slice each), BLOCK_N output columns, STAGES K tiles in flight."""
+    block_m: int
+    block_n: int
+    stages: int = 3
+
+    @property
+    def num_warps(self) -> int:
+        return self.block_m // 16
 
 
 def reduction_chunk(cfg: GemmConfig) -> int:
@@ -374,12 +392,24 @@ def gemv_candidates(m: int, n: int, k: int, group: int, sms: int) -> list[tuple[
 
 
 @lru_cache(maxsize=4096)
-def choose(m: int, n: int, k: int, group: int, sms: int, gemv: bool = False
-           ) -> tuple[str, GemmConfig | GemvConfig | None]:
+def wgmma_config(m: int, n: int, sms: int) -> WgmmaConfig:
+    """Tiles of the "wgmma" path: 64-row tiles for M <= 64; else 128 rows, and 256 columns once
+    that still leaves half the SMs a tile (wider tiles reuse each x tile over more of W)."""
+    if m <= 64:
+        return WgmmaConfig(64, 128)
+    wide = n % 256 == 0 and (n // 256) * -(-m // 128) >= sms // 2
+    return WgmmaConfig(128, 256 if wide else 128)
+
+
+def choose(m: int, n: int, k: int, group: int, sms: int, gemv: bool = False, wgmma: bool = False
+           ) -> tuple[str, GemmConfig | GemvConfig | WgmmaConfig | None]:
     """The path and configuration for an M x N x K product (config None for "dequant").
-    ``gemv``: whether the GEMV path may be chosen (CUDA, compiled)."""
+    ``gemv``: whether the GEMV path may be chosen (CUDA, compiled); ``wgmma``: whether the
+    "wgmma" path may (``awq_wgmma.supports`` holds for the tensors)."""
     if gemv and m <= GEMV_M_MAX:
         return "gemv", gemv_config(m, n, k, group, sms)
+    if wgmma and WGMMA_M_MIN <= m <= WGMMA_M_MAX and n >= WGMMA_N_MIN:
+        return "wgmma", wgmma_config(m, n, sms)
     tuned = TUNED.get((m_bucket(m), n, k))
     if tuned is not None:
         path, cfg = tuned

@@ -8,6 +8,7 @@ forces that arithmetic on CUDA too, for A/B comparisons).
 """
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import replace
 from functools import lru_cache
@@ -15,12 +16,15 @@ from functools import lru_cache
 import torch
 import triton
 
-from pagedawq.kernels.awq_configs import (DEFAULT_SMS, GemmConfig, GemvConfig, choose, fit_block_k, get_config,
-                                          gemv_block_m, gemv_config, gemv_params, reduction_chunk)
+from pagedawq.kernels.awq_configs import (DEFAULT_SMS, WGMMA_M_MAX, WGMMA_M_MIN, GemmConfig, GemvConfig, WgmmaConfig,
+                                          choose, fit_block_k, get_config, gemv_block_m, gemv_config, gemv_params,
+                                          reduction_chunk, wgmma_config)
 from pagedawq.kernels.awq_kernels import awq_dequant_kernel, awq_gemm_kernel, awq_gemv_kernel
 from pagedawq.quant.pack import PACK_FACTOR, group_size_of
 
-PATHS = ("gemv", "splitk", "tc", "dequant")
+PATHS = ("gemv", "splitk", "tc", "wgmma", "dequant")
+
+logger = logging.getLogger(__name__)
 
 # Split-K arrival counters, one per output tile, per device. Zero between launches: the last
 # program of each tile resets its counter. Kernels using them must not run concurrently on
@@ -71,6 +75,28 @@ def _ptx_dequant(t: torch.Tensor) -> bool:
     with PAGEDAWQ_AWQ_PLAIN_DEQUANT=1)."""
     return (t.is_cuda and not _interpreting() and torch.version.hip is None
             and os.environ.get("PAGEDAWQ_AWQ_PLAIN_DEQUANT", "0") != "1")
+
+
+@lru_cache(maxsize=1)
+def _wgmma_module():
+    """``awq_wgmma``, or None where this Triton has no Gluon for Hopper (the path is then skipped)."""
+    try:
+        from pagedawq.kernels import awq_wgmma
+    except ImportError as e:
+        logger.info("AWQ wgmma path unavailable (%s); using the tc/dequant paths at mid M", e)
+        return None
+    return awq_wgmma
+
+
+def wgmma_usable(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, group: int) -> bool:
+    """Whether the "wgmma" path may be chosen for these tensors (PAGEDAWQ_DISABLE_WGMMA=1 turns
+    it off, for A/B comparisons)."""
+    if not (WGMMA_M_MIN <= x.shape[0] <= WGMMA_M_MAX) or not x.is_cuda or _interpreting():
+        return False
+    if os.environ.get("PAGEDAWQ_DISABLE_WGMMA", "0") == "1":
+        return False
+    module = _wgmma_module()
+    return module is not None and module.supports(x, qweight, scales, group)
 
 
 # (BLOCK_K, BLOCK_N, num_warps) of the PTX dequant kernel.
@@ -159,9 +185,10 @@ def awq_gemm(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scale
     """``x [M, K] @ W`` with W the AWQ int4 weight; returns (or fills ``out``) [M, N] in x's dtype.
 
     x is fp16 or bf16 (fp32 goes through the dequantize path); scales may be of either 16-bit
-    type whatever x's is. ``path`` ("gemv", "splitk", "tc", "dequant") and ``config`` (a
-    ``GemvConfig`` for "gemv", else a ``GemmConfig``) override the choice made from M and the shape
-    (``awq_configs``; "gemv" is chosen automatically only on CUDA, for M <= ``GEMV_M_MAX``).
+    type whatever x's is. ``path`` (one of ``PATHS``) and ``config`` (a ``GemvConfig`` for
+    "gemv", a ``WgmmaConfig`` for "wgmma", else a ``GemmConfig``) override the choice made from M
+    and the shape (``awq_configs``; "gemv" is chosen automatically only on CUDA, for
+    M <= ``GEMV_M_MAX``, and "wgmma" only where ``awq_wgmma.supports`` the tensors).
     """
     group = _check(x, qweight, qzeros, scales)
     m, k = x.shape
@@ -181,8 +208,19 @@ def awq_gemm(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scale
     if path is None:
         # A GemmConfig without a path keeps its fused kernel: the GEMV path is never picked for it.
         use_gemv = x.is_cuda and not _interpreting() and not isinstance(config, GemmConfig)
-        path, auto = choose(m, n, k, group, _sm_count(x.device), use_gemv)
+        use_wgmma = config is None and wgmma_usable(x, qweight, scales, group)
+        path, auto = choose(m, n, k, group, _sm_count(x.device), use_gemv, use_wgmma)
         config = config or auto
+    if path == "wgmma":
+        module = _wgmma_module()
+        if module is None or not module.supports(x, qweight, scales, group):
+            raise ValueError("the wgmma path needs Hopper, fp16 x and scales, N % 128 == 0, K and the group "
+                             "size multiples of 64, 16-byte aligned rows of x, and Triton with Gluon")
+        if not isinstance(config, WgmmaConfig):
+            config = wgmma_config(m, n, _sm_count(x.device))
+        return module.wgmma_gemm(x, qweight, qzeros, scales, config, out)
+    if isinstance(config, WgmmaConfig):
+        raise TypeError(f"a WgmmaConfig is for path='wgmma', not {path!r}")
     if path == "dequant":
         return torch.matmul(x, awq_dequantize(qweight, qzeros, scales, x.dtype), out=out)
     if path == "gemv":
