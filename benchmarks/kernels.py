@@ -20,7 +20,7 @@ eager calls instead measures the Python launch path (tens of microseconds), not 
                                             # path, with a small GEMV config sweep at M <= 4 (printed
                                             # as awq_configs.GEMV_TUNED entries; gemv_sweep.csv)
     python benchmarks/kernels.py --wgmma    # the Hopper "wgmma" path (each config and the default) at
-                                            # M = 64-1024 against cuBLAS and the tc/dequant choice
+                                            # M = 64-512 against cuBLAS and the tc/dequant choice
     python benchmarks/kernels.py --gemv --warm-only   # compile the GEMV candidates on a tiny layer
     python benchmarks/kernels.py --gemv --gemv-models llama2-70b-tp4 llama2-70b-tp2 llama2-13b-tp2
                                             # the per-rank layers of the tensor-parallel runs
@@ -293,15 +293,14 @@ def run_dequant(bw: float) -> None:
 
 WGMMA_LAYERS = [("llama2-7b", name, k, n) for name, k, n in MODELS["llama2-7b"]] + [
     ("llama2-13b-tp2", name, k, n) for name, k, n in MODELS["llama2-13b-tp2"] if name == "gate_up"]
-WGMMA_MS = (64, 96, 128, 256, 384, 512, 1024)
+WGMMA_MS = (64, 128, 256, 512)
 
 
 def run_wgmma(sms: int) -> None:
     """The "wgmma" path with each candidate config and with its default choice, against cuBLAS and
     the path awq_gemm takes without it (PAGEDAWQ_DISABLE_WGMMA=1), on the Llama-2-7B layers."""
-    from pagedawq.kernels.awq_wgmma import CANDIDATES
     log(f"{'layer':<22}{'K':>6}{'N':>7}{'M':>6}{'cuBLAS':>8} {'without':<14}{'default':>8} {'cfg':<10}"
-        + "".join(f"{f'{c.block_m}x{c.block_n}':>9}" for c in CANDIDATES) + f"{'x without':>10}{'x cuBLAS':>9}{'rel err':>9}")
+        + "".join(f"{f'{c.block_m}x{c.block_n}':>9}" for c in awq_configs.WGMMA_CANDIDATES) + f"{'x without':>10}{'x cuBLAS':>9}{'rel err':>9}")
     for model, name, k, n in WGMMA_LAYERS:
         layer = Layer(k, n, seed=k + n)
         for m in WGMMA_MS:
@@ -313,7 +312,7 @@ def run_wgmma(sms: int) -> None:
             t_base = graph_time_us([lambda w=w: awq_gemm(x, *w, out=out) for w in layer.int4], 5, 20)
             os.environ["PAGEDAWQ_DISABLE_WGMMA"] = "0"
             times = []
-            for cfg in CANDIDATES:
+            for cfg in awq_configs.WGMMA_CANDIDATES:
                 if n % cfg.block_n:
                     times.append(float("nan"))
                     continue
@@ -415,7 +414,7 @@ def main() -> None:
     ap.add_argument("--gemv-models", nargs="+", default=list(GEMV_MODELS), choices=[*MODELS, *TP_MODELS],
                     help="with --gemv: whose layers (default: %(default)s)")
     ap.add_argument("--dequant", action="store_true", help="the dequantize kernel and the large-M path")
-    ap.add_argument("--wgmma", action="store_true", help="the Hopper wgmma path at M = 64-1024")
+    ap.add_argument("--wgmma", action="store_true", help="the Hopper wgmma path at M = 64-512")
     ap.add_argument("--out-dir", default=os.environ.get("OUT", "."), help="where tuned.txt / tune.csv go")
     args = ap.parse_args()
     if not torch.cuda.is_available():

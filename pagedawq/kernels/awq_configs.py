@@ -391,7 +391,10 @@ def gemv_candidates(m: int, n: int, k: int, group: int, sms: int) -> list[tuple[
     return cands
 
 
-@lru_cache(maxsize=4096)
+# The tile shapes the H100 sweep compares (kernels.py --wgmma); ``wgmma_config`` picks one.
+WGMMA_CANDIDATES = (WgmmaConfig(64, 128), WgmmaConfig(128, 128), WgmmaConfig(64, 256), WgmmaConfig(128, 256))
+
+
 def wgmma_config(m: int, n: int, sms: int) -> WgmmaConfig:
     """Tiles of the "wgmma" path: 64-row tiles for M <= 64; else 128 rows, and 256 columns once
     that still leaves half the SMs a tile (wider tiles reuse each x tile over more of W)."""
@@ -401,6 +404,7 @@ def wgmma_config(m: int, n: int, sms: int) -> WgmmaConfig:
     return WgmmaConfig(128, 256 if wide else 128)
 
 
+@lru_cache(maxsize=4096)
 def choose(m: int, n: int, k: int, group: int, sms: int, gemv: bool = False, wgmma: bool = False
            ) -> tuple[str, GemmConfig | GemvConfig | WgmmaConfig | None]:
     """The path and configuration for an M x N x K product (config None for "dequant").
