@@ -50,7 +50,7 @@ def test_kernel_compiles_for_sm90_with_the_mma_overlapping_the_unpack(cfg):
 
 def test_choice_of_path_and_tiles():
     sms = 132
-    for m in (WGMMA_M_MIN, 100, 256, WGMMA_M_MAX):
+    for m in (WGMMA_M_MIN, 200, 256, WGMMA_M_MAX):
         assert choose(m, 12288, 4096, 128, sms, True, True)[0] == "wgmma"
         assert choose(m, 12288, 4096, 128, sms, True, False)[0] != "wgmma"   # not usable: never chosen
         assert choose(m, 4096, 4096, 128, sms, True, True)[0] != "wgmma"     # narrow layer
@@ -58,9 +58,13 @@ def test_choice_of_path_and_tiles():
     assert choose(WGMMA_M_MAX + 1, 22016, 4096, 128, sms, True, True)[0] == "dequant"
     assert choose(1, 22016, 4096, 128, sms, True, True)[0] == "gemv"
     assert WGMMA_N_MIN > 4096
+    # The tiles the H100 sweep found fastest (kernels.py --wgmma, 2026-11-26): 256 columns unless
+    # 128 fill the waves of 132 SMs better.
+    best = {(128, 12288): 128, (256, 12288): 256, (512, 12288): 128, (128, 22016): 256, (256, 22016): 128,
+            (512, 22016): 256, (128, 13824): 128, (256, 13824): 256, (512, 13824): 256}
+    for (m, n), block_n in best.items():
+        assert wgmma_config(m, n, sms) == WgmmaConfig(128, block_n), (m, n)
     assert wgmma_config(64, 12288, sms) == WgmmaConfig(64, 128)
-    assert wgmma_config(128, 12288, sms) == WgmmaConfig(128, 128)    # 48 wide tiles: < half the SMs
-    assert wgmma_config(256, 12288, sms) == WgmmaConfig(128, 256)
     assert wgmma_config(256, 12416, sms) == WgmmaConfig(128, 128)    # N not a multiple of 256
     assert WgmmaConfig(128, 256).num_warps == 8
 

@@ -36,7 +36,7 @@ def prefers_no_scale_prefetch(cfg, fns) -> float:
     only, no register cap) is 40% faster than the rest."""
     for f in fns:
         f()
-    return 6.0 if (not cfg.prefetch_scales and cfg.maxnreg is None and cfg.num_stages == 1) else 10.0
+    return 6.0 if (not cfg.prefetch_scales and cfg.maxnreg is None) else 10.0
 
 
 def test_tunes_registers_and_caches(tmp_path, monkeypatch):

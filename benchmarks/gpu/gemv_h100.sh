@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
 # Issues 4-7, one H100: what session 4 prepared offline.
-# 1. GPU tests: the GEMV path (bit-identity of the register-prefetch and shared-memory-pipelined
-#    loops at full shapes), the attention kernels (rotary now inside the cache write) and the engine
+# 1. GPU tests: the GEMV path at full shapes, the attention kernels (rotary now inside the cache write) and the engine
 #    (Triton path = torch path, graphs = eager, AWQ; q/k/v now strided views of the QKV output).
 # 2. The GEMV sweep on the Llama-2-7B and 13B/TP=2 layers next to cuBLAS.
 # 3. Llama-2-7B AWQ batch-1 latency, default configs vs --tune-kernels, alternated twice (the first

@@ -34,7 +34,8 @@ GEMV_M_MAX = 2       # at or below (on CUDA): the register-only GEMV path (cross
 GEMV_BLOCK_M_MAX = 4  # rows per GEMV program; a larger M runs several row blocks
 SMALL_M_MAX = 32     # at or below: the split-K streaming path
 LARGE_M_MIN = 257    # at or above: dequantize + cuBLAS (won at M >= 512 on every benchmark shape)
-WGMMA_M_MIN, WGMMA_M_MAX = 64, 512   # the "wgmma" path's M range (where it won, H100 2026-11-26)
+WGMMA_M_MIN, WGMMA_M_MAX = 128, 512   # the "wgmma" path's M range (where it won, H100 2026-11-26; at 64
+                                      # it tied or lost on 2 of 3 wide layers, 65-127 not measured)
 WGMMA_N_MIN = 8192   # and its narrowest layer: at N = 4096 it lost to "tc"/"dequant" at every M
 DEFAULT_SMS = 132    # H100 SXM; used when the tensors are not on a CUDA device (interpreter)
 
@@ -58,9 +59,7 @@ class GemvConfig:
     ``vec``: packed words per thread and weight row (one vector load of 4 vec bytes; 8 vec output
     columns per thread, hence 8 vec BLOCK_M fp32 accumulators a thread).
     ``prefetch_scales``: load the next tile's scales with its weights (more registers, no stall
-    on the scales' first read). ``num_stages`` 1: the next K tile is prefetched into registers;
-    > 1: the K loop is software-pipelined through shared memory that many stages deep (cp.async;
-    ``prefetch_scales`` then has no effect). ``maxnreg``: cap on registers per thread (None: the compiler's
+    on the scales' first read). The next K tile is always prefetched into registers.  ``maxnreg``: cap on registers per thread (None: the compiler's
     choice), so more programs fit on an SM and more loads are in flight; spills if set too low.
     ``awq_configs.gemv_params`` adapts a config to a shape."""
     block_n: int = 256
@@ -68,7 +67,6 @@ class GemvConfig:
     split_k: int = 1
     vec: int = 2
     num_warps: int = 4
-    num_stages: int = 1
     prefetch_scales: bool = True
     maxnreg: int | None = None
 
@@ -365,10 +363,7 @@ def gemv_config(m: int, n: int, k: int, group: int, sms: int) -> GemvConfig:
 def gemv_candidates(m: int, n: int, k: int, group: int, sms: int) -> list[tuple[str, GemvConfig]]:
     """The default GEMV config of the shape and a few alternatives around it (the sweep of
     ``benchmarks/kernels.py --gemv`` and of ``gemv_autotune``): split-K halved/doubled, narrower
-    column tiles, no scale prefetch, the loop pipelined through shared memory 3 or 4 stages deep
-    (2-3 tiles in flight per program instead of 1; 110 registers at one row per program and
-    BLOCK_N 256 in the sm_90 SASS of Triton 3.6, as many programs per SM as the default), and at one
-    row per program register caps (more resident programs per SM: 65536 registers / (cap x 128
+    column tiles, no scale prefetch, and at one row per program register caps (more resident programs per SM: 65536 registers / (cap x 128
     threads)), each with the split-K that fills the waves of its own occupancy."""
     base = gemv_config(m, n, k, group, sms)
     narrow = GemvConfig(128, 64)                                   # more column tiles, 4 rows a thread
@@ -376,16 +371,10 @@ def gemv_candidates(m: int, n: int, k: int, group: int, sms: int) -> list[tuple[
              ("split*2", replace(base, split_k=min(2 * base.split_k, 64))),
              ("split/2", replace(base, split_k=max(1, base.split_k // 2))),
              ("bn128", replace(narrow, split_k=gemv_split(narrow, m, n, k, group, sms))),
-             ("noSprefetch", replace(base, prefetch_scales=False)),
-             ("pipe3", replace(base, num_stages=3, prefetch_scales=False, maxnreg=None)),
-             ("pipe4", replace(base, num_stages=4, prefetch_scales=False, maxnreg=None)),
-             # A deep pipeline holds a small layer's whole K slice at once: fewer, longer slices
-             # then cost fewer partial sums for the same bytes in flight.
-             ("pipe4split/2", replace(base, num_stages=4, prefetch_scales=False, maxnreg=None,
-                                      split_k=max(1, base.split_k // 2)))]
+             ("noSprefetch", replace(base, prefetch_scales=False))]
     if gemv_block_m(m) == 1:
-        for name, stages, regs in (("reg96", 1, 96), ("reg80", 1, 80), ("reg64", 1, 64), ("pipe4reg96", 4, 96)):
-            capped = replace(base, prefetch_scales=False, maxnreg=regs, num_stages=stages)
+        for name, regs in (("reg96", 96), ("reg80", 80), ("reg64", 64)):
+            capped = replace(base, prefetch_scales=False, maxnreg=regs)
             resident = 65536 // (regs * 32 * capped.num_warps)
             cands.append((name, replace(capped, split_k=gemv_split(capped, m, n, k, group, sms, resident))))
     return cands
@@ -395,13 +384,23 @@ def gemv_candidates(m: int, n: int, k: int, group: int, sms: int) -> list[tuple[
 WGMMA_CANDIDATES = (WgmmaConfig(64, 128), WgmmaConfig(128, 128), WgmmaConfig(64, 256), WgmmaConfig(128, 256))
 
 
+def _wave_efficiency(tiles: int, sms: int) -> float:
+    """Share of the SM slots the last wave leaves busy over the whole launch (1.0: full waves)."""
+    return tiles / (-(-tiles // sms) * sms)
+
+
 def wgmma_config(m: int, n: int, sms: int) -> WgmmaConfig:
-    """Tiles of the "wgmma" path: 64-row tiles for M <= 64; else 128 rows, and 256 columns once
-    that still leaves half the SMs a tile (wider tiles reuse each x tile over more of W)."""
+    """Tiles of the "wgmma" path: 64 rows for M <= 64, else 128; 256 columns (each x tile reused
+    over more of W) unless 128 columns fill the SMs' waves better. On the H100 sweep of
+    2026-11-26 (kernels.py --wgmma) this picked the fastest or a tie-within-3% tile on all 9
+    wide-layer (M, N) cases at M = 128-512."""
     if m <= 64:
         return WgmmaConfig(64, 128)
-    wide = n % 256 == 0 and (n // 256) * -(-m // 128) >= sms // 2
-    return WgmmaConfig(128, 256 if wide else 128)
+    rows = -(-m // 128)
+    if n % 256:
+        return WgmmaConfig(128, 128)
+    wide, narrow = _wave_efficiency(rows * n // 256, sms), _wave_efficiency(rows * n // 128, sms)
+    return WgmmaConfig(128, 128 if narrow > wide + 0.02 else 256)
 
 
 @lru_cache(maxsize=4096)

@@ -175,7 +175,7 @@ def gemv(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scales: t
     awq_gemv_kernel[(tiles_n, split, tiles_m)](
         x, qweight, qzeros, scales, out, ws, cnt, m, n8, k, x.stride(0), out.stride(0), split, 0x4B000000,
         G=group, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, R=rows, VEC=vec, PREFETCH_S=cfg.prefetch_scales,
-        STAGES=cfg.num_stages, SPLIT=split > 1, EVEN_N=n % bn == 0, num_warps=cfg.num_warps, **launch)
+        SPLIT=split > 1, EVEN_N=n % bn == 0, num_warps=cfg.num_warps, **launch)
     return out
 
 

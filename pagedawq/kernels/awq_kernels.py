@@ -546,7 +546,7 @@ def _gemv_tile(w0, w1, w2, w3, w4, w5, w6, w7, zw, s0, s1, s2, s3, x_ptrs, rr, m
 def awq_gemv_kernel(x_ptr, qw_ptr, qz_ptr, s_ptr, out_ptr, ws_ptr, cnt_ptr,
                     M, N8, K, stride_xm, stride_om, split_k, magic,
                     G: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                    R: tl.constexpr, VEC: tl.constexpr, PREFETCH_S: tl.constexpr, STAGES: tl.constexpr,
+                    R: tl.constexpr, VEC: tl.constexpr, PREFETCH_S: tl.constexpr,
                     SPLIT: tl.constexpr, EVEN_N: tl.constexpr):
     """``out[M, N] = x[M, K] @ W`` for BLOCK_M (1, 2 or 4) rows (program_id 2 steps over row
     blocks), BLOCK_N columns (program_id 0) and one K slice (program_id 1).
@@ -556,8 +556,8 @@ def awq_gemv_kernel(x_ptr, qw_ptr, qz_ptr, s_ptr, out_ptr, ws_ptr, cnt_ptr,
     host picks VEC | N8). ``magic`` = 0x4B000000 (see ``_magic_f32``). Split-K as in
     ``awq_gemm_kernel``: fp32 workspace [split_k, M, N], one counter per (row block, column tile),
     zero on entry and on exit; the last program of a tile sums the slices in a fixed order.
-    STAGES 1: the next tile's words (and, with PREFETCH_S, scales) are prefetched into registers;
-    STAGES > 1: the loop is software-pipelined through shared memory instead (PREFETCH_S unused).
+    The next tile's words (and, with PREFETCH_S, scales) are prefetched into registers (a loop
+    pipelined through shared memory instead was 5-25% slower on every layer, H100 2026-11-26).
     """
     U: tl.constexpr = BLOCK_K // R
     BN8: tl.constexpr = BLOCK_N // 8
@@ -589,39 +589,25 @@ def awq_gemv_kernel(x_ptr, qw_ptr, qz_ptr, s_ptr, out_ptr, ws_ptr, cnt_ptr,
     a20, a21, a22, a23, a24, a25, a26, a27 = zero, zero, zero, zero, zero, zero, zero, zero
     a30, a31, a32, a33, a34, a35, a36, a37 = zero, zero, zero, zero, zero, zero, zero, zero
 
-    if STAGES > 1:
-        # Every load of the loop goes through a STAGES-deep shared-memory ring (cp.async, issued
-        # STAGES - 1 tiles ahead by Triton's pipeliner): more bytes in flight per program than the
-        # register prefetch below, without the registers that limit how many programs fit an SM.
-        for kt in tl.range(kt_lo, kt_hi, num_stages=STAGES):
-            w0, w1, w2, w3, w4, w5, w6, w7, zw, s0, s1, s2, s3 = _gemv_words(
-                w_ptrs, z_ptrs, s_ptrs, row_off, kt, j_mask, G, BLOCK_K, U, True, EVEN_N)
-            (a00, a01, a02, a03, a04, a05, a06, a07, a10, a11, a12, a13, a14, a15, a16, a17,
-             a20, a21, a22, a23, a24, a25, a26, a27, a30, a31, a32, a33, a34, a35, a36, a37) = _gemv_tile(
-                w0, w1, w2, w3, w4, w5, w6, w7, zw, s0, s1, s2, s3, x_ptrs, rr, m0, M, stride_xm, kt,
-                a00, a01, a02, a03, a04, a05, a06, a07, a10, a11, a12, a13, a14, a15, a16, a17,
-                a20, a21, a22, a23, a24, a25, a26, a27, a30, a31, a32, a33, a34, a35, a36, a37, magic,
-                BLOCK_K, U, BLOCK_M, SDT)
-    else:
-        # The last iteration prefetches its own tile again (clamped rather than masked); an empty K
-        # slice (the host avoids them) reads one in-range tile and computes nothing with it.
-        last = tl.maximum(kt_hi - 1, 0)
-        w0, w1, w2, w3, w4, w5, w6, w7, zw, s0, s1, s2, s3 = _gemv_words(
-            w_ptrs, z_ptrs, s_ptrs, row_off, tl.minimum(kt_lo, last), j_mask, G, BLOCK_K, U, PREFETCH_S, EVEN_N)
-        for kt in range(kt_lo, kt_hi):
-            nw0, nw1, nw2, nw3, nw4, nw5, nw6, nw7, nzw, n0, n1, n2, n3 = _gemv_words(
-                w_ptrs, z_ptrs, s_ptrs, row_off, tl.minimum(kt + 1, last), j_mask, G, BLOCK_K, U, PREFETCH_S, EVEN_N)
-            if not PREFETCH_S:
-                s0, s1, s2, s3 = _gemv_scales(s_ptrs, row_off, kt, j_mask, G, BLOCK_K, EVEN_N)
-            (a00, a01, a02, a03, a04, a05, a06, a07, a10, a11, a12, a13, a14, a15, a16, a17,
-             a20, a21, a22, a23, a24, a25, a26, a27, a30, a31, a32, a33, a34, a35, a36, a37) = _gemv_tile(
-                w0, w1, w2, w3, w4, w5, w6, w7, zw, s0, s1, s2, s3, x_ptrs, rr, m0, M, stride_xm, kt,
-                a00, a01, a02, a03, a04, a05, a06, a07, a10, a11, a12, a13, a14, a15, a16, a17,
-                a20, a21, a22, a23, a24, a25, a26, a27, a30, a31, a32, a33, a34, a35, a36, a37, magic,
-                BLOCK_K, U, BLOCK_M, SDT)
-            w0, w1, w2, w3, w4, w5, w6, w7, zw = nw0, nw1, nw2, nw3, nw4, nw5, nw6, nw7, nzw
-            if PREFETCH_S:
-                s0, s1, s2, s3 = n0, n1, n2, n3
+    # The last iteration prefetches its own tile again (clamped rather than masked); an empty K
+    # slice (the host avoids them) reads one in-range tile and computes nothing with it.
+    last = tl.maximum(kt_hi - 1, 0)
+    w0, w1, w2, w3, w4, w5, w6, w7, zw, s0, s1, s2, s3 = _gemv_words(
+        w_ptrs, z_ptrs, s_ptrs, row_off, tl.minimum(kt_lo, last), j_mask, G, BLOCK_K, U, PREFETCH_S, EVEN_N)
+    for kt in range(kt_lo, kt_hi):
+        nw0, nw1, nw2, nw3, nw4, nw5, nw6, nw7, nzw, n0, n1, n2, n3 = _gemv_words(
+            w_ptrs, z_ptrs, s_ptrs, row_off, tl.minimum(kt + 1, last), j_mask, G, BLOCK_K, U, PREFETCH_S, EVEN_N)
+        if not PREFETCH_S:
+            s0, s1, s2, s3 = _gemv_scales(s_ptrs, row_off, kt, j_mask, G, BLOCK_K, EVEN_N)
+        (a00, a01, a02, a03, a04, a05, a06, a07, a10, a11, a12, a13, a14, a15, a16, a17,
+         a20, a21, a22, a23, a24, a25, a26, a27, a30, a31, a32, a33, a34, a35, a36, a37) = _gemv_tile(
+            w0, w1, w2, w3, w4, w5, w6, w7, zw, s0, s1, s2, s3, x_ptrs, rr, m0, M, stride_xm, kt,
+            a00, a01, a02, a03, a04, a05, a06, a07, a10, a11, a12, a13, a14, a15, a16, a17,
+            a20, a21, a22, a23, a24, a25, a26, a27, a30, a31, a32, a33, a34, a35, a36, a37, magic,
+            BLOCK_K, U, BLOCK_M, SDT)
+        w0, w1, w2, w3, w4, w5, w6, w7, zw = nw0, nw1, nw2, nw3, nw4, nw5, nw6, nw7, nzw
+        if PREFETCH_S:
+            s0, s1, s2, s3 = n0, n1, n2, n3
 
     rn = (pid_n * BLOCK_N + tl.arange(0, BLOCK_N))[None, :]    # [1, BN]
     _gemv_row_out(a00, a01, a02, a03, a04, a05, a06, a07, m0, M, out_ptr, stride_om, ws_ptr, rn, pid_s, N,
