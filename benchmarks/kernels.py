@@ -297,10 +297,13 @@ WGMMA_MS = (64, 128, 256, 512)
 
 
 def run_wgmma(sms: int) -> None:
-    """The "wgmma" path with each candidate config and with its default choice, against cuBLAS and
-    the path awq_gemm takes without it (PAGEDAWQ_DISABLE_WGMMA=1), on the Llama-2-7B layers."""
-    log(f"{'layer':<22}{'K':>6}{'N':>7}{'M':>6}{'cuBLAS':>8} {'without':<14}{'default':>8} {'cfg':<10}"
-        + "".join(f"{f'{c.block_m}x{c.block_n}':>9}" for c in awq_configs.WGMMA_CANDIDATES) + f"{'x without':>10}{'x cuBLAS':>9}{'rel err':>9}")
+    """The "wgmma" path with each candidate config (tiles x split-K) and with its default choice,
+    against cuBLAS and the path awq_gemm takes without it (PAGEDAWQ_DISABLE_WGMMA=1)."""
+    cands = [*awq_configs.WGMMA_CANDIDATES] + [replace(c, split_k=s) for c in awq_configs.WGMMA_CANDIDATES[1::2]
+                                               for s in (2, 4)]
+    log(f"{'layer':<22}{'K':>6}{'N':>7}{'M':>6}{'cuBLAS':>8} {'without':<14}{'default':>8} {'cfg':<12}"
+        + "".join(f"{f'{c.block_m}x{c.block_n}/{c.split_k}':>11}" for c in cands)
+        + f"{'x without':>10}{'x cuBLAS':>9}{'rel err':>9}")
     for model, name, k, n in WGMMA_LAYERS:
         layer = Layer(k, n, seed=k + n)
         for m in WGMMA_MS:
@@ -311,22 +314,22 @@ def run_wgmma(sms: int) -> None:
             base_path, _ = awq_configs.choose(m, n, k, GROUP, sms, True)
             t_base = graph_time_us([lambda w=w: awq_gemm(x, *w, out=out) for w in layer.int4], 5, 20)
             os.environ["PAGEDAWQ_DISABLE_WGMMA"] = "0"
-            times = []
-            for cfg in awq_configs.WGMMA_CANDIDATES:
+            times, worst = [], 0.0
+            for cfg in cands:
                 if n % cfg.block_n:
                     times.append(float("nan"))
                     continue
+                poisoned = torch.full_like(out, float("nan"))
+                awq_gemm(x, layer.qweight, layer.qzeros, layer.scales, out=poisoned, path="wgmma", config=cfg)
+                worst = max(worst, layer.rel_err(m, poisoned.nan_to_num(1e4)))
                 times.append(graph_time_us([lambda w=w, c=cfg: awq_gemm(x, *w, out=out, path="wgmma", config=c)
                                             for w in layer.int4], 5, 20))
             path, cfg = awq_configs.choose(m, n, k, GROUP, sms, True, wgmma_usable(x, layer.qweight, layer.scales, GROUP))
-            poisoned = torch.full_like(out, float("nan"))
-            awq_gemm(x, layer.qweight, layer.qzeros, layer.scales, out=poisoned)
-            err = layer.rel_err(m, poisoned)
             t_def = graph_time_us([lambda w=w: awq_gemm(x, *w, out=out) for w in layer.int4], 5, 20)
-            label = f"{cfg.block_m}x{cfg.block_n}" if path == "wgmma" else path
+            label = f"{cfg.block_m}x{cfg.block_n}/{cfg.split_k}" if path == "wgmma" else path
             log(f"{model + ' ' + name:<22}{k:>6}{n:>7}{m:>6}{t_ref:>8.1f} {base_path + f' {t_base:.1f}':<14}{t_def:>8.1f} "
-                f"{label:<10}" + "".join(f"{t:>9.1f}" for t in times)
-                + f"{t_base / t_def:>10.2f}{t_ref / t_def:>9.2f}{err:>9.1e}")
+                f"{label:<12}" + "".join(f"{t:>11.1f}" for t in times)
+                + f"{t_base / t_def:>10.2f}{t_ref / t_def:>9.2f}{worst:>9.1e}")
         del layer
         torch.cuda.empty_cache()
 

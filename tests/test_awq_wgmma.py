@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from pagedawq.kernels.awq_configs import (WGMMA_CANDIDATES, WGMMA_M_MAX, WGMMA_M_MIN, WGMMA_N_MIN, WgmmaConfig,
-                                          choose, wgmma_config)
+                                          choose, wgmma_config, wgmma_split)
 from pagedawq.quant.pack import dequantize_awq, pack_awq_gemm, quantize_weight
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -33,11 +33,12 @@ def _gluon_importable() -> bool:
 
 
 @pytest.mark.skipif(not _gluon_importable(), reason="this Triton has no Gluon for Hopper")
-@pytest.mark.parametrize("cfg", WGMMA_CANDIDATES)
-def test_kernel_compiles_for_sm90_with_the_mma_overlapping_the_unpack(cfg):
+@pytest.mark.parametrize("cfg,split", [(c, False) for c in WGMMA_CANDIDATES] + [(WGMMA_CANDIDATES[1], True)])
+def test_kernel_compiles_for_sm90_with_the_mma_overlapping_the_unpack(cfg, split):
     # A fresh process: an earlier test may have set TRITON_INTERPRET, under which nothing compiles.
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    proc = subprocess.run([sys.executable, "-m", "tests.wgmma_sass", str(cfg.block_m), str(cfg.block_n)], cwd=ROOT,
+    proc = subprocess.run([sys.executable, "-m", "tests.wgmma_sass", str(cfg.block_m), str(cfg.block_n),
+                           *(["split"] if split else [])], cwd=ROOT,
                           env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     s = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -46,6 +47,7 @@ def test_kernel_compiles_for_sm90_with_the_mma_overlapping_the_unpack(cfg):
     # leaves it in flight while the next tile unpacks; one full wait after the loop.
     assert s["hgmma"] == 8 and s["wait_one_in_flight"] == 2 and s["wait_all"] == 1
     assert s["tma_loads"] > 0
+    assert (s["atomics"] > 0) == split    # the split-K arrival counter
 
 
 def test_choice_of_path_and_tiles():
@@ -53,20 +55,27 @@ def test_choice_of_path_and_tiles():
     for m in (WGMMA_M_MIN, 200, 256, WGMMA_M_MAX):
         assert choose(m, 12288, 4096, 128, sms, True, True)[0] == "wgmma"
         assert choose(m, 12288, 4096, 128, sms, True, False)[0] != "wgmma"   # not usable: never chosen
-        assert choose(m, 4096, 4096, 128, sms, True, True)[0] != "wgmma"     # narrow layer
+        assert choose(m, 2048, 4096, 128, sms, True, True)[0] != "wgmma"     # narrow layer
     assert choose(WGMMA_M_MIN - 1, 22016, 4096, 128, sms, True, True)[0] != "wgmma"
     assert choose(WGMMA_M_MAX + 1, 22016, 4096, 128, sms, True, True)[0] == "dequant"
     assert choose(1, 22016, 4096, 128, sms, True, True)[0] == "gemv"
-    assert WGMMA_N_MIN > 4096
+    assert WGMMA_N_MIN > 2048
     # The tiles the H100 sweep found fastest (kernels.py --wgmma, 2026-11-26): 256 columns unless
     # 128 fill the waves of 132 SMs better.
     best = {(128, 12288): 128, (256, 12288): 256, (512, 12288): 128, (128, 22016): 256, (256, 22016): 128,
             (512, 22016): 256, (128, 13824): 128, (256, 13824): 256, (512, 13824): 256}
     for (m, n), block_n in best.items():
-        assert wgmma_config(m, n, sms) == WgmmaConfig(128, block_n), (m, n)
-    assert wgmma_config(64, 12288, sms) == WgmmaConfig(64, 128)
-    assert wgmma_config(256, 12416, sms) == WgmmaConfig(128, 128)    # N not a multiple of 256
+        cfg = wgmma_config(m, n, 4096, sms)
+        assert (cfg.block_m, cfg.block_n) == (128, block_n), (m, n)
+    assert wgmma_config(64, 12288, 4096, sms).block_n == 128
+    assert wgmma_config(256, 12416, 4096, sms).block_n == 128    # N not a multiple of 256
     assert WgmmaConfig(128, 256).num_warps == 8
+    # Split-K only where the tiles leave SMs idle: a full wave, slices of >= 8 K tiles.
+    assert wgmma_split(132, 4096, sms) == 1 and wgmma_split(500, 4096, sms) == 1
+    assert wgmma_split(32, 4096, sms) == 5        # ceil(132 / 32)
+    assert wgmma_split(32, 1024, sms) == 2        # 16 K tiles: two slices of 8
+    assert wgmma_split(1, 256, sms) == 1          # too short to split
+    assert wgmma_config(128, 4096, 11008, sms).split_k == 5
 
 
 def test_forced_path_off_hopper_is_a_clear_error():
@@ -99,17 +108,21 @@ def _rel_err(out: torch.Tensor, x: torch.Tensor, layer) -> float:
 @pytest.mark.parametrize("k,n,group", [(4096, 12288, 128), (4096, 22016, 128), (11008, 4096, 128),
                                        (5120, 13824, 64), (576, 1536, 64)])
 def test_gpu_every_config_matches_float64(k, n, group):
+    from pagedawq.kernels import awq_gemm as awq_mod
     from pagedawq.kernels.awq_gemm import awq_gemm
     layer = _layer(k, n, group, seed=k + n)
     failed = []   # every (M, config) is tried, and all failures reported together
+    configs = [*WGMMA_CANDIDATES, WgmmaConfig(128, 128, split_k=3), WgmmaConfig(64, 128, split_k=2)]
     for m in (64, 100, 128, 300, 512):
         x = (torch.randn(m, k, device="cuda") + 0.1).half()
-        for cfg in WGMMA_CANDIDATES:
+        for cfg in configs:
             if n % cfg.block_n:
                 continue
             out = torch.full((m, n), float("nan"), dtype=torch.float16, device="cuda")
             try:
                 awq_gemm(x, *layer, out=out, path="wgmma", config=cfg)
+                if cfg.split_k > 1:   # deterministic: the slices are summed in a fixed order
+                    assert torch.equal(awq_gemm(x, *layer, path="wgmma", config=cfg), out)
                 torch.cuda.synchronize()
             except Exception as e:  # noqa: BLE001 - collected into the report
                 failed.append((m, cfg.block_m, cfg.block_n, f"{type(e).__name__}: {str(e)[:200]}"))
@@ -120,6 +133,7 @@ def test_gpu_every_config_matches_float64(k, n, group):
                 failed.append((m, cfg.block_m, cfg.block_n, f"rel err {err:.1e}, NaN rows {nan_rows[:4]}.."
                                f"{nan_rows[-2:]} ({len(nan_rows)})"))
     assert not failed, "\n".join(map(str, failed))
+    assert int(awq_mod._COUNTERS[x.device].abs().sum()) == 0   # every split-K counter reset
 
 
 @hopper

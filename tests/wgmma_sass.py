@@ -5,7 +5,7 @@ kernel builds with the installed Triton, and that its K loop has the structure i
 each tile's HGMMAs issued asynchronously and followed by a wait that leaves one group in flight
 (``WARPGROUP.DEPBAR.LE gsb0, 0x1``), so the next tile's unpack overlaps them, and no spills.
 
-    python -m tests.wgmma_sass 128 256     # BLOCK_M BLOCK_N -> one JSON line
+    python -m tests.wgmma_sass 128 256 [split]    # BLOCK_M BLOCK_N [with split-K] -> one JSON line
 """
 from __future__ import annotations
 
@@ -26,8 +26,8 @@ from pagedawq.kernels.awq_configs import WgmmaConfig
 from pagedawq.kernels.awq_wgmma import BLOCK_K, awq_wgmma_kernel, shared_layouts
 
 
-def sass(cfg: WgmmaConfig, group: int = 128) -> list[str]:
-    """The kernel's SASS instructions for ``cfg`` (compiled for sm_90)."""
+def sass(cfg: WgmmaConfig, split: bool = False, group: int = 128) -> list[str]:
+    """The kernel's SASS instructions for ``cfg`` (compiled for sm_90), with or without split-K."""
     a_l, q_l, b_l = shared_layouts(cfg)
     x = torch.zeros(256, 4096, dtype=torch.float16)
     qw = torch.zeros(4096, 512, dtype=torch.int32)
@@ -35,11 +35,11 @@ def sass(cfg: WgmmaConfig, group: int = 128) -> list[str]:
     def desc_sig(t, block, layout):
         return native_specialize_impl(BaseBackend, TensorDescriptor.from_tensor(t, block, layout), False, True, True)[0]
     sig = {"x_desc": desc_sig(x, [cfg.block_m, BLOCK_K], a_l), "qw_desc": desc_sig(qw, [BLOCK_K, cfg.block_n // 8], q_l),
-           "qz_ptr": "*i32", "s_ptr": "*fp16", "out_ptr": "*fp16", "M": "i32", "N": "i32", "K": "i32",
-           "stride_om": "i32", "G": "constexpr", "B_LAYOUT": "constexpr", "STAGES": "constexpr",
-           "num_warps": "constexpr"}
+           "qz_ptr": "*i32", "s_ptr": "*fp16", "out_ptr": "*fp16", "ws_ptr": "*fp32", "cnt_ptr": "*i32",
+           "M": "i32", "N": "i32", "K": "i32", "stride_om": "i32", "split_k": "i32", "G": "constexpr",
+           "B_LAYOUT": "constexpr", "STAGES": "constexpr", "SPLIT": "constexpr", "num_warps": "constexpr"}
     src = GluonASTSource(awq_wgmma_kernel, sig, constexprs={"G": group, "B_LAYOUT": b_l, "STAGES": cfg.stages,
-                                                            "num_warps": cfg.num_warps})
+                                                            "SPLIT": split, "num_warps": cfg.num_warps})
     compiled = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": cfg.num_warps})
     nvdisasm = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "nvdisasm")
     with tempfile.TemporaryDirectory() as d:
@@ -56,9 +56,10 @@ def summary(lines: list[str]) -> dict[str, int]:
             "hgmma": sum("HGMMA" in ln for ln in lines),
             "wait_one_in_flight": sum("WARPGROUP.DEPBAR.LE gsb0, 0x1" in ln for ln in lines),
             "wait_all": sum("WARPGROUP.DEPBAR.LE gsb0, 0x0" in ln for ln in lines),
-            "tma_loads": sum("UTMALDG" in ln for ln in lines)}
+            "tma_loads": sum("UTMALDG" in ln for ln in lines),
+            "atomics": sum(ln.split()[0].startswith(("ATOM", "RED")) or " ATOM" in ln or " RED" in ln for ln in lines)}
 
 
 if __name__ == "__main__":
     block_m, block_n = int(sys.argv[1]), int(sys.argv[2])
-    print(json.dumps(summary(sass(WgmmaConfig(block_m, block_n)))))
+    print(json.dumps(summary(sass(WgmmaConfig(block_m, block_n), split=sys.argv[3:] == ["split"]))))

@@ -36,7 +36,7 @@ SMALL_M_MAX = 32     # at or below: the split-K streaming path
 LARGE_M_MIN = 257    # at or above: dequantize + cuBLAS (won at M >= 512 on every benchmark shape)
 WGMMA_M_MIN, WGMMA_M_MAX = 128, 512   # the "wgmma" path's M range (where it won, H100 2026-11-26; at 64
                                       # it tied or lost on 2 of 3 wide layers, 65-127 not measured)
-WGMMA_N_MIN = 8192   # and its narrowest layer: at N = 4096 it lost to "tc"/"dequant" at every M
+WGMMA_N_MIN = 4096   # and its narrowest layer (without split-K it lost at N = 4096: too few tiles)
 DEFAULT_SMS = 132    # H100 SXM; used when the tensors are not on a CUDA device (interpreter)
 
 
@@ -74,10 +74,12 @@ class GemvConfig:
 @dataclass(frozen=True)
 class WgmmaConfig:
     """Launch configuration of ``awq_wgmma_kernel`` (the "wgmma" path): BLOCK_M rows per program
-    (16 per warp: one wgmma row slice each), BLOCK_N output columns, STAGES K tiles in flight."""
+    (16 per warp: one wgmma row slice each), BLOCK_N output columns, STAGES K tiles in flight,
+    SPLIT_K slices of K per output tile (partials summed by the tile's last slice)."""
     block_m: int
     block_n: int
     stages: int = 3
+    split_k: int = 1
 
     @property
     def num_warps(self) -> int:
@@ -389,18 +391,31 @@ def _wave_efficiency(tiles: int, sms: int) -> float:
     return tiles / (-(-tiles // sms) * sms)
 
 
-def wgmma_config(m: int, n: int, sms: int) -> WgmmaConfig:
+def wgmma_split(tiles: int, k: int, sms: int) -> int:
+    """Split-K for a grid of ``tiles`` output tiles: none once they fill a wave of the SMs, else
+    enough slices for a full wave, each slice at least 8 K tiles long."""
+    if tiles >= sms:
+        return 1
+    return max(1, min(-(-sms // tiles), k // (8 * 64)))
+
+
+def wgmma_config(m: int, n: int, k: int, sms: int) -> WgmmaConfig:
     """Tiles of the "wgmma" path: 64 rows for M <= 64, else 128; 256 columns (each x tile reused
-    over more of W) unless 128 columns fill the SMs' waves better. On the H100 sweep of
-    2026-11-26 (kernels.py --wgmma) this picked the fastest or a tie-within-3% tile on all 9
-    wide-layer (M, N) cases at M = 128-512."""
+    over more of W) unless 128 columns fill the SMs' waves better; split-K where the tiles alone
+    leave most SMs idle (narrow layers). On the H100 sweep of 2026-11-26 (kernels.py --wgmma,
+    before split-K) the tile rule picked the fastest or a tie-within-3% tile on all 9 wide-layer
+    (M, N) cases at M = 128-512."""
+    rows_64 = -(-m // 64)
     if m <= 64:
-        return WgmmaConfig(64, 128)
-    rows = -(-m // 128)
-    if n % 256:
-        return WgmmaConfig(128, 128)
-    wide, narrow = _wave_efficiency(rows * n // 256, sms), _wave_efficiency(rows * n // 128, sms)
-    return WgmmaConfig(128, 128 if narrow > wide + 0.02 else 256)
+        cfg = WgmmaConfig(64, 128)
+    elif n % 256:
+        cfg = WgmmaConfig(128, 128)
+    else:
+        rows = -(-m // 128)
+        wide, narrow = _wave_efficiency(rows * n // 256, sms), _wave_efficiency(rows * n // 128, sms)
+        cfg = WgmmaConfig(128, 128 if narrow > wide + 0.02 else 256)
+    tiles = (rows_64 if cfg.block_m == 64 else -(-m // 128)) * (n // cfg.block_n)
+    return replace(cfg, split_k=wgmma_split(tiles, k, sms))
 
 
 @lru_cache(maxsize=4096)
@@ -412,7 +427,7 @@ def choose(m: int, n: int, k: int, group: int, sms: int, gemv: bool = False, wgm
     if gemv and m <= GEMV_M_MAX:
         return "gemv", gemv_config(m, n, k, group, sms)
     if wgmma and WGMMA_M_MIN <= m <= WGMMA_M_MAX and n >= WGMMA_N_MIN:
-        return "wgmma", wgmma_config(m, n, sms)
+        return "wgmma", wgmma_config(m, n, k, sms)
     tuned = TUNED.get((m_bucket(m), n, k))
     if tuned is not None:
         path, cfg = tuned

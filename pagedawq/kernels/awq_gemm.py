@@ -1,8 +1,8 @@
 """``awq_gemm``: y = x @ W for AWQ int4 weights in the AutoAWQ GEMM checkpoint layout.
 
 The linear method (``pagedawq.quant.awq``) calls this on CUDA with the checkpoint tensors as
-loaded; nothing is repacked. The kernels are in ``awq_kernels``, the path and tile choice in
-``awq_configs``. Under ``TRITON_INTERPRET=1`` the same kernels run on CPU tensors (the tests),
+loaded; nothing is repacked. The kernels are in ``awq_kernels`` (and, for Hopper's "wgmma" path,
+``awq_wgmma``), the path and tile choice in ``awq_configs``. Under ``TRITON_INTERPRET=1`` the same kernels run on CPU tensors (the tests),
 with plain Triton arithmetic in place of the PTX dequantizer (``PAGEDAWQ_AWQ_PLAIN_DEQUANT=1``
 forces that arithmetic on CUDA too, for A/B comparisons).
 """
@@ -217,8 +217,9 @@ def awq_gemm(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scale
             raise ValueError("the wgmma path needs Hopper, fp16 x and scales, N % 128 == 0, K and the group "
                              "size multiples of 64, 16-byte aligned rows of x, and Triton with Gluon")
         if not isinstance(config, WgmmaConfig):
-            config = wgmma_config(m, n, _sm_count(x.device))
-        return module.wgmma_gemm(x, qweight, qzeros, scales, config, out)
+            config = wgmma_config(m, n, k, _sm_count(x.device))
+        counters = _counters(x.device, module.output_tiles(m, n, config)) if config.split_k > 1 else None
+        return module.wgmma_gemm(x, qweight, qzeros, scales, config, out, counters)
     if isinstance(config, WgmmaConfig):
         raise TypeError(f"a WgmmaConfig is for path='wgmma', not {path!r}")
     if path == "dequant":
