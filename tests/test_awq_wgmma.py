@@ -55,11 +55,12 @@ def test_choice_of_path_and_tiles():
     for m in (WGMMA_M_MIN, 200, 256, WGMMA_M_MAX):
         assert choose(m, 12288, 4096, 128, sms, True, True)[0] == "wgmma"
         assert choose(m, 12288, 4096, 128, sms, True, False)[0] != "wgmma"   # not usable: never chosen
-        assert choose(m, 2048, 4096, 128, sms, True, True)[0] != "wgmma"     # narrow layer
+        assert choose(m, 4096, 4096, 128, sms, True, True)[0] != "wgmma"     # narrow, short K
+        assert choose(m, 4096, 11008, 128, sms, True, True)[0] == "wgmma"    # narrow, long K: split-K
     assert choose(WGMMA_M_MIN - 1, 22016, 4096, 128, sms, True, True)[0] != "wgmma"
     assert choose(WGMMA_M_MAX + 1, 22016, 4096, 128, sms, True, True)[0] == "dequant"
     assert choose(1, 22016, 4096, 128, sms, True, True)[0] == "gemv"
-    assert WGMMA_N_MIN > 2048
+    assert WGMMA_N_MIN > 4096
     # The tiles the H100 sweep found fastest (kernels.py --wgmma, 2026-11-26): 256 columns unless
     # 128 fill the waves of 132 SMs better.
     best = {(128, 12288): 128, (256, 12288): 256, (512, 12288): 128, (128, 22016): 256, (256, 22016): 128,
@@ -70,12 +71,11 @@ def test_choice_of_path_and_tiles():
     assert wgmma_config(64, 12288, 4096, sms).block_n == 128
     assert wgmma_config(256, 12416, 4096, sms).block_n == 128    # N not a multiple of 256
     assert WgmmaConfig(128, 256).num_warps == 8
-    # Split-K only where the tiles leave SMs idle: a full wave, slices of >= 8 K tiles.
-    assert wgmma_split(132, 4096, sms) == 1 and wgmma_split(500, 4096, sms) == 1
-    assert wgmma_split(32, 4096, sms) == 5        # ceil(132 / 32)
-    assert wgmma_split(32, 1024, sms) == 2        # 16 K tiles: two slices of 8
-    assert wgmma_split(1, 256, sms) == 1          # too short to split
-    assert wgmma_config(128, 4096, 11008, sms).split_k == 5
+    # Split-K on narrow long-K layers only: about two programs per SM, at most 4 slices of >= 8 K
+    # tiles (the best of 1/2/4 at every M of the 11008 x 4096 layer on the sweep).
+    assert [wgmma_config(m, 4096, 11008, sms).split_k for m in (128, 256, 512)] == [4, 4, 2]
+    assert all(wgmma_config(m, 22016, 4096, sms).split_k == 1 for m in (128, 256, 512))
+    assert wgmma_split(300, 11008, sms) == 1 and wgmma_split(1, 1024, sms) == 2   # 16 K tiles: 2 slices
 
 
 def test_forced_path_off_hopper_is_a_clear_error():

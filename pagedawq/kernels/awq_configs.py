@@ -15,9 +15,10 @@ Paths (``awq_gemm`` picks by M, or takes ``path=``):
   dequantized tile's trip into the mma layout), so more small programs per SM beat wider rows.
 * ``"tc"`` (32 < M <= 256): tensor-core tiles (wgmma from BLOCK_M 64), dequantized in
   registers, split-K only when the tile grid alone cannot fill the GPU.
-* ``"wgmma"`` (WGMMA_M_MIN <= M <= WGMMA_M_MAX, N >= WGMMA_N_MIN, Hopper, fp16; ``awq_wgmma``): a
-  Gluon kernel whose unpack of one K tile overlaps the wgmma of the previous one. It beats "tc" and
-  "dequant" on wide layers at mid M; on narrow ones (N = 4096) its tile grid is too small.
+* ``"wgmma"`` (WGMMA_M_MIN <= M <= WGMMA_M_MAX, Hopper, fp16; ``awq_wgmma``): a Gluon kernel whose
+  unpack of one K tile overlaps the wgmma of the previous one. It beats "tc" and "dequant" on wide
+  layers (N >= WGMMA_N_MIN) at mid M, and with split-K on narrow layers of long K (K >=
+  WGMMA_LONG_K); on narrow short-K layers (4096 x 4096) it loses.
 * ``"dequant"`` (M > 256): the weight is dequantized once per call (a Triton kernel) and cuBLAS
   does the product; on the H100 this beat the fused kernel from M = 512 (sometimes 256) on.
 
@@ -36,7 +37,10 @@ SMALL_M_MAX = 32     # at or below: the split-K streaming path
 LARGE_M_MIN = 257    # at or above: dequantize + cuBLAS (won at M >= 512 on every benchmark shape)
 WGMMA_M_MIN, WGMMA_M_MAX = 128, 512   # the "wgmma" path's M range (where it won, H100 2026-11-26; at 64
                                       # it tied or lost on 2 of 3 wide layers, 65-127 not measured)
-WGMMA_N_MIN = 4096   # and its narrowest layer (without split-K it lost at N = 4096: too few tiles)
+WGMMA_N_MIN = 8192   # layers at least this wide take it (without split-K it lost at N = 4096: too few tiles)
+WGMMA_LONG_K = 8192  # narrower layers take it with split-K when K is at least this long (won on the 11008 x
+                     # 4096 layer at M = 128-512; lost on 4096 x 4096, where slices are too short)
+WGMMA_MAX_SPLIT = 4
 DEFAULT_SMS = 132    # H100 SXM; used when the tensors are not on a CUDA device (interpreter)
 
 
@@ -392,30 +396,28 @@ def _wave_efficiency(tiles: int, sms: int) -> float:
 
 
 def wgmma_split(tiles: int, k: int, sms: int) -> int:
-    """Split-K for a grid of ``tiles`` output tiles: none once they fill a wave of the SMs, else
-    enough slices for a full wave, each slice at least 8 K tiles long."""
-    if tiles >= sms:
-        return 1
-    return max(1, min(-(-sms // tiles), k // (8 * 64)))
+    """Split-K of a narrow long-K layer's grid of ``tiles`` output tiles: about two programs per SM,
+    at most 4 slices, each at least 8 K tiles long (the best of 1/2/4 on the H100 sweep of
+    2026-11-26 at every M of the 11008 x 4096 layer)."""
+    return max(1, min(WGMMA_MAX_SPLIT, 2 * sms // tiles, k // (8 * 64)))
 
 
 def wgmma_config(m: int, n: int, k: int, sms: int) -> WgmmaConfig:
-    """Tiles of the "wgmma" path: 64 rows for M <= 64, else 128; 256 columns (each x tile reused
-    over more of W) unless 128 columns fill the SMs' waves better; split-K where the tiles alone
-    leave most SMs idle (narrow layers). On the H100 sweep of 2026-11-26 (kernels.py --wgmma,
-    before split-K) the tile rule picked the fastest or a tie-within-3% tile on all 9 wide-layer
-    (M, N) cases at M = 128-512."""
-    rows_64 = -(-m // 64)
+    """Tiles of the "wgmma" path: 64 rows for M <= 64, else 128. Wide layers (N >= WGMMA_N_MIN):
+    256 columns (each x tile reused over more of W) unless 128 fill the SMs' waves better, no
+    split-K (it only added partial-sum traffic there). Narrow long-K layers: 128 columns and
+    split-K (``wgmma_split``). On the H100 sweep of 2026-11-26 (kernels.py --wgmma) this came
+    within 5% of the best of 8 tile x split configurations on 11 of the 12 (layer, M) cases it
+    takes at M = 128-512 (the other: 13B/TP=2 gate_up at M = 128, 62.3 us vs 57.8 with split 2)."""
     if m <= 64:
-        cfg = WgmmaConfig(64, 128)
-    elif n % 256:
-        cfg = WgmmaConfig(128, 128)
-    else:
-        rows = -(-m // 128)
-        wide, narrow = _wave_efficiency(rows * n // 256, sms), _wave_efficiency(rows * n // 128, sms)
-        cfg = WgmmaConfig(128, 128 if narrow > wide + 0.02 else 256)
-    tiles = (rows_64 if cfg.block_m == 64 else -(-m // 128)) * (n // cfg.block_n)
-    return replace(cfg, split_k=wgmma_split(tiles, k, sms))
+        return WgmmaConfig(64, 128)
+    if n < WGMMA_N_MIN:
+        return WgmmaConfig(128, 128, split_k=wgmma_split(-(-m // 128) * (n // 128), k, sms))
+    if n % 256:
+        return WgmmaConfig(128, 128)
+    rows = -(-m // 128)
+    wide, narrow = _wave_efficiency(rows * n // 256, sms), _wave_efficiency(rows * n // 128, sms)
+    return WgmmaConfig(128, 128 if narrow > wide + 0.02 else 256)
 
 
 @lru_cache(maxsize=4096)
@@ -426,7 +428,7 @@ def choose(m: int, n: int, k: int, group: int, sms: int, gemv: bool = False, wgm
     "wgmma" path may (``awq_wgmma.supports`` holds for the tensors)."""
     if gemv and m <= GEMV_M_MAX:
         return "gemv", gemv_config(m, n, k, group, sms)
-    if wgmma and WGMMA_M_MIN <= m <= WGMMA_M_MAX and n >= WGMMA_N_MIN:
+    if wgmma and WGMMA_M_MIN <= m <= WGMMA_M_MAX and (n >= WGMMA_N_MIN or k >= WGMMA_LONG_K):
         return "wgmma", wgmma_config(m, n, k, sms)
     tuned = TUNED.get((m_bucket(m), n, k))
     if tuned is not None:

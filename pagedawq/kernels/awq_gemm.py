@@ -2,9 +2,10 @@
 
 The linear method (``pagedawq.quant.awq``) calls this on CUDA with the checkpoint tensors as
 loaded; nothing is repacked. The kernels are in ``awq_kernels`` (and, for Hopper's "wgmma" path,
-``awq_wgmma``), the path and tile choice in ``awq_configs``. Under ``TRITON_INTERPRET=1`` the same kernels run on CPU tensors (the tests),
-with plain Triton arithmetic in place of the PTX dequantizer (``PAGEDAWQ_AWQ_PLAIN_DEQUANT=1``
-forces that arithmetic on CUDA too, for A/B comparisons).
+``awq_wgmma``), the path and tile choice in ``awq_configs``. Under ``TRITON_INTERPRET=1`` the
+Triton kernels run on CPU tensors (the tests), with plain Triton arithmetic in place of the PTX
+dequantizer (``PAGEDAWQ_AWQ_PLAIN_DEQUANT=1`` forces that arithmetic on CUDA too, for A/B
+comparisons); the Gluon kernel of the "wgmma" path has no interpreter and runs on Hopper only.
 """
 from __future__ import annotations
 
