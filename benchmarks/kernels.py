@@ -299,8 +299,8 @@ WGMMA_MS = (64, 128, 256, 512)
 def run_wgmma(sms: int) -> None:
     """The "wgmma" path with each candidate config (tiles x split-K) and with its default choice,
     against cuBLAS and the path awq_gemm takes without it (PAGEDAWQ_DISABLE_WGMMA=1)."""
-    cands = [*awq_configs.WGMMA_CANDIDATES] + [replace(c, split_k=s) for c in awq_configs.WGMMA_CANDIDATES[1::2]
-                                               for s in (2, 4)]
+    cands = [*awq_configs.WGMMA_CANDIDATES] + [replace(awq_configs.WgmmaConfig(128, n), split_k=s)
+                                               for n in (128, 256) for s in (2, 4)]
     log(f"{'layer':<22}{'K':>6}{'N':>7}{'M':>6}{'cuBLAS':>8} {'without':<14}{'default':>8} {'cfg':<12}"
         + "".join(f"{f'{c.block_m}x{c.block_n}/{c.split_k}':>11}" for c in cands)
         + f"{'x without':>10}{'x cuBLAS':>9}{'rel err':>9}")

@@ -218,6 +218,28 @@ def test_dead_worker_surfaces_as_error_not_hang(gqa_model):
         assert not llm.llm_engine.has_unfinished_requests()
 
 
+def test_shutdown_survives_ray_errors_while_the_process_ends(gqa_model, monkeypatch, caplog):
+    """A SIGTERM'd driver runs the shutdown from a finalizer while Ray's connection is closing, and
+    Ray then fails the calls that free the workers (RpcError CANCELLED): logged, not raised."""
+    import ray
+    real_kill, killed = ray.kill, []
+
+    def kill_then_fail(actor, **kw):
+        real_kill(actor, **kw)
+        killed.append(actor)
+        raise ray.exceptions.RpcError("RPC error: CANCELLED")
+    llm = LLM(str(gqa_model[0]), device="cpu", dtype="float32", tensor_parallel_size=2, skip_tokenizer_init=True,
+              kv_cache_memory_bytes=8 * 2**20)
+    executor = llm.llm_engine.executor
+    workers = list(executor.workers)
+    monkeypatch.setattr(ray, "kill", kill_then_fail)
+    with caplog.at_level("WARNING", logger="pagedawq.engine.executor.ray"):
+        llm.close()
+    assert "incomplete" in caplog.text and "CANCELLED" in caplog.text
+    assert executor.workers == [] and executor.placement_group is None
+    assert killed == workers   # one failure does not leave the other workers running
+
+
 def test_profile_reports_every_rank(gqa_model, tmp_path):
     with LLM(str(gqa_model[0]), device="cpu", dtype="float32", tensor_parallel_size=2, skip_tokenizer_init=True,
              kv_cache_memory_bytes=8 * 2**20) as llm:

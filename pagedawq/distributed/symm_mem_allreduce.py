@@ -28,9 +28,15 @@ from pagedawq.kernels import one_shot_allreduce as one_shot
 
 logger = logging.getLogger(__name__)
 
-# Larger tensors (prefill) go to NCCL, whose bandwidth-optimal algorithms win there: on 2 x H200
-# the one-shot kernel is 1.6x faster at 8 KiB, even at 128 KiB and slower from 256 KiB.
-DEFAULT_MAX_BYTES = 128 << 10
+
+
+def default_max_bytes(world_size: int) -> int:
+    """Largest all-reduce the one-shot kernel takes; larger ones (prefill) go to NCCL, whose
+    bandwidth-optimal algorithms win there. Each rank reads every peer's copy, so the crossover
+    falls as ranks are added: on H200s (benchmarks/allreduce.py, fp16, in a CUDA graph) it was
+    between 128 and 256 KiB at 2 ranks (1.07x NCCL at 128 KiB) and between 64 and 128 KiB at 4
+    (1.06x at 64 KiB, 0.80x at 128 KiB): 256 KiB / ranks (at 8 ranks, 32 KiB, is not measured)."""
+    return (256 << 10) // max(world_size, 1)
 # Widest row the fused all-reduce + residual add + RMSNorm takes (one program holds a whole row).
 MAX_FUSED_HIDDEN = 16384
 
@@ -40,10 +46,12 @@ class SymmMemAllReduce:
     (the kernel's exit barrier makes reusing it safe)."""
 
     def __init__(self, group: dist.ProcessGroup, device: torch.device, dtype: torch.dtype,
-                 max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+                 max_bytes: int | None = None) -> None:
         import torch.distributed._symmetric_memory as symm_mem
         self.group_name = group.group_name
         self.dtype = dtype
+        if max_bytes is None:
+            max_bytes = default_max_bytes(dist.get_world_size(group))
         self.max_numel = max_bytes // dtype.itemsize
         if hasattr(symm_mem, "enable_symm_mem_for_group"):   # needed before PyTorch 2.8, a no-op after
             with warnings.catch_warnings():

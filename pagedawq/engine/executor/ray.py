@@ -140,14 +140,21 @@ class RayExecutor(ChannelExecutor):
             raise EngineDeadError(f"a tensor-parallel worker died (rank {rank} left its command loop)")
 
     def shutdown(self) -> None:
+        """Stop the workers and free their placement group. Also runs from a finalizer while the
+        process is being terminated, when Ray's own connection may already be closing: Ray errors
+        here are logged, not raised (the cluster goes away with the process)."""
         ray = getattr(self, "ray", None)
         if ray is None or not ray.is_initialized():
             return
         self._close_channel()
-        for w in getattr(self, "workers", []):
-            ray.kill(w)
-        self.workers = []
-        if getattr(self, "placement_group", None) is not None:
-            from ray.util.placement_group import remove_placement_group
-            remove_placement_group(self.placement_group)
-            self.placement_group = None
+        from ray.util.placement_group import remove_placement_group
+        workers, self.workers = getattr(self, "workers", []), []
+        group, self.placement_group = getattr(self, "placement_group", None), None
+        steps = [lambda w=w: ray.kill(w) for w in workers]
+        if group is not None:
+            steps.append(lambda: remove_placement_group(group))
+        for step in steps:   # each one tried, whatever the others did
+            try:
+                step()
+            except ray.exceptions.RayError as e:
+                logger.warning("Ray shutdown of the tensor-parallel workers was incomplete: %s", e)
