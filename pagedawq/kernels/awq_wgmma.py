@@ -23,6 +23,8 @@ Gluon has no CPU interpreter: the CPU tests compile this kernel for sm_90 and ch
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
 import torch
 import triton
 from triton.experimental import gluon
@@ -46,11 +48,16 @@ _cta_barrier = getattr(gl, "thread_barrier", None) or gl.barrier   # likewise re
 BLOCK_K = 64
 
 
+@lru_cache(maxsize=None)
+def _is_hopper(device: torch.device) -> bool:
+    return torch.version.hip is None and torch.cuda.get_device_capability(device)[0] == 9
+
+
 def supports(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, group: int) -> bool:
     """Whether this kernel takes these tensors (see the module docstring)."""
     k, n8 = qweight.shape
     n = n8 * PACK_FACTOR
-    return (x.is_cuda and torch.version.hip is None and torch.cuda.get_device_capability(x.device)[0] == 9
+    return (x.is_cuda and _is_hopper(x.device)
             and x.dtype == torch.float16 and scales.dtype == torch.float16
             and n % 128 == 0 and k % BLOCK_K == 0 and group % BLOCK_K == 0
             and x.stride(1) == 1 and (x.stride(0) * 2) % 16 == 0 and x.data_ptr() % 16 == 0)
