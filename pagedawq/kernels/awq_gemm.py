@@ -89,12 +89,18 @@ def _wgmma_module():
     return awq_wgmma
 
 
+# Set when the Gluon kernel failed to build: Gluon is experimental and its API moves between
+# Triton releases (the kernel is known to build with 3.6 and 3.9), so a Triton it does not build
+# with turns the automatic choice off, with a warning, instead of failing the model's forward.
+_WGMMA_BUILD_ERROR: list[str] = []
+
+
 def wgmma_usable(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, group: int) -> bool:
     """Whether the "wgmma" path may be chosen for these tensors (PAGEDAWQ_DISABLE_WGMMA=1 turns
     it off, for A/B comparisons)."""
     if not (WGMMA_M_MIN <= x.shape[0] <= WGMMA_M_MAX) or not x.is_cuda or _interpreting():
         return False
-    if os.environ.get("PAGEDAWQ_DISABLE_WGMMA", "0") == "1":
+    if os.environ.get("PAGEDAWQ_DISABLE_WGMMA", "0") == "1" or _WGMMA_BUILD_ERROR:
         return False
     module = _wgmma_module()
     return module is not None and module.supports(x, qweight, scales, group)
@@ -206,7 +212,8 @@ def awq_gemm(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scale
         raise ValueError(f"unknown awq_gemm path {path!r}; expected one of {PATHS}")
     if x.dtype not in (torch.float16, torch.bfloat16):
         path = "dequant"
-    if path is None:
+    chosen = path is None
+    if chosen:
         # A GemmConfig without a path keeps its fused kernel: the GEMV path is never picked for it.
         use_gemv = x.is_cuda and not _interpreting() and not isinstance(config, GemmConfig)
         use_wgmma = config is None and wgmma_usable(x, qweight, scales, group)
@@ -220,7 +227,15 @@ def awq_gemm(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scale
         if not isinstance(config, WgmmaConfig):
             config = wgmma_config(m, n, k, _sm_count(x.device))
         counters = _counters(x.device, module.output_tiles(m, n, config)) if config.split_k > 1 else None
-        return module.wgmma_gemm(x, qweight, qzeros, scales, config, out, counters)
+        try:
+            return module.wgmma_gemm(x, qweight, qzeros, scales, config, out, counters)
+        except module.BUILD_ERRORS as e:
+            if not chosen:
+                raise
+            _WGMMA_BUILD_ERROR.append(f"{type(e).__name__}: {e}")
+            logger.warning("the AWQ wgmma kernel does not build with Triton %s (%s); using the other paths",
+                           triton.__version__, _WGMMA_BUILD_ERROR[0].splitlines()[0][:300])
+            return awq_gemm(x, qweight, qzeros, scales, out=out)
     if isinstance(config, WgmmaConfig):
         raise TypeError(f"a WgmmaConfig is for path='wgmma', not {path!r}")
     if path == "dequant":

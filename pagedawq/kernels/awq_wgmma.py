@@ -46,6 +46,10 @@ _tma_load = getattr(tma, "async_load", None) or tma.async_copy_global_to_shared
 _cta_barrier = getattr(gl, "thread_barrier", None) or gl.barrier   # likewise renamed in 3.9
 
 BLOCK_K = 64
+# What a Triton whose Gluon API differs from the one this kernel is written for raises when it
+# builds the kernel (a renamed builtin, a changed signature, a compilation error); awq_gemm then
+# stops choosing this path.
+BUILD_ERRORS = (triton.CompilationError, AttributeError, TypeError, ImportError)
 
 
 @lru_cache(maxsize=None)
