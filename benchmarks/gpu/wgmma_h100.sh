@@ -4,15 +4,15 @@
 #    listed), the default choice and a CUDA graph.
 # 2. kernels.py --wgmma: each config (tiles x split-K) and the default choice at M = 64-512 against
 #    cuBLAS and the path taken without it, on the Llama-2-7B layers and the 13B/TP=2 gate_up.
-# 3. Throughput (1000 x 512/128, Llama-2-7B shape): fp16, AWQ without the path, AWQ, same machine.
-# carry: none; about 5 minutes.
+# 3. Throughput (1000 x 512/128, Llama-2-7B shape): fp16, AWQ, AWQ without the path, then fp16 and AWQ
+#    again, same machine. carry: none; about 7 minutes.
 source benchmarks/gpu/env.sh
 timeout 120 python -m pytest -q -rf --tb=short tests/test_awq_wgmma.py > "$OUT/wgmma_tests.log" 2>&1
 grep -E "passed|failed|^E  |^\(" "$OUT/wgmma_tests.log" | head -40
 cd benchmarks
 timeout 170 python kernels.py --wgmma > "$OUT/wgmma_sweep.log" 2>&1
 grep -v Warn "$OUT/wgmma_sweep.log" | tail -24
-for run in fp16 "awq 1" "awq 0"; do
+for run in fp16 "awq 0" "awq 1" fp16 "awq 0"; do   # fp16 and AWQ twice: the run-to-run spread
   set -- $run
   q=""; [ "$1" = awq ] && q="--quantization awq"
   PAGEDAWQ_DISABLE_WGMMA=${2:-0} timeout 100 python throughput.py --model llama-2-7b --load-format dummy \
