@@ -29,7 +29,6 @@ from pagedawq.kernels import one_shot_allreduce as one_shot
 logger = logging.getLogger(__name__)
 
 
-
 def default_max_bytes(world_size: int) -> int:
     """Largest all-reduce the one-shot kernel takes; larger ones (prefill) go to NCCL, whose
     bandwidth-optimal algorithms win there. Each rank reads every peer's copy, so the crossover
@@ -37,6 +36,8 @@ def default_max_bytes(world_size: int) -> int:
     between 128 and 256 KiB at 2 ranks (1.07x NCCL at 128 KiB) and between 64 and 128 KiB at 4
     (1.06x at 64 KiB, 0.80x at 128 KiB): 256 KiB / ranks (at 8 ranks, 32 KiB, is not measured)."""
     return (256 << 10) // max(world_size, 1)
+
+
 # Widest row the fused all-reduce + residual add + RMSNorm takes (one program holds a whole row).
 MAX_FUSED_HIDDEN = 16384
 

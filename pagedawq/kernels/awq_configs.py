@@ -63,8 +63,9 @@ class GemvConfig:
     ``vec``: packed words per thread and weight row (one vector load of 4 vec bytes; 8 vec output
     columns per thread, hence 8 vec BLOCK_M fp32 accumulators a thread).
     ``prefetch_scales``: load the next tile's scales with its weights (more registers, no stall
-    on the scales' first read). The next K tile is always prefetched into registers.  ``maxnreg``: cap on registers per thread (None: the compiler's
-    choice), so more programs fit on an SM and more loads are in flight; spills if set too low.
+    on the scales' first read); the next K tile's words are always prefetched into registers.
+    ``maxnreg``: cap on registers per thread (None: the compiler's choice), so more programs fit
+    on an SM and more loads are in flight; spills if set too low.
     ``awq_configs.gemv_params`` adapts a config to a shape."""
     block_n: int = 256
     block_k: int = 64
@@ -88,6 +89,13 @@ class WgmmaConfig:
     @property
     def num_warps(self) -> int:
         return self.block_m // 16
+
+
+def nonempty_split(k_tiles: int, split: int) -> int:
+    """``split`` (clamped to 1..k_tiles) lowered until every K slice of ceil(k_tiles / split) tiles
+    has work: the split-K kernels' grids never hold an empty slice."""
+    split = max(1, min(split, k_tiles))
+    return -(-k_tiles // -(-k_tiles // split))
 
 
 def reduction_chunk(cfg: GemmConfig) -> int:
@@ -369,8 +377,9 @@ def gemv_config(m: int, n: int, k: int, group: int, sms: int) -> GemvConfig:
 def gemv_candidates(m: int, n: int, k: int, group: int, sms: int) -> list[tuple[str, GemvConfig]]:
     """The default GEMV config of the shape and a few alternatives around it (the sweep of
     ``benchmarks/kernels.py --gemv`` and of ``gemv_autotune``): split-K halved/doubled, narrower
-    column tiles, no scale prefetch, and at one row per program register caps (more resident programs per SM: 65536 registers / (cap x 128
-    threads)), each with the split-K that fills the waves of its own occupancy."""
+    column tiles, no scale prefetch, and at one row per program register caps (more resident
+    programs per SM: 65536 registers / (cap x 128 threads)), each with the split-K that fills the
+    waves of its own occupancy."""
     base = gemv_config(m, n, k, group, sms)
     narrow = GemvConfig(128, 64)                                   # more column tiles, 4 rows a thread
     cands = [("default", base),
@@ -414,11 +423,11 @@ def wgmma_config(m: int, n: int, k: int, sms: int) -> WgmmaConfig:
     takes at M = 128-512 (the other: 13B/TP=2 gate_up at M = 128, 62.3 us vs 57.8 with split 2)."""
     if m <= 64:
         return WgmmaConfig(64, 128)
+    rows = -(-m // 128)
     if n < WGMMA_N_MIN:
-        return WgmmaConfig(128, 128, split_k=wgmma_split(-(-m // 128) * (n // 128), k, sms))
+        return WgmmaConfig(128, 128, split_k=wgmma_split(rows * (n // 128), k, sms))
     if n % 256:
         return WgmmaConfig(128, 128)
-    rows = -(-m // 128)
     wide, narrow = _wave_efficiency(rows * n // 256, sms), _wave_efficiency(rows * n // 128, sms)
     return WgmmaConfig(128, 128 if narrow > wide + 0.02 else 256)
 

@@ -19,7 +19,7 @@ import triton
 
 from pagedawq.kernels.awq_configs import (DEFAULT_SMS, WGMMA_M_MAX, WGMMA_M_MIN, GemmConfig, GemvConfig, WgmmaConfig,
                                           choose, fit_block_k, get_config, gemv_block_m, gemv_config, gemv_params,
-                                          reduction_chunk, wgmma_config)
+                                          nonempty_split, reduction_chunk, wgmma_config)
 from pagedawq.kernels.awq_kernels import awq_dequant_kernel, awq_gemm_kernel, awq_gemv_kernel
 from pagedawq.quant.pack import PACK_FACTOR, group_size_of
 
@@ -171,8 +171,7 @@ def gemv(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scales: t
     bm = gemv_block_m(m)
     tiles_m, tiles_n = triton.cdiv(m, bm), triton.cdiv(n, bn)
     k_tiles = k // bk
-    split = max(1, min(cfg.split_k, k_tiles))
-    split = triton.cdiv(k_tiles, triton.cdiv(k_tiles, split))  # no empty K slices
+    split = nonempty_split(k_tiles, cfg.split_k)
     if split > 1:
         ws = torch.empty((split, m, n), dtype=torch.float32, device=x.device)
         cnt = _counters(x.device, tiles_m * tiles_n)
@@ -220,8 +219,8 @@ def awq_gemm(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scale
         path, auto = choose(m, n, k, group, _sm_count(x.device), use_gemv, use_wgmma)
         config = config or auto
     if path == "wgmma":
-        module = _wgmma_module()
-        if module is None or not module.supports(x, qweight, scales, group):
+        module = _wgmma_module()   # an automatic choice has checked supports() already
+        if not chosen and (module is None or not module.supports(x, qweight, scales, group)):
             raise ValueError("the wgmma path needs Hopper, fp16 x and scales, N % 128 == 0, K and the group "
                              "size multiples of 64, 16-byte aligned rows of x, and Triton with Gluon")
         if not isinstance(config, WgmmaConfig):

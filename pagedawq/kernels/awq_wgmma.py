@@ -33,7 +33,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared
                                                                warpgroup_mma_wait)
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
-from pagedawq.kernels.awq_configs import WgmmaConfig
+from pagedawq.kernels.awq_configs import WgmmaConfig, nonempty_split
 from pagedawq.kernels.awq_kernels import _CONSTRAINTS_SCALED, _F16X8, _UNPACK_F16_SCALED, _ZERO_PAIRS_F16
 from pagedawq.quant.pack import PACK_FACTOR
 
@@ -195,6 +195,7 @@ def awq_wgmma_kernel(x_desc, qw_desc, qz_ptr, s_ptr, out_ptr, ws_ptr, cnt_ptr, M
             gl.atomic_xchg(cnt_ptr + tile, 0)
 
 
+@lru_cache(maxsize=None)
 def shared_layouts(cfg: WgmmaConfig):
     """Shared-memory layouts of the x tile, the packed-word tile and the unpacked W tile."""
     return (gl.NVMMASharedLayout.get_default_for([cfg.block_m, BLOCK_K], gl.float16),
@@ -215,8 +216,7 @@ def wgmma_gemm(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, sca
     n = qweight.shape[1] * PACK_FACTOR
     if n % cfg.block_n:
         raise ValueError(f"N = {n} is not a multiple of BLOCK_N = {cfg.block_n}")
-    k_tiles = k // BLOCK_K
-    split = triton.cdiv(k_tiles, triton.cdiv(k_tiles, max(1, min(cfg.split_k, k_tiles))))  # no empty slices
+    split = nonempty_split(k // BLOCK_K, cfg.split_k)
     if split > 1:
         if counters is None or counters.numel() < output_tiles(m, n, cfg):
             raise ValueError("split-K needs a zeroed int32 counter per output tile")

@@ -120,4 +120,3 @@ def awq_gemv_shapes(model: nn.Module) -> set[tuple[int, int, int]]:
     GEMV launch configuration ``gemv_autotune`` can tune."""
     return {(m.qweight.shape[1] * PACK_FACTOR, m.qweight.shape[0], m.qweight.shape[0] // m.scales.shape[0])
             for m in model.modules() if isinstance(getattr(m, "linear_method", None), AWQLinearMethod)}
-
