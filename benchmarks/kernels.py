@@ -21,6 +21,9 @@ eager calls instead measures the Python launch path (tens of microseconds), not 
                                             # as awq_configs.GEMV_TUNED entries; gemv_sweep.csv)
     python benchmarks/kernels.py --wgmma    # the Hopper "wgmma" path (each config and the default) at
                                             # M = 64-512 against cuBLAS and the tc/dequant choice
+    python benchmarks/kernels.py --wgmma-t  # the transposed Hopper kernel (awq_wgmma_t): every tile x
+                                            # split-K config at M = 16-4096 against cuBLAS and the
+                                            # current choice (wgmma_t_sweep.csv)
     python benchmarks/kernels.py --gemv --warm-only   # compile the GEMV candidates on a tiny layer
     python benchmarks/kernels.py --gemv --gemv-models llama2-70b-tp4 llama2-70b-tp2 llama2-13b-tp2
                                             # the per-rank layers of the tensor-parallel runs
@@ -334,6 +337,66 @@ def run_wgmma(sms: int) -> None:
         torch.cuda.empty_cache()
 
 
+WGMMA_T_LAYERS = [("llama2-7b", name, k, n) for name, k, n in MODELS["llama2-7b"]] + [
+    ("llama2-13b-tp2", "gate_up", 5120, 13824), ("llama2-13b-tp2", "o", 2560, 5120)]
+WGMMA_T_MS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096]
+
+
+def wgmma_t_candidates(m: int, n: int, k: int, sms: int) -> list:
+    """Tiles of the transposed kernel worth timing at M: token tiles from the smallest that holds M
+    (8-256) down one size, 64 or 128 channels, split-K 1/2/4 while the grid is under two waves."""
+    ts = awq_configs.WGMMA_T_BLOCK_TS
+    fit = next((t for t in ts if t >= m), ts[-1])
+    out = []
+    for bt in sorted({fit, max(ts[0], fit // 2)} | ({128} if m > 256 else set())):
+        for bn in (64, 128):
+            tiles = (n // bn) * -(-m // bt)
+            for split in (1, 2, 4):
+                if split == 1 or (tiles * split <= 4 * sms and k // 64 >= 8 * split):
+                    out.append(awq_configs.WgmmaTConfig(bn, bt, split_k=split))
+    return out
+
+
+def run_wgmma_t(sms: int, out_dir: str) -> None:
+    """The transposed kernel (weights repacked at load) with each candidate config against cuBLAS
+    and awq_gemm's current choice; every timing to wgmma_t_sweep.csv, the best per row printed."""
+    from pagedawq.kernels.awq_gemm import _counters
+    from pagedawq.kernels.awq_wgmma_t import output_tiles, repack, wgmma_t_gemm
+    log(f"{'layer':<22}{'K':>6}{'N':>7}{'M':>6}{'cuBLAS':>8}{'current':>9} {'path':<8}{'best T':>8} {'config':<14}"
+        f"{'x cuBLAS':>9}{'x current':>10}{'rel err':>9}")
+    with open(os.path.join(out_dir, "wgmma_t_sweep.csv"), "w") as csv:
+        csv.write("layer,K,N,M,block_n,block_t,split_k,stages,us,rel_err\n")
+        for model, name, k, n in WGMMA_T_LAYERS:
+            layer = Layer(k, n, seed=k + n)
+            packed = [repack(*w) for w in layer.int4]
+            for m in WGMMA_T_MS:
+                x = layer.x(m)
+                out = torch.empty(m, n, dtype=torch.float16, device="cuda")
+                t_ref = graph_time_us([lambda w=w: torch.matmul(x, w, out=out) for w in layer.fp16], 5, 20)
+                path, _ = awq_configs.choose(m, n, k, GROUP, sms, True, wgmma_usable(x, layer.qweight, layer.scales, GROUP))
+                t_cur = graph_time_us([lambda w=w: awq_gemm(x, *w, out=out) for w in layer.int4], 5, 20)
+                best = (float("inf"), None, 0.0)
+                for cfg in wgmma_t_candidates(m, n, k, sms):
+                    if n % cfg.block_n:
+                        continue
+                    cnt = _counters(x.device, output_tiles(m, n, cfg))
+                    poisoned = torch.full_like(out, float("nan"))
+                    wgmma_t_gemm(x, *packed[0], cfg, poisoned, cnt)
+                    err = layer.rel_err(m, poisoned.nan_to_num(1e4))
+                    t = graph_time_us([lambda p=p, c=cfg: wgmma_t_gemm(x, *p, c, out, cnt) for p in packed], 5, 20)
+                    csv.write(f"{model} {name},{k},{n},{m},{cfg.block_n},{cfg.block_t},{cfg.split_k},{cfg.stages},"
+                              f"{t:.2f},{err:.2e}\n")
+                    if t < best[0]:
+                        best = (t, cfg, err)
+                t, cfg, err = best
+                label = f"{cfg.block_n}x{cfg.block_t}/{cfg.split_k}"
+                log(f"{model + ' ' + name:<22}{k:>6}{n:>7}{m:>6}{t_ref:>8.1f}{t_cur:>9.1f} {path:<8}{t:>8.1f} "
+                    f"{label:<14}{t_ref / t:>9.2f}{t_cur / t:>10.2f}{err:>9.1e}")
+                layer._ref.clear()
+            del layer, packed
+            torch.cuda.empty_cache()
+
+
 def run_gemv(sms: int, bw: float, out_dir: str, models: list[str]) -> None:
     """cuBLAS fp16 vs the splitk path vs the GEMV path (default config, and the best of a sweep at
     M <= 4) on the layers of ``models``, all in this run."""
@@ -418,6 +481,7 @@ def main() -> None:
                     help="with --gemv: whose layers (default: %(default)s)")
     ap.add_argument("--dequant", action="store_true", help="the dequantize kernel and the large-M path")
     ap.add_argument("--wgmma", action="store_true", help="the Hopper wgmma path at M = 64-512")
+    ap.add_argument("--wgmma-t", action="store_true", help="the transposed Hopper kernel at M = 16-4096")
     ap.add_argument("--out-dir", default=os.environ.get("OUT", "."), help="where tuned.txt / tune.csv go")
     args = ap.parse_args()
     if not torch.cuda.is_available():
@@ -440,6 +504,9 @@ def main() -> None:
         return
     if args.wgmma:
         run_wgmma(sms)
+        return
+    if args.wgmma_t:
+        run_wgmma_t(sms, args.out_dir)
         return
 
     rows = [(model, name, k, n) for model, layers in MODELS.items() for name, k, n in layers

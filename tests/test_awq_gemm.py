@@ -202,8 +202,8 @@ def test_wgmma_build_failure_falls_back_once_with_a_warning(monkeypatch, caplog)
             cls.calls += 1
             raise AttributeError("module 'tma' has no attribute 'async_load'")
     monkeypatch.setattr(awq_mod, "_wgmma_module", lambda: BrokenGluon)
-    monkeypatch.setattr(awq_mod, "_WGMMA_BUILD_ERROR", [])
-    monkeypatch.setattr(awq_mod, "wgmma_usable", lambda *a: not awq_mod._WGMMA_BUILD_ERROR)
+    monkeypatch.setattr(awq_mod, "_BUILD_ERRORS", {})
+    monkeypatch.setattr(awq_mod, "wgmma_usable", lambda *a: "wgmma" not in awq_mod._BUILD_ERRORS)
     monkeypatch.setattr(awq_configs, "WGMMA_N_MIN", 64)   # let this small layer qualify
     awq_configs.choose.cache_clear()
     try:

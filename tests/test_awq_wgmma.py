@@ -37,7 +37,7 @@ def _gluon_importable() -> bool:
 def test_kernel_compiles_for_sm90_with_the_mma_overlapping_the_unpack(cfg, split):
     # A fresh process: an earlier test may have set TRITON_INTERPRET, under which nothing compiles.
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    proc = subprocess.run([sys.executable, "-m", "tests.wgmma_sass", str(cfg.block_m), str(cfg.block_n),
+    proc = subprocess.run([sys.executable, "-m", "tests.wgmma_sass", "w", str(cfg.block_m), str(cfg.block_n),
                            *(["split"] if split else [])], cwd=ROOT,
                           env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -1,11 +1,12 @@
-"""Compile the AWQ wgmma kernel for sm_90 without a GPU and summarise its SASS (run as a script).
+"""Compile an AWQ wgmma kernel for sm_90 without a GPU and summarise its SASS (run as a script).
 
 Gluon has no CPU interpreter, so on machines without a GPU this is what can be checked: that the
 kernel builds with the installed Triton, and that its K loop has the structure it exists for:
 each tile's HGMMAs issued asynchronously and followed by a wait that leaves one group in flight
 (``WARPGROUP.DEPBAR.LE gsb0, 0x1``), so the next tile's unpack overlaps them, and no spills.
 
-    python -m tests.wgmma_sass 128 256 [split]    # BLOCK_M BLOCK_N [with split-K] -> one JSON line
+    python -m tests.wgmma_sass w 128 256 [split]   # awq_wgmma: BLOCK_M BLOCK_N -> one JSON line
+    python -m tests.wgmma_sass t 128 64 [split]    # awq_wgmma_t: BLOCK_N BLOCK_T
 """
 from __future__ import annotations
 
@@ -22,25 +23,21 @@ from triton.backends.compiler import BaseBackend, GPUTarget
 from triton.experimental.gluon._runtime import GluonASTSource
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
-from pagedawq.kernels.awq_configs import WgmmaConfig
-from pagedawq.kernels.awq_wgmma import BLOCK_K, awq_wgmma_kernel, shared_layouts
+from pagedawq.kernels import awq_wgmma, awq_wgmma_t
+from pagedawq.kernels.awq_configs import WgmmaConfig, WgmmaTConfig
+
+_SCALARS = {"out_ptr": "*fp16", "ws_ptr": "*fp32", "cnt_ptr": "*i32", "M": "i32", "N": "i32", "K": "i32",
+            "stride_om": "i32", "split_k": "i32"}
 
 
-def sass(cfg: WgmmaConfig, split: bool = False, group: int = 128) -> list[str]:
-    """The kernel's SASS instructions for ``cfg`` (compiled for sm_90), with or without split-K."""
-    a_l, q_l, b_l = shared_layouts(cfg)
-    x = torch.zeros(256, 4096, dtype=torch.float16)
-    qw = torch.zeros(4096, 512, dtype=torch.int32)
+def _desc(t: torch.Tensor, block: list[int], layout) -> str:
+    return native_specialize_impl(BaseBackend, TensorDescriptor.from_tensor(t, block, layout), False, True, True)[0]
 
-    def desc_sig(t, block, layout):
-        return native_specialize_impl(BaseBackend, TensorDescriptor.from_tensor(t, block, layout), False, True, True)[0]
-    sig = {"x_desc": desc_sig(x, [cfg.block_m, BLOCK_K], a_l), "qw_desc": desc_sig(qw, [BLOCK_K, cfg.block_n // 8], q_l),
-           "qz_ptr": "*i32", "s_ptr": "*fp16", "out_ptr": "*fp16", "ws_ptr": "*fp32", "cnt_ptr": "*i32",
-           "M": "i32", "N": "i32", "K": "i32", "stride_om": "i32", "split_k": "i32", "G": "constexpr",
-           "B_LAYOUT": "constexpr", "STAGES": "constexpr", "SPLIT": "constexpr", "num_warps": "constexpr"}
-    src = GluonASTSource(awq_wgmma_kernel, sig, constexprs={"G": group, "B_LAYOUT": b_l, "STAGES": cfg.stages,
-                                                            "SPLIT": split, "num_warps": cfg.num_warps})
-    compiled = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": cfg.num_warps})
+
+def _compile(kernel, sig: dict, constexprs: dict, num_warps: int) -> list[str]:
+    sig = {**sig, **{name: "constexpr" for name in constexprs}}
+    src = GluonASTSource(kernel, sig, constexprs=constexprs)
+    compiled = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": num_warps})
     nvdisasm = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "nvdisasm")
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "k.cubin")
@@ -50,6 +47,32 @@ def sass(cfg: WgmmaConfig, split: bool = False, group: int = 128) -> list[str]:
     return [ln.split("*/", 1)[1].strip() for ln in out.splitlines() if "*/" in ln and ";" in ln]
 
 
+def sass_w(cfg: WgmmaConfig, split: bool = False, group: int = 128) -> list[str]:
+    """SASS of ``awq_wgmma_kernel`` for ``cfg``."""
+    a_l, q_l, b_l = awq_wgmma.shared_layouts(cfg)
+    x = torch.zeros(256, 4096, dtype=torch.float16)
+    qw = torch.zeros(4096, 512, dtype=torch.int32)
+    sig = {"x_desc": _desc(x, [cfg.block_m, awq_wgmma.BLOCK_K], a_l),
+           "qw_desc": _desc(qw, [awq_wgmma.BLOCK_K, cfg.block_n // 8], q_l), "qz_ptr": "*i32", "s_ptr": "*fp16",
+           **_SCALARS}
+    return _compile(awq_wgmma.awq_wgmma_kernel, sig, {"G": group, "B_LAYOUT": b_l, "STAGES": cfg.stages,
+                                                      "SPLIT": split, "num_warps": cfg.num_warps}, cfg.num_warps)
+
+
+def sass_t(cfg: WgmmaTConfig, split: bool = False, group: int = 128) -> list[str]:
+    """SASS of ``awq_wgmma_t_kernel`` for ``cfg``."""
+    x_l, w_l, z_l = awq_wgmma_t.shared_layouts(cfg)
+    x = torch.zeros(256, 4096, dtype=torch.float16)
+    words = torch.zeros(4096 // 64 * 4096 // 16, awq_wgmma_t.BAND_WORDS, dtype=torch.int32)
+    zs = torch.zeros(4096 // group, 4096, dtype=torch.int32)
+    sig = {"x_desc": _desc(x, [cfg.block_t, awq_wgmma_t.BLOCK_K], x_l),
+           "w_desc": _desc(words, [cfg.block_n // awq_wgmma_t.BAND, awq_wgmma_t.BAND_WORDS], w_l),
+           "zs_desc": _desc(zs, [1, cfg.block_n], z_l), **_SCALARS}
+    return _compile(awq_wgmma_t.awq_wgmma_t_kernel, sig,
+                    {"G": group, "W_LAYOUT": awq_wgmma_t.words_layout(cfg.block_n), "STAGES": cfg.stages,
+                     "SPLIT": split, "num_warps": cfg.num_warps}, cfg.num_warps)
+
+
 def summary(lines: list[str]) -> dict[str, int]:
     return {"instructions": len(lines),
             "spill_stores": sum("STL" in ln for ln in lines),
@@ -57,9 +80,12 @@ def summary(lines: list[str]) -> dict[str, int]:
             "wait_one_in_flight": sum("WARPGROUP.DEPBAR.LE gsb0, 0x1" in ln for ln in lines),
             "wait_all": sum("WARPGROUP.DEPBAR.LE gsb0, 0x0" in ln for ln in lines),
             "tma_loads": sum("UTMALDG" in ln for ln in lines),
+            "shared_stores": sum(ln.split()[0].startswith(("STS", "STSM")) or " STS" in ln for ln in lines),
             "atomics": sum(ln.split()[0].startswith(("ATOM", "RED")) or " ATOM" in ln or " RED" in ln for ln in lines)}
 
 
 if __name__ == "__main__":
-    block_m, block_n = int(sys.argv[1]), int(sys.argv[2])
-    print(json.dumps(summary(sass(WgmmaConfig(block_m, block_n), split=sys.argv[3:] == ["split"]))))
+    kind, a, b = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    split = sys.argv[4:] == ["split"]
+    lines = sass_w(WgmmaConfig(a, b), split) if kind == "w" else sass_t(WgmmaTConfig(a, b), split)
+    print(json.dumps(summary(lines)))

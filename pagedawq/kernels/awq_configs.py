@@ -41,6 +41,9 @@ WGMMA_N_MIN = 8192   # layers at least this wide take it (without split-K it los
 WGMMA_LONG_K = 8192  # narrower layers take it with split-K when K is at least this long (won on the 11008 x
                      # 4096 layer at M = 128-512; lost on 4096 x 4096, where slices are too short)
 WGMMA_MAX_SPLIT = 4
+WGMMA_T_M_MIN, WGMMA_T_M_MAX = GEMV_M_MAX + 1, 1024   # the "wgmma_t" path's M range (provisional: not yet
+                                                      # measured against the other paths)
+WGMMA_T_BLOCK_TS = (8, 16, 32, 64, 128, 256)          # token tiles: wgmma's N, a multiple of 8 up to 256
 DEFAULT_SMS = 132    # H100 SXM; used when the tensors are not on a CUDA device (interpreter)
 
 
@@ -89,6 +92,21 @@ class WgmmaConfig:
     @property
     def num_warps(self) -> int:
         return self.block_m // 16
+
+
+@dataclass(frozen=True)
+class WgmmaTConfig:
+    """Launch configuration of ``awq_wgmma_t_kernel`` (the "wgmma_t" path, out^T = W^T x^T):
+    BLOCK_N output channels per program (16 per warp), BLOCK_T tokens (wgmma's N), STAGES K tiles
+    in flight, SPLIT_K slices of K per output tile."""
+    block_n: int
+    block_t: int
+    stages: int = 4
+    split_k: int = 1
+
+    @property
+    def num_warps(self) -> int:
+        return self.block_n // 16
 
 
 def nonempty_split(k_tiles: int, split: int) -> int:
@@ -458,3 +476,16 @@ def get_config(path: str, m: int, n: int, k: int, group: int, sms: int) -> GemmC
     if tuned is not None and tuned[0] == path and tuned[1] is not None:
         return replace(tuned[1], block_k=fit_block_k(tuned[1].block_k, group))
     return heuristic_config(path, m_bucket(m), n, k, group, sms)
+
+
+def wgmma_t_config(m: int, n: int, k: int, sms: int) -> WgmmaTConfig:
+    """Tiles of the "wgmma_t" path (provisional, from the kernel's structure; to be replaced by the
+    H100 sweep): the smallest token tile that holds M (256 above), 128 channels unless 64 are
+    needed to give every SM a program, and split-K while fewer programs than SMs, slices of at
+    least 8 K tiles."""
+    block_t = next((t for t in WGMMA_T_BLOCK_TS if t >= m), WGMMA_T_BLOCK_TS[-1])
+    tiles_t = -(-m // block_t)
+    block_n = 128 if n % 128 == 0 and (n // 128) * tiles_t >= sms else 64
+    tiles = (n // block_n) * tiles_t
+    split = nonempty_split(k // 64, min(WGMMA_MAX_SPLIT, max(1, sms // tiles), max(1, k // 64 // 8)))
+    return WgmmaTConfig(block_n, block_t, split_k=split)

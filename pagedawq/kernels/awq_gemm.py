@@ -9,6 +9,7 @@ comparisons); the Gluon kernel of the "wgmma" path has no interpreter and runs o
 """
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 from dataclasses import replace
@@ -17,13 +18,14 @@ from functools import lru_cache
 import torch
 import triton
 
-from pagedawq.kernels.awq_configs import (DEFAULT_SMS, WGMMA_M_MAX, WGMMA_M_MIN, GemmConfig, GemvConfig, WgmmaConfig,
-                                          choose, fit_block_k, get_config, gemv_block_m, gemv_config, gemv_params,
-                                          nonempty_split, reduction_chunk, wgmma_config)
+from pagedawq.kernels.awq_configs import (DEFAULT_SMS, WGMMA_M_MAX, WGMMA_M_MIN, WGMMA_T_M_MAX, WGMMA_T_M_MIN,
+                                          GemmConfig, GemvConfig, WgmmaConfig, WgmmaTConfig, choose, fit_block_k,
+                                          get_config, gemv_block_m, gemv_config, gemv_params, nonempty_split,
+                                          reduction_chunk, wgmma_config, wgmma_t_config)
 from pagedawq.kernels.awq_kernels import awq_dequant_kernel, awq_gemm_kernel, awq_gemv_kernel
 from pagedawq.quant.pack import PACK_FACTOR, group_size_of
 
-PATHS = ("gemv", "splitk", "tc", "wgmma", "dequant")
+PATHS = ("gemv", "splitk", "tc", "wgmma", "wgmma_t", "dequant")
 
 logger = logging.getLogger(__name__)
 
@@ -78,21 +80,30 @@ def _ptx_dequant(t: torch.Tensor) -> bool:
             and os.environ.get("PAGEDAWQ_AWQ_PLAIN_DEQUANT", "0") != "1")
 
 
-@lru_cache(maxsize=1)
-def _wgmma_module():
-    """``awq_wgmma``, or None where this Triton has no Gluon for Hopper (the path is then skipped)."""
+@lru_cache(maxsize=None)
+def _gluon_module(name: str):
+    """``pagedawq.kernels.<name>`` (a Gluon kernel module), or None where this Triton has no Gluon for
+    Hopper (its path is then skipped)."""
     try:
-        from pagedawq.kernels import awq_wgmma
+        return importlib.import_module(f"pagedawq.kernels.{name}")
     except ImportError as e:
-        logger.info("AWQ wgmma path unavailable (%s); using the tc/dequant paths at mid M", e)
+        logger.info("AWQ %s path unavailable (%s)", name, e)
         return None
-    return awq_wgmma
 
 
-# Set when the Gluon kernel failed to build: Gluon is experimental and its API moves between
-# Triton releases (the kernel is known to build with 3.6 and 3.9), so a Triton it does not build
-# with turns the automatic choice off, with a warning, instead of failing the model's forward.
-_WGMMA_BUILD_ERROR: list[str] = []
+def _wgmma_module():
+    return _gluon_module("awq_wgmma")
+
+
+def wgmma_t_module():
+    """``awq_wgmma_t`` (the transposed Hopper kernel and its load-time ``repack``), or None."""
+    return _gluon_module("awq_wgmma_t")
+
+
+# Gluon kernels that failed to build, by path: Gluon is experimental and its API moves between
+# Triton releases (the kernels are known to build with 3.6 and 3.9), so a Triton a kernel does not
+# build with turns its automatic choice off, with a warning, instead of failing the model's forward.
+_BUILD_ERRORS: dict[str, str] = {}
 
 
 def wgmma_usable(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, group: int) -> bool:
@@ -100,10 +111,51 @@ def wgmma_usable(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, g
     it off, for A/B comparisons)."""
     if not (WGMMA_M_MIN <= x.shape[0] <= WGMMA_M_MAX) or not x.is_cuda or _interpreting():
         return False
-    if os.environ.get("PAGEDAWQ_DISABLE_WGMMA", "0") == "1" or _WGMMA_BUILD_ERROR:
+    if os.environ.get("PAGEDAWQ_DISABLE_WGMMA", "0") == "1" or "wgmma" in _BUILD_ERRORS:
         return False
     module = _wgmma_module()
     return module is not None and module.supports(x, qweight, scales, group)
+
+
+def wgmma_t_usable(x: torch.Tensor, n: int, k: int, group: int, scales_dtype: torch.dtype) -> bool:
+    """Whether the "wgmma_t" path may be chosen for this x and an [K, N] layer whose weights were
+    repacked for it (PAGEDAWQ_DISABLE_WGMMA_T=1 turns it off, for A/B comparisons)."""
+    if not (WGMMA_T_M_MIN <= x.shape[0] <= WGMMA_T_M_MAX) or not x.is_cuda or _interpreting():
+        return False
+    if os.environ.get("PAGEDAWQ_DISABLE_WGMMA_T", "0") == "1" or "wgmma_t" in _BUILD_ERRORS:
+        return False
+    module = wgmma_t_module()
+    return module is not None and module.supports(x, n, k, group, scales_dtype)
+
+
+def repack_for_wgmma_t(qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor
+                       ) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The layer's weights repacked for the "wgmma_t" path (``awq_wgmma_t.repack``), or None where
+    that path cannot run them (not Hopper, not fp16 scales, shapes it does not tile, no Gluon, or
+    PAGEDAWQ_DISABLE_WGMMA_T=1): ``awq_gemm(..., repacked=...)`` then takes the other paths."""
+    k, n8 = qweight.shape
+    n = n8 * PACK_FACTOR
+    group = k // scales.shape[0]
+    module = wgmma_t_module()
+    probe = torch.empty((WGMMA_T_M_MIN, k), dtype=torch.float16, device=qweight.device)
+    if (module is None or os.environ.get("PAGEDAWQ_DISABLE_WGMMA_T", "0") == "1"
+            or not module.supports(probe, n, k, group, scales.dtype)):
+        return None
+    return module.repack(qweight, qzeros, scales)
+
+
+def _gluon_launch(path: str, module, launch, chosen: bool, fallback) -> torch.Tensor:
+    """``launch()``; if the kernel does not build with this Triton: raise for an explicit ``path``,
+    else turn the path off with a warning and return ``fallback()``."""
+    try:
+        return launch()
+    except module.BUILD_ERRORS as e:
+        if not chosen:
+            raise
+        _BUILD_ERRORS[path] = f"{type(e).__name__}: {e}"
+        logger.warning("the AWQ %s kernel does not build with Triton %s (%s); using the other paths", path,
+                       triton.__version__, _BUILD_ERRORS[path].splitlines()[0][:300])
+        return fallback()
 
 
 # (BLOCK_K, BLOCK_N, num_warps) of the PTX dequant kernel.
@@ -187,14 +239,17 @@ def gemv(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scales: t
 
 def awq_gemm(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor, *,
              out: torch.Tensor | None = None, path: str | None = None,
-             config: GemmConfig | None = None) -> torch.Tensor:
+             config: GemmConfig | None = None,
+             repacked: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """``x [M, K] @ W`` with W the AWQ int4 weight; returns (or fills ``out``) [M, N] in x's dtype.
 
     x is fp16 or bf16 (fp32 goes through the dequantize path); scales may be of either 16-bit
-    type whatever x's is. ``path`` (one of ``PATHS``) and ``config`` (a ``GemvConfig`` for
-    "gemv", a ``WgmmaConfig`` for "wgmma", else a ``GemmConfig``) override the choice made from M
-    and the shape (``awq_configs``; "gemv" is chosen automatically only on CUDA, for
-    M <= ``GEMV_M_MAX``, and "wgmma" only where ``awq_wgmma.supports`` the tensors).
+    type whatever x's is. ``repacked``: the layer's ``awq_wgmma_t.repack`` tensors, made at load
+    time on Hopper; with them the "wgmma_t" path is taken for M in its range. ``path`` (one of
+    ``PATHS``) and ``config`` (a ``GemvConfig`` for "gemv", a ``WgmmaConfig`` for "wgmma", a
+    ``WgmmaTConfig`` for "wgmma_t", else a ``GemmConfig``) override the choice made from M and the
+    shape (``awq_configs``; "gemv" is chosen automatically only on CUDA, for M <= ``GEMV_M_MAX``,
+    and "wgmma" only where ``awq_wgmma.supports`` the tensors).
     """
     group = _check(x, qweight, qzeros, scales)
     m, k = x.shape
@@ -213,30 +268,18 @@ def awq_gemm(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scale
         path = "dequant"
     chosen = path is None
     if chosen:
-        # A GemmConfig without a path keeps its fused kernel: the GEMV path is never picked for it.
-        use_gemv = x.is_cuda and not _interpreting() and not isinstance(config, GemmConfig)
-        use_wgmma = config is None and wgmma_usable(x, qweight, scales, group)
-        path, auto = choose(m, n, k, group, _sm_count(x.device), use_gemv, use_wgmma)
-        config = config or auto
-    if path == "wgmma":
-        module = _wgmma_module()   # an automatic choice has checked supports() already
-        if not chosen and (module is None or not module.supports(x, qweight, scales, group)):
-            raise ValueError("the wgmma path needs Hopper, fp16 x and scales, N % 128 == 0, K and the group "
-                             "size multiples of 64, 16-byte aligned rows of x, and Triton with Gluon")
-        if not isinstance(config, WgmmaConfig):
-            config = wgmma_config(m, n, k, _sm_count(x.device))
-        counters = _counters(x.device, module.output_tiles(m, n, config)) if config.split_k > 1 else None
-        try:
-            return module.wgmma_gemm(x, qweight, qzeros, scales, config, out, counters)
-        except module.BUILD_ERRORS as e:
-            if not chosen:
-                raise
-            _WGMMA_BUILD_ERROR.append(f"{type(e).__name__}: {e}")
-            logger.warning("the AWQ wgmma kernel does not build with Triton %s (%s); using the other paths",
-                           triton.__version__, _WGMMA_BUILD_ERROR[0].splitlines()[0][:300])
-            return awq_gemm(x, qweight, qzeros, scales, out=out)
-    if isinstance(config, WgmmaConfig):
-        raise TypeError(f"a WgmmaConfig is for path='wgmma', not {path!r}")
+        if repacked is not None and config is None and wgmma_t_usable(x, n, k, group, scales.dtype):
+            path = "wgmma_t"
+        else:
+            # A GemmConfig without a path keeps its fused kernel: the GEMV path is never picked for it.
+            use_gemv = x.is_cuda and not _interpreting() and not isinstance(config, GemmConfig)
+            use_wgmma = config is None and wgmma_usable(x, qweight, scales, group)
+            path, auto = choose(m, n, k, group, _sm_count(x.device), use_gemv, use_wgmma)
+            config = config or auto
+    if path in ("wgmma", "wgmma_t"):
+        return _gluon_path(path, x, qweight, qzeros, scales, group, out, config, repacked, chosen)
+    if isinstance(config, (WgmmaConfig, WgmmaTConfig)):
+        raise TypeError(f"a {type(config).__name__} is for path='wgmma'/'wgmma_t', not {path!r}")
     if path == "dequant":
         return torch.matmul(x, awq_dequantize(qweight, qzeros, scales, x.dtype), out=out)
     if path == "gemv":
@@ -250,3 +293,37 @@ def awq_gemm(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scale
     elif group % config.block_k:
         config = replace(config, block_k=fit_block_k(config.block_k, group))
     return gemm_fused(x, qweight, qzeros, scales, config, out)
+
+
+def _gluon_path(path: str, x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor,
+                group: int, out: torch.Tensor, config, repacked, chosen: bool) -> torch.Tensor:
+    """The Hopper Gluon paths of ``awq_gemm`` ("wgmma": W as wgmma's shared-memory operand;
+    "wgmma_t": the transposed product from the repacked weights). An automatic choice has checked
+    that the path is usable already."""
+    m, k = x.shape
+    n = qweight.shape[1] * PACK_FACTOR
+    sms = _sm_count(x.device)
+
+    def fallback() -> torch.Tensor:
+        return awq_gemm(x, qweight, qzeros, scales, out=out)
+
+    if path == "wgmma":
+        module = _wgmma_module()
+        if not chosen and (module is None or not module.supports(x, qweight, scales, group)):
+            raise ValueError("the wgmma path needs Hopper, fp16 x and scales, N % 128 == 0, K and the group "
+                             "size multiples of 64, 16-byte aligned rows of x, and Triton with Gluon")
+        if not isinstance(config, WgmmaConfig):
+            config = wgmma_config(m, n, k, sms)
+        counters = _counters(x.device, module.output_tiles(m, n, config)) if config.split_k > 1 else None
+        return _gluon_launch(path, module, lambda: module.wgmma_gemm(x, qweight, qzeros, scales, config, out,
+                                                                     counters), chosen, fallback)
+    module = wgmma_t_module()
+    if not chosen and (repacked is None or module is None or not module.supports(x, n, k, group, scales.dtype)):
+        raise ValueError("the wgmma_t path needs the layer's repacked weights (awq_wgmma_t.repack), Hopper, "
+                         "fp16 x and scales, N % 64 == 0, K and the group size multiples of 64, 16-byte aligned "
+                         "rows of x, and Triton with Gluon")
+    if not isinstance(config, WgmmaTConfig):
+        config = wgmma_t_config(m, n, k, sms)
+    counters = _counters(x.device, module.output_tiles(m, n, config)) if config.split_k > 1 else None
+    return _gluon_launch(path, module, lambda: module.wgmma_t_gemm(x, *repacked, config, out, counters), chosen,
+                         fallback)

@@ -101,13 +101,18 @@ class AWQLinearMethod(LinearMethod):
             # CPU: dequantize once; the int4 tensors stay for inspection and re-export.
             layer.dequantized_weight = dequantize_awq(layer.qweight.data, layer.qzeros.data,
                                                       layer.scales.data, layer.scales.dtype)
+            return
+        # Hopper: a second copy of the weights in the transposed kernel's register layout (the
+        # checkpoint tensors stay: the GEMV path and re-export read them).
+        from pagedawq.kernels.awq_gemm import repack_for_wgmma_t
+        layer.wgmma_t_weights = repack_for_wgmma_t(layer.qweight.data, layer.qzeros.data, layer.scales.data)
 
     def apply(self, layer: nn.Module, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
         shape = x.shape
         x2 = x.reshape(-1, shape[-1])
         if x.is_cuda:
             from pagedawq.kernels.awq_gemm import awq_gemm
-            y = awq_gemm(x2, layer.qweight, layer.qzeros, layer.scales)
+            y = awq_gemm(x2, layer.qweight, layer.qzeros, layer.scales, repacked=layer.wgmma_t_weights)
         else:
             y = x2 @ layer.dequantized_weight.to(x.dtype)
         if bias is not None:

@@ -1,0 +1,260 @@
+"""An AWQ int4 GEMM for Hopper computed transposed, with the weights as wgmma's register operand.
+
+``out^T [N, M] = W^T [N, K] @ x^T [K, M]``: the output channels are wgmma's M side (64 rows a
+warpgroup) and the tokens its N side (any multiple of 8 from 16 to 256). Why:
+
+* The unpacked weights never touch shared memory. wgmma takes its A operand from registers; each
+  warpgroup unpacks its 64 rows of W^T straight into the registers the instruction reads, so a K
+  tile costs no shared-memory store of W, no fence and no CTA-wide barrier between the unpack and
+  the MMA (the kernel in ``awq_wgmma``, with W as the B operand, needs all three, and its shared
+  memory traffic, ~140 bytes a cycle at 128 x 256 tiles, exceeds the SM's 128).
+* Small token counts waste nothing: a 32-token batch is one m64n32k16 wgmma per warpgroup and K
+  step instead of a 64- or 128-row tile mostly of padding, so the kernel can stream the weights at
+  M = 16-128 as well as compute at M = 512.
+
+For the register layout the weights are repacked once, at load time (``repack``), from the
+AutoAWQ checkpoint layout; the checkpoint on disk is unchanged. Each thread reads its 32 codes of a
+K tile (2 rows x 16 k) as one 16-byte word group, and the zero point and scale of a (group, column)
+come as one int32 (fp16 ``1024 + z`` | fp16 ``s``). The unpack is the PTX of ``awq_kernels``
+(``(w >> 4i) & 0x000F000F | 0x64006400`` = two fp16 ``1024 + q``, minus ``1024 + z``, times s):
+exactly ``pack.dequantize_awq`` rounded to fp16.
+
+x, the packed words and the zero/scale row of each K tile come by TMA, ``STAGES`` tiles ahead; the
+wgmma of tile k runs while tile k+1 is unpacked (``num_outstanding=1``). Split-K as in
+``awq_wgmma`` (fp32 partials, last slice sums them in order). Gluon has no CPU interpreter: the CPU
+tests check ``repack`` against the checkpoint layout and compile the kernel for sm_90.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+import torch
+import triton
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma, warpgroup_mma, warpgroup_mma_wait
+from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+
+from pagedawq.kernels.awq_configs import WgmmaTConfig, nonempty_split
+from pagedawq.kernels.awq_kernels import _CONSTRAINTS_SCALED, _F16X8, _UNPACK_F16_SCALED
+from pagedawq.kernels.awq_wgmma import BUILD_ERRORS, _is_hopper  # noqa: F401 - BUILD_ERRORS: awq_gemm reads it
+from pagedawq.quant.pack import PACK_FACTOR, unpack_int4
+
+UNPACK = gl.constexpr(_UNPACK_F16_SCALED.value)
+CONSTRAINTS = gl.constexpr(_CONSTRAINTS_SCALED.value)
+F16X8 = gl.constexpr(_F16X8.value)
+_tma_load = getattr(tma, "async_load", None) or tma.async_copy_global_to_shared
+_cta_barrier = getattr(gl, "thread_barrier", None) or gl.barrier
+
+BLOCK_K = 64
+BAND = 16          # rows of W^T per warp (one wgmma row slice)
+BAND_WORDS = 128   # int32 words of one band and K tile: 16 rows x 64 k x 4 bits
+
+
+def repack(qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """AutoAWQ GEMM tensors -> (words [K/64 * N/16, 128] int32, zero/scale [K/G, N] int32).
+
+    Word r of lane l of band b (rows 16b..16b+15) and K tile t holds, in nibble i + 4*k0, the code
+    of row n = 16b + 8*n3 + (l >> 2) and k = 64t + k0 + 2*(l & 3) + 8*k3 + 16*i, where r = 2*k3 + n3:
+    the pairs (k, k+1) of one row that wgmma's A fragment keeps in one register come out of one
+    ``(w >> 4i) & 0x000F000F`` (see the module docstring).
+    """
+    k, n8 = qweight.shape
+    n = n8 * PACK_FACTOR
+    if k % BLOCK_K or n % BAND:
+        raise ValueError(f"repack needs K % {BLOCK_K} == 0 and N % {BAND} == 0, got K={k}, N={n}")
+    words = torch.empty(k // 64 * (n // 16), BAND_WORDS, dtype=torch.int32, device=qweight.device)
+    rows = 1024   # K rows per chunk: bounds the temporaries (the 70B layers are loaded on a full GPU)
+    for r0 in range(0, k, rows):
+        q = unpack_int4(qweight[r0:r0 + rows]).to(torch.uint8)
+        kc = q.shape[0]
+        # k = 64t + 32k5 + 16k4 + 8k3 + 4k2 + 2k1 + k0 ; n = 16b + 8n3 + 4n2 + 2n1 + n0
+        q = q.view(kc // 64, 2, 2, 2, 2, 2, 2, n // 16, 2, 2, 2, 2)
+        # -> [t, b, (lane: n2 n1 n0 k2 k1), (r: k3 n3), (nibble: k0 k5 k4)]
+        q = q.permute(0, 7, 9, 10, 11, 4, 5, 3, 8, 6, 1, 2).reshape(-1, BAND_WORDS, 8)
+        chunk = words[r0 // 64 * (n // 16):(r0 + kc) // 64 * (n // 16)]
+        chunk.copy_(q[..., 0])
+        for nibble in range(1, 8):
+            chunk |= q[..., nibble].to(torch.int32) << (4 * nibble)   # wraps into the sign bit at 7
+    z = (unpack_int4(qzeros).to(torch.float16) + 1024).view(torch.int16).to(torch.int32)   # exact below 2048
+    s = scales.to(torch.float16).view(torch.int16).to(torch.int32)
+    return words, ((z & 0xFFFF) | (s << 16)).contiguous()
+
+
+def supports(x: torch.Tensor, n: int, k: int, group: int, scales_dtype: torch.dtype) -> bool:
+    """Whether this kernel takes these tensors: Hopper, fp16 x and scales, N % 64 == 0, K and the
+    group size multiples of 64, x row-major with 16-byte aligned rows (TMA)."""
+    return (x.is_cuda and _is_hopper(x.device) and x.dtype == torch.float16 and scales_dtype == torch.float16
+            and n % 64 == 0 and k % BLOCK_K == 0 and group % BLOCK_K == 0
+            and x.stride(1) == 1 and (x.stride(0) * 2) % 16 == 0 and x.data_ptr() % 16 == 0)
+
+
+@lru_cache(maxsize=None)
+def words_layout(block_n: int) -> gl.DistributedLinearLayout:
+    """[BLOCK_N, 8] words (row n, column c = k1 + 2*k2 + 4*k3) as ``repack`` lays them out: each
+    thread's four of a K tile are one 16-byte load."""
+    warps = [[BAND << i, 0] for i in range((block_n // BAND).bit_length() - 1)]
+    return gl.DistributedLinearLayout(reg_bases=[[8, 0], [0, 4]], lane_bases=[[0, 1], [0, 2], [1, 0], [2, 0], [4, 0]],
+                                      warp_bases=warps, block_bases=[], shape=[block_n, 8])
+
+
+@gluon.jit
+def _unpack_a(wq, zs, a_layout: gl.constexpr, w_layout: gl.constexpr):
+    """Packed words [BANDS, 128] + zero/scale [BN] -> W^T tile [BN, 64] fp16 in wgmma's A layout."""
+    BANDS: gl.constexpr = wq.shape[0]
+    BN: gl.constexpr = BANDS * 16
+    # [band, (n2 n1 n0 k2 k1), (k3 n3)] -> [n, c]
+    w = gl.reshape(wq, [BANDS, 2, 2, 2, 2, 2, 2, 2])
+    w = gl.permute(w, (0, 7, 1, 2, 3, 6, 4, 5))
+    w = gl.convert_layout(gl.reshape(w, [BN, 8]), w_layout, assert_trivial=True)
+    zz = gl.inline_asm_elementwise("prmt.b32 $0, $1, $1, 0x1010;", "=r,r", [zs], dtype=gl.int32, is_pure=True,
+                                   pack=1)
+    ss = gl.inline_asm_elementwise("prmt.b32 $0, $1, $1, 0x3232;", "=r,r", [zs], dtype=gl.int32, is_pure=True,
+                                   pack=1)
+    zz = zz[:, None]
+    ss = ss[:, None]
+    o = gl.inline_asm_elementwise(UNPACK, CONSTRAINTS, [w, zz, zz, zz, zz, ss, ss, ss, ss], dtype=F16X8,
+                                  is_pure=True, pack=1)
+    # output 2p + k0 of word c is k = k0 + 2*k1 + 4*k2 + 8*k3 + 16*p (p = k4 + 2*k5)
+    t = gl.join(gl.join(gl.join(o[0], o[1]), gl.join(o[2], o[3])), gl.join(gl.join(o[4], o[5]), gl.join(o[6], o[7])))
+    t = gl.reshape(t, [BN, 2, 2, 2, 2, 2, 2])               # [n, k3, k2, k1, k0, k4, k5]
+    t = gl.permute(t, (0, 6, 5, 1, 2, 3, 4))                # [n, k5, k4, k3, k2, k1, k0]
+    return gl.convert_layout(gl.reshape(t, [BN, 64]), a_layout, assert_trivial=True)
+
+
+@gluon.jit
+def _load_tile(s, kt, x_desc, w_desc, zs_desc, x_bufs, w_bufs, z_bufs, bars, off_t, pid_n, bands_n,
+               G: gl.constexpr):
+    """TMA of K tile ``kt`` (x, packed words, zero/scale row) into stage ``s``."""
+    BK: gl.constexpr = x_desc.block_type.shape[1]
+    BANDS: gl.constexpr = w_desc.block_type.shape[0]
+    nbytes: gl.constexpr = x_desc.block_type.nbytes + w_desc.block_type.nbytes + zs_desc.block_type.nbytes
+    mbarrier.expect(bars.index(s), nbytes)
+    _tma_load(x_desc, [off_t, kt * BK], bars.index(s), x_bufs.index(s))
+    _tma_load(w_desc, [kt * bands_n + pid_n * BANDS, 0], bars.index(s), w_bufs.index(s))
+    _tma_load(zs_desc, [(kt * BK) // G, pid_n * 16 * BANDS], bars.index(s), z_bufs.index(s))
+
+
+@gluon.jit
+def _step(i, kt_lo, acc, use_acc, x_desc, w_desc, zs_desc, x_bufs, w_bufs, z_bufs, bars, off_t, pid_n, bands_n,
+          n_tiles, G: gl.constexpr, STAGES: gl.constexpr, a_layout: gl.constexpr, W_LAYOUT: gl.constexpr,
+          num_warps: gl.constexpr):
+    """The program's i-th K tile: unpack its W^T into registers while wgmma i-1 runs, issue wgmma i,
+    wait for i-1, and refill the stage i-1 used with tile i + STAGES - 1."""
+    BN: gl.constexpr = 16 * w_desc.block_type.shape[0]
+    s = i % STAGES
+    mbarrier.wait(bars.index(s), (i // STAGES) & 1)
+    wq = w_bufs.index(s).load(gl.BlockedLayout([1, 4], [1, 32], [num_warps, 1], [1, 0]))
+    zs = z_bufs.index(s).reshape([BN]).load(gl.SliceLayout(1, W_LAYOUT))
+    a = _unpack_a(wq, zs, a_layout, W_LAYOUT)
+    acc = warpgroup_mma(a, x_bufs.index(s).permute((1, 0)), acc, use_acc=use_acc, is_async=True)
+    acc = warpgroup_mma_wait(num_outstanding=1, deps=(acc, ))
+    ni = i + STAGES - 1
+    if ni < n_tiles:
+        _load_tile(ni % STAGES, kt_lo + ni, x_desc, w_desc, zs_desc, x_bufs, w_bufs, z_bufs, bars, off_t, pid_n,
+                   bands_n, G)
+    return acc
+
+
+@gluon.jit
+def awq_wgmma_t_kernel(x_desc, w_desc, zs_desc, out_ptr, ws_ptr, cnt_ptr, M, N, K, stride_om, split_k,
+                       G: gl.constexpr, W_LAYOUT: gl.constexpr, STAGES: gl.constexpr, SPLIT: gl.constexpr,
+                       num_warps: gl.constexpr):
+    """One [BLOCK_N channels, BLOCK_T tokens] tile of out^T (program ids 0, 1) over one K slice (2)."""
+    BT: gl.constexpr = x_desc.block_type.shape[0]
+    BK: gl.constexpr = x_desc.block_type.shape[1]
+    BANDS: gl.constexpr = w_desc.block_type.shape[0]
+    BN: gl.constexpr = 16 * BANDS
+    pid_n = gl.program_id(0)
+    pid_t = gl.program_id(1)
+    pid_s = gl.program_id(2)
+    off_t = pid_t * BT
+    bands_n = N // 16
+
+    x_bufs = gl.allocate_shared_memory(gl.float16, [STAGES, BT, BK], x_desc.layout)
+    w_bufs = gl.allocate_shared_memory(gl.int32, [STAGES, BANDS, 128], w_desc.layout)
+    z_bufs = gl.allocate_shared_memory(gl.int32, [STAGES, 1, BN], zs_desc.layout)
+    bars = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    for i in gl.static_range(STAGES):
+        mbarrier.init(bars.index(i), count=1)
+
+    k_tiles = K // BK
+    per_split = gl.cdiv(k_tiles, split_k)
+    kt_lo = pid_s * per_split
+    n_tiles = gl.minimum(per_split, k_tiles - kt_lo)    # >= 1: no empty slices
+    for i in gl.static_range(STAGES - 1):
+        if i < n_tiles:
+            _load_tile(i, kt_lo + i, x_desc, w_desc, zs_desc, x_bufs, w_bufs, z_bufs, bars, off_t, pid_n, bands_n, G)
+
+    mma_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
+                                                         instr_shape=[16, BT, 16])
+    a_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma_layout, k_width=2)
+    acc = gl.zeros([BN, BT], dtype=gl.float32, layout=mma_layout)
+
+    # Tile 0 outside the loop (use_acc=False), as in awq_wgmma: a zero-initialised accumulator
+    # reaching the final wait on the zero-trip path makes ptxas serialize every wgmma.
+    acc = _step(0, kt_lo, acc, False, x_desc, w_desc, zs_desc, x_bufs, w_bufs, z_bufs, bars, off_t, pid_n, bands_n,
+                n_tiles, G, STAGES, a_layout, W_LAYOUT, num_warps)
+    for i in range(1, n_tiles):
+        acc = _step(i, kt_lo, acc, True, x_desc, w_desc, zs_desc, x_bufs, w_bufs, z_bufs, bars, off_t, pid_n,
+                    bands_n, n_tiles, G, STAGES, a_layout, W_LAYOUT, num_warps)
+    acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc, ))
+    for i in gl.static_range(STAGES):
+        mbarrier.invalidate(bars.index(i))
+
+    # out[t, n] = acc[n, t]: each thread stores 8 consecutive channels of one token (16 bytes).
+    out_layout: gl.constexpr = gl.BlockedLayout([8, 1], [BN // 8, 32 * 8 // BN], [1, num_warps], [0, 1])
+    rn = pid_n * BN + gl.arange(0, BN, layout=gl.SliceLayout(1, out_layout))
+    rt = off_t + gl.arange(0, BT, layout=gl.SliceLayout(0, out_layout))
+    mask = (rt < M)[None, :]
+    out_ptrs = out_ptr + rt[None, :] * stride_om + rn[:, None]
+    if not SPLIT:
+        gl.store(out_ptrs, gl.convert_layout(acc.to(gl.float16), out_layout), mask=mask)
+    else:
+        ws_ptrs = ws_ptr + rt[None, :] * N + rn[:, None]
+        gl.store(ws_ptrs + pid_s * M * N, gl.convert_layout(acc, out_layout), mask=mask)
+        _cta_barrier()    # every thread's partial is issued before the counter's release
+        tile = pid_t * gl.num_programs(0) + pid_n
+        arrived = gl.atomic_add(cnt_ptr + tile, 1, sem="acq_rel")
+        if arrived == split_k - 1:
+            total = gl.zeros([BN, BT], dtype=gl.float32, layout=out_layout)
+            for s in range(split_k):
+                total += gl.load(ws_ptrs + s * M * N, mask=mask, other=0.0, cache_modifier=".cg")
+            gl.store(out_ptrs, total.to(gl.float16), mask=mask)
+            gl.atomic_xchg(cnt_ptr + tile, 0)
+
+
+@lru_cache(maxsize=None)
+def shared_layouts(cfg: WgmmaTConfig):
+    """Shared-memory layouts of the x tile, the packed-word tile and the zero/scale row."""
+    return (gl.NVMMASharedLayout.get_default_for([cfg.block_t, BLOCK_K], gl.float16),
+            gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=32, rank=2),
+            gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=32, rank=2))
+
+
+def output_tiles(m: int, n: int, cfg: WgmmaTConfig) -> int:
+    return triton.cdiv(m, cfg.block_t) * (n // cfg.block_n)
+
+
+def wgmma_t_gemm(x: torch.Tensor, words: torch.Tensor, zs: torch.Tensor, cfg: WgmmaTConfig, out: torch.Tensor,
+                 counters: torch.Tensor | None = None) -> torch.Tensor:
+    """``out = x @ W`` from ``repack``'s tensors (the caller has checked ``supports``)."""
+    m, k = x.shape
+    n = zs.shape[1]
+    if n % cfg.block_n:
+        raise ValueError(f"N = {n} is not a multiple of BLOCK_N = {cfg.block_n}")
+    split = nonempty_split(k // BLOCK_K, cfg.split_k)
+    if split > 1:
+        if counters is None or counters.numel() < output_tiles(m, n, cfg):
+            raise ValueError("split-K needs a zeroed int32 counter per output tile")
+        ws = torch.empty((split, m, n), dtype=torch.float32, device=x.device)
+    else:
+        ws, counters = out, zs   # never touched without split-K
+    x_l, w_l, z_l = shared_layouts(cfg)
+    x_desc = TensorDescriptor.from_tensor(x, [cfg.block_t, BLOCK_K], x_l)
+    w_desc = TensorDescriptor.from_tensor(words, [cfg.block_n // BAND, BAND_WORDS], w_l)
+    zs_desc = TensorDescriptor.from_tensor(zs, [1, cfg.block_n], z_l)
+    grid = (n // cfg.block_n, triton.cdiv(m, cfg.block_t), split)
+    awq_wgmma_t_kernel[grid](x_desc, w_desc, zs_desc, out, ws, counters, m, n, k, out.stride(0), split,
+                             G=k // zs.shape[0], W_LAYOUT=words_layout(cfg.block_n), STAGES=cfg.stages, SPLIT=split > 1, num_warps=cfg.num_warps)
+    return out

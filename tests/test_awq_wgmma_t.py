@@ -1,0 +1,165 @@
+"""The transposed Hopper AWQ kernel (pagedawq.kernels.awq_wgmma_t): its load-time repack and its numbers.
+
+Without a GPU: ``repack`` checked against the checkpoint layout by decoding every word the way the
+kernel's register layout reads it, and the kernel compiled for sm_90 (tests/wgmma_sass.py) with
+asynchronous wgmmas, no spills. On an H100/H200: every configuration against the float64 product
+(fresh random inputs, NaN-poisoned outputs, M not a multiple of the tile, groups 64 and 128).
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from pagedawq.quant.pack import dequantize_awq, pack_awq_gemm, quantize_weight, unpack_int4
+
+gluon_hopper = pytest.importorskip("triton.experimental.gluon.language.nvidia.hopper")
+from pagedawq.kernels.awq_configs import WgmmaTConfig as TConfig  # noqa: E402
+from pagedawq.kernels.awq_wgmma_t import BAND_WORDS, repack  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HOPPER = torch.cuda.is_available() and torch.cuda.get_device_capability()[0] == 9
+hopper = pytest.mark.skipif(not HOPPER, reason="needs a Hopper GPU (sm_90)")
+
+
+def _layer(k: int, n: int, group: int, seed: int, device: str = "cpu"):
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    w = torch.randn(n, k, generator=gen) * (1 + torch.rand(n, 1, generator=gen))
+    codes, scales, zeros = quantize_weight(w, group_size=group)
+    return tuple(t.to(device) for t in pack_awq_gemm(codes, scales, zeros))
+
+
+def _decode_words(words: torch.Tensor, k: int, n: int) -> torch.Tensor:
+    """Codes [K, N] as the kernel reads ``words``: lane l, word r = 2*k3 + n3 of band b and K tile t,
+    nibble i + 4*k0 -> row 16b + 8*n3 + (l >> 2), k = 64t + k0 + 2*(l & 3) + 8*k3 + 16*i."""
+    w = words.view(k // 64, n // 16, 32, 4).to(torch.int64) & 0xFFFFFFFF
+    codes = torch.empty(k, n, dtype=torch.int64)
+    t, b, lane, r = torch.meshgrid(*(torch.arange(s) for s in w.shape), indexing="ij")
+    for i in range(4):
+        for k0 in range(2):
+            rows = 16 * b + 8 * (r & 1) + (lane >> 2)
+            cols = 64 * t + k0 + 2 * (lane & 3) + 8 * (r >> 1) + 16 * i
+            codes[cols.flatten(), rows.flatten()] = ((w >> (4 * (i + 4 * k0))) & 0xF).flatten()
+    return codes
+
+
+@pytest.mark.parametrize("k,n,group", [(128, 64, 64), (256, 192, 128), (576, 1536, 64)])
+def test_repack_puts_every_code_where_the_kernel_reads_it(k, n, group):
+    qweight, qzeros, scales = _layer(k, n, group, seed=k + n)
+    words, zs = repack(qweight, qzeros, scales)
+    assert words.shape == (k // 64 * n // 16, BAND_WORDS) and words.dtype == torch.int32
+    assert torch.equal(_decode_words(words, k, n), unpack_int4(qweight).to(torch.int64))
+    # zero/scale word: fp16 (1024 + z) in the low half, the fp16 scale in the high half
+    lo = (zs & 0xFFFF).to(torch.int16).view(torch.float16)
+    hi = ((zs >> 16) & 0xFFFF).to(torch.int16).view(torch.float16)
+    assert torch.equal(lo.float(), unpack_int4(qzeros).float() + 1024)
+    assert torch.equal(hi, scales)
+
+
+def test_repack_refuses_shapes_the_kernel_cannot_tile():
+    qweight, qzeros, scales = _layer(96, 64, 32, seed=1)
+    with pytest.raises(ValueError, match="K % 64"):
+        repack(qweight, qzeros, scales)
+
+
+@pytest.mark.parametrize("block_n,block_t,split", [(64, 16, False), (128, 64, False), (128, 256, False),
+                                                   (64, 32, True)])
+def test_kernel_compiles_for_sm90_with_the_weights_in_registers(block_n, block_t, split):
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run([sys.executable, "-m", "tests.wgmma_sass", "t", str(block_n), str(block_t),
+                           *(["split"] if split else [])], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    s = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert s["spill_stores"] == 0
+    assert s["hgmma"] == 8 and s["wait_one_in_flight"] == 2 and s["wait_all"] == 1
+    assert (s["atomics"] > 0) == split
+
+
+def test_config_choice():
+    from pagedawq.kernels.awq_configs import wgmma_t_config
+    sms = 132
+    # the smallest token tile that holds M, 256 above it
+    assert [wgmma_t_config(m, 22016, 4096, sms).block_t for m in (3, 8, 9, 33, 100, 256, 300, 1024)] == \
+        [8, 8, 16, 64, 128, 256, 256, 256]
+    # 128 channels once they give every SM a program, else 64 and split-K (slices of >= 8 K tiles)
+    assert wgmma_t_config(512, 22016, 4096, sms) == TConfig(128, 256)
+    small = wgmma_t_config(16, 4096, 4096, sms)
+    assert small.block_n == 64 and small.split_k == 2
+    assert wgmma_t_config(16, 1024, 11008, sms).split_k == 4    # at most 4 slices
+    assert wgmma_t_config(16, 1024, 512, sms).split_k == 1      # 8 K tiles: no split
+
+
+def test_forced_path_without_repacked_weights_is_a_clear_error():
+    from pagedawq.kernels.awq_gemm import awq_gemm
+    layer = _layer(128, 128, 64, seed=3)
+    x = torch.randn(64, 128, dtype=torch.float16)
+    with pytest.raises(ValueError, match="repacked weights"):
+        awq_gemm(x, *layer, path="wgmma_t")
+
+
+def _rel_err(out: torch.Tensor, x: torch.Tensor, layer) -> float:
+    ref = x.double() @ dequantize_awq(*layer).double()
+    return ((out.double() - ref).norm() / ref.norm()).item()
+
+
+CONFIGS = [TConfig(64, 8), TConfig(64, 16), TConfig(64, 32), TConfig(128, 64), TConfig(128, 128), TConfig(128, 256),
+           TConfig(64, 64, split_k=3), TConfig(128, 32, split_k=2), TConfig(64, 128, stages=6)]
+
+
+@hopper
+@pytest.mark.gpu
+@pytest.mark.parametrize("k,n,group", [(4096, 12288, 128), (11008, 4096, 128), (5120, 13824, 64), (576, 1536, 64)])
+def test_gpu_every_config_matches_float64(k, n, group):
+    from pagedawq.kernels.awq_gemm import _counters
+    from pagedawq.kernels.awq_wgmma_t import output_tiles, wgmma_t_gemm
+    layer = _layer(k, n, group, seed=k + n, device="cuda")
+    words, zs = repack(*layer)
+    failed = []
+    for m in (1, 5, 16, 33, 64, 100, 128, 300, 512, 1024):
+        x = (torch.randn(m, k, device="cuda") + 0.1).half()
+        for cfg in CONFIGS:
+            if n % cfg.block_n:
+                continue
+            out = torch.full((m, n), float("nan"), dtype=torch.float16, device="cuda")
+            counters = _counters(x.device, output_tiles(m, n, cfg))
+            try:
+                wgmma_t_gemm(x, words, zs, cfg, out, counters)
+                if cfg.split_k > 1:
+                    assert torch.equal(wgmma_t_gemm(x, words, zs, cfg, torch.empty_like(out), counters), out)
+                torch.cuda.synchronize()
+            except Exception as e:  # noqa: BLE001 - collected into the report
+                failed.append((m, cfg, f"{type(e).__name__}: {str(e)[:300]}"))
+                continue
+            nan_rows = torch.isnan(out).any(dim=1).nonzero().flatten().tolist()
+            err = _rel_err(out.nan_to_num(), x, layer)
+            if nan_rows or err > 2e-3:
+                failed.append((m, cfg, f"rel err {err:.1e}, NaN rows {nan_rows[:4]}..{nan_rows[-2:]} ({len(nan_rows)})"))
+    assert not failed, "\n".join(map(str, failed))
+    assert int(_counters(torch.device("cuda"), 1).abs().sum()) == 0
+
+
+@hopper
+@pytest.mark.gpu
+def test_gpu_awq_gemm_takes_the_path_with_repacked_weights_and_in_a_cuda_graph():
+    from pagedawq.kernels.awq_gemm import awq_gemm, repack_for_wgmma_t, wgmma_t_usable
+    layer = _layer(4096, 4096, 128, seed=11, device="cuda")
+    repacked = repack_for_wgmma_t(*layer)
+    assert repacked is not None
+    for m in (3, 16, 64, 200):
+        x = torch.randn(m, 4096, device="cuda", dtype=torch.float16)
+        assert wgmma_t_usable(x, 4096, 4096, 128, torch.float16)
+        out = torch.full((m, 4096), float("nan"), dtype=torch.float16, device="cuda")
+        awq_gemm(x, *layer, out=out, repacked=repacked)
+        assert _rel_err(out, x, layer) < 2e-3
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            awq_gemm(x, *layer, out=out, repacked=repacked)
+        out.fill_(float("nan"))
+        graph.replay()
+        torch.cuda.synchronize()
+        assert _rel_err(out, x, layer) < 2e-3
