@@ -103,6 +103,7 @@ class WgmmaTConfig:
     block_t: int
     stages: int = 4
     split_k: int = 1
+    in_flight: int = 0
 
     @property
     def num_warps(self) -> int:
@@ -480,12 +481,13 @@ def get_config(path: str, m: int, n: int, k: int, group: int, sms: int) -> GemmC
 
 def wgmma_t_config(m: int, n: int, k: int, sms: int) -> WgmmaTConfig:
     """Tiles of the "wgmma_t" path (provisional, from the kernel's structure; to be replaced by the
-    H100 sweep): the smallest token tile that holds M (256 above), 128 channels unless 64 are
-    needed to give every SM a program, and split-K while fewer programs than SMs, slices of at
-    least 8 K tiles."""
-    block_t = next((t for t in WGMMA_T_BLOCK_TS if t >= m), WGMMA_T_BLOCK_TS[-1])
+    H100 sweep): the smallest token tile that holds M (128 above), 128 channels unless 64 are
+    needed to give every SM a program, split-K while fewer programs than SMs (slices of at least
+    8 K tiles), and a pipeline as deep as leaves room for two programs per SM."""
+    block_t = next((t for t in WGMMA_T_BLOCK_TS if m <= t <= 128), 128)
     tiles_t = -(-m // block_t)
     block_n = 128 if n % 128 == 0 and (n // 128) * tiles_t >= sms else 64
     tiles = (n // block_n) * tiles_t
     split = nonempty_split(k // 64, min(WGMMA_MAX_SPLIT, max(1, sms // tiles), max(1, k // 64 // 8)))
-    return WgmmaTConfig(block_n, block_t, split_k=split)
+    stages = 6 if block_t <= 32 else 4 if block_t == 64 else 3
+    return WgmmaTConfig(block_n, block_t, stages=stages, split_k=split)

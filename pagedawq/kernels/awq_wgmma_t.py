@@ -137,10 +137,13 @@ def _load_tile(s, kt, x_desc, w_desc, zs_desc, x_bufs, w_bufs, z_bufs, bars, off
 
 @gluon.jit
 def _step(i, kt_lo, acc, use_acc, x_desc, w_desc, zs_desc, x_bufs, w_bufs, z_bufs, bars, off_t, pid_n, bands_n,
-          n_tiles, G: gl.constexpr, STAGES: gl.constexpr, a_layout: gl.constexpr, W_LAYOUT: gl.constexpr,
-          num_warps: gl.constexpr):
+          n_tiles, G: gl.constexpr, STAGES: gl.constexpr, IN_FLIGHT: gl.constexpr, a_layout: gl.constexpr,
+          W_LAYOUT: gl.constexpr, num_warps: gl.constexpr):
     """The program's i-th K tile: unpack its W^T into registers while wgmma i-1 runs, issue wgmma i,
-    wait for i-1, and refill the stage i-1 used with tile i + STAGES - 1."""
+    wait for i-1, and refill the stage i-1 used with tile i + STAGES - 1. Returns the accumulator
+    and tile i's A registers: wgmma reads them asynchronously, and ptxas does not keep them from
+    being reused while it runs (measured: wrong sums), so they stay live as a dependency of the
+    wait that retires wgmma i (``a_prev`` of the next step)."""
     BN: gl.constexpr = 16 * w_desc.block_type.shape[0]
     s = i % STAGES
     mbarrier.wait(bars.index(s), (i // STAGES) & 1)
@@ -148,7 +151,7 @@ def _step(i, kt_lo, acc, use_acc, x_desc, w_desc, zs_desc, x_bufs, w_bufs, z_buf
     zs = z_bufs.index(s).reshape([BN]).load(gl.SliceLayout(1, W_LAYOUT))
     a = _unpack_a(wq, zs, a_layout, W_LAYOUT)
     acc = warpgroup_mma(a, x_bufs.index(s).permute((1, 0)), acc, use_acc=use_acc, is_async=True)
-    acc = warpgroup_mma_wait(num_outstanding=1, deps=(acc, ))
+    acc = warpgroup_mma_wait(num_outstanding=IN_FLIGHT, deps=(acc, ))
     ni = i + STAGES - 1
     if ni < n_tiles:
         _load_tile(ni % STAGES, kt_lo + ni, x_desc, w_desc, zs_desc, x_bufs, w_bufs, z_bufs, bars, off_t, pid_n,
@@ -156,9 +159,10 @@ def _step(i, kt_lo, acc, use_acc, x_desc, w_desc, zs_desc, x_bufs, w_bufs, z_buf
     return acc
 
 
-@gluon.jit
+@gluon.jit(do_not_specialize=["M", "split_k"])
 def awq_wgmma_t_kernel(x_desc, w_desc, zs_desc, out_ptr, ws_ptr, cnt_ptr, M, N, K, stride_om, split_k,
-                       G: gl.constexpr, W_LAYOUT: gl.constexpr, STAGES: gl.constexpr, SPLIT: gl.constexpr,
+                       G: gl.constexpr, W_LAYOUT: gl.constexpr, STAGES: gl.constexpr, IN_FLIGHT: gl.constexpr,
+                       SPLIT: gl.constexpr,
                        num_warps: gl.constexpr):
     """One [BLOCK_N channels, BLOCK_T tokens] tile of out^T (program ids 0, 1) over one K slice (2)."""
     BT: gl.constexpr = x_desc.block_type.shape[0]
@@ -194,10 +198,10 @@ def awq_wgmma_t_kernel(x_desc, w_desc, zs_desc, out_ptr, ws_ptr, cnt_ptr, M, N, 
     # Tile 0 outside the loop (use_acc=False), as in awq_wgmma: a zero-initialised accumulator
     # reaching the final wait on the zero-trip path makes ptxas serialize every wgmma.
     acc = _step(0, kt_lo, acc, False, x_desc, w_desc, zs_desc, x_bufs, w_bufs, z_bufs, bars, off_t, pid_n, bands_n,
-                n_tiles, G, STAGES, a_layout, W_LAYOUT, num_warps)
+                n_tiles, G, STAGES, IN_FLIGHT, a_layout, W_LAYOUT, num_warps)
     for i in range(1, n_tiles):
         acc = _step(i, kt_lo, acc, True, x_desc, w_desc, zs_desc, x_bufs, w_bufs, z_bufs, bars, off_t, pid_n,
-                    bands_n, n_tiles, G, STAGES, a_layout, W_LAYOUT, num_warps)
+                    bands_n, n_tiles, G, STAGES, IN_FLIGHT, a_layout, W_LAYOUT, num_warps)
     acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc, ))
     for i in gl.static_range(STAGES):
         mbarrier.invalidate(bars.index(i))
@@ -256,5 +260,5 @@ def wgmma_t_gemm(x: torch.Tensor, words: torch.Tensor, zs: torch.Tensor, cfg: Wg
     zs_desc = TensorDescriptor.from_tensor(zs, [1, cfg.block_n], z_l)
     grid = (n // cfg.block_n, triton.cdiv(m, cfg.block_t), split)
     awq_wgmma_t_kernel[grid](x_desc, w_desc, zs_desc, out, ws, counters, m, n, k, out.stride(0), split,
-                             G=k // zs.shape[0], W_LAYOUT=words_layout(cfg.block_n), STAGES=cfg.stages, SPLIT=split > 1, num_warps=cfg.num_warps)
+                             G=k // zs.shape[0], W_LAYOUT=words_layout(cfg.block_n), STAGES=cfg.stages, IN_FLIGHT=cfg.in_flight, SPLIT=split > 1, num_warps=cfg.num_warps)
     return out
