@@ -76,24 +76,28 @@ def test_kernel_compiles_for_sm90_with_the_weights_in_registers(block_n, block_t
     assert proc.returncode == 0, proc.stderr[-3000:]
     s = json.loads(proc.stdout.strip().splitlines()[-1])
     assert s["spill_stores"] == 0
-    # tile 0 and the loop body: 4 HGMMAs each, then a full wait (ptxas does not keep the A registers of a
-    # wgmma in flight from being reused by the next tile's unpack), and the one after the loop
-    assert s["hgmma"] == 8 and s["wait_one_in_flight"] == 0 and s["wait_all"] == 3
+    # the loop body's 4 HGMMAs, then a full wait before the next tile's unpack (ptxas does not keep a
+    # running wgmma's A registers from being reused)
+    assert s["hgmma"] == 4 and s["wait_one_in_flight"] == 0 and s["wait_all"] == 1
     assert (s["atomics"] > 0) == split
 
 
 def test_config_choice():
-    from pagedawq.kernels.awq_configs import wgmma_t_config
+    from pagedawq.kernels.awq_configs import WGMMA_T_M_MAX, WGMMA_T_M_MIN, wgmma_t_config
     sms = 132
-    # the smallest token tile that holds M, 128 above it
-    assert [wgmma_t_config(m, 22016, 4096, sms).block_t for m in (3, 8, 9, 33, 100, 256, 300, 1024)] == \
-        [8, 8, 16, 64, 128, 128, 128, 128]
-    # 128 channels once they give every SM a program, else 64 and split-K (slices of >= 8 K tiles)
-    assert wgmma_t_config(512, 22016, 4096, sms) == TConfig(128, 128, stages=3)
-    small = wgmma_t_config(16, 4096, 4096, sms)
-    assert small.block_n == 64 and small.split_k == 2
-    assert wgmma_t_config(16, 1024, 11008, sms).split_k == 4    # at most 4 slices
-    assert wgmma_t_config(16, 1024, 512, sms).split_k == 1      # 8 K tiles: no split
+    assert (WGMMA_T_M_MIN, WGMMA_T_M_MAX) == (2, 2048)
+    # the smallest token tile that holds M up to 128 tokens, 256 above 256
+    assert [wgmma_t_config(m, 22016, 4096, sms).block_t for m in (2, 8, 9, 33, 100, 256, 300, 2048)] == \
+        [8, 8, 16, 64, 128, 128, 256, 256]
+    assert all(wgmma_t_config(m, 12288, 4096, sms).block_n == 64 for m in (2, 64, 2048))
+    # split-K to two programs per SM at M <= 128 (one above), at most 4 slices of >= 8 K tiles
+    assert wgmma_t_config(16, 12288, 4096, sms).split_k == 2       # 192 tiles
+    assert wgmma_t_config(16, 22016, 4096, sms).split_k == 1       # 344 tiles
+    assert wgmma_t_config(16, 4096, 11008, sms).split_k == 4       # 64 tiles: capped at 4
+    assert wgmma_t_config(256, 4096, 11008, sms).split_k == 2      # 128 tiles, one per SM wanted
+    assert wgmma_t_config(2048, 4096, 4096, sms).split_k == 1
+    assert wgmma_t_config(16, 1024, 512, sms).split_k == 1         # 8 K tiles: no split
+    assert [wgmma_t_config(m, 4096, 4096, sms).stages for m in (8, 32, 64, 128, 512)] == [8, 8, 4, 3, 3]
 
 
 def test_forced_path_without_repacked_weights_is_a_clear_error():
@@ -109,8 +113,9 @@ def _rel_err(out: torch.Tensor, x: torch.Tensor, layer) -> float:
     return ((out.double() - ref).norm() / ref.norm()).item()
 
 
-CONFIGS = [TConfig(64, 8), TConfig(64, 16), TConfig(64, 32), TConfig(128, 64), TConfig(128, 128), TConfig(128, 256),
-           TConfig(64, 64, split_k=3), TConfig(128, 32, split_k=2), TConfig(64, 128, stages=6)]
+CONFIGS = [TConfig(64, 8, stages=8), TConfig(64, 16), TConfig(64, 32, stages=8, split_k=4), TConfig(128, 64),
+           TConfig(64, 128, stages=3), TConfig(128, 128), TConfig(64, 256, stages=3), TConfig(128, 256, stages=2),
+           TConfig(64, 64, split_k=3), TConfig(128, 32, split_k=2)]
 
 
 @hopper

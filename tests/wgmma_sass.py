@@ -70,7 +70,7 @@ def sass_t(cfg: WgmmaTConfig, split: bool = False, group: int = 128) -> list[str
            "zs_desc": _desc(zs, [1, cfg.block_n], z_l), **_SCALARS}
     return _compile(awq_wgmma_t.awq_wgmma_t_kernel, sig,
                     {"G": group, "W_LAYOUT": awq_wgmma_t.words_layout(cfg.block_n), "STAGES": cfg.stages,
-                     "IN_FLIGHT": cfg.in_flight, "SPLIT": split, "num_warps": cfg.num_warps}, cfg.num_warps)
+                     "SPLIT": split, "num_warps": cfg.num_warps}, cfg.num_warps)
 
 
 def summary(lines: list[str]) -> dict[str, int]:

@@ -41,8 +41,9 @@ WGMMA_N_MIN = 8192   # layers at least this wide take it (without split-K it los
 WGMMA_LONG_K = 8192  # narrower layers take it with split-K when K is at least this long (won on the 11008 x
                      # 4096 layer at M = 128-512; lost on 4096 x 4096, where slices are too short)
 WGMMA_MAX_SPLIT = 4
-WGMMA_T_M_MIN, WGMMA_T_M_MAX = GEMV_M_MAX + 1, 1024   # the "wgmma_t" path's M range (provisional: not yet
-                                                      # measured against the other paths)
+WGMMA_T_M_MIN, WGMMA_T_M_MAX = 2, 2048   # the "wgmma_t" path's M range: it beat the GEMV from M = 2 and every
+                                         # other path up to 2048 on the Llama-2-7B and 13B/TP=2 layers (H100,
+                                         # 2026-11-26; at M = 1 the GEMV won on 3 of 6 layers)
 WGMMA_T_BLOCK_TS = (8, 16, 32, 64, 128, 256)          # token tiles: wgmma's N, a multiple of 8 up to 256
 DEFAULT_SMS = 132    # H100 SXM; used when the tensors are not on a CUDA device (interpreter)
 
@@ -103,7 +104,6 @@ class WgmmaTConfig:
     block_t: int
     stages: int = 4
     split_k: int = 1
-    in_flight: int = 0
 
     @property
     def num_warps(self) -> int:
@@ -480,14 +480,16 @@ def get_config(path: str, m: int, n: int, k: int, group: int, sms: int) -> GemmC
 
 
 def wgmma_t_config(m: int, n: int, k: int, sms: int) -> WgmmaTConfig:
-    """Tiles of the "wgmma_t" path (provisional, from the kernel's structure; to be replaced by the
-    H100 sweep): the smallest token tile that holds M (128 above), 128 channels unless 64 are
-    needed to give every SM a program, split-K while fewer programs than SMs (slices of at least
-    8 K tiles), and a pipeline as deep as leaves room for two programs per SM."""
-    block_t = next((t for t in WGMMA_T_BLOCK_TS if m <= t <= 128), 128)
-    tiles_t = -(-m // block_t)
-    block_n = 128 if n % 128 == 0 and (n // 128) * tiles_t >= sms else 64
-    tiles = (n // block_n) * tiles_t
-    split = nonempty_split(k // 64, min(WGMMA_MAX_SPLIT, max(1, sms // tiles), max(1, k // 64 // 8)))
-    stages = 6 if block_t <= 32 else 4 if block_t == 64 else 3
-    return WgmmaTConfig(block_n, block_t, stages=stages, split_k=split)
+    """Tiles of the "wgmma_t" path, fitted to the H100 sweep of 2026-11-26 (``kernels.py --wgmma-t``,
+    60 layer x M cells; this rule's time is within 3% of each cell's best config on geometric mean,
+    30% at worst): 64 channels a program (one warpgroup: programs sharing an SM overlap one's unpack
+    with another's wgmma), the smallest token tile that holds M up to 128 and 256 above 256 tokens,
+    split-K up to 4 until there are two programs per SM at M <= 128 (the weight stream needs
+    them in flight) and one above, slices of at least 8 K tiles; pipelines of 8 stages for the
+    small tiles, 3-4 for the large ones (two programs still fit an SM's shared memory)."""
+    block_t = 256 if m > 256 else next((t for t in WGMMA_T_BLOCK_TS if m <= t <= 128), 128)
+    tiles = (n // 64) * -(-m // block_t)
+    want = 2 * sms if m <= 128 else sms
+    split = nonempty_split(k // 64, min(WGMMA_MAX_SPLIT, -(-want // tiles), max(1, k // 64 // 8)))
+    stages = {8: 8, 16: 8, 32: 8, 64: 4, 128: 3, 256: 3}[block_t]
+    return WgmmaTConfig(64, block_t, stages=stages, split_k=split)

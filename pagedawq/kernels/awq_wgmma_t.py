@@ -1,7 +1,7 @@
 """An AWQ int4 GEMM for Hopper computed transposed, with the weights as wgmma's register operand.
 
 ``out^T [N, M] = W^T [N, K] @ x^T [K, M]``: the output channels are wgmma's M side (64 rows a
-warpgroup) and the tokens its N side (any multiple of 8 from 16 to 256). Why:
+warpgroup) and the tokens its N side (any multiple of 8 up to 256). Why:
 
 * The unpacked weights never touch shared memory. wgmma takes its A operand from registers; each
   warpgroup unpacks its 64 rows of W^T straight into the registers the instruction reads, so a K
@@ -19,10 +19,15 @@ come as one int32 (fp16 ``1024 + z`` | fp16 ``s``). The unpack is the PTX of ``a
 (``(w >> 4i) & 0x000F000F | 0x64006400`` = two fp16 ``1024 + q``, minus ``1024 + z``, times s):
 exactly ``pack.dequantize_awq`` rounded to fp16.
 
-x, the packed words and the zero/scale row of each K tile come by TMA, ``STAGES`` tiles ahead; the
-wgmma of tile k runs while tile k+1 is unpacked (``num_outstanding=1``). Split-K as in
-``awq_wgmma`` (fp32 partials, last slice sums them in order). Gluon has no CPU interpreter: the CPU
-tests check ``repack`` against the checkpoint layout and compile the kernel for sm_90.
+x, the packed words and the zero/scale row of each K tile come by TMA, ``STAGES`` tiles ahead. Each
+wgmma is waited for before the next tile is unpacked (see ``_step``: its A registers would be
+overwritten while it runs), so a program's unpack and its MMA alternate; a program is one
+warpgroup, and the two to four programs that share an SM keep its tensor cores busy in turn.
+Split-K as in ``awq_wgmma`` (fp32 partials, the last slice sums them in order).
+
+Measured on the H100 (benchmarks/notes/awq_gemm.md, session 6): 1.1-1.9x the previous choice of
+``awq_gemm`` at M = 2-2048 on the Llama-2-7B and 13B/TP=2 layers. Gluon has no CPU interpreter:
+the CPU tests check ``repack`` against the checkpoint layout and compile the kernel for sm_90.
 """
 from __future__ import annotations
 
@@ -137,13 +142,16 @@ def _load_tile(s, kt, x_desc, w_desc, zs_desc, x_bufs, w_bufs, z_bufs, bars, off
 
 @gluon.jit
 def _step(i, kt_lo, acc, use_acc, x_desc, w_desc, zs_desc, x_bufs, w_bufs, z_bufs, bars, off_t, pid_n, bands_n,
-          n_tiles, G: gl.constexpr, STAGES: gl.constexpr, IN_FLIGHT: gl.constexpr, a_layout: gl.constexpr,
-          W_LAYOUT: gl.constexpr, num_warps: gl.constexpr):
-    """The program's i-th K tile: unpack its W^T into registers while wgmma i-1 runs, issue wgmma i,
-    wait for i-1, and refill the stage i-1 used with tile i + STAGES - 1. Returns the accumulator
-    and tile i's A registers: wgmma reads them asynchronously, and ptxas does not keep them from
-    being reused while it runs (measured: wrong sums), so they stay live as a dependency of the
-    wait that retires wgmma i (``a_prev`` of the next step)."""
+          n_tiles, G: gl.constexpr, STAGES: gl.constexpr, a_layout: gl.constexpr, W_LAYOUT: gl.constexpr,
+          num_warps: gl.constexpr):
+    """The program's i-th K tile: unpack its W^T into registers, run its wgmma, and refill the stage
+    it used with tile i + STAGES.
+
+    The wgmma is waited for before the step ends: it reads its A registers asynchronously, and
+    ptxas reuses them for the next tile's unpack while it may still run (with one wgmma left in
+    flight, ``num_outstanding=1``, 148 of 392 configuration x shape checks on the H100 came out
+    wrong). The unpack overlaps the tensor cores across programs instead: one warpgroup a program,
+    two or more programs an SM."""
     BN: gl.constexpr = 16 * w_desc.block_type.shape[0]
     s = i % STAGES
     mbarrier.wait(bars.index(s), (i // STAGES) & 1)
@@ -151,18 +159,16 @@ def _step(i, kt_lo, acc, use_acc, x_desc, w_desc, zs_desc, x_bufs, w_bufs, z_buf
     zs = z_bufs.index(s).reshape([BN]).load(gl.SliceLayout(1, W_LAYOUT))
     a = _unpack_a(wq, zs, a_layout, W_LAYOUT)
     acc = warpgroup_mma(a, x_bufs.index(s).permute((1, 0)), acc, use_acc=use_acc, is_async=True)
-    acc = warpgroup_mma_wait(num_outstanding=IN_FLIGHT, deps=(acc, ))
-    ni = i + STAGES - 1
+    acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc, ))
+    ni = i + STAGES
     if ni < n_tiles:
-        _load_tile(ni % STAGES, kt_lo + ni, x_desc, w_desc, zs_desc, x_bufs, w_bufs, z_bufs, bars, off_t, pid_n,
-                   bands_n, G)
+        _load_tile(s, kt_lo + ni, x_desc, w_desc, zs_desc, x_bufs, w_bufs, z_bufs, bars, off_t, pid_n, bands_n, G)
     return acc
 
 
 @gluon.jit(do_not_specialize=["M", "split_k"])
 def awq_wgmma_t_kernel(x_desc, w_desc, zs_desc, out_ptr, ws_ptr, cnt_ptr, M, N, K, stride_om, split_k,
-                       G: gl.constexpr, W_LAYOUT: gl.constexpr, STAGES: gl.constexpr, IN_FLIGHT: gl.constexpr,
-                       SPLIT: gl.constexpr,
+                       G: gl.constexpr, W_LAYOUT: gl.constexpr, STAGES: gl.constexpr, SPLIT: gl.constexpr,
                        num_warps: gl.constexpr):
     """One [BLOCK_N channels, BLOCK_T tokens] tile of out^T (program ids 0, 1) over one K slice (2)."""
     BT: gl.constexpr = x_desc.block_type.shape[0]
@@ -186,7 +192,7 @@ def awq_wgmma_t_kernel(x_desc, w_desc, zs_desc, out_ptr, ws_ptr, cnt_ptr, M, N, 
     per_split = gl.cdiv(k_tiles, split_k)
     kt_lo = pid_s * per_split
     n_tiles = gl.minimum(per_split, k_tiles - kt_lo)    # >= 1: no empty slices
-    for i in gl.static_range(STAGES - 1):
+    for i in gl.static_range(STAGES):
         if i < n_tiles:
             _load_tile(i, kt_lo + i, x_desc, w_desc, zs_desc, x_bufs, w_bufs, z_bufs, bars, off_t, pid_n, bands_n, G)
 
@@ -195,14 +201,9 @@ def awq_wgmma_t_kernel(x_desc, w_desc, zs_desc, out_ptr, ws_ptr, cnt_ptr, M, N, 
     a_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma_layout, k_width=2)
     acc = gl.zeros([BN, BT], dtype=gl.float32, layout=mma_layout)
 
-    # Tile 0 outside the loop (use_acc=False), as in awq_wgmma: a zero-initialised accumulator
-    # reaching the final wait on the zero-trip path makes ptxas serialize every wgmma.
-    acc = _step(0, kt_lo, acc, False, x_desc, w_desc, zs_desc, x_bufs, w_bufs, z_bufs, bars, off_t, pid_n, bands_n,
-                n_tiles, G, STAGES, IN_FLIGHT, a_layout, W_LAYOUT, num_warps)
-    for i in range(1, n_tiles):
-        acc = _step(i, kt_lo, acc, True, x_desc, w_desc, zs_desc, x_bufs, w_bufs, z_bufs, bars, off_t, pid_n,
-                    bands_n, n_tiles, G, STAGES, IN_FLIGHT, a_layout, W_LAYOUT, num_warps)
-    acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc, ))
+    for i in range(n_tiles):
+        acc = _step(i, kt_lo, acc, i > 0, x_desc, w_desc, zs_desc, x_bufs, w_bufs, z_bufs, bars, off_t, pid_n,
+                    bands_n, n_tiles, G, STAGES, a_layout, W_LAYOUT, num_warps)
     for i in gl.static_range(STAGES):
         mbarrier.invalidate(bars.index(i))
 
@@ -260,5 +261,5 @@ def wgmma_t_gemm(x: torch.Tensor, words: torch.Tensor, zs: torch.Tensor, cfg: Wg
     zs_desc = TensorDescriptor.from_tensor(zs, [1, cfg.block_n], z_l)
     grid = (n // cfg.block_n, triton.cdiv(m, cfg.block_t), split)
     awq_wgmma_t_kernel[grid](x_desc, w_desc, zs_desc, out, ws, counters, m, n, k, out.stride(0), split,
-                             G=k // zs.shape[0], W_LAYOUT=words_layout(cfg.block_n), STAGES=cfg.stages, IN_FLIGHT=cfg.in_flight, SPLIT=split > 1, num_warps=cfg.num_warps)
+                             G=k // zs.shape[0], W_LAYOUT=words_layout(cfg.block_n), STAGES=cfg.stages, SPLIT=split > 1, num_warps=cfg.num_warps)
     return out
