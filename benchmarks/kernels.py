@@ -45,7 +45,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from pagedawq.kernels import awq_configs  # noqa: E402
 from pagedawq.kernels.awq_configs import (GemmConfig, gemv_block_m, gemv_candidates, gemv_config,  # noqa: E402
                                           heuristic_config)
-from pagedawq.kernels.awq_gemm import awq_dequantize, awq_gemm, gemm_fused, gemv, wgmma_usable  # noqa: E402
+from pagedawq.kernels.awq_gemm import (awq_dequantize, awq_gemm, gemm_fused, gemv, repack_for_wgmma_t,  # noqa: E402
+                                       wgmma_t_usable, wgmma_usable)
 from pagedawq.kernels.graph_timing import capture_round_robin  # noqa: E402
 from pagedawq.quant.pack import pack_awq_gemm, quantize_weight  # noqa: E402
 
@@ -106,8 +107,22 @@ class Layer:
         self.int4 = [(self.qweight, self.qzeros, self.scales)] + [
             (self.qweight.clone(), self.qzeros.clone(), self.scales.clone()) for _ in range(min(n4, 32) - 1)]
         self.fp16 = [self.w16] + [self.w16.clone() for _ in range(-(-rotate // (k * n * 2)) - 1)]
+        # what the AWQ linear method keeps on Hopper for the "wgmma_t" path (None elsewhere)
+        self.repacked = [repack_for_wgmma_t(*w) for w in self.int4]
         self._x: dict[int, torch.Tensor] = {}
         self._ref: dict[int, torch.Tensor] = {}
+
+    def awq_fns(self, x: torch.Tensor, out: torch.Tensor) -> list:
+        """``awq_gemm`` over each weight copy as the engine calls it (with the repacked weights)."""
+        return [lambda w=w, r=r: awq_gemm(x, *w, out=out, repacked=r) for w, r in zip(self.int4, self.repacked)]
+
+    def path(self, x: torch.Tensor, sms: int) -> str:
+        """The path ``awq_gemm`` takes for x on this layer, as the engine calls it."""
+        if self.repacked[0] is not None and wgmma_t_usable(x, self.n, self.k, GROUP, self.scales.dtype):
+            return "wgmma_t"
+        m = x.shape[0]
+        return awq_configs.choose(m, self.n, self.k, GROUP, sms, True,
+                                  wgmma_usable(x, self.qweight, self.scales, GROUP))[0]
 
     def x(self, m: int) -> torch.Tensor:
         if m not in self._x:
@@ -343,41 +358,36 @@ WGMMA_T_MS = [2, 8, 16, 32, 64, 128, 256, 512, 1024, 2048]
 
 
 def wgmma_t_candidates(m: int, n: int, k: int, sms: int) -> list:
-    """Tiles of the transposed kernel worth timing at M: token tiles from the smallest that holds M
-    (8-256) down one size, 64 or 128 channels, split-K 1/2/4 while the grid is under two waves, and
-    two pipeline depths per token tile (deeper for the memory-bound small tiles, shallower where
-    the x tiles are large enough to keep a second program off the SM)."""
-    ts = awq_configs.WGMMA_T_BLOCK_TS
-    fit = next((t for t in ts if t >= m), ts[-1])
-    stages = {8: (4, 8), 16: (4, 8), 32: (4, 8), 64: (4, 6), 128: (3, 4), 256: (2, 3)}
-    out = []
-    for bt in sorted({fit, max(ts[0], fit // 2)} | ({128} if m > 256 else set())):
-        for bn in (64, 128):
-            tiles = (n // bn) * -(-m // bt)
-            for split in (1, 2, 4):
-                if split == 1 or (tiles * split <= 4 * sms and k // 64 >= 8 * split):
-                    out += [awq_configs.WgmmaTConfig(bn, bt, stages=st, split_k=split) for st in stages[bt]]
-    return out
+    """Configs of the transposed kernel worth timing at M: the default rule's tiles and split-K, half
+    that split, and pipelines of 1, 2 or 4 K tiles a step at about the same depth in K tiles
+    (deeper for the memory-bound small token tiles)."""
+    base = awq_configs.wgmma_t_config(m, n, k, sms)
+    depth = {8: ((8, 1), (4, 2), (2, 4), (3, 4)), 16: ((8, 1), (4, 2), (2, 4), (3, 4)),
+             32: ((8, 1), (4, 2), (2, 4), (3, 4)), 64: ((4, 1), (2, 2), (3, 2), (2, 4)),
+             128: ((3, 1), (2, 2), (3, 2)), 256: ((3, 1), (2, 2))}[base.block_t]
+    return [replace(base, stages=st, k_tiles=kt, split_k=sp) for sp in sorted({base.split_k, max(1, base.split_k // 2)})
+            for st, kt in depth]
 
 
 def run_wgmma_t(sms: int, out_dir: str) -> None:
     """The transposed kernel (weights repacked at load) with each candidate config against cuBLAS
-    and awq_gemm's current choice; every timing to wgmma_t_sweep.csv, the best per row printed."""
+    and awq_gemm's current choice (with that kernel: its default config); every timing to
+    wgmma_t_sweep.csv, the best per row printed."""
     from pagedawq.kernels.awq_gemm import _counters
-    from pagedawq.kernels.awq_wgmma_t import output_tiles, repack, wgmma_t_gemm
+    from pagedawq.kernels.awq_wgmma_t import output_tiles, wgmma_t_gemm
     log(f"{'layer':<22}{'K':>6}{'N':>7}{'M':>6}{'cuBLAS':>8}{'current':>9} {'path':<8}{'best T':>8} {'config':<14}"
         f"{'x cuBLAS':>9}{'x current':>10}{'rel err':>9}")
     with open(os.path.join(out_dir, "wgmma_t_sweep.csv"), "w") as csv:
-        csv.write("layer,K,N,M,block_n,block_t,split_k,stages,us,rel_err\n")
+        csv.write("layer,K,N,M,block_n,block_t,split_k,stages,k_tiles,us,rel_err\n")
         for model, name, k, n in WGMMA_T_LAYERS:
             layer = Layer(k, n, seed=k + n)
-            packed = [repack(*w) for w in layer.int4]
+            packed = layer.repacked
             for m in WGMMA_T_MS:
                 x = layer.x(m)
                 out = torch.empty(m, n, dtype=torch.float16, device="cuda")
                 t_ref = graph_time_us([lambda w=w: torch.matmul(x, w, out=out) for w in layer.fp16], 5, 20)
-                path, _ = awq_configs.choose(m, n, k, GROUP, sms, True, wgmma_usable(x, layer.qweight, layer.scales, GROUP))
-                t_cur = graph_time_us([lambda w=w: awq_gemm(x, *w, out=out) for w in layer.int4], 5, 20)
+                path = layer.path(x, sms)
+                t_cur = graph_time_us(layer.awq_fns(x, out), 5, 20)
                 best = (float("inf"), None, 0.0)
                 for cfg in wgmma_t_candidates(m, n, k, sms):
                     if n % cfg.block_n:
@@ -390,11 +400,11 @@ def run_wgmma_t(sms: int, out_dir: str) -> None:
                         err = max(err, layer.rel_err(m, poisoned.nan_to_num(1e4)))
                     t = graph_time_us([lambda p=p, c=cfg: wgmma_t_gemm(x, *p, c, out, cnt) for p in packed], 5, 20)
                     csv.write(f"{model} {name},{k},{n},{m},{cfg.block_n},{cfg.block_t},{cfg.split_k},{cfg.stages},"
-                              f"{t:.2f},{err:.2e}\n")
+                              f"{cfg.k_tiles},{t:.2f},{err:.2e}\n")
                     if t < best[0]:
                         best = (t, cfg, err)
                 t, cfg, err = best
-                label = f"{cfg.block_n}x{cfg.block_t}/{cfg.split_k}/s{cfg.stages}"
+                label = f"{cfg.block_n}x{cfg.block_t}/{cfg.split_k}/s{cfg.stages}/k{cfg.k_tiles}"
                 log(f"{model + ' ' + name:<22}{k:>6}{n:>7}{m:>6}{t_ref:>8.1f}{t_cur:>9.1f} {path:<8}{t:>8.1f} "
                     f"{label:<14}{t_ref / t:>9.2f}{t_cur / t:>10.2f}{err:>9.1e}")
                 layer._ref.clear()
@@ -550,10 +560,10 @@ def main() -> None:
             out16 = torch.empty(m, n, dtype=torch.float16, device="cuda")
             t_ref = graph_time_us([lambda w=w: torch.matmul(x, w, out=out16) for w in layer.fp16])
             out = torch.full((m, n), float("nan"), dtype=torch.float16, device="cuda")
-            awq_gemm(x, layer.qweight, layer.qzeros, layer.scales, out=out)
+            awq_gemm(x, layer.qweight, layer.qzeros, layer.scales, out=out, repacked=layer.repacked[0])
             err = layer.rel_err(m, out)
-            t = graph_time_us([lambda w=w: awq_gemm(x, *w, out=out) for w in layer.int4])
-            path, _ = awq_configs.choose(m, n, k, GROUP, sms, True, wgmma_usable(x, layer.qweight, layer.scales, GROUP))
+            t = graph_time_us(layer.awq_fns(x, out))
+            path = layer.path(x, sms)
             nbytes, flops = layer.bytes(m), 2 * m * n * k
             floor = max(nbytes / (bw * 1e9), flops / (peak * 1e12)) * 1e6
             cell = (f"{k:>6}{n:>7}{m:>6} {path:<8}{t_ref:>10.1f}{t:>9.1f}{t_ref / t:>8.2f}"

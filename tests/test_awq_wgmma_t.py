@@ -66,19 +66,20 @@ def test_repack_refuses_shapes_the_kernel_cannot_tile():
         repack(qweight, qzeros, scales)
 
 
-@pytest.mark.parametrize("block_n,block_t,split", [(64, 16, False), (128, 64, False), (128, 256, False),
-                                                   (64, 32, True)])
-def test_kernel_compiles_for_sm90_with_the_weights_in_registers(block_n, block_t, split):
+@pytest.mark.parametrize("block_n,block_t,split,kt", [(64, 16, False, 1), (128, 64, False, 1), (64, 256, False, 2),
+                                                      (64, 32, True, 4)])
+def test_kernel_compiles_for_sm90_with_the_weights_in_registers(block_n, block_t, split, kt):
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     proc = subprocess.run([sys.executable, "-m", "tests.wgmma_sass", "t", str(block_n), str(block_t),
-                           *(["split"] if split else [])], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=300)
+                           *(["split"] if split else []), f"kt={kt}"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     s = json.loads(proc.stdout.strip().splitlines()[-1])
     assert s["spill_stores"] == 0
-    # the loop body's 4 HGMMAs, then a full wait before the next tile's unpack (ptxas does not keep a
-    # running wgmma's A registers from being reused)
-    assert s["hgmma"] == 4 and s["wait_one_in_flight"] == 0 and s["wait_all"] == 1
+    # the loop body's 4 HGMMAs a K tile, then one full wait before the next step's unpack, and nothing
+    # writing a running wgmma's A registers (ptxas does not keep them from being reused)
+    assert s["hgmma"] == 4 * kt and s["wait_one_in_flight"] == 0 and s["wait_all"] == 1
+    assert s["a_register_hazards"] == 0
     assert (s["atomics"] > 0) == split
 
 
@@ -108,14 +109,25 @@ def test_forced_path_without_repacked_weights_is_a_clear_error():
         awq_gemm(x, *layer, path="wgmma_t")
 
 
+def test_hazard_check_flags_a_write_to_a_running_wgmmas_a_registers():
+    from tests.wgmma_sass import a_register_hazards
+    hgmma, wait = "HGMMA.64x16x16.F32 R24, R40, gdesc[UR8], R24 ;", "WARPGROUP.DEPBAR.LE gsb0, 0x0 ;"
+    write = "LOP3.LUT R41, R2, 0xf000f, R3, 0xea, !PT ;"
+    assert a_register_hazards([hgmma, write, wait]) == [write]
+    assert a_register_hazards([hgmma, "LDS.128 R38, [R4] ;", wait]) == ["LDS.128 R38, [R4] ;"]   # R38..R41
+    assert a_register_hazards([hgmma, wait, write]) == []
+    assert a_register_hazards([hgmma, "LOP3.LUT R44, R2, 0xf, R3, 0xea, !PT ;", wait]) == []
+
+
 def _rel_err(out: torch.Tensor, x: torch.Tensor, layer) -> float:
     ref = x.double() @ dequantize_awq(*layer).double()
     return ((out.double() - ref).norm() / ref.norm()).item()
 
 
-CONFIGS = [TConfig(64, 8, stages=8), TConfig(64, 16), TConfig(64, 32, stages=8, split_k=4), TConfig(128, 64),
-           TConfig(64, 128, stages=3), TConfig(128, 128), TConfig(64, 256, stages=3), TConfig(128, 256, stages=2),
-           TConfig(64, 64, split_k=3), TConfig(128, 32, split_k=2)]
+CONFIGS = [TConfig(64, 8, stages=8), TConfig(64, 16, stages=2, k_tiles=4), TConfig(64, 32, stages=8, split_k=4),
+           TConfig(128, 64), TConfig(64, 64, stages=2, split_k=3, k_tiles=2), TConfig(64, 128, stages=3),
+           TConfig(64, 128, stages=2, k_tiles=2), TConfig(128, 128), TConfig(64, 256, stages=3),
+           TConfig(64, 256, stages=2, k_tiles=2), TConfig(128, 32, split_k=2, k_tiles=4)]
 
 
 @hopper

@@ -6,12 +6,13 @@ each tile's HGMMAs issued asynchronously and followed by a wait that leaves one 
 (``WARPGROUP.DEPBAR.LE gsb0, 0x1``), so the next tile's unpack overlaps them, and no spills.
 
     python -m tests.wgmma_sass w 128 256 [split]   # awq_wgmma: BLOCK_M BLOCK_N -> one JSON line
-    python -m tests.wgmma_sass t 128 64 [split]    # awq_wgmma_t: BLOCK_N BLOCK_T
+    python -m tests.wgmma_sass t 64 64 [split] [kt=2]   # awq_wgmma_t: BLOCK_N BLOCK_T, K tiles a step
 """
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -70,11 +71,37 @@ def sass_t(cfg: WgmmaTConfig, split: bool = False, group: int = 128) -> list[str
            "zs_desc": _desc(zs, [1, cfg.block_n], z_l), **_SCALARS}
     return _compile(awq_wgmma_t.awq_wgmma_t_kernel, sig,
                     {"G": group, "W_LAYOUT": awq_wgmma_t.words_layout(cfg.block_n), "STAGES": cfg.stages,
-                     "SPLIT": split, "num_warps": cfg.num_warps}, cfg.num_warps)
+                     "KT": cfg.k_tiles, "SPLIT": split, "num_warps": cfg.num_warps}, cfg.num_warps)
+
+
+def a_register_hazards(lines: list[str]) -> list[str]:
+    """Instructions that write a register of a register-sourced wgmma's A operand (HGMMA ..., Ra, ...:
+    Ra..Ra+3) between that HGMMA and the next ``WARPGROUP.DEPBAR`` (the kernels using it wait for
+    every group there). wgmma reads A asynchronously; ptxas does not keep such registers from being
+    reused (found on the H100: wrong sums), so the kernel's structure has to, and this checks it."""
+    found, live = [], []
+    for ln in lines:
+        ins = re.sub(r"^@!?U?P\w+\s+", "", ln)
+        op = ins.split()[0]
+        if op.startswith("HGMMA"):
+            m = re.search(r"HGMMA\S*\s+R\d+,\s+R(\d+),", ins)
+            if m:
+                live.append(range(int(m.group(1)), int(m.group(1)) + 4))
+        elif "DEPBAR" in op:
+            live = []
+        elif live and not op.startswith(("ST", "RED", "ATOM")):
+            m = re.match(r"\S+\s+R(\d+)", ins)
+            if m:
+                width = 4 if ".128" in op else 2 if (".64" in op or ".WIDE" in op) else 1
+                written = range(int(m.group(1)), int(m.group(1)) + width)
+                if any(set(written) & set(a) for a in live):
+                    found.append(ln)
+    return found
 
 
 def summary(lines: list[str]) -> dict[str, int]:
     return {"instructions": len(lines),
+            "a_register_hazards": len(a_register_hazards(lines)),
             "spill_stores": sum("STL" in ln for ln in lines),
             "hgmma": sum("HGMMA" in ln for ln in lines),
             "wait_one_in_flight": sum("WARPGROUP.DEPBAR.LE gsb0, 0x1" in ln for ln in lines),
@@ -86,6 +113,7 @@ def summary(lines: list[str]) -> dict[str, int]:
 
 if __name__ == "__main__":
     kind, a, b = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-    split = sys.argv[4:] == ["split"]
-    lines = sass_w(WgmmaConfig(a, b), split) if kind == "w" else sass_t(WgmmaTConfig(a, b), split)
+    split = "split" in sys.argv[4:]
+    kt = int(next((v[3:] for v in sys.argv[4:] if v.startswith("kt=")), 1))
+    lines = sass_w(WgmmaConfig(a, b), split) if kind == "w" else sass_t(WgmmaTConfig(a, b, k_tiles=kt), split)
     print(json.dumps(summary(lines)))

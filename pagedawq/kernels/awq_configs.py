@@ -98,12 +98,13 @@ class WgmmaConfig:
 @dataclass(frozen=True)
 class WgmmaTConfig:
     """Launch configuration of ``awq_wgmma_t_kernel`` (the "wgmma_t" path, out^T = W^T x^T):
-    BLOCK_N output channels per program (16 per warp), BLOCK_T tokens (wgmma's N), STAGES K tiles
-    in flight, SPLIT_K slices of K per output tile."""
+    BLOCK_N output channels per program (16 per warp), BLOCK_T tokens (wgmma's N), STAGES pipeline
+    steps in flight of K_TILES K tiles each, SPLIT_K slices of K per output tile."""
     block_n: int
     block_t: int
     stages: int = 4
     split_k: int = 1
+    k_tiles: int = 1      # K tiles of 64 a pipeline step (1, 2 or 4; lowered to one that divides K / 64)
 
     @property
     def num_warps(self) -> int:

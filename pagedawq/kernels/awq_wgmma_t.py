@@ -128,49 +128,72 @@ def _unpack_a(wq, zs, a_layout: gl.constexpr, w_layout: gl.constexpr):
 
 
 @gluon.jit
-def _load_tile(s, kt, x_desc, w_desc, zs_desc, x_bufs, w_bufs, z_bufs, bars, off_t, pid_n, bands_n,
-               G: gl.constexpr):
-    """TMA of K tile ``kt`` (x, packed words, zero/scale row) into stage ``s``."""
+def _load_step(s, kt, x_desc, w_desc, zs_desc, x_bufs, w_bufs, z_bufs, bars, off_t, pid_n, bands_n,
+               G: gl.constexpr, KT: gl.constexpr):
+    """TMA of K tiles kt .. kt + KT - 1 (x, packed words, zero/scale row of each) into stage ``s``
+    (buffers s * KT + j), on the stage's barrier."""
     BK: gl.constexpr = x_desc.block_type.shape[1]
     BANDS: gl.constexpr = w_desc.block_type.shape[0]
     nbytes: gl.constexpr = x_desc.block_type.nbytes + w_desc.block_type.nbytes + zs_desc.block_type.nbytes
-    mbarrier.expect(bars.index(s), nbytes)
-    _tma_load(x_desc, [off_t, kt * BK], bars.index(s), x_bufs.index(s))
-    _tma_load(w_desc, [kt * bands_n + pid_n * BANDS, 0], bars.index(s), w_bufs.index(s))
-    _tma_load(zs_desc, [(kt * BK) // G, pid_n * 16 * BANDS], bars.index(s), z_bufs.index(s))
+    mbarrier.expect(bars.index(s), KT * nbytes)
+    for j in gl.static_range(KT):
+        b = s * KT + j
+        _tma_load(x_desc, [off_t, (kt + j) * BK], bars.index(s), x_bufs.index(b))
+        _tma_load(w_desc, [(kt + j) * bands_n + pid_n * BANDS, 0], bars.index(s), w_bufs.index(b))
+        _tma_load(zs_desc, [((kt + j) * BK) // G, pid_n * 16 * BANDS], bars.index(s), z_bufs.index(b))
+
+
+@gluon.jit
+def _unpack_buf(w_bufs, z_bufs, b, a_layout: gl.constexpr, W_LAYOUT: gl.constexpr, num_warps: gl.constexpr):
+    BN: gl.constexpr = 16 * w_bufs.shape[1]
+    wq = w_bufs.index(b).load(gl.BlockedLayout([1, 4], [1, 32], [num_warps, 1], [1, 0]))
+    zs = z_bufs.index(b).reshape([BN]).load(gl.SliceLayout(1, W_LAYOUT))
+    return _unpack_a(wq, zs, a_layout, W_LAYOUT)
 
 
 @gluon.jit
 def _step(i, kt_lo, acc, use_acc, x_desc, w_desc, zs_desc, x_bufs, w_bufs, z_bufs, bars, off_t, pid_n, bands_n,
-          n_tiles, G: gl.constexpr, STAGES: gl.constexpr, a_layout: gl.constexpr, W_LAYOUT: gl.constexpr,
-          num_warps: gl.constexpr):
-    """The program's i-th K tile: unpack its W^T into registers, run its wgmma, and refill the stage
-    it used with tile i + STAGES.
+          n_steps, G: gl.constexpr, STAGES: gl.constexpr, KT: gl.constexpr, a_layout: gl.constexpr,
+          W_LAYOUT: gl.constexpr, num_warps: gl.constexpr):
+    """The program's i-th step, KT K tiles: unpack their W^T into registers, then run their wgmmas,
+    wait for them, and refill the stage with step i + STAGES.
 
-    The wgmma is waited for before the step ends: it reads its A registers asynchronously, and
-    ptxas reuses them for the next tile's unpack while it may still run (with one wgmma left in
-    flight, ``num_outstanding=1``, 148 of 392 configuration x shape checks on the H100 came out
-    wrong). The unpack overlaps the tensor cores across programs instead: one warpgroup a program,
-    two or more programs an SM."""
-    BN: gl.constexpr = 16 * w_desc.block_type.shape[0]
+    All of a step's unpacks come before its first wgmma, and the wgmmas are waited for before the
+    next step's unpack: a wgmma reads its A registers asynchronously, and ptxas reuses them for
+    later unpacks while it may still run (with one wgmma left in flight across the unpack of the
+    next tile, 148 of 392 configuration x shape checks on the H100 came out wrong). The unpack
+    overlaps the tensor cores across programs instead: one warpgroup a program, two or more
+    programs an SM; KT > 1 spreads each step's fixed cost (barrier wait, wgmma latency, TMA issue)
+    over more of the weight stream."""
     s = i % STAGES
     mbarrier.wait(bars.index(s), (i // STAGES) & 1)
-    wq = w_bufs.index(s).load(gl.BlockedLayout([1, 4], [1, 32], [num_warps, 1], [1, 0]))
-    zs = z_bufs.index(s).reshape([BN]).load(gl.SliceLayout(1, W_LAYOUT))
-    a = _unpack_a(wq, zs, a_layout, W_LAYOUT)
-    acc = warpgroup_mma(a, x_bufs.index(s).permute((1, 0)), acc, use_acc=use_acc, is_async=True)
+    b = s * KT
+    a0 = _unpack_buf(w_bufs, z_bufs, b, a_layout, W_LAYOUT, num_warps)
+    if KT >= 2:
+        a1 = _unpack_buf(w_bufs, z_bufs, b + 1, a_layout, W_LAYOUT, num_warps)
+    if KT == 4:
+        a2 = _unpack_buf(w_bufs, z_bufs, b + 2, a_layout, W_LAYOUT, num_warps)
+        a3 = _unpack_buf(w_bufs, z_bufs, b + 3, a_layout, W_LAYOUT, num_warps)
+    acc = warpgroup_mma(a0, x_bufs.index(b).permute((1, 0)), acc, use_acc=use_acc, is_async=True)
+    if KT >= 2:
+        acc = warpgroup_mma(a1, x_bufs.index(b + 1).permute((1, 0)), acc, is_async=True)
+    if KT == 4:
+        acc = warpgroup_mma(a2, x_bufs.index(b + 2).permute((1, 0)), acc, is_async=True)
+        acc = warpgroup_mma(a3, x_bufs.index(b + 3).permute((1, 0)), acc, is_async=True)
     acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc, ))
     ni = i + STAGES
-    if ni < n_tiles:
-        _load_tile(s, kt_lo + ni, x_desc, w_desc, zs_desc, x_bufs, w_bufs, z_bufs, bars, off_t, pid_n, bands_n, G)
+    if ni < n_steps:
+        _load_step(s, kt_lo + ni * KT, x_desc, w_desc, zs_desc, x_bufs, w_bufs, z_bufs, bars, off_t, pid_n, bands_n,
+                   G, KT)
     return acc
 
 
 @gluon.jit(do_not_specialize=["M", "split_k"])
 def awq_wgmma_t_kernel(x_desc, w_desc, zs_desc, out_ptr, ws_ptr, cnt_ptr, M, N, K, stride_om, split_k,
-                       G: gl.constexpr, W_LAYOUT: gl.constexpr, STAGES: gl.constexpr, SPLIT: gl.constexpr,
-                       num_warps: gl.constexpr):
-    """One [BLOCK_N channels, BLOCK_T tokens] tile of out^T (program ids 0, 1) over one K slice (2)."""
+                       G: gl.constexpr, W_LAYOUT: gl.constexpr, STAGES: gl.constexpr, KT: gl.constexpr,
+                       SPLIT: gl.constexpr, num_warps: gl.constexpr):
+    """One [BLOCK_N channels, BLOCK_T tokens] tile of out^T (program ids 0, 1) over one K slice (2),
+    KT K tiles a step (the host makes KT divide the number of K tiles)."""
     BT: gl.constexpr = x_desc.block_type.shape[0]
     BK: gl.constexpr = x_desc.block_type.shape[1]
     BANDS: gl.constexpr = w_desc.block_type.shape[0]
@@ -181,29 +204,30 @@ def awq_wgmma_t_kernel(x_desc, w_desc, zs_desc, out_ptr, ws_ptr, cnt_ptr, M, N, 
     off_t = pid_t * BT
     bands_n = N // 16
 
-    x_bufs = gl.allocate_shared_memory(gl.float16, [STAGES, BT, BK], x_desc.layout)
-    w_bufs = gl.allocate_shared_memory(gl.int32, [STAGES, BANDS, 128], w_desc.layout)
-    z_bufs = gl.allocate_shared_memory(gl.int32, [STAGES, 1, BN], zs_desc.layout)
+    x_bufs = gl.allocate_shared_memory(gl.float16, [STAGES * KT, BT, BK], x_desc.layout)
+    w_bufs = gl.allocate_shared_memory(gl.int32, [STAGES * KT, BANDS, 128], w_desc.layout)
+    z_bufs = gl.allocate_shared_memory(gl.int32, [STAGES * KT, 1, BN], zs_desc.layout)
     bars = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     for i in gl.static_range(STAGES):
         mbarrier.init(bars.index(i), count=1)
 
-    k_tiles = K // BK
-    per_split = gl.cdiv(k_tiles, split_k)
-    kt_lo = pid_s * per_split
-    n_tiles = gl.minimum(per_split, k_tiles - kt_lo)    # >= 1: no empty slices
+    k_steps = K // (BK * KT)
+    per_split = gl.cdiv(k_steps, split_k)
+    kt_lo = pid_s * per_split * KT
+    n_steps = gl.minimum(per_split, k_steps - pid_s * per_split)    # >= 1: no empty slices
     for i in gl.static_range(STAGES):
-        if i < n_tiles:
-            _load_tile(i, kt_lo + i, x_desc, w_desc, zs_desc, x_bufs, w_bufs, z_bufs, bars, off_t, pid_n, bands_n, G)
+        if i < n_steps:
+            _load_step(i, kt_lo + i * KT, x_desc, w_desc, zs_desc, x_bufs, w_bufs, z_bufs, bars, off_t, pid_n,
+                       bands_n, G, KT)
 
     mma_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
                                                          instr_shape=[16, BT, 16])
     a_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma_layout, k_width=2)
     acc = gl.zeros([BN, BT], dtype=gl.float32, layout=mma_layout)
 
-    for i in range(n_tiles):
+    for i in range(n_steps):
         acc = _step(i, kt_lo, acc, i > 0, x_desc, w_desc, zs_desc, x_bufs, w_bufs, z_bufs, bars, off_t, pid_n,
-                    bands_n, n_tiles, G, STAGES, a_layout, W_LAYOUT, num_warps)
+                    bands_n, n_steps, G, STAGES, KT, a_layout, W_LAYOUT, num_warps)
     for i in gl.static_range(STAGES):
         mbarrier.invalidate(bars.index(i))
 
@@ -237,6 +261,14 @@ def shared_layouts(cfg: WgmmaTConfig):
             gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=32, rank=2))
 
 
+def k_tiles_per_step(k: int, cfg: WgmmaTConfig) -> int:
+    """``cfg.k_tiles`` lowered to the largest of 4, 2, 1 that divides K's tiles of 64."""
+    kt = cfg.k_tiles
+    while (k // BLOCK_K) % kt:
+        kt //= 2
+    return kt
+
+
 def output_tiles(m: int, n: int, cfg: WgmmaTConfig) -> int:
     return triton.cdiv(m, cfg.block_t) * (n // cfg.block_n)
 
@@ -248,7 +280,8 @@ def wgmma_t_gemm(x: torch.Tensor, words: torch.Tensor, zs: torch.Tensor, cfg: Wg
     n = zs.shape[1]
     if n % cfg.block_n:
         raise ValueError(f"N = {n} is not a multiple of BLOCK_N = {cfg.block_n}")
-    split = nonempty_split(k // BLOCK_K, cfg.split_k)
+    kt = k_tiles_per_step(k, cfg)
+    split = nonempty_split(k // (BLOCK_K * kt), cfg.split_k)
     if split > 1:
         if counters is None or counters.numel() < output_tiles(m, n, cfg):
             raise ValueError("split-K needs a zeroed int32 counter per output tile")
@@ -261,5 +294,5 @@ def wgmma_t_gemm(x: torch.Tensor, words: torch.Tensor, zs: torch.Tensor, cfg: Wg
     zs_desc = TensorDescriptor.from_tensor(zs, [1, cfg.block_n], z_l)
     grid = (n // cfg.block_n, triton.cdiv(m, cfg.block_t), split)
     awq_wgmma_t_kernel[grid](x_desc, w_desc, zs_desc, out, ws, counters, m, n, k, out.stride(0), split,
-                             G=k // zs.shape[0], W_LAYOUT=words_layout(cfg.block_n), STAGES=cfg.stages, SPLIT=split > 1, num_warps=cfg.num_warps)
+                             G=k // zs.shape[0], W_LAYOUT=words_layout(cfg.block_n), STAGES=cfg.stages, KT=kt, SPLIT=split > 1, num_warps=cfg.num_warps)
     return out
