@@ -354,7 +354,7 @@ def run_wgmma(sms: int) -> None:
 
 WGMMA_T_LAYERS = [("llama2-7b", name, k, n) for name, k, n in MODELS["llama2-7b"]] + [
     ("llama2-13b-tp2", "gate_up", 5120, 13824), ("llama2-13b-tp2", "o", 2560, 5120)]
-WGMMA_T_MS = [2, 8, 16, 32, 64, 128, 256, 512, 1024, 2048]
+WGMMA_T_MS = [1, 2, 8, 16, 32, 64, 128, 256, 512, 1024, 2048]
 
 
 def wgmma_t_candidates(m: int, n: int, k: int, sms: int) -> list:

@@ -91,14 +91,17 @@ def test_config_choice():
     assert [wgmma_t_config(m, 22016, 4096, sms).block_t for m in (2, 8, 9, 33, 100, 256, 300, 2048)] == \
         [8, 8, 16, 64, 128, 128, 256, 256]
     assert all(wgmma_t_config(m, 12288, 4096, sms).block_n == 64 for m in (2, 64, 2048))
-    # split-K to two programs per SM at M <= 128 (one above), at most 4 slices of >= 8 K tiles
+    # split-K to two programs per SM at M <= 128 (one above; halved at 128-token tiles), at most 4
+    # slices of >= 8 K tiles
     assert wgmma_t_config(16, 12288, 4096, sms).split_k == 2       # 192 tiles
     assert wgmma_t_config(16, 22016, 4096, sms).split_k == 1       # 344 tiles
     assert wgmma_t_config(16, 4096, 11008, sms).split_k == 4       # 64 tiles: capped at 4
-    assert wgmma_t_config(256, 4096, 11008, sms).split_k == 2      # 128 tiles, one per SM wanted
+    assert wgmma_t_config(128, 4096, 11008, sms).split_k == 2      # 64 tiles: 4, halved
+    assert wgmma_t_config(512, 4096, 11008, sms).split_k == 2      # 128 tiles of 256 tokens: < 1 per SM
     assert wgmma_t_config(2048, 4096, 4096, sms).split_k == 1
     assert wgmma_t_config(16, 1024, 512, sms).split_k == 1         # 8 K tiles: no split
-    assert [wgmma_t_config(m, 4096, 4096, sms).stages for m in (8, 32, 64, 128, 512)] == [8, 8, 4, 3, 3]
+    assert [(c.stages, c.k_tiles) for c in (wgmma_t_config(m, 4096, 4096, sms) for m in (8, 32, 64, 128, 512))] == \
+        [(2, 4), (2, 4), (2, 2), (2, 2), (3, 1)]
 
 
 def test_forced_path_without_repacked_weights_is_a_clear_error():
