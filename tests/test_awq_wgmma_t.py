@@ -86,7 +86,7 @@ def test_kernel_compiles_for_sm90_with_the_weights_in_registers(block_n, block_t
 def test_config_choice():
     from pagedawq.kernels.awq_configs import WGMMA_T_M_MAX, WGMMA_T_M_MIN, wgmma_t_config
     sms = 132
-    assert (WGMMA_T_M_MIN, WGMMA_T_M_MAX) == (2, 2048)
+    assert (WGMMA_T_M_MIN, WGMMA_T_M_MAX) == (1, 2048)
     # the smallest token tile that holds M up to 128 tokens, 256 above 256
     assert [wgmma_t_config(m, 22016, 4096, sms).block_t for m in (2, 8, 9, 33, 100, 256, 300, 2048)] == \
         [8, 8, 16, 64, 128, 128, 256, 256]
@@ -172,7 +172,7 @@ def test_gpu_awq_gemm_takes_the_path_with_repacked_weights_and_in_a_cuda_graph()
     layer = _layer(4096, 4096, 128, seed=11, device="cuda")
     repacked = repack_for_wgmma_t(*layer)
     assert repacked is not None
-    for m in (3, 16, 64, 200):
+    for m in (1, 3, 16, 64, 200):
         x = torch.randn(m, 4096, device="cuda", dtype=torch.float16)
         assert wgmma_t_usable(x, 4096, 4096, 128, torch.float16)
         out = torch.full((m, 4096), float("nan"), dtype=torch.float16, device="cuda")

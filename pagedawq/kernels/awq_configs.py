@@ -41,9 +41,9 @@ WGMMA_N_MIN = 8192   # layers at least this wide take it (without split-K it los
 WGMMA_LONG_K = 8192  # narrower layers take it with split-K when K is at least this long (won on the 11008 x
                      # 4096 layer at M = 128-512; lost on 4096 x 4096, where slices are too short)
 WGMMA_MAX_SPLIT = 4
-WGMMA_T_M_MIN, WGMMA_T_M_MAX = 2, 2048   # the "wgmma_t" path's M range: it beat the GEMV from M = 2 and every
-                                         # other path up to 2048 on the Llama-2-7B and 13B/TP=2 layers (H100,
-                                         # 2026-11-26; at M = 1 the GEMV won on 3 of 6 layers)
+WGMMA_T_M_MIN, WGMMA_T_M_MAX = 1, 2048   # the "wgmma_t" path's M range: it beat the GEMV at M = 1 (1.02-1.27x)
+                                         # and every other path up to 2048 on the Llama-2-7B and 13B/TP=2
+                                         # layers (H100, 2026-11-26)
 WGMMA_T_BLOCK_TS = (8, 16, 32, 64, 128, 256)          # token tiles: wgmma's N, a multiple of 8 up to 256
 DEFAULT_SMS = 132    # H100 SXM; used when the tensors are not on a CUDA device (interpreter)
 
