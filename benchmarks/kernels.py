@@ -353,7 +353,8 @@ def run_wgmma(sms: int) -> None:
 
 
 WGMMA_T_LAYERS = [("llama2-7b", name, k, n) for name, k, n in MODELS["llama2-7b"]] + [
-    ("llama2-13b-tp2", "gate_up", 5120, 13824), ("llama2-13b-tp2", "o", 2560, 5120)]
+    ("llama2-13b-tp2", "gate_up", 5120, 13824), ("llama2-13b-tp2", "o", 2560, 5120)] + [
+    ("llama2-70b-tp8", name, k, n) for name, k, n in MODELS["llama2-70b-tp8"]]
 WGMMA_T_MS = [1, 2, 8, 16, 32, 64, 128, 256, 512, 1024, 2048]
 
 
@@ -365,11 +366,13 @@ def wgmma_t_candidates(m: int, n: int, k: int, sms: int) -> list:
     depth = {8: ((8, 1), (4, 2), (2, 4), (3, 4)), 16: ((8, 1), (4, 2), (2, 4), (3, 4)),
              32: ((8, 1), (4, 2), (2, 4), (3, 4)), 64: ((4, 1), (2, 2), (3, 2), (2, 4)),
              128: ((3, 1), (2, 2), (3, 2)), 256: ((3, 1), (2, 2))}[base.block_t]
-    return [replace(base, stages=st, k_tiles=kt, split_k=sp) for sp in sorted({base.split_k, max(1, base.split_k // 2)})
-            for st, kt in depth]
+    splits = {base.split_k, max(1, base.split_k // 2)}
+    if base.split_k >= awq_configs.WGMMA_MAX_SPLIT:   # capped: try more slices of at least 8 K tiles
+        splits |= {s for s in (8, 16) if k // 64 >= 8 * s}
+    return [replace(base, stages=st, k_tiles=kt, split_k=sp) for sp in sorted(splits) for st, kt in depth]
 
 
-def run_wgmma_t(sms: int, out_dir: str) -> None:
+def run_wgmma_t(sms: int, out_dir: str, layers: list, ms: list[int]) -> None:
     """The transposed kernel (weights repacked at load) with each candidate config against cuBLAS
     and awq_gemm's current choice (with that kernel: its default config); every timing to
     wgmma_t_sweep.csv, the best per row printed."""
@@ -379,10 +382,10 @@ def run_wgmma_t(sms: int, out_dir: str) -> None:
         f"{'x cuBLAS':>9}{'x current':>10}{'rel err':>9}")
     with open(os.path.join(out_dir, "wgmma_t_sweep.csv"), "w") as csv:
         csv.write("layer,K,N,M,block_n,block_t,split_k,stages,k_tiles,us,rel_err\n")
-        for model, name, k, n in WGMMA_T_LAYERS:
+        for model, name, k, n in layers:
             layer = Layer(k, n, seed=k + n)
             packed = layer.repacked
-            for m in WGMMA_T_MS:
+            for m in ms:
                 x = layer.x(m)
                 out = torch.empty(m, n, dtype=torch.float16, device="cuda")
                 t_ref = graph_time_us([lambda w=w: torch.matmul(x, w, out=out) for w in layer.fp16], 5, 20)
@@ -496,7 +499,10 @@ def main() -> None:
                     help="with --gemv: whose layers (default: %(default)s)")
     ap.add_argument("--dequant", action="store_true", help="the dequantize kernel and the large-M path")
     ap.add_argument("--wgmma", action="store_true", help="the Hopper wgmma path at M = 64-512")
-    ap.add_argument("--wgmma-t", action="store_true", help="the transposed Hopper kernel at M = 16-4096")
+    ap.add_argument("--wgmma-t", action="store_true", help="the transposed Hopper kernel at M = 1-2048")
+    ap.add_argument("--wgmma-t-models", nargs="+", default=None, choices=sorted({r[0] for r in WGMMA_T_LAYERS}),
+                    help="with --wgmma-t: only these models' layers")
+    ap.add_argument("--ms", type=int, nargs="+", default=None, help="with --wgmma-t: these M (default: %s)" % WGMMA_T_MS)
     ap.add_argument("--out-dir", default=os.environ.get("OUT", "."), help="where tuned.txt / tune.csv go")
     args = ap.parse_args()
     if not torch.cuda.is_available():
@@ -521,7 +527,8 @@ def main() -> None:
         run_wgmma(sms)
         return
     if args.wgmma_t:
-        run_wgmma_t(sms, args.out_dir)
+        run_wgmma_t(sms, args.out_dir, [r for r in WGMMA_T_LAYERS if args.wgmma_t_models is None
+                                        or r[0] in args.wgmma_t_models], args.ms or WGMMA_T_MS)
         return
 
     rows = [(model, name, k, n) for model, layers in MODELS.items() for name, k, n in layers

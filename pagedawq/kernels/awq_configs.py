@@ -486,14 +486,15 @@ def wgmma_t_config(m: int, n: int, k: int, sms: int) -> WgmmaTConfig:
     best measured config on geometric mean, 25% at worst): 64 channels a program (one warpgroup:
     programs sharing an SM overlap one's unpack with another's wgmma); the smallest token tile
     that holds M up to 128 tokens, 256 above 256; split-K (at most 4 slices of >= 8 K tiles) until
-    there are two programs per SM at M <= 128 and one above, halved at the 128-token tile; and
+    there are two programs per SM at M <= 128 and one above, halved at the 128-token tile where
+    that still leaves a program per SM; and
     pipeline steps of 4 K tiles for the memory-bound small tiles, 2 at 64-128 tokens, 1 at 256
     (each step waits for its wgmmas, so a longer step spreads that latency), 2-3 steps deep."""
     block_t = 256 if m > 256 else next((t for t in WGMMA_T_BLOCK_TS if m <= t <= 128), 128)
     tiles = (n // 64) * -(-m // block_t)
     want = 2 * sms if m <= 128 else sms
     split = min(WGMMA_MAX_SPLIT, -(-want // tiles), max(1, k // 64 // 8))
-    if block_t == 128:
-        split = max(1, split // 2)
+    if block_t == 128 and tiles * (split // 2) >= sms:
+        split //= 2
     stages, k_tiles = (2, 4) if block_t <= 32 else (2, 2) if block_t <= 128 else (3, 1)
     return WgmmaTConfig(64, block_t, stages=stages, split_k=nonempty_split(k // 64, split), k_tiles=k_tiles)
