@@ -97,7 +97,10 @@ def test_config_choice():
     assert wgmma_t_config(16, 22016, 4096, sms).split_k == 1       # 344 tiles
     assert wgmma_t_config(16, 4096, 11008, sms).split_k == 4       # 64 tiles: capped at 4
     assert wgmma_t_config(128, 4096, 11008, sms).split_k == 4      # 64 tiles: halving would leave < 1 per SM
-    assert wgmma_t_config(128, 12288, 4096, sms).split_k == 1     # 192 tiles: 2, halved
+    assert wgmma_t_config(128, 12288, 4096, sms).split_k == 1     # 192 tiles: 2, halved (a program per SM left)
+    assert wgmma_t_config(128, 4096, 4096, sms).split_k == 2       # 64 tiles: 4, halved (slices < 32 K tiles)
+    assert wgmma_t_config(1, 1280, 8192, sms).split_k == 12        # 20 tiles: up to 16 slices of >= 10 K tiles
+    assert wgmma_t_config(1, 8192, 1024, sms).split_k == 1         # 16 K tiles: no slices of >= 10
     assert wgmma_t_config(512, 4096, 11008, sms).split_k == 2      # 128 tiles of 256 tokens: < 1 per SM
     assert wgmma_t_config(2048, 4096, 4096, sms).split_k == 1
     assert wgmma_t_config(16, 1024, 512, sms).split_k == 1         # 8 K tiles: no split
