@@ -7,8 +7,9 @@
 * transformers ``generate`` in fp16 on the same shape (batch 1 and 8);
 * the SmolLM2-135M shape in bf16 against transformers (batch 1 and 32);
 * ``async``: decode with asynchronous scheduling off and on;
-* ``nowgmma``: AWQ decode at batch 64, prefill and throughput without the Hopper "wgmma" GEMM path
-  (``PAGEDAWQ_DISABLE_WGMMA=1``), to compare with the ``decode``/``throughput`` rows of the same run.
+* ``no_wgmma_t``: AWQ decode at batch 1 and 64, prefill and throughput without the Hopper "wgmma_t"
+  GEMM path (``PAGEDAWQ_DISABLE_WGMMA_T=1``), to compare with the ``decode``/``throughput`` rows of
+  the same run.
 
     python benchmarks/e2e_suite.py --sections decode throughput baseline transformers small --out results.json
 """
@@ -112,18 +113,20 @@ def section_async(args) -> None:
             del llm
 
 
-def section_nowgmma(args) -> None:
-    """AWQ without the "wgmma" path (a fresh engine: CUDA graphs keep the kernels they captured)."""
-    os.environ["PAGEDAWQ_DISABLE_WGMMA"] = "1"
+def section_no_wgmma_t(args) -> None:
+    """AWQ without the "wgmma_t" path (a fresh engine, whose weights are then not repacked)."""
+    os.environ["PAGEDAWQ_DISABLE_WGMMA_T"] = "1"
     try:
         llm = engine(args.model, dtype="float16", quantization="awq", max_num_seqs=256)
-        record(f"decode tok/s  {args.model} awq batch 64 without wgmma", decode_tok_s(llm, 64, 32, args.output_len))
-        record(f"prefill ms    {args.model} awq 2048 tokens without wgmma", prefill_ms(llm, 2048))
+        for batch in (1, 64):
+            record(f"decode tok/s  {args.model} awq batch {batch} without wgmma_t",
+                   decode_tok_s(llm, batch, 32, args.output_len))
+        record(f"prefill ms    {args.model} awq 2048 tokens without wgmma_t", prefill_ms(llm, 2048))
         rps, tps = throughput(llm, args.num_prompts, 512, 128)
-        record(f"throughput out tok/s awq {args.num_prompts} x 512/128 without wgmma", tps)
+        record(f"throughput out tok/s awq {args.num_prompts} x 512/128 without wgmma_t", tps)
         llm.close()
     finally:
-        del os.environ["PAGEDAWQ_DISABLE_WGMMA"]
+        del os.environ["PAGEDAWQ_DISABLE_WGMMA_T"]
 
 
 def section_baseline(args) -> None:
@@ -178,7 +181,7 @@ def main() -> None:
     args = p.parse_args()
     print(f"device: {device_name()}  torch {torch.__version__}  date {time.strftime('%Y-%m-%d')}", flush=True)
     sections = {"decode": section_decode, "async": section_async, "baseline": section_baseline, "transformers": section_transformers,
-                "small": section_small, "nowgmma": section_nowgmma}
+                "small": section_small, "no_wgmma_t": section_no_wgmma_t}
     for name in args.sections:
         if name in sections:
             start = time.perf_counter()

@@ -19,8 +19,6 @@ eager calls instead measures the Python launch path (tens of microseconds), not 
                                             # Llama-3-8B layers next to cuBLAS fp16 and the splitk
                                             # path, with a small GEMV config sweep at M <= 4 (printed
                                             # as awq_configs.GEMV_TUNED entries; gemv_sweep.csv)
-    python benchmarks/kernels.py --wgmma    # the Hopper "wgmma" path (each config and the default) at
-                                            # M = 64-512 against cuBLAS and the tc/dequant choice
     python benchmarks/kernels.py --wgmma-t  # the transposed Hopper kernel (awq_wgmma_t): every tile x
                                             # split-K config at M = 16-4096 against cuBLAS and the
                                             # current choice (wgmma_t_sweep.csv)
@@ -46,7 +44,7 @@ from pagedawq.kernels import awq_configs  # noqa: E402
 from pagedawq.kernels.awq_configs import (GemmConfig, gemv_block_m, gemv_candidates, gemv_config,  # noqa: E402
                                           heuristic_config)
 from pagedawq.kernels.awq_gemm import (awq_dequantize, awq_gemm, gemm_fused, gemv, repack_for_wgmma_t,  # noqa: E402
-                                       wgmma_t_usable, wgmma_usable)
+                                       wgmma_t_usable)
 from pagedawq.kernels.graph_timing import capture_round_robin  # noqa: E402
 from pagedawq.quant.pack import pack_awq_gemm, quantize_weight  # noqa: E402
 
@@ -120,9 +118,7 @@ class Layer:
         """The path ``awq_gemm`` takes for x on this layer, as the engine calls it."""
         if self.repacked[0] is not None and wgmma_t_usable(x, self.n, self.k, GROUP, self.scales.dtype):
             return "wgmma_t"
-        m = x.shape[0]
-        return awq_configs.choose(m, self.n, self.k, GROUP, sms, True,
-                                  wgmma_usable(x, self.qweight, self.scales, GROUP))[0]
+        return awq_configs.choose(x.shape[0], self.n, self.k, GROUP, sms, True)[0]
 
     def x(self, m: int) -> torch.Tensor:
         if m not in self._x:
@@ -309,49 +305,6 @@ def run_dequant(bw: float) -> None:
         torch.cuda.empty_cache()
 
 
-WGMMA_LAYERS = [("llama2-7b", name, k, n) for name, k, n in MODELS["llama2-7b"]] + [
-    ("llama2-13b-tp2", name, k, n) for name, k, n in MODELS["llama2-13b-tp2"] if name == "gate_up"]
-WGMMA_MS = (64, 128, 256, 512)
-
-
-def run_wgmma(sms: int) -> None:
-    """The "wgmma" path with each candidate config (tiles x split-K) and with its default choice,
-    against cuBLAS and the path awq_gemm takes without it (PAGEDAWQ_DISABLE_WGMMA=1)."""
-    cands = [*awq_configs.WGMMA_CANDIDATES] + [replace(awq_configs.WgmmaConfig(128, n), split_k=s)
-                                               for n in (128, 256) for s in (2, 4)]
-    log(f"{'layer':<22}{'K':>6}{'N':>7}{'M':>6}{'cuBLAS':>8} {'without':<14}{'default':>8} {'cfg':<12}"
-        + "".join(f"{f'{c.block_m}x{c.block_n}/{c.split_k}':>11}" for c in cands)
-        + f"{'x without':>10}{'x cuBLAS':>9}{'rel err':>9}")
-    for model, name, k, n in WGMMA_LAYERS:
-        layer = Layer(k, n, seed=k + n)
-        for m in WGMMA_MS:
-            x = layer.x(m)
-            out = torch.empty(m, n, dtype=torch.float16, device="cuda")
-            t_ref = graph_time_us([lambda w=w: torch.matmul(x, w, out=out) for w in layer.fp16], 5, 20)
-            os.environ["PAGEDAWQ_DISABLE_WGMMA"] = "1"
-            base_path, _ = awq_configs.choose(m, n, k, GROUP, sms, True)
-            t_base = graph_time_us([lambda w=w: awq_gemm(x, *w, out=out) for w in layer.int4], 5, 20)
-            os.environ["PAGEDAWQ_DISABLE_WGMMA"] = "0"
-            times, worst = [], 0.0
-            for cfg in cands:
-                if n % cfg.block_n:
-                    times.append(float("nan"))
-                    continue
-                poisoned = torch.full_like(out, float("nan"))
-                awq_gemm(x, layer.qweight, layer.qzeros, layer.scales, out=poisoned, path="wgmma", config=cfg)
-                worst = max(worst, layer.rel_err(m, poisoned.nan_to_num(1e4)))
-                times.append(graph_time_us([lambda w=w, c=cfg: awq_gemm(x, *w, out=out, path="wgmma", config=c)
-                                            for w in layer.int4], 5, 20))
-            path, cfg = awq_configs.choose(m, n, k, GROUP, sms, True, wgmma_usable(x, layer.qweight, layer.scales, GROUP))
-            t_def = graph_time_us([lambda w=w: awq_gemm(x, *w, out=out) for w in layer.int4], 5, 20)
-            label = f"{cfg.block_m}x{cfg.block_n}/{cfg.split_k}" if path == "wgmma" else path
-            log(f"{model + ' ' + name:<22}{k:>6}{n:>7}{m:>6}{t_ref:>8.1f} {base_path + f' {t_base:.1f}':<14}{t_def:>8.1f} "
-                f"{label:<12}" + "".join(f"{t:>11.1f}" for t in times)
-                + f"{t_base / t_def:>10.2f}{t_ref / t_def:>9.2f}{worst:>9.1e}")
-        del layer
-        torch.cuda.empty_cache()
-
-
 WGMMA_T_LAYERS = [("llama2-7b", name, k, n) for name, k, n in MODELS["llama2-7b"]] + [
     ("llama2-13b-tp2", "gate_up", 5120, 13824), ("llama2-13b-tp2", "o", 2560, 5120)] + [
     ("llama2-70b-tp8", name, k, n) for name, k, n in MODELS["llama2-70b-tp8"]]
@@ -498,7 +451,6 @@ def main() -> None:
     ap.add_argument("--gemv-models", nargs="+", default=list(GEMV_MODELS), choices=[*MODELS, *TP_MODELS],
                     help="with --gemv: whose layers (default: %(default)s)")
     ap.add_argument("--dequant", action="store_true", help="the dequantize kernel and the large-M path")
-    ap.add_argument("--wgmma", action="store_true", help="the Hopper wgmma path at M = 64-512")
     ap.add_argument("--wgmma-t", action="store_true", help="the transposed Hopper kernel at M = 1-2048")
     ap.add_argument("--wgmma-t-models", nargs="+", default=None, choices=sorted({r[0] for r in WGMMA_T_LAYERS}),
                     help="with --wgmma-t: only these models' layers")
@@ -522,9 +474,6 @@ def main() -> None:
         return
     if args.dequant:
         run_dequant(bw)
-        return
-    if args.wgmma:
-        run_wgmma(sms)
         return
     if args.wgmma_t:
         run_wgmma_t(sms, args.out_dir, [r for r in WGMMA_T_LAYERS if args.wgmma_t_models is None

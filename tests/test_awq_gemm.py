@@ -180,10 +180,9 @@ def test_configs_respect_group_size():
 
 
 @cpu
-def test_wgmma_build_failure_falls_back_once_with_a_warning(monkeypatch, caplog):
-    """A Triton whose Gluon API the wgmma kernel does not build with: the automatic choice logs a
-    warning, computes the product on the other paths, and stops choosing wgmma; a forced path raises."""
-    from pagedawq.kernels import awq_configs
+def test_wgmma_t_build_failure_falls_back_once_with_a_warning(monkeypatch, caplog):
+    """A Triton whose Gluon API the wgmma_t kernel does not build with: the automatic choice logs a
+    warning, computes the product on the other paths, and stops choosing wgmma_t; a forced path raises."""
 
     class BrokenGluon:
         BUILD_ERRORS = (AttributeError,)
@@ -198,27 +197,23 @@ def test_wgmma_build_failure_falls_back_once_with_a_warning(monkeypatch, caplog)
             return 1
 
         @classmethod
-        def wgmma_gemm(cls, *args):
+        def wgmma_t_gemm(cls, *args):
             cls.calls += 1
             raise AttributeError("module 'tma' has no attribute 'async_load'")
-    monkeypatch.setattr(awq_mod, "_wgmma_module", lambda: BrokenGluon)
-    monkeypatch.setattr(awq_mod, "_BUILD_ERRORS", {})
-    monkeypatch.setattr(awq_mod, "wgmma_usable", lambda *a: "wgmma" not in awq_mod._BUILD_ERRORS)
-    monkeypatch.setattr(awq_configs, "WGMMA_N_MIN", 64)   # let this small layer qualify
-    awq_configs.choose.cache_clear()
-    try:
-        layer = make_layer(128, 64, 64, seed=9)
-        x = make_x(128, 128, torch.float16, seed=9)
-        with caplog.at_level("WARNING", logger="pagedawq.kernels.awq_gemm"):
-            out = run(x, layer)
-        assert rel_err(out, x, layer) < TOL[torch.float16]
-        assert "does not build" in caplog.text and "async_load" in caplog.text
-        run(x, layer)
-        assert BrokenGluon.calls == 1          # not chosen again
-        with pytest.raises(AttributeError):   # an explicit request is not rerouted
-            run(x, layer, path="wgmma")
-    finally:
-        awq_configs.choose.cache_clear()
+    monkeypatch.setattr(awq_mod, "wgmma_t_module", lambda: BrokenGluon)
+    monkeypatch.setattr(awq_mod, "_BUILD_ERROR", [])
+    monkeypatch.setattr(awq_mod, "wgmma_t_usable", lambda *a: not awq_mod._BUILD_ERROR)
+    layer = make_layer(128, 64, 64, seed=9)
+    repacked = (torch.zeros(1, dtype=torch.int32), torch.zeros(1, dtype=torch.int32))   # never read
+    x = make_x(128, 128, torch.float16, seed=9)
+    with caplog.at_level("WARNING", logger="pagedawq.kernels.awq_gemm"):
+        out = run(x, layer, repacked=repacked)
+    assert rel_err(out, x, layer) < TOL[torch.float16]
+    assert "does not build" in caplog.text and "async_load" in caplog.text
+    run(x, layer, repacked=repacked)
+    assert BrokenGluon.calls == 1          # not chosen again
+    with pytest.raises(AttributeError):   # an explicit request is not rerouted
+        run(x, layer, path="wgmma_t", repacked=repacked)
 
 
 @cpu

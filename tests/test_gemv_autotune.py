@@ -108,3 +108,9 @@ def test_engine_collects_awq_shapes_and_tunes_only_on_cuda(tmp_path, tiny_llama_
     assert (2 * inter, hidden, 32) in shapes and (hidden, inter, 32) in shapes   # gate_up and down
     tuned = {(n, k, g) for (_, n, k, g) in awq_configs.RUNTIME_GEMV}
     assert tuned == (shapes if CUDA else set())
+    # layers repacked for the Hopper "wgmma_t" path never run the GEMV: not tuned
+    from pagedawq.quant.awq import AWQLinearMethod
+    for m in model.modules():
+        if isinstance(getattr(m, "linear_method", None), AWQLinearMethod):
+            m.wgmma_t_weights = ("repacked", "weights")
+    assert awq_gemv_shapes(model) == set()

@@ -1,12 +1,11 @@
-"""Compile an AWQ wgmma kernel for sm_90 without a GPU and summarise its SASS (run as a script).
+"""Compile the AWQ wgmma_t kernel for sm_90 without a GPU and summarise its SASS (run as a script).
 
 Gluon has no CPU interpreter, so on machines without a GPU this is what can be checked: that the
-kernel builds with the installed Triton, and that its K loop has the structure it exists for:
-each tile's HGMMAs issued asynchronously and followed by a wait that leaves one group in flight
-(``WARPGROUP.DEPBAR.LE gsb0, 0x1``), so the next tile's unpack overlaps them, and no spills.
+kernel builds with the installed Triton, and that its K loop has the structure it depends on:
+each step's HGMMAs waited for (``WARPGROUP.DEPBAR.LE gsb0, 0x0``) before anything writes their A
+registers again, and no spills.
 
-    python -m tests.wgmma_sass w 128 256 [split]   # awq_wgmma: BLOCK_M BLOCK_N -> one JSON line
-    python -m tests.wgmma_sass t 64 64 [split] [kt=2]   # awq_wgmma_t: BLOCK_N BLOCK_T, K tiles a step
+    python -m tests.wgmma_sass 64 64 [split] [kt=2]   # BLOCK_N BLOCK_T, K tiles a step -> one JSON line
 """
 from __future__ import annotations
 
@@ -24,8 +23,8 @@ from triton.backends.compiler import BaseBackend, GPUTarget
 from triton.experimental.gluon._runtime import GluonASTSource
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
-from pagedawq.kernels import awq_wgmma, awq_wgmma_t
-from pagedawq.kernels.awq_configs import WgmmaConfig, WgmmaTConfig
+from pagedawq.kernels import awq_wgmma_t
+from pagedawq.kernels.awq_configs import WgmmaTConfig
 
 _SCALARS = {"out_ptr": "*fp16", "ws_ptr": "*fp32", "cnt_ptr": "*i32", "M": "i32", "N": "i32", "K": "i32",
             "stride_om": "i32", "split_k": "i32"}
@@ -46,18 +45,6 @@ def _compile(kernel, sig: dict, constexprs: dict, num_warps: int) -> list[str]:
             f.write(compiled.asm["cubin"])
         out = subprocess.run([nvdisasm, "-c", path], capture_output=True, text=True, check=True).stdout
     return [ln.split("*/", 1)[1].strip() for ln in out.splitlines() if "*/" in ln and ";" in ln]
-
-
-def sass_w(cfg: WgmmaConfig, split: bool = False, group: int = 128) -> list[str]:
-    """SASS of ``awq_wgmma_kernel`` for ``cfg``."""
-    a_l, q_l, b_l = awq_wgmma.shared_layouts(cfg)
-    x = torch.zeros(256, 4096, dtype=torch.float16)
-    qw = torch.zeros(4096, 512, dtype=torch.int32)
-    sig = {"x_desc": _desc(x, [cfg.block_m, awq_wgmma.BLOCK_K], a_l),
-           "qw_desc": _desc(qw, [awq_wgmma.BLOCK_K, cfg.block_n // 8], q_l), "qz_ptr": "*i32", "s_ptr": "*fp16",
-           **_SCALARS}
-    return _compile(awq_wgmma.awq_wgmma_kernel, sig, {"G": group, "B_LAYOUT": b_l, "STAGES": cfg.stages,
-                                                      "SPLIT": split, "num_warps": cfg.num_warps}, cfg.num_warps)
 
 
 def sass_t(cfg: WgmmaTConfig, split: bool = False, group: int = 128) -> list[str]:
@@ -104,7 +91,6 @@ def summary(lines: list[str]) -> dict[str, int]:
             "a_register_hazards": len(a_register_hazards(lines)),
             "spill_stores": sum("STL" in ln for ln in lines),
             "hgmma": sum("HGMMA" in ln for ln in lines),
-            "wait_one_in_flight": sum("WARPGROUP.DEPBAR.LE gsb0, 0x1" in ln for ln in lines),
             "wait_all": sum("WARPGROUP.DEPBAR.LE gsb0, 0x0" in ln for ln in lines),
             "tma_loads": sum("UTMALDG" in ln for ln in lines),
             "shared_stores": sum(ln.split()[0].startswith(("STS", "STSM")) or " STS" in ln for ln in lines),
@@ -112,8 +98,8 @@ def summary(lines: list[str]) -> dict[str, int]:
 
 
 if __name__ == "__main__":
-    kind, a, b = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-    split = "split" in sys.argv[4:]
-    kt = int(next((v[3:] for v in sys.argv[4:] if v.startswith("kt=")), 1))
-    lines = sass_w(WgmmaConfig(a, b), split) if kind == "w" else sass_t(WgmmaTConfig(a, b, k_tiles=kt), split)
+    block_n, block_t = int(sys.argv[1]), int(sys.argv[2])
+    split = "split" in sys.argv[3:]
+    kt = int(next((v[3:] for v in sys.argv[3:] if v.startswith("kt=")), 1))
+    lines = sass_t(WgmmaTConfig(block_n, block_t, k_tiles=kt), split)
     print(json.dumps(summary(lines)))

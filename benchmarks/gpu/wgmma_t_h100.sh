@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Issues 4/5, one H100: the transposed Hopper AWQ kernel (pagedawq/kernels/awq_wgmma_t.py, the
 # "wgmma_t" path: weights repacked at load, W^T as wgmma's register operand).
-# 1. GPU tests: every config against float64 (M = 1-1024, groups 64/128, split-K; all failures
-#    listed), awq_gemm's choice + a CUDA graph, and the engine tests (AWQ now runs the path).
-# 2. kernels.py --wgmma-t: every tile x split-K config at M = 1-4096 against cuBLAS and the path
-#    taken before (results/wgmma_t_sweep.csv).
+# 1. GPU tests: every config against float64 (M = 1-1024, groups 64/128, split-K, 1/2/4 K tiles a
+#    step; all failures listed), awq_gemm's choice + a CUDA graph, and the engine tests.
+# 2. kernels.py --wgmma-t: configs around the default rule at M = 1-2048 against cuBLAS and the rule's
+#    own choice (wgmma_t_sweep.csv in $OUT). SKIP_E2E=1 stops here.
 # 3. Throughput (1000 x 512/128, Llama-2-7B shape): fp16, AWQ, AWQ without the path, fp16, AWQ.
 # carry: none; about 12 minutes.
 source benchmarks/gpu/env.sh

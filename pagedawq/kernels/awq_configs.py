@@ -15,10 +15,10 @@ Paths (``awq_gemm`` picks by M, or takes ``path=``):
   dequantized tile's trip into the mma layout), so more small programs per SM beat wider rows.
 * ``"tc"`` (32 < M <= 256): tensor-core tiles (wgmma from BLOCK_M 64), dequantized in
   registers, split-K only when the tile grid alone cannot fill the GPU.
-* ``"wgmma"`` (WGMMA_M_MIN <= M <= WGMMA_M_MAX, Hopper, fp16; ``awq_wgmma``): a Gluon kernel whose
-  unpack of one K tile overlaps the wgmma of the previous one. It beats "tc" and "dequant" on wide
-  layers (N >= WGMMA_N_MIN) at mid M, and with split-K on narrow layers of long K (K >=
-  WGMMA_LONG_K); on narrow short-K layers (4096 x 4096) it loses.
+* ``"wgmma_t"`` (WGMMA_T_M_MIN <= M <= WGMMA_T_M_MAX, Hopper, fp16, weights repacked at load;
+  ``awq_wgmma_t``): the transposed product with the weights as wgmma's register operand. Where
+  it can run (``awq_gemm(..., repacked=...)``) it is taken before every other path: it beat all of
+  them at M = 1-2048 on the measured layers. ``wgmma_t_config`` picks its tiles.
 * ``"dequant"`` (M > 256): the weight is dequantized once per call (a Triton kernel) and cuBLAS
   does the product; on the H100 this beat the fused kernel from M = 512 (sometimes 256) on.
 
@@ -35,12 +35,7 @@ GEMV_M_MAX = 2       # at or below (on CUDA): the register-only GEMV path (cross
 GEMV_BLOCK_M_MAX = 4  # rows per GEMV program; a larger M runs several row blocks
 SMALL_M_MAX = 32     # at or below: the split-K streaming path
 LARGE_M_MIN = 257    # at or above: dequantize + cuBLAS (won at M >= 512 on every benchmark shape)
-WGMMA_M_MIN, WGMMA_M_MAX = 128, 512   # the "wgmma" path's M range (where it won, H100 2026-11-26; at 64
-                                      # it tied or lost on 2 of 3 wide layers, 65-127 not measured)
-WGMMA_N_MIN = 8192   # layers at least this wide take it (without split-K it lost at N = 4096: too few tiles)
-WGMMA_LONG_K = 8192  # narrower layers take it with split-K when K is at least this long (won on the 11008 x
-                     # 4096 layer at M = 128-512; lost on 4096 x 4096, where slices are too short)
-WGMMA_MAX_SPLIT = 4
+WGMMA_MAX_SPLIT = 4   # split-K slices of the "wgmma_t" path (16 for the narrowest layers, see wgmma_t_config)
 WGMMA_T_M_MIN, WGMMA_T_M_MAX = 1, 2048   # the "wgmma_t" path's M range: it beat the GEMV at M = 1 (1.02-1.27x)
                                          # and every other path up to 2048 on the Llama-2-7B and 13B/TP=2
                                          # layers (H100, 2026-11-26)
@@ -78,21 +73,6 @@ class GemvConfig:
     num_warps: int = 4
     prefetch_scales: bool = True
     maxnreg: int | None = None
-
-
-@dataclass(frozen=True)
-class WgmmaConfig:
-    """Launch configuration of ``awq_wgmma_kernel`` (the "wgmma" path): BLOCK_M rows per program
-    (16 per warp: one wgmma row slice each), BLOCK_N output columns, STAGES K tiles in flight,
-    SPLIT_K slices of K per output tile (partials summed by the tile's last slice)."""
-    block_m: int
-    block_n: int
-    stages: int = 3
-    split_k: int = 1
-
-    @property
-    def num_warps(self) -> int:
-        return self.block_m // 16
 
 
 @dataclass(frozen=True)
@@ -415,53 +395,14 @@ def gemv_candidates(m: int, n: int, k: int, group: int, sms: int) -> list[tuple[
     return cands
 
 
-# The tile shapes the H100 sweep compares (kernels.py --wgmma); ``wgmma_config`` picks one.
-# 256 x 128 (16 warps: each unpacked W tile feeds 256 rows) compiles without spills but is not yet
-# measured; 256 x 256 does not fit the 128 registers a thread has at 16 warps.
-WGMMA_CANDIDATES = (WgmmaConfig(64, 128), WgmmaConfig(128, 128), WgmmaConfig(64, 256), WgmmaConfig(128, 256),
-                    WgmmaConfig(256, 128))
-
-
-def _wave_efficiency(tiles: int, sms: int) -> float:
-    """Share of the SM slots the last wave leaves busy over the whole launch (1.0: full waves)."""
-    return tiles / (-(-tiles // sms) * sms)
-
-
-def wgmma_split(tiles: int, k: int, sms: int) -> int:
-    """Split-K of a narrow long-K layer's grid of ``tiles`` output tiles: about two programs per SM,
-    at most 4 slices, each at least 8 K tiles long (the best of 1/2/4 on the H100 sweep of
-    2026-11-26 at every M of the 11008 x 4096 layer)."""
-    return max(1, min(WGMMA_MAX_SPLIT, 2 * sms // tiles, k // (8 * 64)))
-
-
-def wgmma_config(m: int, n: int, k: int, sms: int) -> WgmmaConfig:
-    """Tiles of the "wgmma" path: 64 rows for M <= 64, else 128. Wide layers (N >= WGMMA_N_MIN):
-    256 columns (each x tile reused over more of W) unless 128 fill the SMs' waves better, no
-    split-K (it only added partial-sum traffic there). Narrow long-K layers: 128 columns and
-    split-K (``wgmma_split``). On the H100 sweep of 2026-11-26 (kernels.py --wgmma) this came
-    within 5% of the best of 8 tile x split configurations on 11 of the 12 (layer, M) cases it
-    takes at M = 128-512 (the other: 13B/TP=2 gate_up at M = 128, 62.3 us vs 57.8 with split 2)."""
-    if m <= 64:
-        return WgmmaConfig(64, 128)
-    rows = -(-m // 128)
-    if n < WGMMA_N_MIN:
-        return WgmmaConfig(128, 128, split_k=wgmma_split(rows * (n // 128), k, sms))
-    if n % 256:
-        return WgmmaConfig(128, 128)
-    wide, narrow = _wave_efficiency(rows * n // 256, sms), _wave_efficiency(rows * n // 128, sms)
-    return WgmmaConfig(128, 128 if narrow > wide + 0.02 else 256)
-
-
 @lru_cache(maxsize=4096)
-def choose(m: int, n: int, k: int, group: int, sms: int, gemv: bool = False, wgmma: bool = False
-           ) -> tuple[str, GemmConfig | GemvConfig | WgmmaConfig | None]:
-    """The path and configuration for an M x N x K product (config None for "dequant").
-    ``gemv``: whether the GEMV path may be chosen (CUDA, compiled); ``wgmma``: whether the
-    "wgmma" path may (``awq_wgmma.supports`` holds for the tensors)."""
+def choose(m: int, n: int, k: int, group: int, sms: int, gemv: bool = False
+           ) -> tuple[str, GemmConfig | GemvConfig | None]:
+    """The path and configuration for an M x N x K product on the checkpoint-layout tensors
+    (config None for "dequant"; ``awq_gemm`` takes "wgmma_t" before asking, where it can).
+    ``gemv``: whether the GEMV path may be chosen (CUDA, compiled)."""
     if gemv and m <= GEMV_M_MAX:
         return "gemv", gemv_config(m, n, k, group, sms)
-    if wgmma and WGMMA_M_MIN <= m <= WGMMA_M_MAX and (n >= WGMMA_N_MIN or k >= WGMMA_LONG_K):
-        return "wgmma", wgmma_config(m, n, k, sms)
     tuned = TUNED.get((m_bucket(m), n, k))
     if tuned is not None:
         path, cfg = tuned

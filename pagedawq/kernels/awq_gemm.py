@@ -1,15 +1,16 @@
 """``awq_gemm``: y = x @ W for AWQ int4 weights in the AutoAWQ GEMM checkpoint layout.
 
 The linear method (``pagedawq.quant.awq``) calls this on CUDA with the checkpoint tensors as
-loaded; nothing is repacked. The kernels are in ``awq_kernels`` (and, for Hopper's "wgmma" path,
-``awq_wgmma``), the path and tile choice in ``awq_configs``. Under ``TRITON_INTERPRET=1`` the
-Triton kernels run on CPU tensors (the tests), with plain Triton arithmetic in place of the PTX
-dequantizer (``PAGEDAWQ_AWQ_PLAIN_DEQUANT=1`` forces that arithmetic on CUDA too, for A/B
-comparisons); the Gluon kernel of the "wgmma" path has no interpreter and runs on Hopper only.
+loaded and, on Hopper, the same weights repacked at load time for the "wgmma_t" path
+(``repack_for_wgmma_t``), which then serves every M up to ``WGMMA_T_M_MAX``. The kernels are in
+``awq_kernels`` and ``awq_wgmma_t``, the path and tile choice in ``awq_configs``. Under
+``TRITON_INTERPRET=1`` the Triton kernels run on CPU tensors (the tests), with plain Triton
+arithmetic in place of the PTX dequantizer (``PAGEDAWQ_AWQ_PLAIN_DEQUANT=1`` forces that
+arithmetic on CUDA too, for A/B comparisons); the Gluon kernel of the "wgmma_t" path has no
+interpreter and runs on Hopper only.
 """
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 from dataclasses import replace
@@ -18,14 +19,13 @@ from functools import lru_cache
 import torch
 import triton
 
-from pagedawq.kernels.awq_configs import (DEFAULT_SMS, WGMMA_M_MAX, WGMMA_M_MIN, WGMMA_T_M_MAX, WGMMA_T_M_MIN,
-                                          GemmConfig, GemvConfig, WgmmaConfig, WgmmaTConfig, choose, fit_block_k,
-                                          get_config, gemv_block_m, gemv_config, gemv_params, nonempty_split,
-                                          reduction_chunk, wgmma_config, wgmma_t_config)
+from pagedawq.kernels.awq_configs import (DEFAULT_SMS, WGMMA_T_M_MAX, WGMMA_T_M_MIN, GemmConfig, GemvConfig,
+                                          WgmmaTConfig, choose, fit_block_k, get_config, gemv_block_m, gemv_config,
+                                          gemv_params, nonempty_split, reduction_chunk, wgmma_t_config)
 from pagedawq.kernels.awq_kernels import awq_dequant_kernel, awq_gemm_kernel, awq_gemv_kernel
 from pagedawq.quant.pack import PACK_FACTOR, group_size_of
 
-PATHS = ("gemv", "splitk", "tc", "wgmma", "wgmma_t", "dequant")
+PATHS = ("gemv", "splitk", "tc", "wgmma_t", "dequant")
 
 logger = logging.getLogger(__name__)
 
@@ -80,41 +80,22 @@ def _ptx_dequant(t: torch.Tensor) -> bool:
             and os.environ.get("PAGEDAWQ_AWQ_PLAIN_DEQUANT", "0") != "1")
 
 
-@lru_cache(maxsize=None)
-def _gluon_module(name: str):
-    """``pagedawq.kernels.<name>`` (a Gluon kernel module), or None where this Triton has no Gluon for
-    Hopper (its path is then skipped)."""
-    try:
-        return importlib.import_module(f"pagedawq.kernels.{name}")
-    except ImportError as e:
-        logger.info("AWQ %s path unavailable (%s)", name, e)
-        return None
-
-
-def _wgmma_module():
-    return _gluon_module("awq_wgmma")
-
-
+@lru_cache(maxsize=1)
 def wgmma_t_module():
-    """``awq_wgmma_t`` (the transposed Hopper kernel and its load-time ``repack``), or None."""
-    return _gluon_module("awq_wgmma_t")
+    """``awq_wgmma_t`` (the transposed Hopper kernel and its load-time ``repack``), or None where
+    this Triton has no Gluon for Hopper (the path is then skipped)."""
+    try:
+        from pagedawq.kernels import awq_wgmma_t
+    except ImportError as e:
+        logger.info("AWQ wgmma_t path unavailable (%s)", e)
+        return None
+    return awq_wgmma_t
 
 
-# Gluon kernels that failed to build, by path: Gluon is experimental and its API moves between
-# Triton releases (the kernels are known to build with 3.6 and 3.9), so a Triton a kernel does not
-# build with turns its automatic choice off, with a warning, instead of failing the model's forward.
-_BUILD_ERRORS: dict[str, str] = {}
-
-
-def wgmma_usable(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, group: int) -> bool:
-    """Whether the "wgmma" path may be chosen for these tensors (PAGEDAWQ_DISABLE_WGMMA=1 turns
-    it off, for A/B comparisons)."""
-    if not (WGMMA_M_MIN <= x.shape[0] <= WGMMA_M_MAX) or not x.is_cuda or _interpreting():
-        return False
-    if os.environ.get("PAGEDAWQ_DISABLE_WGMMA", "0") == "1" or "wgmma" in _BUILD_ERRORS:
-        return False
-    module = _wgmma_module()
-    return module is not None and module.supports(x, qweight, scales, group)
+# Set when the Gluon kernel failed to build: Gluon is experimental and its API moves between
+# Triton releases (the kernel is known to build with 3.6 and 3.9), so a Triton it does not build
+# with turns the path off, with a warning, instead of failing the model's forward.
+_BUILD_ERROR: list[str] = []
 
 
 def wgmma_t_usable(x: torch.Tensor, n: int, k: int, group: int, scales_dtype: torch.dtype) -> bool:
@@ -122,7 +103,7 @@ def wgmma_t_usable(x: torch.Tensor, n: int, k: int, group: int, scales_dtype: to
     repacked for it (PAGEDAWQ_DISABLE_WGMMA_T=1 turns it off, for A/B comparisons)."""
     if not (WGMMA_T_M_MIN <= x.shape[0] <= WGMMA_T_M_MAX) or not x.is_cuda or _interpreting():
         return False
-    if os.environ.get("PAGEDAWQ_DISABLE_WGMMA_T", "0") == "1" or "wgmma_t" in _BUILD_ERRORS:
+    if os.environ.get("PAGEDAWQ_DISABLE_WGMMA_T", "0") == "1" or _BUILD_ERROR:
         return False
     module = wgmma_t_module()
     return module is not None and module.supports(x, n, k, group, scales_dtype)
@@ -142,20 +123,6 @@ def repack_for_wgmma_t(qweight: torch.Tensor, qzeros: torch.Tensor, scales: torc
             or not module.supports(probe, n, k, group, scales.dtype)):
         return None
     return module.repack(qweight, qzeros, scales)
-
-
-def _gluon_launch(path: str, module, launch, chosen: bool, fallback) -> torch.Tensor:
-    """``launch()``; if the kernel does not build with this Triton: raise for an explicit ``path``,
-    else turn the path off with a warning and return ``fallback()``."""
-    try:
-        return launch()
-    except module.BUILD_ERRORS as e:
-        if not chosen:
-            raise
-        _BUILD_ERRORS[path] = f"{type(e).__name__}: {e}"
-        logger.warning("the AWQ %s kernel does not build with Triton %s (%s); using the other paths", path,
-                       triton.__version__, _BUILD_ERRORS[path].splitlines()[0][:300])
-        return fallback()
 
 
 # (BLOCK_K, BLOCK_N, num_warps) of the PTX dequant kernel.
@@ -239,17 +206,16 @@ def gemv(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scales: t
 
 def awq_gemm(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor, *,
              out: torch.Tensor | None = None, path: str | None = None,
-             config: GemmConfig | None = None,
+             config: GemmConfig | GemvConfig | WgmmaTConfig | None = None,
              repacked: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """``x [M, K] @ W`` with W the AWQ int4 weight; returns (or fills ``out``) [M, N] in x's dtype.
 
     x is fp16 or bf16 (fp32 goes through the dequantize path); scales may be of either 16-bit
-    type whatever x's is. ``repacked``: the layer's ``awq_wgmma_t.repack`` tensors, made at load
+    type whatever x's is. ``repacked``: the layer's ``repack_for_wgmma_t`` tensors, made at load
     time on Hopper; with them the "wgmma_t" path is taken for M in its range. ``path`` (one of
-    ``PATHS``) and ``config`` (a ``GemvConfig`` for "gemv", a ``WgmmaConfig`` for "wgmma", a
-    ``WgmmaTConfig`` for "wgmma_t", else a ``GemmConfig``) override the choice made from M and the
-    shape (``awq_configs``; "gemv" is chosen automatically only on CUDA, for M <= ``GEMV_M_MAX``,
-    and "wgmma" only where ``awq_wgmma.supports`` the tensors).
+    ``PATHS``) and ``config`` (a ``GemvConfig`` for "gemv", a ``WgmmaTConfig`` for "wgmma_t", else a
+    ``GemmConfig``) override the choice made from M and the shape (``awq_configs``; "gemv" is
+    chosen automatically only on CUDA, for M <= ``GEMV_M_MAX``).
     """
     group = _check(x, qweight, qzeros, scales)
     m, k = x.shape
@@ -273,13 +239,12 @@ def awq_gemm(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scale
         else:
             # A GemmConfig without a path keeps its fused kernel: the GEMV path is never picked for it.
             use_gemv = x.is_cuda and not _interpreting() and not isinstance(config, GemmConfig)
-            use_wgmma = config is None and wgmma_usable(x, qweight, scales, group)
-            path, auto = choose(m, n, k, group, _sm_count(x.device), use_gemv, use_wgmma)
+            path, auto = choose(m, n, k, group, _sm_count(x.device), use_gemv)
             config = config or auto
-    if path in ("wgmma", "wgmma_t"):
-        return _gluon_path(path, x, qweight, qzeros, scales, group, out, config, repacked, chosen)
-    if isinstance(config, (WgmmaConfig, WgmmaTConfig)):
-        raise TypeError(f"a {type(config).__name__} is for path='wgmma'/'wgmma_t', not {path!r}")
+    if path == "wgmma_t":
+        return _wgmma_t(x, qweight, qzeros, scales, group, out, config, repacked, chosen)
+    if isinstance(config, WgmmaTConfig):
+        raise TypeError(f"a WgmmaTConfig is for path='wgmma_t', not {path!r}")
     if path == "dequant":
         return torch.matmul(x, awq_dequantize(qweight, qzeros, scales, x.dtype), out=out)
     if path == "gemv":
@@ -295,35 +260,27 @@ def awq_gemm(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scale
     return gemm_fused(x, qweight, qzeros, scales, config, out)
 
 
-def _gluon_path(path: str, x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor,
-                group: int, out: torch.Tensor, config, repacked, chosen: bool) -> torch.Tensor:
-    """The Hopper Gluon paths of ``awq_gemm`` ("wgmma": W as wgmma's shared-memory operand;
-    "wgmma_t": the transposed product from the repacked weights). An automatic choice has checked
-    that the path is usable already."""
+def _wgmma_t(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor, group: int,
+             out: torch.Tensor, config, repacked, chosen: bool) -> torch.Tensor:
+    """The "wgmma_t" path (an automatic choice has checked that it is usable). If its Gluon kernel
+    does not build with this Triton: an explicit ``path`` raises; an automatic choice turns the path
+    off with a warning and computes the product on the other paths."""
     m, k = x.shape
     n = qweight.shape[1] * PACK_FACTOR
-    sms = _sm_count(x.device)
-
-    def fallback() -> torch.Tensor:
-        return awq_gemm(x, qweight, qzeros, scales, out=out)
-
-    if path == "wgmma":
-        module = _wgmma_module()
-        if not chosen and (module is None or not module.supports(x, qweight, scales, group)):
-            raise ValueError("the wgmma path needs Hopper, fp16 x and scales, N % 128 == 0, K and the group "
-                             "size multiples of 64, 16-byte aligned rows of x, and Triton with Gluon")
-        if not isinstance(config, WgmmaConfig):
-            config = wgmma_config(m, n, k, sms)
-        counters = _counters(x.device, module.output_tiles(m, n, config)) if config.split_k > 1 else None
-        return _gluon_launch(path, module, lambda: module.wgmma_gemm(x, qweight, qzeros, scales, config, out,
-                                                                     counters), chosen, fallback)
     module = wgmma_t_module()
     if not chosen and (repacked is None or module is None or not module.supports(x, n, k, group, scales.dtype)):
-        raise ValueError("the wgmma_t path needs the layer's repacked weights (awq_wgmma_t.repack), Hopper, "
+        raise ValueError("the wgmma_t path needs the layer's repacked weights (repack_for_wgmma_t), Hopper, "
                          "fp16 x and scales, N % 64 == 0, K and the group size multiples of 64, 16-byte aligned "
                          "rows of x, and Triton with Gluon")
     if not isinstance(config, WgmmaTConfig):
-        config = wgmma_t_config(m, n, k, sms)
+        config = wgmma_t_config(m, n, k, _sm_count(x.device))
     counters = _counters(x.device, module.output_tiles(m, n, config)) if config.split_k > 1 else None
-    return _gluon_launch(path, module, lambda: module.wgmma_t_gemm(x, *repacked, config, out, counters), chosen,
-                         fallback)
+    try:
+        return module.wgmma_t_gemm(x, *repacked, config, out, counters)
+    except module.BUILD_ERRORS as e:
+        if not chosen:
+            raise
+        _BUILD_ERROR.append(f"{type(e).__name__}: {e}")
+        logger.warning("the AWQ wgmma_t kernel does not build with Triton %s (%s); using the other paths",
+                       triton.__version__, _BUILD_ERROR[0].splitlines()[0][:300])
+        return awq_gemm(x, qweight, qzeros, scales, out=out)

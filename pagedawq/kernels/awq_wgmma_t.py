@@ -6,8 +6,8 @@ warpgroup) and the tokens its N side (any multiple of 8 up to 256). Why:
 * The unpacked weights never touch shared memory. wgmma takes its A operand from registers; each
   warpgroup unpacks its 64 rows of W^T straight into the registers the instruction reads, so a K
   tile costs no shared-memory store of W, no fence and no CTA-wide barrier between the unpack and
-  the MMA (the kernel in ``awq_wgmma``, with W as the B operand, needs all three, and its shared
-  memory traffic, ~140 bytes a cycle at 128 x 256 tiles, exceeds the SM's 128).
+  the MMA. (The kernel this replaced, sessions 4-5, had W as the B operand: it needed all three,
+  and its shared-memory traffic, ~140 bytes a cycle at 128 x 256 tiles, exceeded the SM's 128.)
 * Small token counts waste nothing: a 32-token batch is one m64n32k16 wgmma per warpgroup and K
   step instead of a 64- or 128-row tile mostly of padding, so the kernel can stream the weights at
   M = 16-128 as well as compute at M = 512.
@@ -23,7 +23,8 @@ x, the packed words and the zero/scale row of each K tile come by TMA, ``STAGES`
 wgmma is waited for before the next tile is unpacked (see ``_step``: its A registers would be
 overwritten while it runs), so a program's unpack and its MMA alternate; a program is one
 warpgroup, and the two to four programs that share an SM keep its tensor cores busy in turn.
-Split-K as in ``awq_wgmma`` (fp32 partials, the last slice sums them in order).
+Split-K as in ``awq_kernels`` (fp32 partials in a workspace; the last slice of a tile to arrive,
+found with an atomic counter that it then resets, sums them in slice order: deterministic).
 
 Measured on the H100 (benchmarks/notes/awq_gemm.md, session 6): 1.1-1.9x the previous choice of
 ``awq_gemm`` at M = 2-2048 on the Llama-2-7B and 13B/TP=2 layers. Gluon has no CPU interpreter:
@@ -42,14 +43,19 @@ from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 from pagedawq.kernels.awq_configs import WgmmaTConfig, nonempty_split
 from pagedawq.kernels.awq_kernels import _CONSTRAINTS_SCALED, _F16X8, _UNPACK_F16_SCALED
-from pagedawq.kernels.awq_wgmma import BUILD_ERRORS, _is_hopper  # noqa: F401 - BUILD_ERRORS: awq_gemm reads it
 from pagedawq.quant.pack import PACK_FACTOR, unpack_int4
 
 UNPACK = gl.constexpr(_UNPACK_F16_SCALED.value)
 CONSTRAINTS = gl.constexpr(_CONSTRAINTS_SCALED.value)
 F16X8 = gl.constexpr(_F16X8.value)
+# The TMA load and the CTA barrier were renamed between Triton 3.6 (the GPU image) and 3.9 (the CPU
+# wheel); same operations.
 _tma_load = getattr(tma, "async_load", None) or tma.async_copy_global_to_shared
 _cta_barrier = getattr(gl, "thread_barrier", None) or gl.barrier
+# What a Triton whose Gluon API differs from the one this kernel is written for raises when it
+# builds the kernel (a renamed builtin, a changed signature, a compilation error); awq_gemm then
+# stops choosing this path.
+BUILD_ERRORS = (triton.CompilationError, AttributeError, TypeError, ImportError)
 
 BLOCK_K = 64
 BAND = 16          # rows of W^T per warp (one wgmma row slice)
@@ -84,6 +90,11 @@ def repack(qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor) ->
     z = (unpack_int4(qzeros).to(torch.float16) + 1024).view(torch.int16).to(torch.int32)   # exact below 2048
     s = scales.to(torch.float16).view(torch.int16).to(torch.int32)
     return words, ((z & 0xFFFF) | (s << 16)).contiguous()
+
+
+@lru_cache(maxsize=None)
+def _is_hopper(device: torch.device) -> bool:
+    return torch.version.hip is None and torch.cuda.get_device_capability(device)[0] == 9
 
 
 def supports(x: torch.Tensor, n: int, k: int, group: int, scales_dtype: torch.dtype) -> bool:

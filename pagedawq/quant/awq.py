@@ -121,7 +121,9 @@ class AWQLinearMethod(LinearMethod):
 
 
 def awq_gemv_shapes(model: nn.Module) -> set[tuple[int, int, int]]:
-    """(N, K, group) of every AWQ linear layer of ``model`` (this rank's shards): the shapes whose
-    GEMV launch configuration ``gemv_autotune`` can tune."""
+    """(N, K, group) of every AWQ linear layer of ``model`` (this rank's shards) that runs the GEMV
+    path at small M: the shapes whose launch configuration ``gemv_autotune`` can tune. Layers
+    repacked for the "wgmma_t" path (Hopper, fp16) never do."""
     return {(m.qweight.shape[1] * PACK_FACTOR, m.qweight.shape[0], m.qweight.shape[0] // m.scales.shape[0])
-            for m in model.modules() if isinstance(getattr(m, "linear_method", None), AWQLinearMethod)}
+            for m in model.modules() if isinstance(getattr(m, "linear_method", None), AWQLinearMethod)
+            and getattr(m, "wgmma_t_weights", None) is None}
