@@ -423,16 +423,19 @@ def get_config(path: str, m: int, n: int, k: int, group: int, sms: int) -> GemmC
 
 def wgmma_t_config(m: int, n: int, k: int, sms: int) -> WgmmaTConfig:
     """Tiles of the "wgmma_t" path, fitted to the H100 sweeps of 2026-11-26 (``kernels.py --wgmma-t``:
-    the Llama-2-7B, 13B/TP=2 and 70B/TP=8 layers at M = 1-2048; this rule is within 5% of each
-    cell's best measured config on geometric mean): 64 channels a program (one warpgroup:
-    programs sharing an SM overlap one's unpack with another's wgmma); the smallest token tile
-    that holds M up to 128 tokens, 256 above 256; split-K until there are two programs per SM at
-    M <= 128 and one above, with slices of at least 10 K tiles (shorter ones lost on the 1024 x
-    8192 layer), at most 4 slices (16 for the narrowest layers at M <= 16, where 4 left most SMs
-    idle), halved at the 128-token tile where that still leaves a program per SM or the slices are
-    under 32 K tiles; pipeline
-    steps of 4 K tiles for the memory-bound small tiles, 2 at 64-128 tokens, 1 at 256 (each step
-    waits for its wgmmas, so a longer step spreads that latency), 2-3 steps deep."""
+    the Llama-2-7B, 13B/TP=2 and 70B/TP=8 layers at M = 1-2048; within 2.4% of each cell's best
+    measured config on geometric mean, 24% at worst):
+
+    * 64 channels a program: one warpgroup, so programs sharing an SM overlap one's unpack with
+      another's wgmma (two warpgroups a program run in lockstep and lost everywhere);
+    * the smallest token tile that holds M up to 128 tokens, 256 above 256 tokens;
+    * split-K until there are two programs per SM at M <= 128 and one above, in slices of at least
+      10 K tiles (shorter ones lost on the 1024 x 8192 layer), at most 4 (16 for the narrowest
+      layers at M <= 16, where 4 left most SMs idle); halved at the 128-token tile where a program
+      per SM remains or the slices would be under 32 K tiles;
+    * pipeline steps of 4 K tiles for the memory-bound small tiles, 2 at 64-128 tokens, 1 at 256
+      (each step waits for its wgmmas, so a longer step spreads that latency), 2-3 steps deep.
+    """
     block_t = 256 if m > 256 else next((t for t in WGMMA_T_BLOCK_TS if m <= t <= 128), 128)
     tiles = (n // 64) * -(-m // block_t)
     want = 2 * sms if m <= 128 else sms
