@@ -43,8 +43,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from pagedawq.kernels import awq_configs  # noqa: E402
 from pagedawq.kernels.awq_configs import (GemmConfig, gemv_block_m, gemv_candidates, gemv_config,  # noqa: E402
                                           heuristic_config)
-from pagedawq.kernels.awq_gemm import (awq_dequantize, awq_gemm, gemm_fused, gemv, repack_for_wgmma_t,  # noqa: E402
-                                       wgmma_t_usable)
+from pagedawq.kernels.awq_gemm import (awq_dequantize, awq_gemm, default_path, gemm_fused, gemv,  # noqa: E402
+                                       repack_for_wgmma_t)
 from pagedawq.kernels.graph_timing import capture_round_robin  # noqa: E402
 from pagedawq.quant.pack import pack_awq_gemm, quantize_weight  # noqa: E402
 
@@ -114,11 +114,9 @@ class Layer:
         """``awq_gemm`` over each weight copy as the engine calls it (with the repacked weights)."""
         return [lambda w=w, r=r: awq_gemm(x, *w, out=out, repacked=r) for w, r in zip(self.int4, self.repacked)]
 
-    def path(self, x: torch.Tensor, sms: int) -> str:
+    def path(self, x: torch.Tensor) -> str:
         """The path ``awq_gemm`` takes for x on this layer, as the engine calls it."""
-        if self.repacked[0] is not None and wgmma_t_usable(x, self.n, self.k, GROUP, self.scales.dtype):
-            return "wgmma_t"
-        return awq_configs.choose(x.shape[0], self.n, self.k, GROUP, sms, True)[0]
+        return default_path(x, self.qweight, self.scales, GROUP, self.repacked[0])[0]
 
     def x(self, m: int) -> torch.Tensor:
         if m not in self._x:
@@ -342,7 +340,7 @@ def run_wgmma_t(sms: int, out_dir: str, layers: list, ms: list[int]) -> None:
                 x = layer.x(m)
                 out = torch.empty(m, n, dtype=torch.float16, device="cuda")
                 t_ref = graph_time_us([lambda w=w: torch.matmul(x, w, out=out) for w in layer.fp16], 5, 20)
-                path = layer.path(x, sms)
+                path = layer.path(x)
                 t_cur = graph_time_us(layer.awq_fns(x, out), 5, 20)
                 best = (float("inf"), None, 0.0)
                 for cfg in wgmma_t_candidates(m, n, k, sms):
@@ -519,7 +517,7 @@ def main() -> None:
             awq_gemm(x, layer.qweight, layer.qzeros, layer.scales, out=out, repacked=layer.repacked[0])
             err = layer.rel_err(m, out)
             t = graph_time_us(layer.awq_fns(x, out))
-            path = layer.path(x, sms)
+            path = layer.path(x)
             nbytes, flops = layer.bytes(m), 2 * m * n * k
             floor = max(nbytes / (bw * 1e9), flops / (peak * 1e12)) * 1e6
             cell = (f"{k:>6}{n:>7}{m:>6} {path:<8}{t_ref:>10.1f}{t:>9.1f}{t_ref / t:>8.2f}"

@@ -421,6 +421,7 @@ def get_config(path: str, m: int, n: int, k: int, group: int, sms: int) -> GemmC
     return heuristic_config(path, m_bucket(m), n, k, group, sms)
 
 
+@lru_cache(maxsize=4096)
 def wgmma_t_config(m: int, n: int, k: int, sms: int) -> WgmmaTConfig:
     """Tiles of the "wgmma_t" path, fitted to the H100 sweeps of 2026-11-26 (``kernels.py --wgmma-t``:
     the Llama-2-7B, 13B/TP=2 and 70B/TP=8 layers at M = 1-2048; within 2.4% of each cell's best

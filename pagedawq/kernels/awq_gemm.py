@@ -100,10 +100,9 @@ _BUILD_ERROR: list[str] = []
 
 def wgmma_t_usable(x: torch.Tensor, n: int, k: int, group: int, scales_dtype: torch.dtype) -> bool:
     """Whether the "wgmma_t" path may be chosen for this x and an [K, N] layer whose weights were
-    repacked for it (PAGEDAWQ_DISABLE_WGMMA_T=1 turns it off, for A/B comparisons)."""
-    if not (WGMMA_T_M_MIN <= x.shape[0] <= WGMMA_T_M_MAX) or not x.is_cuda or _interpreting():
-        return False
-    if os.environ.get("PAGEDAWQ_DISABLE_WGMMA_T", "0") == "1" or _BUILD_ERROR:
+    repacked for it (``repack_for_wgmma_t``; PAGEDAWQ_DISABLE_WGMMA_T=1 at load time leaves them
+    unrepacked, for A/B comparisons)."""
+    if not (WGMMA_T_M_MIN <= x.shape[0] <= WGMMA_T_M_MAX) or not x.is_cuda or _interpreting() or _BUILD_ERROR:
         return False
     module = wgmma_t_module()
     return module is not None and module.supports(x, n, k, group, scales_dtype)
@@ -115,14 +114,26 @@ def repack_for_wgmma_t(qweight: torch.Tensor, qzeros: torch.Tensor, scales: torc
     that path cannot run them (not Hopper, not fp16 scales, shapes it does not tile, no Gluon, or
     PAGEDAWQ_DISABLE_WGMMA_T=1): ``awq_gemm(..., repacked=...)`` then takes the other paths."""
     k, n8 = qweight.shape
-    n = n8 * PACK_FACTOR
-    group = k // scales.shape[0]
     module = wgmma_t_module()
-    probe = torch.empty((WGMMA_T_M_MIN, k), dtype=torch.float16, device=qweight.device)
     if (module is None or os.environ.get("PAGEDAWQ_DISABLE_WGMMA_T", "0") == "1"
-            or not module.supports(probe, n, k, group, scales.dtype)):
+            or not module.supports_layer(qweight.device, n8 * PACK_FACTOR, k, k // scales.shape[0], scales.dtype)):
         return None
     return module.repack(qweight, qzeros, scales)
+
+
+def default_path(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, group: int,
+                 repacked: tuple[torch.Tensor, torch.Tensor] | None = None, config=None) -> tuple[str, object]:
+    """The path (and configuration, None where the path picks its own) ``awq_gemm`` takes for x on
+    this layer when no ``path`` is given: "wgmma_t" where the layer was repacked for it, else
+    ``awq_configs.choose``."""
+    m, k = x.shape
+    n = qweight.shape[1] * PACK_FACTOR
+    if repacked is not None and config is None and wgmma_t_usable(x, n, k, group, scales.dtype):
+        return "wgmma_t", None
+    # A GemmConfig without a path keeps its fused kernel: the GEMV path is never picked for it.
+    use_gemv = x.is_cuda and not _interpreting() and not isinstance(config, GemmConfig)
+    path, auto = choose(m, n, k, group, _sm_count(x.device), use_gemv)
+    return path, config or auto
 
 
 # (BLOCK_K, BLOCK_N, num_warps) of the PTX dequant kernel.
@@ -234,13 +245,7 @@ def awq_gemm(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scale
         path = "dequant"
     chosen = path is None
     if chosen:
-        if repacked is not None and config is None and wgmma_t_usable(x, n, k, group, scales.dtype):
-            path = "wgmma_t"
-        else:
-            # A GemmConfig without a path keeps its fused kernel: the GEMV path is never picked for it.
-            use_gemv = x.is_cuda and not _interpreting() and not isinstance(config, GemmConfig)
-            path, auto = choose(m, n, k, group, _sm_count(x.device), use_gemv)
-            config = config or auto
+        path, config = default_path(x, qweight, scales, group, repacked, config)
     if path == "wgmma_t":
         return _wgmma_t(x, qweight, qzeros, scales, group, out, config, repacked, chosen)
     if isinstance(config, WgmmaTConfig):

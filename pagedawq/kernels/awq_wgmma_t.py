@@ -97,11 +97,16 @@ def _is_hopper(device: torch.device) -> bool:
     return torch.version.hip is None and torch.cuda.get_device_capability(device)[0] == 9
 
 
+def supports_layer(device: torch.device, n: int, k: int, group: int, scales_dtype: torch.dtype) -> bool:
+    """Whether this kernel can run an [K, N] layer on ``device``: Hopper, fp16 scales, N % 64 == 0,
+    K and the group size multiples of 64 (checked once, when the layer is repacked)."""
+    return (device.type == "cuda" and _is_hopper(device) and scales_dtype == torch.float16
+            and n % 64 == 0 and k % BLOCK_K == 0 and group % BLOCK_K == 0)
+
+
 def supports(x: torch.Tensor, n: int, k: int, group: int, scales_dtype: torch.dtype) -> bool:
-    """Whether this kernel takes these tensors: Hopper, fp16 x and scales, N % 64 == 0, K and the
-    group size multiples of 64, x row-major with 16-byte aligned rows (TMA)."""
-    return (x.is_cuda and _is_hopper(x.device) and x.dtype == torch.float16 and scales_dtype == torch.float16
-            and n % 64 == 0 and k % BLOCK_K == 0 and group % BLOCK_K == 0
+    """``supports_layer`` for x's device, and x fp16, row-major with 16-byte aligned rows (TMA)."""
+    return (supports_layer(x.device, n, k, group, scales_dtype) and x.dtype == torch.float16
             and x.stride(1) == 1 and (x.stride(0) * 2) % 16 == 0 and x.data_ptr() % 16 == 0)
 
 
