@@ -80,6 +80,7 @@ def test_kernel_compiles_for_sm90_with_the_weights_in_registers(block_n, block_t
     # writing a running wgmma's A registers (ptxas does not keep them from being reused)
     assert s["hgmma"] == 4 * kt and s["wait_all"] == 1
     assert s["a_register_hazards"] == 0
+    assert s["tma_loads"] == 3 * (4 + 1)   # x, words, zero/scale: one box each a step (4-step prologue + loop)
     assert (s["atomics"] > 0) == split
 
 

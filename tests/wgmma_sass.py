@@ -48,17 +48,19 @@ def _compile(kernel, sig: dict, constexprs: dict, num_warps: int) -> list[str]:
 
 
 def sass_t(cfg: WgmmaTConfig, split: bool = False, group: int = 128) -> list[str]:
-    """SASS of ``awq_wgmma_t_kernel`` for ``cfg``."""
-    x_l, w_l, z_l = awq_wgmma_t.shared_layouts(cfg)
-    x = torch.zeros(256, 4096, dtype=torch.float16)
-    words = torch.zeros(4096 // 64 * 4096 // 16, awq_wgmma_t.BAND_WORDS, dtype=torch.int32)
-    zs = torch.zeros(4096 // group, 4096, dtype=torch.int32)
-    sig = {"x_desc": _desc(x, [cfg.block_t, awq_wgmma_t.BLOCK_K], x_l),
-           "w_desc": _desc(words, [cfg.block_n // awq_wgmma_t.BAND, awq_wgmma_t.BAND_WORDS], w_l),
-           "zs_desc": _desc(zs, [1, cfg.block_n], z_l), **_SCALARS}
+    """SASS of ``awq_wgmma_t_kernel`` for ``cfg`` (K = N = 4096)."""
+    k = n = 4096
+    kt = awq_wgmma_t.k_tiles_per_step(k, group, cfg)
+    x_l, w_l, z_l = awq_wgmma_t.shared_layouts(cfg, kt)
+    x3 = torch.zeros(256, k, dtype=torch.float16).as_strided((k // 64, 256, 64), (64, k, 1))
+    words = torch.zeros(k // 64, n // 16, awq_wgmma_t.BAND_WORDS, dtype=torch.int32)
+    zs = torch.zeros(k // group, n, dtype=torch.int32)
+    sig = {"x_desc": _desc(x3, [kt, cfg.block_t, awq_wgmma_t.BLOCK_K], x_l),
+           "w_desc": _desc(words, [kt, cfg.block_n // awq_wgmma_t.BAND, awq_wgmma_t.BAND_WORDS], w_l),
+           "zs_desc": _desc(zs, [max(1, 64 * kt // group), cfg.block_n], z_l), **_SCALARS}
     return _compile(awq_wgmma_t.awq_wgmma_t_kernel, sig,
                     {"G": group, "W_LAYOUT": awq_wgmma_t.words_layout(cfg.block_n), "STAGES": cfg.stages,
-                     "KT": cfg.k_tiles, "SPLIT": split, "num_warps": cfg.num_warps}, cfg.num_warps)
+                     "SPLIT": split, "num_warps": cfg.num_warps}, cfg.num_warps)
 
 
 def a_register_hazards(lines: list[str]) -> list[str]:

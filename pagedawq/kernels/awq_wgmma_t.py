@@ -19,7 +19,9 @@ come as one int32 (fp16 ``1024 + z`` | fp16 ``s``). The unpack is the PTX of ``a
 (``(w >> 4i) & 0x000F000F | 0x64006400`` = two fp16 ``1024 + q``, minus ``1024 + z``, times s):
 exactly ``pack.dequantize_awq`` rounded to fp16.
 
-x, the packed words and the zero/scale row of each K tile come by TMA, ``STAGES`` tiles ahead. Each
+x, the packed words and the zero/scale rows come by TMA, one 3-D box each per pipeline step of 1, 2
+or 4 K tiles, ``STAGES`` steps ahead (every TMA instruction costs a CTA barrier that Triton's
+membar pass puts before it: one box per step and operand, not per K tile). Each
 wgmma is waited for before the next tile is unpacked (see ``_step``: its A registers would be
 overwritten while it runs), so a program's unpack and its MMA alternate; a program is one
 warpgroup, and the two to four programs that share an SM keep its tensor cores busy in turn.
@@ -144,33 +146,36 @@ def _unpack_a(wq, zs, a_layout: gl.constexpr, w_layout: gl.constexpr):
 
 
 @gluon.jit
-def _load_step(s, kt, x_desc, w_desc, zs_desc, x_bufs, w_bufs, z_bufs, bars, off_t, pid_n, bands_n,
-               G: gl.constexpr, KT: gl.constexpr):
-    """TMA of K tiles kt .. kt + KT - 1 (x, packed words, zero/scale row of each) into stage ``s``
-    (buffers s * KT + j), on the stage's barrier."""
-    BK: gl.constexpr = x_desc.block_type.shape[1]
-    BANDS: gl.constexpr = w_desc.block_type.shape[0]
+def _load_step(s, kt, x_desc, w_desc, zs_desc, x_bufs, w_bufs, z_bufs, bars, off_t, pid_n, G: gl.constexpr):
+    """TMA of the step's K tiles kt .. kt + KT - 1 into stage ``s``: one 3-D box of x, one of the
+    packed words and the step's zero/scale rows, on the stage's barrier (three TMA instructions a
+    step whatever KT: each one costs a CTA barrier that Triton's membar pass puts before it)."""
+    BANDS: gl.constexpr = w_desc.block_type.shape[1]
     nbytes: gl.constexpr = x_desc.block_type.nbytes + w_desc.block_type.nbytes + zs_desc.block_type.nbytes
-    mbarrier.expect(bars.index(s), KT * nbytes)
-    for j in gl.static_range(KT):
-        b = s * KT + j
-        _tma_load(x_desc, [off_t, (kt + j) * BK], bars.index(s), x_bufs.index(b))
-        _tma_load(w_desc, [(kt + j) * bands_n + pid_n * BANDS, 0], bars.index(s), w_bufs.index(b))
-        _tma_load(zs_desc, [((kt + j) * BK) // G, pid_n * 16 * BANDS], bars.index(s), z_bufs.index(b))
+    mbarrier.expect(bars.index(s), nbytes)
+    _tma_load(x_desc, [kt, off_t, 0], bars.index(s), x_bufs.index(s))
+    _tma_load(w_desc, [kt, pid_n * BANDS, 0], bars.index(s), w_bufs.index(s))
+    _tma_load(zs_desc, [(kt * 64) // G, pid_n * 16 * BANDS], bars.index(s), z_bufs.index(s))
 
 
 @gluon.jit
-def _unpack_buf(w_bufs, z_bufs, b, a_layout: gl.constexpr, W_LAYOUT: gl.constexpr, num_warps: gl.constexpr):
-    BN: gl.constexpr = 16 * w_bufs.shape[1]
-    wq = w_bufs.index(b).load(gl.BlockedLayout([1, 4], [1, 32], [num_warps, 1], [1, 0]))
-    zs = z_bufs.index(b).reshape([BN]).load(gl.SliceLayout(1, W_LAYOUT))
+def _unpack_buf(w_bufs, z_bufs, s, j: gl.constexpr, G: gl.constexpr, a_layout: gl.constexpr,
+                W_LAYOUT: gl.constexpr, num_warps: gl.constexpr):
+    """W^T of K tile j of stage s in wgmma's A layout."""
+    KT: gl.constexpr = w_bufs.shape[1]
+    BANDS: gl.constexpr = w_bufs.shape[2]
+    words = w_bufs.index(s).reshape([KT * BANDS, 128]).slice(j * BANDS, BANDS)
+    wq = words.load(gl.BlockedLayout([1, 4], [1, 32], [num_warps, 1], [1, 0]))
+    BN: gl.constexpr = 16 * BANDS
+    R: gl.constexpr = z_bufs.shape[1]
+    zs = z_bufs.index(s).reshape([R * BN]).slice(((j * 64) // G) * BN, BN).load(gl.SliceLayout(1, W_LAYOUT))
     return _unpack_a(wq, zs, a_layout, W_LAYOUT)
 
 
 @gluon.jit
-def _step(i, kt_lo, acc, use_acc, x_desc, w_desc, zs_desc, x_bufs, w_bufs, z_bufs, bars, off_t, pid_n, bands_n,
-          n_steps, G: gl.constexpr, STAGES: gl.constexpr, KT: gl.constexpr, a_layout: gl.constexpr,
-          W_LAYOUT: gl.constexpr, num_warps: gl.constexpr):
+def _step(i, kt_lo, acc, use_acc, x_desc, w_desc, zs_desc, x_bufs, w_bufs, z_bufs, bars, off_t, pid_n,
+          n_steps, G: gl.constexpr, STAGES: gl.constexpr, a_layout: gl.constexpr, W_LAYOUT: gl.constexpr,
+          num_warps: gl.constexpr):
     """The program's i-th step, KT K tiles: unpack their W^T into registers, then run their wgmmas,
     wait for them, and refill the stage with step i + STAGES.
 
@@ -181,48 +186,50 @@ def _step(i, kt_lo, acc, use_acc, x_desc, w_desc, zs_desc, x_bufs, w_bufs, z_buf
     overlaps the tensor cores across programs instead: one warpgroup a program, two or more
     programs an SM; KT > 1 spreads each step's fixed cost (barrier wait, wgmma latency, TMA issue)
     over more of the weight stream."""
+    KT: gl.constexpr = x_desc.block_type.shape[0]
     s = i % STAGES
     mbarrier.wait(bars.index(s), (i // STAGES) & 1)
-    b = s * KT
-    a0 = _unpack_buf(w_bufs, z_bufs, b, a_layout, W_LAYOUT, num_warps)
+    a0 = _unpack_buf(w_bufs, z_bufs, s, 0, G, a_layout, W_LAYOUT, num_warps)
     if KT >= 2:
-        a1 = _unpack_buf(w_bufs, z_bufs, b + 1, a_layout, W_LAYOUT, num_warps)
+        a1 = _unpack_buf(w_bufs, z_bufs, s, 1, G, a_layout, W_LAYOUT, num_warps)
     if KT == 4:
-        a2 = _unpack_buf(w_bufs, z_bufs, b + 2, a_layout, W_LAYOUT, num_warps)
-        a3 = _unpack_buf(w_bufs, z_bufs, b + 3, a_layout, W_LAYOUT, num_warps)
-    acc = warpgroup_mma(a0, x_bufs.index(b).permute((1, 0)), acc, use_acc=use_acc, is_async=True)
+        a2 = _unpack_buf(w_bufs, z_bufs, s, 2, G, a_layout, W_LAYOUT, num_warps)
+        a3 = _unpack_buf(w_bufs, z_bufs, s, 3, G, a_layout, W_LAYOUT, num_warps)
+    BT: gl.constexpr = x_desc.block_type.shape[1]
+    xs = x_bufs.index(s).reshape([KT * BT, x_desc.block_type.shape[2]])   # K tile j: rows j*BT ..
+    acc = warpgroup_mma(a0, xs.slice(0, BT).permute((1, 0)), acc, use_acc=use_acc, is_async=True)
     if KT >= 2:
-        acc = warpgroup_mma(a1, x_bufs.index(b + 1).permute((1, 0)), acc, is_async=True)
+        acc = warpgroup_mma(a1, xs.slice(BT, BT).permute((1, 0)), acc, is_async=True)
     if KT == 4:
-        acc = warpgroup_mma(a2, x_bufs.index(b + 2).permute((1, 0)), acc, is_async=True)
-        acc = warpgroup_mma(a3, x_bufs.index(b + 3).permute((1, 0)), acc, is_async=True)
+        acc = warpgroup_mma(a2, xs.slice(2 * BT, BT).permute((1, 0)), acc, is_async=True)
+        acc = warpgroup_mma(a3, xs.slice(3 * BT, BT).permute((1, 0)), acc, is_async=True)
     acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc, ))
     ni = i + STAGES
     if ni < n_steps:
-        _load_step(s, kt_lo + ni * KT, x_desc, w_desc, zs_desc, x_bufs, w_bufs, z_bufs, bars, off_t, pid_n, bands_n,
-                   G, KT)
+        _load_step(s, kt_lo + ni * KT, x_desc, w_desc, zs_desc, x_bufs, w_bufs, z_bufs, bars, off_t, pid_n, G)
     return acc
 
 
 @gluon.jit(do_not_specialize=["M", "split_k"])
 def awq_wgmma_t_kernel(x_desc, w_desc, zs_desc, out_ptr, ws_ptr, cnt_ptr, M, N, K, stride_om, split_k,
-                       G: gl.constexpr, W_LAYOUT: gl.constexpr, STAGES: gl.constexpr, KT: gl.constexpr,
-                       SPLIT: gl.constexpr, num_warps: gl.constexpr):
+                       G: gl.constexpr, W_LAYOUT: gl.constexpr, STAGES: gl.constexpr, SPLIT: gl.constexpr,
+                       num_warps: gl.constexpr):
     """One [BLOCK_N channels, BLOCK_T tokens] tile of out^T (program ids 0, 1) over one K slice (2),
     KT K tiles a step (the host makes KT divide the number of K tiles)."""
-    BT: gl.constexpr = x_desc.block_type.shape[0]
-    BK: gl.constexpr = x_desc.block_type.shape[1]
-    BANDS: gl.constexpr = w_desc.block_type.shape[0]
+    KT: gl.constexpr = x_desc.block_type.shape[0]
+    BT: gl.constexpr = x_desc.block_type.shape[1]
+    BK: gl.constexpr = x_desc.block_type.shape[2]
+    BANDS: gl.constexpr = w_desc.block_type.shape[1]
     BN: gl.constexpr = 16 * BANDS
+    R: gl.constexpr = zs_desc.block_type.shape[0]
     pid_n = gl.program_id(0)
     pid_t = gl.program_id(1)
     pid_s = gl.program_id(2)
     off_t = pid_t * BT
-    bands_n = N // 16
 
-    x_bufs = gl.allocate_shared_memory(gl.float16, [STAGES * KT, BT, BK], x_desc.layout)
-    w_bufs = gl.allocate_shared_memory(gl.int32, [STAGES * KT, BANDS, 128], w_desc.layout)
-    z_bufs = gl.allocate_shared_memory(gl.int32, [STAGES * KT, 1, BN], zs_desc.layout)
+    x_bufs = gl.allocate_shared_memory(gl.float16, [STAGES, KT, BT, BK], x_desc.layout)
+    w_bufs = gl.allocate_shared_memory(gl.int32, [STAGES, KT, BANDS, 128], w_desc.layout)
+    z_bufs = gl.allocate_shared_memory(gl.int32, [STAGES, R, BN], zs_desc.layout)
     bars = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     for i in gl.static_range(STAGES):
         mbarrier.init(bars.index(i), count=1)
@@ -233,8 +240,7 @@ def awq_wgmma_t_kernel(x_desc, w_desc, zs_desc, out_ptr, ws_ptr, cnt_ptr, M, N, 
     n_steps = gl.minimum(per_split, k_steps - pid_s * per_split)    # >= 1: no empty slices
     for i in gl.static_range(STAGES):
         if i < n_steps:
-            _load_step(i, kt_lo + i * KT, x_desc, w_desc, zs_desc, x_bufs, w_bufs, z_bufs, bars, off_t, pid_n,
-                       bands_n, G, KT)
+            _load_step(i, kt_lo + i * KT, x_desc, w_desc, zs_desc, x_bufs, w_bufs, z_bufs, bars, off_t, pid_n, G)
 
     mma_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
                                                          instr_shape=[16, BT, 16])
@@ -243,7 +249,7 @@ def awq_wgmma_t_kernel(x_desc, w_desc, zs_desc, out_ptr, ws_ptr, cnt_ptr, M, N, 
 
     for i in range(n_steps):
         acc = _step(i, kt_lo, acc, i > 0, x_desc, w_desc, zs_desc, x_bufs, w_bufs, z_bufs, bars, off_t, pid_n,
-                    bands_n, n_steps, G, STAGES, KT, a_layout, W_LAYOUT, num_warps)
+                    n_steps, G, STAGES, a_layout, W_LAYOUT, num_warps)
     for i in gl.static_range(STAGES):
         mbarrier.invalidate(bars.index(i))
 
@@ -270,17 +276,18 @@ def awq_wgmma_t_kernel(x_desc, w_desc, zs_desc, out_ptr, ws_ptr, cnt_ptr, M, N, 
 
 
 @lru_cache(maxsize=None)
-def shared_layouts(cfg: WgmmaTConfig):
-    """Shared-memory layouts of the x tile, the packed-word tile and the zero/scale row."""
-    return (gl.NVMMASharedLayout.get_default_for([cfg.block_t, BLOCK_K], gl.float16),
-            gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=32, rank=2),
+def shared_layouts(cfg: WgmmaTConfig, kt: int):
+    """Shared-memory layouts of a step's x tiles, packed-word tiles and zero/scale rows."""
+    return (gl.NVMMASharedLayout.get_default_for([kt, cfg.block_t, BLOCK_K], gl.float16),
+            gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=32, rank=3),
             gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=32, rank=2))
 
 
-def k_tiles_per_step(k: int, cfg: WgmmaTConfig) -> int:
-    """``cfg.k_tiles`` lowered to the largest of 4, 2, 1 that divides K's tiles of 64."""
+def k_tiles_per_step(k: int, group: int, cfg: WgmmaTConfig) -> int:
+    """``cfg.k_tiles`` lowered to the largest of 4, 2, 1 that divides K's tiles of 64 and whose step
+    holds whole groups or lies inside one (a step loads its groups' zero/scale rows at once)."""
     kt = cfg.k_tiles
-    while (k // BLOCK_K) % kt:
+    while (k // BLOCK_K) % kt or (group % (BLOCK_K * kt) and (BLOCK_K * kt) % group):
         kt //= 2
     return kt
 
@@ -296,7 +303,8 @@ def wgmma_t_gemm(x: torch.Tensor, words: torch.Tensor, zs: torch.Tensor, cfg: Wg
     n = zs.shape[1]
     if n % cfg.block_n:
         raise ValueError(f"N = {n} is not a multiple of BLOCK_N = {cfg.block_n}")
-    kt = k_tiles_per_step(k, cfg)
+    group = k // zs.shape[0]
+    kt = k_tiles_per_step(k, group, cfg)
     split = nonempty_split(k // (BLOCK_K * kt), cfg.split_k)
     if split > 1:
         if counters is None or counters.numel() < output_tiles(m, n, cfg):
@@ -304,11 +312,15 @@ def wgmma_t_gemm(x: torch.Tensor, words: torch.Tensor, zs: torch.Tensor, cfg: Wg
         ws = torch.empty((split, m, n), dtype=torch.float32, device=x.device)
     else:
         ws, counters = out, zs   # never touched without split-K
-    x_l, w_l, z_l = shared_layouts(cfg)
-    x_desc = TensorDescriptor.from_tensor(x, [cfg.block_t, BLOCK_K], x_l)
-    w_desc = TensorDescriptor.from_tensor(words, [cfg.block_n // BAND, BAND_WORDS], w_l)
-    zs_desc = TensorDescriptor.from_tensor(zs, [1, cfg.block_n], z_l)
+    x_l, w_l, z_l = shared_layouts(cfg, kt)
+    # K tile t of x is x3[t]: one 3-D box loads a step's KT tiles (TMA takes the strides as they are)
+    x3 = x.as_strided((k // BLOCK_K, m, BLOCK_K), (BLOCK_K, x.stride(0), 1))
+    x_desc = TensorDescriptor.from_tensor(x3, [kt, cfg.block_t, BLOCK_K], x_l)
+    w_desc = TensorDescriptor.from_tensor(words.view(k // BLOCK_K, n // BAND, BAND_WORDS),
+                                          [kt, cfg.block_n // BAND, BAND_WORDS], w_l)
+    zs_desc = TensorDescriptor.from_tensor(zs, [max(1, BLOCK_K * kt // group), cfg.block_n], z_l)
     grid = (n // cfg.block_n, triton.cdiv(m, cfg.block_t), split)
     awq_wgmma_t_kernel[grid](x_desc, w_desc, zs_desc, out, ws, counters, m, n, k, out.stride(0), split,
-                             G=k // zs.shape[0], W_LAYOUT=words_layout(cfg.block_n), STAGES=cfg.stages, KT=kt, SPLIT=split > 1, num_warps=cfg.num_warps)
+                             G=group, W_LAYOUT=words_layout(cfg.block_n), STAGES=cfg.stages, SPLIT=split > 1,
+                             num_warps=cfg.num_warps)
     return out
