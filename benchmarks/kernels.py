@@ -314,8 +314,8 @@ def wgmma_t_candidates(m: int, n: int, k: int, sms: int) -> list:
     that split, and pipelines of 1, 2 or 4 K tiles a step at about the same depth in K tiles
     (deeper for the memory-bound small token tiles)."""
     base = awq_configs.wgmma_t_config(m, n, k, sms)
-    depth = {8: ((8, 1), (4, 2), (2, 4), (3, 4)), 16: ((8, 1), (4, 2), (2, 4), (3, 4)),
-             32: ((8, 1), (4, 2), (2, 4), (3, 4)), 64: ((4, 1), (2, 2), (3, 2), (2, 4)),
+    depth = {8: ((8, 1), (4, 2), (2, 4), (3, 4), (4, 4)), 16: ((8, 1), (4, 2), (2, 4), (3, 4), (4, 4)),
+             32: ((8, 1), (4, 2), (2, 4), (3, 4), (4, 4)), 64: ((4, 1), (2, 2), (3, 2), (2, 4)),
              128: ((3, 1), (2, 2), (3, 2)), 256: ((3, 1), (2, 2))}[base.block_t]
     splits = {base.split_k, max(1, base.split_k // 2)}
     if base.split_k >= awq_configs.WGMMA_MAX_SPLIT:   # capped: try more slices of at least 8 K tiles
