@@ -7,6 +7,8 @@
 * transformers ``generate`` in fp16 on the same shape (batch 1 and 8);
 * the SmolLM2-135M shape in bf16 against transformers (batch 1 and 32);
 * ``async``: decode with asynchronous scheduling off and on;
+* ``no_pdl``: decode (fp16 and AWQ, batch 1/16/64) without programmatic dependent launch
+  (``PAGEDAWQ_DISABLE_PDL=1``), to compare with the ``decode`` rows of the same run;
 * ``no_wgmma_t``: AWQ decode at batch 1 and 64, prefill and throughput without the Hopper "wgmma_t"
   GEMM path (``PAGEDAWQ_DISABLE_WGMMA_T=1``), to compare with the ``decode``/``throughput`` rows of
   the same run.
@@ -129,6 +131,25 @@ def section_no_wgmma_t(args) -> None:
         del os.environ["PAGEDAWQ_DISABLE_WGMMA_T"]
 
 
+def section_no_pdl(args) -> None:
+    """Decode without programmatic dependent launch (fresh engines, kernels and CUDA graphs)."""
+    from pagedawq.kernels.pdl import pdl_enabled
+    os.environ["PAGEDAWQ_DISABLE_PDL"] = "1"
+    pdl_enabled.cache_clear()
+    try:
+        for quant in (None, "awq"):
+            tag = quant or "fp16"
+            llm = engine(args.model, dtype="float16", quantization=quant, max_num_seqs=256)
+            for batch in (1, 16, 64):
+                record(f"decode tok/s  {args.model} {tag} batch {batch} without PDL",
+                       decode_tok_s(llm, batch, 32, args.output_len))
+            llm.close()
+            del llm
+    finally:
+        del os.environ["PAGEDAWQ_DISABLE_PDL"]
+        pdl_enabled.cache_clear()
+
+
 def section_baseline(args) -> None:
     llm = engine(args.model, dtype="float16", attention_backend="torch", enforce_eager=True, max_num_seqs=64)
     for batch in (1, 64):
@@ -181,7 +202,7 @@ def main() -> None:
     args = p.parse_args()
     print(f"device: {device_name()}  torch {torch.__version__}  date {time.strftime('%Y-%m-%d')}", flush=True)
     sections = {"decode": section_decode, "async": section_async, "baseline": section_baseline, "transformers": section_transformers,
-                "small": section_small, "no_wgmma_t": section_no_wgmma_t}
+                "small": section_small, "no_wgmma_t": section_no_wgmma_t, "no_pdl": section_no_pdl}
     for name in args.sections:
         if name in sections:
             start = time.perf_counter()

@@ -309,18 +309,31 @@ WGMMA_T_LAYERS = [("llama2-7b", name, k, n) for name, k, n in MODELS["llama2-7b"
 WGMMA_T_MS = [1, 2, 8, 16, 32, 64, 128, 256, 512, 1024, 2048]
 
 
+WGMMA_T_DEPTHS = {8: ((8, 1), (4, 2), (2, 4), (3, 4), (4, 4)), 16: ((8, 1), (4, 2), (2, 4), (3, 4), (4, 4)),
+                  32: ((8, 1), (4, 2), (2, 4), (3, 4), (4, 4)), 64: ((4, 1), (2, 2), (3, 2), (2, 4)),
+                  128: ((3, 1), (2, 2), (3, 2)), 256: ((3, 1), (2, 2))}
+
+
 def wgmma_t_candidates(m: int, n: int, k: int, sms: int) -> list:
     """Configs of the transposed kernel worth timing at M: the default rule's tiles and split-K, half
     that split, and pipelines of 1, 2 or 4 K tiles a step at about the same depth in K tiles
-    (deeper for the memory-bound small token tiles)."""
+    (deeper for the memory-bound small token tiles); and the other channel count: 128 channels
+    (two wgmmas sharing each x tile) with the same and twice the split where the rule takes 64,
+    64 x 256 where it takes 128 x 128."""
     base = awq_configs.wgmma_t_config(m, n, k, sms)
-    depth = {8: ((8, 1), (4, 2), (2, 4), (3, 4), (4, 4)), 16: ((8, 1), (4, 2), (2, 4), (3, 4), (4, 4)),
-             32: ((8, 1), (4, 2), (2, 4), (3, 4), (4, 4)), 64: ((4, 1), (2, 2), (3, 2), (2, 4)),
-             128: ((3, 1), (2, 2), (3, 2)), 256: ((3, 1), (2, 2))}[base.block_t]
     splits = {base.split_k, max(1, base.split_k // 2)}
     if base.split_k >= awq_configs.WGMMA_MAX_SPLIT:   # capped: try more slices of at least 8 K tiles
         splits |= {s for s in (8, 16) if k // 64 >= 8 * s}
-    return [replace(base, stages=st, k_tiles=kt, split_k=sp) for sp in sorted(splits) for st, kt in depth]
+    out = [replace(base, stages=st, k_tiles=kt, split_k=sp) for sp in sorted(splits)
+           for st, kt in WGMMA_T_DEPTHS[base.block_t]]
+    if base.block_n == 128:
+        out += [replace(base, block_n=64, block_t=256, stages=st, k_tiles=kt, split_k=1)
+                for st, kt in WGMMA_T_DEPTHS[256]]
+    elif n % 128 == 0 and base.block_t <= 128:
+        out += [replace(base, block_n=128, stages=st, k_tiles=kt, split_k=sp)
+                for sp in sorted({base.split_k, min(2 * base.split_k, k // 64 // 8) or 1})
+                for st, kt in WGMMA_T_DEPTHS[base.block_t]]
+    return out
 
 
 def run_wgmma_t(sms: int, out_dir: str, layers: list, ms: list[int]) -> None:

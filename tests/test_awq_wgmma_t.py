@@ -67,7 +67,7 @@ def test_repack_refuses_shapes_the_kernel_cannot_tile():
 
 
 @pytest.mark.parametrize("block_n,block_t,split,kt", [(64, 16, False, 1), (128, 64, False, 1), (64, 256, False, 2),
-                                                      (64, 32, True, 4)])
+                                                      (64, 32, True, 4), (128, 128, False, 2), (128, 8, True, 4)])
 def test_kernel_compiles_for_sm90_with_the_weights_in_registers(block_n, block_t, split, kt):
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     proc = subprocess.run([sys.executable, "-m", "tests.wgmma_sass", str(block_n), str(block_t),
@@ -76,22 +76,37 @@ def test_kernel_compiles_for_sm90_with_the_weights_in_registers(block_n, block_t
     assert proc.returncode == 0, proc.stderr[-3000:]
     s = json.loads(proc.stdout.strip().splitlines()[-1])
     assert s["spill_stores"] == 0
-    # the loop body's 4 HGMMAs a K tile, then one full wait before the next step's unpack, and nothing
-    # writing a running wgmma's A registers (ptxas does not keep them from being reused)
-    assert s["hgmma"] == 4 * kt and s["wait_all"] == 1
+    # the loop body's 4 HGMMAs a K tile and 64 channels, then one full wait before the next step's
+    # unpack, and nothing writing a running wgmma's A registers (ptxas does not keep them from being reused)
+    assert s["hgmma"] == 4 * kt * block_n // 64 and s["wait_all"] == 1
     assert s["a_register_hazards"] == 0
     assert s["tma_loads"] == 3 * (4 + 1)   # x, words, zero/scale: one box each a step (4-step prologue + loop)
     assert (s["atomics"] > 0) == split
+    # programmatic dependent launch: the wait for the previous kernel (ptxas may copy it into the
+    # prologue's branches), and the signal to the next one after the main loop
+    assert s["pdl_waits"] >= 1 and s["pdl_triggers"] >= 1
+
+
+def test_tiles_the_kernel_cannot_run_are_refused():
+    from pagedawq.kernels.awq_wgmma_t import wgmma_t_gemm
+    x = torch.zeros(8, 256, dtype=torch.float16)
+    for n, cfg in ((256, TConfig(128, 256)),   # 256 fp32 accumulators a thread
+                   (256, TConfig(256, 8)),     # more channels than one warpgroup's two m64 wgmmas
+                   (192, TConfig(128, 8))):    # N not a multiple of BLOCK_N
+        words, zs = repack(*_layer(256, n, 64, seed=2))
+        with pytest.raises(ValueError, match="BLOCK_N"):
+            wgmma_t_gemm(x, words, zs, cfg, torch.empty(8, n, dtype=torch.float16))
 
 
 def test_config_choice():
     from pagedawq.kernels.awq_configs import WGMMA_T_M_MAX, WGMMA_T_M_MIN, wgmma_t_config
     sms = 132
     assert (WGMMA_T_M_MIN, WGMMA_T_M_MAX) == (1, 2048)
-    # the smallest token tile that holds M up to 128 tokens, 256 above 256
-    assert [wgmma_t_config(m, 22016, 4096, sms).block_t for m in (2, 8, 9, 33, 100, 256, 300, 2048)] == \
-        [8, 8, 16, 64, 128, 128, 256, 256]
-    assert all(wgmma_t_config(m, 12288, 4096, sms).block_n == 64 for m in (2, 64, 2048))
+    # up to 256 tokens: 64 channels and the smallest token tile that holds M up to 128; above, 128 x 128
+    assert [(c.block_n, c.block_t) for c in (wgmma_t_config(m, 22016, 4096, sms)
+                                             for m in (2, 8, 9, 33, 100, 256, 300, 2048))] == \
+        [(64, 8), (64, 8), (64, 16), (64, 64), (64, 128), (64, 128), (128, 128), (128, 128)]
+    assert wgmma_t_config(2048, 4032, 4096, sms).block_n == 64    # N not a multiple of 128
     # split-K to two programs per SM at M <= 128 (one above; halved at 128-token tiles), at most 4
     # slices of >= 8 K tiles
     assert wgmma_t_config(16, 12288, 4096, sms).split_k == 2       # 192 tiles
@@ -102,11 +117,12 @@ def test_config_choice():
     assert wgmma_t_config(128, 4096, 4096, sms).split_k == 2       # 64 tiles: 4, halved (slices < 32 K tiles)
     assert wgmma_t_config(1, 1280, 8192, sms).split_k == 12        # 20 tiles: up to 16 slices of >= 10 K tiles
     assert wgmma_t_config(1, 8192, 1024, sms).split_k == 1         # 16 K tiles: no slices of >= 10
-    assert wgmma_t_config(512, 4096, 11008, sms).split_k == 2      # 128 tiles of 256 tokens: < 1 per SM
+    assert wgmma_t_config(512, 4096, 11008, sms).split_k == 2      # 128 tiles of 128 x 128: < 1 per SM
     assert wgmma_t_config(2048, 4096, 4096, sms).split_k == 1
     assert wgmma_t_config(16, 1024, 512, sms).split_k == 1         # 8 K tiles: no split
     assert [(c.stages, c.k_tiles) for c in (wgmma_t_config(m, 4096, 4096, sms) for m in (8, 32, 64, 128, 512))] == \
-        [(2, 4), (2, 4), (2, 2), (2, 2), (3, 1)]
+        [(2, 4), (2, 4), (2, 2), (2, 2), (2, 2)]
+    assert (lambda c: (c.stages, c.k_tiles))(wgmma_t_config(512, 4032, 4096, sms)) == (3, 1)   # 64 x 256
 
 
 def test_forced_path_without_repacked_weights_is_a_clear_error():
@@ -190,3 +206,39 @@ def test_gpu_awq_gemm_takes_the_path_with_repacked_weights_and_in_a_cuda_graph()
         graph.replay()
         torch.cuda.synchronize()
         assert _rel_err(out, x, layer) < 2e-3
+
+
+@hopper
+@pytest.mark.gpu
+@pytest.mark.parametrize("m", [1, 64])
+def test_gpu_pdl_chain_reads_each_input_after_the_kernel_before_wrote_it(m):
+    """norm -> GEMM -> norm -> ... in a CUDA graph: the norms let the next kernel start early and the
+    GEMMs are launched with PDL (pagedawq.kernels.pdl), so each GEMM must still read the x its norm
+    wrote in this replay; the buffers hold the previous replay's values, which would show."""
+    from pagedawq.kernels import fused_ops
+    from pagedawq.kernels.awq_gemm import awq_gemm, repack_for_wgmma_t
+    from pagedawq.kernels.pdl import pdl_enabled
+    assert pdl_enabled(torch.device("cuda"))
+    layer = _layer(4096, 4096, 128, seed=5, device="cuda")
+    repacked = repack_for_wgmma_t(*layer)
+    weight = torch.rand(4096, device="cuda").half() + 0.5
+    h0 = torch.empty(m, 4096, device="cuda", dtype=torch.float16)
+
+    def chain() -> list[torch.Tensor]:
+        hs = [h0]
+        for _ in range(6):
+            hs.append(awq_gemm(fused_ops.rms_norm(hs[-1], weight, 1e-5), *layer, repacked=repacked))
+        return hs
+
+    h0.normal_()
+    chain()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        hs = chain()
+    for seed in range(3):
+        torch.manual_seed(seed)
+        h0.normal_()
+        graph.replay()
+        torch.cuda.synchronize()
+        for i in range(6):
+            assert _rel_err(hs[i + 1], fused_ops.rms_norm(hs[i], weight, 1e-5), layer) < 2e-3, (seed, i)

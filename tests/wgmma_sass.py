@@ -47,7 +47,7 @@ def _compile(kernel, sig: dict, constexprs: dict, num_warps: int) -> list[str]:
     return [ln.split("*/", 1)[1].strip() for ln in out.splitlines() if "*/" in ln and ";" in ln]
 
 
-def sass_t(cfg: WgmmaTConfig, split: bool = False, group: int = 128) -> list[str]:
+def sass_t(cfg: WgmmaTConfig, split: bool = False, group: int = 128, pdl: bool = True) -> list[str]:
     """SASS of ``awq_wgmma_t_kernel`` for ``cfg`` (K = N = 4096)."""
     k = n = 4096
     kt = awq_wgmma_t.k_tiles_per_step(k, group, cfg)
@@ -60,7 +60,7 @@ def sass_t(cfg: WgmmaTConfig, split: bool = False, group: int = 128) -> list[str
            "zs_desc": _desc(zs, [max(1, 64 * kt // group), cfg.block_n], z_l), **_SCALARS}
     return _compile(awq_wgmma_t.awq_wgmma_t_kernel, sig,
                     {"G": group, "W_LAYOUT": awq_wgmma_t.words_layout(cfg.block_n), "STAGES": cfg.stages,
-                     "SPLIT": split, "num_warps": cfg.num_warps}, cfg.num_warps)
+                     "SPLIT": split, "PDL": pdl, "num_warps": cfg.num_warps}, cfg.num_warps)
 
 
 def a_register_hazards(lines: list[str]) -> list[str]:
@@ -96,7 +96,10 @@ def summary(lines: list[str]) -> dict[str, int]:
             "wait_all": sum("WARPGROUP.DEPBAR.LE gsb0, 0x0" in ln for ln in lines),
             "tma_loads": sum("UTMALDG" in ln for ln in lines),
             "shared_stores": sum(ln.split()[0].startswith(("STS", "STSM")) or " STS" in ln for ln in lines),
-            "atomics": sum(ln.split()[0].startswith(("ATOM", "RED")) or " ATOM" in ln or " RED" in ln for ln in lines)}
+            "atomics": sum(ln.split()[0].startswith(("ATOM", "RED")) or " ATOM" in ln or " RED" in ln for ln in lines),
+            # griddepcontrol.launch_dependents / .wait (programmatic dependent launch)
+            "pdl_triggers": sum(ln.split()[0] == "PREEXIT" for ln in lines),
+            "pdl_waits": sum(ln.split()[0] == "ACQBULK" for ln in lines)}
 
 
 if __name__ == "__main__":

@@ -78,8 +78,9 @@ class GemvConfig:
 @dataclass(frozen=True)
 class WgmmaTConfig:
     """Launch configuration of ``awq_wgmma_t_kernel`` (the "wgmma_t" path, out^T = W^T x^T):
-    BLOCK_N output channels per program (16 per warp), BLOCK_T tokens (wgmma's N), STAGES pipeline
-    steps in flight of K_TILES K tiles each, SPLIT_K slices of K per output tile."""
+    BLOCK_N output channels per program (64 or 128: one warpgroup, one or two m64 wgmmas a K step
+    sharing the x tile), BLOCK_T tokens (wgmma's N), STAGES pipeline steps in flight of K_TILES K
+    tiles each, SPLIT_K slices of K per output tile."""
     block_n: int
     block_t: int
     stages: int = 4
@@ -88,7 +89,7 @@ class WgmmaTConfig:
 
     @property
     def num_warps(self) -> int:
-        return self.block_n // 16
+        return 4
 
 
 def nonempty_split(k_tiles: int, split: int) -> int:
@@ -427,9 +428,12 @@ def wgmma_t_config(m: int, n: int, k: int, sms: int) -> WgmmaTConfig:
     the Llama-2-7B, 13B/TP=2 and 70B/TP=8 layers at M = 1-2048; within 2.4% of each cell's best
     measured config on geometric mean, 24% at worst):
 
-    * 64 channels a program: one warpgroup, so programs sharing an SM overlap one's unpack with
-      another's wgmma (two warpgroups a program run in lockstep and lost everywhere);
-    * the smallest token tile that holds M up to 128 tokens, 256 above 256 tokens;
+    * one warpgroup a program, so programs sharing an SM overlap one's unpack with another's wgmma
+      (two warpgroups a program run in lockstep and lost everywhere);
+    * up to 256 tokens, 64 channels and the smallest token tile that holds M (up to 128); above,
+      128 channels x 128 tokens (two m64 wgmmas sharing each x tile: 25% less shared-memory traffic
+      a MAC than 64 x 256, and half the x re-read from L2; 1.03-1.24x 64 x 256 at M = 1024 on
+      the 7B layers, H200 sweep of 2026-11-26, session 7);
     * split-K until there are two programs per SM at M <= 128 and one above, in slices of at least
       10 K tiles (shorter ones lost on the 1024 x 8192 layer), at most 4 (16 for the narrowest
       layers at M <= 16, where 4 left most SMs idle); halved at the 128-token tile where a program
@@ -437,12 +441,13 @@ def wgmma_t_config(m: int, n: int, k: int, sms: int) -> WgmmaTConfig:
     * pipeline steps of 4 K tiles for the memory-bound small tiles, 2 at 64-128 tokens, 1 at 256
       (each step waits for its wgmmas, so a longer step spreads that latency), 2-3 steps deep.
     """
-    block_t = 256 if m > 256 else next((t for t in WGMMA_T_BLOCK_TS if m <= t <= 128), 128)
-    tiles = (n // 64) * -(-m // block_t)
+    block_n = 128 if m > 256 and n % 128 == 0 else 64
+    block_t = 128 if block_n == 128 else 256 if m > 256 else next((t for t in WGMMA_T_BLOCK_TS if m <= t <= 128), 128)
+    tiles = (n // block_n) * -(-m // block_t)
     want = 2 * sms if m <= 128 else sms
     cap = 16 if m <= 16 and 4 * tiles < sms else WGMMA_MAX_SPLIT
     split = min(cap, -(-want // tiles), max(1, k // 64 // 10))
-    if block_t == 128 and (tiles * (split // 2) >= sms or k // 64 < 32 * split):
+    if block_t == 128 and block_n == 64 and (tiles * (split // 2) >= sms or k // 64 < 32 * split):
         split //= 2
     stages, k_tiles = (2, 4) if block_t <= 32 else (2, 2) if block_t <= 128 else (3, 1)
-    return WgmmaTConfig(64, block_t, stages=stages, split_k=nonempty_split(k // 64, split), k_tiles=k_tiles)
+    return WgmmaTConfig(block_n, block_t, stages=stages, split_k=nonempty_split(k // 64, split), k_tiles=k_tiles)

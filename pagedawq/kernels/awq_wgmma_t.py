@@ -45,6 +45,7 @@ from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 from pagedawq.kernels.awq_configs import WgmmaTConfig, nonempty_split
 from pagedawq.kernels.awq_kernels import _CONSTRAINTS_SCALED, _F16X8, _UNPACK_F16_SCALED
+from pagedawq.kernels.pdl import GEMM_MAX_TOKENS, pdl_enabled
 from pagedawq.quant.pack import PACK_FACTOR, unpack_int4
 
 UNPACK = gl.constexpr(_UNPACK_F16_SCALED.value)
@@ -115,10 +116,12 @@ def supports(x: torch.Tensor, n: int, k: int, group: int, scales_dtype: torch.dt
 @lru_cache(maxsize=None)
 def words_layout(block_n: int) -> gl.DistributedLinearLayout:
     """[BLOCK_N, 8] words (row n, column c = k1 + 2*k2 + 4*k3) as ``repack`` lays them out: each
-    thread's four of a K tile are one 16-byte load."""
-    warps = [[BAND << i, 0] for i in range((block_n // BAND).bit_length() - 1)]
-    return gl.DistributedLinearLayout(reg_bases=[[8, 0], [0, 4]], lane_bases=[[0, 1], [0, 2], [1, 0], [2, 0], [4, 0]],
-                                      warp_bases=warps, block_bases=[], shape=[block_n, 8])
+    thread's four of a K tile are one 16-byte load. Warp w holds bands w, w + 4, ... (rows 16w +
+    64r: the rows of its share of the r-th m64 wgmma)."""
+    reps = [[64 << i, 0] for i in range((block_n // 64).bit_length() - 1)]
+    return gl.DistributedLinearLayout(reg_bases=[[8, 0], [0, 4], *reps],
+                                      lane_bases=[[0, 1], [0, 2], [1, 0], [2, 0], [4, 0]],
+                                      warp_bases=[[16, 0], [32, 0]], block_bases=[], shape=[block_n, 8])
 
 
 @gluon.jit
@@ -146,16 +149,29 @@ def _unpack_a(wq, zs, a_layout: gl.constexpr, w_layout: gl.constexpr):
 
 
 @gluon.jit
-def _load_step(s, kt, x_desc, w_desc, zs_desc, x_bufs, w_bufs, z_bufs, bars, off_t, pid_n, G: gl.constexpr):
-    """TMA of the step's K tiles kt .. kt + KT - 1 into stage ``s``: one 3-D box of x, one of the
-    packed words and the step's zero/scale rows, on the stage's barrier (three TMA instructions a
-    step whatever KT: each one costs a CTA barrier that Triton's membar pass puts before it)."""
+def _load_weights(s, kt, x_desc, w_desc, zs_desc, w_bufs, z_bufs, bars, pid_n, G: gl.constexpr):
+    """TMA of the packed words and zero/scale rows of the step's K tiles kt .. kt + KT - 1 into stage
+    ``s``, on the stage's barrier, which then expects the step's x too (``_load_x``). One 3-D box per
+    operand and step whatever KT: each TMA instruction costs a CTA barrier that Triton's membar pass
+    puts before it."""
     BANDS: gl.constexpr = w_desc.block_type.shape[1]
     nbytes: gl.constexpr = x_desc.block_type.nbytes + w_desc.block_type.nbytes + zs_desc.block_type.nbytes
     mbarrier.expect(bars.index(s), nbytes)
-    _tma_load(x_desc, [kt, off_t, 0], bars.index(s), x_bufs.index(s))
     _tma_load(w_desc, [kt, pid_n * BANDS, 0], bars.index(s), w_bufs.index(s))
     _tma_load(zs_desc, [(kt * 64) // G, pid_n * 16 * BANDS], bars.index(s), z_bufs.index(s))
+
+
+@gluon.jit
+def _load_x(s, kt, x_desc, x_bufs, bars, off_t):
+    """TMA of the step's KT tiles of x into stage ``s`` (one 3-D box)."""
+    _tma_load(x_desc, [kt, off_t, 0], bars.index(s), x_bufs.index(s))
+
+
+@gluon.jit
+def _load_step(s, kt, x_desc, w_desc, zs_desc, x_bufs, w_bufs, z_bufs, bars, off_t, pid_n, G: gl.constexpr):
+    """All of a step's operands into stage ``s``."""
+    _load_weights(s, kt, x_desc, w_desc, zs_desc, w_bufs, z_bufs, bars, pid_n, G)
+    _load_x(s, kt, x_desc, x_bufs, bars, off_t)
 
 
 @gluon.jit
@@ -213,9 +229,12 @@ def _step(i, kt_lo, acc, use_acc, x_desc, w_desc, zs_desc, x_bufs, w_bufs, z_buf
 @gluon.jit(do_not_specialize=["M", "split_k"])
 def awq_wgmma_t_kernel(x_desc, w_desc, zs_desc, out_ptr, ws_ptr, cnt_ptr, M, N, K, stride_om, split_k,
                        G: gl.constexpr, W_LAYOUT: gl.constexpr, STAGES: gl.constexpr, SPLIT: gl.constexpr,
-                       num_warps: gl.constexpr):
+                       PDL: gl.constexpr, num_warps: gl.constexpr):
     """One [BLOCK_N channels, BLOCK_T tokens] tile of out^T (program ids 0, 1) over one K slice (2),
-    KT K tiles a step (the host makes KT divide the number of K tiles)."""
+    KT K tiles a step (the host makes KT divide the number of K tiles). With ``PDL`` (the launch has
+    the programmatic-dependent attribute, ``pagedawq.kernels.pdl``) the first stages' weights are
+    requested before the wait for the previous kernel, x after it, and the next kernel may be
+    scheduled once every program has left the main loop."""
     KT: gl.constexpr = x_desc.block_type.shape[0]
     BT: gl.constexpr = x_desc.block_type.shape[1]
     BK: gl.constexpr = x_desc.block_type.shape[2]
@@ -240,7 +259,12 @@ def awq_wgmma_t_kernel(x_desc, w_desc, zs_desc, out_ptr, ws_ptr, cnt_ptr, M, N, 
     n_steps = gl.minimum(per_split, k_steps - pid_s * per_split)    # >= 1: no empty slices
     for i in gl.static_range(STAGES):
         if i < n_steps:
-            _load_step(i, kt_lo + i * KT, x_desc, w_desc, zs_desc, x_bufs, w_bufs, z_bufs, bars, off_t, pid_n, G)
+            _load_weights(i, kt_lo + i * KT, x_desc, w_desc, zs_desc, w_bufs, z_bufs, bars, pid_n, G)
+    if PDL:   # x (and the workspace, counters and output written below) may belong to the previous kernel
+        gl.inline_asm_elementwise("griddepcontrol.wait; // $0", "=r", [], dtype=gl.int32, is_pure=False, pack=1)
+    for i in gl.static_range(STAGES):
+        if i < n_steps:
+            _load_x(i, kt_lo + i * KT, x_desc, x_bufs, bars, off_t)
 
     mma_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
                                                          instr_shape=[16, BT, 16])
@@ -252,6 +276,9 @@ def awq_wgmma_t_kernel(x_desc, w_desc, zs_desc, out_ptr, ws_ptr, cnt_ptr, M, N, 
                     n_steps, G, STAGES, a_layout, W_LAYOUT, num_warps)
     for i in gl.static_range(STAGES):
         mbarrier.invalidate(bars.index(i))
+    if PDL:   # the next kernel may be scheduled now; it waits for this one to finish (pdl.py)
+        gl.inline_asm_elementwise("griddepcontrol.launch_dependents; // $0", "=r", [], dtype=gl.int32,
+                                  is_pure=False, pack=1)
 
     # out[t, n] = acc[n, t]: each thread stores 8 consecutive channels of one token (16 bytes).
     out_layout: gl.constexpr = gl.BlockedLayout([8, 1], [BN // 8, 32 * 8 // BN], [1, num_warps], [0, 1])
@@ -301,8 +328,9 @@ def wgmma_t_gemm(x: torch.Tensor, words: torch.Tensor, zs: torch.Tensor, cfg: Wg
     """``out = x @ W`` from ``repack``'s tensors (the caller has checked ``supports``)."""
     m, k = x.shape
     n = zs.shape[1]
-    if n % cfg.block_n:
-        raise ValueError(f"N = {n} is not a multiple of BLOCK_N = {cfg.block_n}")
+    if n % cfg.block_n or cfg.block_n not in (64, 128) or cfg.block_n * cfg.block_t > 64 * 256:
+        raise ValueError(f"BLOCK_N = {cfg.block_n} must be 64 or 128 and divide N = {n}, with BLOCK_N x BLOCK_T "
+                         f"<= 64 x 256 (fp32 accumulators of one warpgroup), got BLOCK_T = {cfg.block_t}")
     group = k // zs.shape[0]
     kt = k_tiles_per_step(k, group, cfg)
     split = nonempty_split(k // (BLOCK_K * kt), cfg.split_k)
@@ -312,6 +340,7 @@ def wgmma_t_gemm(x: torch.Tensor, words: torch.Tensor, zs: torch.Tensor, cfg: Wg
         ws = torch.empty((split, m, n), dtype=torch.float32, device=x.device)
     else:
         ws, counters = out, zs   # never touched without split-K
+    pdl = m <= GEMM_MAX_TOKENS and pdl_enabled(x.device)
     x_l, w_l, z_l = shared_layouts(cfg, kt)
     # K tile t of x is x3[t]: one 3-D box loads a step's KT tiles (TMA takes the strides as they are)
     x3 = x.as_strided((k // BLOCK_K, m, BLOCK_K), (BLOCK_K, x.stride(0), 1))
@@ -322,5 +351,5 @@ def wgmma_t_gemm(x: torch.Tensor, words: torch.Tensor, zs: torch.Tensor, cfg: Wg
     grid = (n // cfg.block_n, triton.cdiv(m, cfg.block_t), split)
     awq_wgmma_t_kernel[grid](x_desc, w_desc, zs_desc, out, ws, counters, m, n, k, out.stride(0), split,
                              G=group, W_LAYOUT=words_layout(cfg.block_n), STAGES=cfg.stages, SPLIT=split > 1,
-                             num_warps=cfg.num_warps)
+                             PDL=pdl, num_warps=cfg.num_warps, launch_pdl=pdl)
     return out

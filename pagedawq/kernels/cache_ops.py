@@ -16,6 +16,7 @@ import triton
 import triton.language as tl
 
 from pagedawq.kernels.fused_ops import rotary_cos_sin, rotary_embedding, rotate_heads, row_warps
+from pagedawq.kernels.pdl import launch_options, pdl_enabled, pdl_start
 
 
 @triton.jit
@@ -78,8 +79,9 @@ def _rotary_write_kv_cache_kernel(
     stride_q, stride_k, stride_v, stride_cs, stride_c_kv, stride_c_block, stride_c_slot, stride_c_head,
     num_q_heads, num_kv_heads,
     HEAD_SIZE: tl.constexpr, HALF: tl.constexpr, HALF_PAD: tl.constexpr,
-    Q_HEADS_PAD: tl.constexpr, KV_HEADS_PAD: tl.constexpr, PAGE_SIZE: tl.constexpr,
+    Q_HEADS_PAD: tl.constexpr, KV_HEADS_PAD: tl.constexpr, PAGE_SIZE: tl.constexpr, PDL: tl.constexpr,
 ):
+    pdl_start(PDL)
     row = tl.program_id(0).to(tl.int64)
     cos, sin = rotary_cos_sin(positions_ptr, row, cos_sin_ptr, stride_cs, HALF, HALF_PAD)
     rotate_heads(q_ptr, row, stride_q, num_q_heads, cos, sin, HEAD_SIZE, HALF, HALF_PAD, Q_HEADS_PAD)
@@ -135,5 +137,5 @@ def rotary_embedding_write_kv_cache(positions: torch.Tensor, q: torch.Tensor, k:
         kv_cache.stride(0), kv_cache.stride(1), kv_cache.stride(2), kv_cache.stride(3),
         q.shape[1], num_kv_heads,
         HEAD_SIZE=head_dim, HALF=half, HALF_PAD=half_pad, Q_HEADS_PAD=q_heads_pad,
-        KV_HEADS_PAD=triton.next_power_of_2(num_kv_heads), PAGE_SIZE=page_size,
-        num_warps=row_warps(q_heads_pad * half_pad * 2))
+        KV_HEADS_PAD=triton.next_power_of_2(num_kv_heads), PAGE_SIZE=page_size, PDL=pdl_enabled(q.device),
+        num_warps=row_warps(q_heads_pad * half_pad * 2), **launch_options(q.device))

@@ -11,6 +11,8 @@ import torch
 import triton
 import triton.language as tl
 
+from pagedawq.kernels.pdl import launch_options, pdl_enabled, pdl_start
+
 
 def row_warps(block: int) -> int:
     """Warps for a program that owns one row of ``block`` elements (about 8 elements a thread)."""
@@ -26,7 +28,8 @@ def _as_rows(x: torch.Tensor) -> torch.Tensor:
 @triton.jit
 def _rms_norm_kernel(x_ptr, residual_ptr, residual_out_ptr, weight_ptr, out_ptr,
                      stride_x, stride_r, stride_ro, stride_o, hidden, eps,
-                     BLOCK: tl.constexpr, ADD_RESIDUAL: tl.constexpr):
+                     BLOCK: tl.constexpr, ADD_RESIDUAL: tl.constexpr, PDL: tl.constexpr):
+    pdl_start(PDL)
     row = tl.program_id(0).to(tl.int64)
     cols = tl.arange(0, BLOCK)
     mask = cols < hidden
@@ -52,7 +55,8 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     block = triton.next_power_of_2(hidden)
     _rms_norm_kernel[(rows.shape[0],)](
         rows, rows, rows, weight, out, rows.stride(0), 0, 0, out.stride(0), hidden, eps,
-        BLOCK=block, ADD_RESIDUAL=False, num_warps=row_warps(block))
+        BLOCK=block, ADD_RESIDUAL=False, PDL=pdl_enabled(x.device), num_warps=row_warps(block),
+        **launch_options(x.device))
     return out.view(x.shape)
 
 
@@ -72,7 +76,8 @@ def fused_add_rms_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Te
     _rms_norm_kernel[(rows.shape[0],)](
         rows, res_rows, residual_out, weight, out,
         rows.stride(0), res_rows.stride(0), residual_out.stride(0), out.stride(0), hidden, eps,
-        BLOCK=block, ADD_RESIDUAL=True, num_warps=row_warps(block))
+        BLOCK=block, ADD_RESIDUAL=True, PDL=pdl_enabled(x.device), num_warps=row_warps(block),
+        **launch_options(x.device))
     return out.view(x.shape), residual_out.view(x.shape)
 
 
@@ -153,7 +158,8 @@ def rotary_embedding(positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor, 
 
 
 @triton.jit
-def _silu_and_mul_kernel(x_ptr, out_ptr, stride_x, stride_o, inter, BLOCK: tl.constexpr):
+def _silu_and_mul_kernel(x_ptr, out_ptr, stride_x, stride_o, inter, BLOCK: tl.constexpr, PDL: tl.constexpr):
+    pdl_start(PDL)
     row = tl.program_id(0).to(tl.int64)
     cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     mask = cols < inter
@@ -171,5 +177,6 @@ def silu_and_mul(x: torch.Tensor) -> torch.Tensor:
     if out.numel() > 0:
         block = min(1024, triton.next_power_of_2(inter))
         _silu_and_mul_kernel[(rows.shape[0], triton.cdiv(inter, block))](
-            rows, out, rows.stride(0), out.stride(0), inter, BLOCK=block, num_warps=row_warps(block))
+            rows, out, rows.stride(0), out.stride(0), inter, BLOCK=block, PDL=pdl_enabled(x.device),
+            num_warps=row_warps(block), **launch_options(x.device))
     return out.view(*x.shape[:-1], inter)

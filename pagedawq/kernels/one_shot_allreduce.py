@@ -36,6 +36,7 @@ import triton
 import triton.language as tl
 
 from pagedawq.kernels.fused_ops import row_warps
+from pagedawq.kernels.pdl import launch_options, pdl_enabled, pdl_start
 
 # Elements a program moves per iteration, and the most programs one call uses: each program is one
 # barrier participant, so a few large programs beat many small ones at decode sizes.
@@ -135,10 +136,11 @@ def _one_shot_all_reduce_kernel(x_ptr, out_ptr, buffer_ptrs, signal_pad_ptrs, nu
 def _one_shot_all_reduce_add_rms_norm_kernel(x_ptr, residual_ptr, weight_ptr, out_ptr, residual_out_ptr,
                                              buffer_ptrs, signal_pad_ptrs, rows, hidden, eps,
                                              RANK: tl.constexpr, WORLD: tl.constexpr, BLOCK_H: tl.constexpr,
-                                             THREADS: tl.constexpr, USE_ASM: tl.constexpr):
+                                             THREADS: tl.constexpr, USE_ASM: tl.constexpr, PDL: tl.constexpr):
     """Rows ``pid, pid + nprog, ...`` of ``residual_out = sum_ranks(x) + residual`` and
     ``out = rms_norm(residual_out) * weight``; x, residual, out, residual_out are contiguous
     [rows, hidden]. The same staging and barriers as the plain kernel, one row per step."""
+    pdl_start(PDL)
     pid = tl.program_id(0)
     nprog = tl.num_programs(0)
     cols = tl.arange(0, BLOCK_H)
@@ -221,5 +223,6 @@ def one_shot_all_reduce_add_rms_norm(x: torch.Tensor, residual: torch.Tensor, we
         warps = max(row_warps(block), triton.cdiv(world_size, 32))
         _one_shot_all_reduce_add_rms_norm_kernel[(add_rms_norm_programs(rows),)](
             x, residual, weight, out, residual_out, buffer_ptrs, signal_pad_ptrs, rows, hidden, eps,
-            RANK=rank, WORLD=world_size, BLOCK_H=block, THREADS=32 * warps, USE_ASM=_use_asm(x), num_warps=warps)
+            RANK=rank, WORLD=world_size, BLOCK_H=block, THREADS=32 * warps, USE_ASM=_use_asm(x),
+            PDL=pdl_enabled(x.device), num_warps=warps, **launch_options(x.device))
     return out, residual_out

@@ -36,6 +36,7 @@ import triton
 import triton.language as tl
 
 from pagedawq.attention.metadata import AttentionMetadata
+from pagedawq.kernels.pdl import launch_options, pdl_enabled, pdl_start
 
 _LOG2E = 1.4426950408889634
 # A decode split should read at least this many tokens, or the reduce costs more than it saves.
@@ -103,8 +104,9 @@ def _prefill_kernel(
     stride_c_kv, stride_c_block, stride_c_slot, stride_c_head, stride_bt,
     GROUP: tl.constexpr, GROUP_PAD: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr, PAGE_SIZE: tl.constexpr, HEAD_DIM: tl.constexpr, DIM_PAD: tl.constexpr,
-    IEEE: tl.constexpr,
+    IEEE: tl.constexpr, PDL: tl.constexpr,
 ):
+    pdl_start(PDL)
     tile = tl.program_id(0)
     kv_head = tl.program_id(1)
     # The sequence owning this tile: the last i with query_start_loc[i] // BLOCK_Q + i <= tile.
@@ -164,7 +166,9 @@ def _decode_kernel(
     stride_c_kv, stride_c_block, stride_c_slot, stride_c_head, stride_bt,
     GROUP: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_N: tl.constexpr, PAGE_SIZE: tl.constexpr,
     HEAD_DIM: tl.constexpr, DIM_PAD: tl.constexpr, NUM_SPLITS: tl.constexpr, IEEE: tl.constexpr,
+    PDL: tl.constexpr,
 ):
+    pdl_start(PDL)
     seq = tl.program_id(0)
     kv_head = tl.program_id(1)
     split = tl.program_id(2)
@@ -207,7 +211,9 @@ def _decode_kernel(
 def _reduce_splits_kernel(
     out_ptr, part_out_ptr, part_lse_ptr, query_start_loc_ptr, num_q_heads, stride_ot, stride_oh,
     NUM_SPLITS: tl.constexpr, SPLITS_PAD: tl.constexpr, HEAD_DIM: tl.constexpr, DIM_PAD: tl.constexpr,
+    PDL: tl.constexpr,
 ):
+    pdl_start(PDL)
     seq = tl.program_id(0)
     head = tl.program_id(1)
     splits = tl.arange(0, SPLITS_PAD)
@@ -308,7 +314,8 @@ def prefill_attention(q: torch.Tensor, kv_cache: torch.Tensor, metadata: Attenti
         *_cache_strides(kv_cache), metadata.block_tables.stride(0),
         GROUP=group, GROUP_PAD=group_pad, BLOCK_Q=block_q, BLOCK_M=block_m, BLOCK_N=block_n,
         PAGE_SIZE=page_size, HEAD_DIM=head_dim, DIM_PAD=triton.next_power_of_2(head_dim),
-        IEEE=q.dtype == torch.float32, num_warps=num_warps, num_stages=num_stages,
+        IEEE=q.dtype == torch.float32, PDL=pdl_enabled(q.device), num_warps=num_warps, num_stages=num_stages,
+        **launch_options(q.device),
     )
     return out
 
@@ -350,13 +357,15 @@ def decode_attention(q: torch.Tensor, kv_cache: torch.Tensor, metadata: Attentio
         *_cache_strides(kv_cache), metadata.block_tables.stride(0),
         GROUP=group, BLOCK_H=max(16, triton.next_power_of_2(group)), BLOCK_N=block_n, PAGE_SIZE=page_size,
         HEAD_DIM=head_dim, DIM_PAD=dim_pad, NUM_SPLITS=num_kv_splits, IEEE=q.dtype == torch.float32,
+        PDL=pdl_enabled(q.device), **launch_options(q.device),
         num_warps=num_warps or 4, num_stages=num_stages or 2,
     )
     if num_kv_splits > 1:
         _reduce_splits_kernel[(num_seqs, num_q_heads)](
             out, part_out, part_lse, metadata.query_start_loc, num_q_heads, out.stride(0), out.stride(1),
             NUM_SPLITS=num_kv_splits, SPLITS_PAD=triton.next_power_of_2(num_kv_splits),
-            HEAD_DIM=head_dim, DIM_PAD=dim_pad, num_warps=4 if dim_pad >= 128 else 2,
+            HEAD_DIM=head_dim, DIM_PAD=dim_pad, PDL=pdl_enabled(q.device), num_warps=4 if dim_pad >= 128 else 2,
+            **launch_options(q.device),
         )
     return out
 
