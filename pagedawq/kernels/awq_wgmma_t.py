@@ -45,7 +45,7 @@ from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 from pagedawq.kernels.awq_configs import WgmmaTConfig, nonempty_split
 from pagedawq.kernels.awq_kernels import _CONSTRAINTS_SCALED, _F16X8, _UNPACK_F16_SCALED
-from pagedawq.kernels.pdl import GEMM_MAX_TOKENS, pdl_enabled
+from pagedawq.kernels.pdl import use_pdl
 from pagedawq.quant.pack import PACK_FACTOR, unpack_int4
 
 UNPACK = gl.constexpr(_UNPACK_F16_SCALED.value)
@@ -340,7 +340,7 @@ def wgmma_t_gemm(x: torch.Tensor, words: torch.Tensor, zs: torch.Tensor, cfg: Wg
         ws = torch.empty((split, m, n), dtype=torch.float32, device=x.device)
     else:
         ws, counters = out, zs   # never touched without split-K
-    pdl = m <= GEMM_MAX_TOKENS and pdl_enabled(x.device)
+    pdl = use_pdl(x.device, m)
     x_l, w_l, z_l = shared_layouts(cfg, kt)
     # K tile t of x is x3[t]: one 3-D box loads a step's KT tiles (TMA takes the strides as they are)
     x3 = x.as_strided((k // BLOCK_K, m, BLOCK_K), (BLOCK_K, x.stride(0), 1))

@@ -10,13 +10,18 @@ visible:
 
 * the small kernels (norms, SiLU, rotary + cache write, attention) do both at their start
   (``pdl_start``): their launch latency hides behind the kernel before them;
-* the AWQ "wgmma_t" GEMM at up to ``GEMM_MAX_TOKENS`` tokens requests its first pipeline stages'
+* the AWQ "wgmma_t" GEMM requests its first pipeline stages'
   weights before its wait (the weights do not depend on the previous kernel; x does), and signals
   its dependents only after its main loop: letting back-to-back GEMMs overlap whole made them
   slower in the kernel sweep (H200, 2026-11-26: e.g. 7B gate_up at M = 1 19.2 -> 24.3 us, M = 64
-  31.8 -> 40.5 us). Larger GEMMs are launched plainly: their grids are sized to fill each SM
-  evenly, which blocks placed while the kernel before still runs can undo (H100, 7B AWQ decode
-  with PDL on every GEMM: batch 1 +11.5%, batch 16 +3.9%, batch 64 -8.7%).
+  31.8 -> 40.5 us).
+
+Only launches of up to ``MAX_TOKENS`` tokens (rows, sequences) use it (``use_pdl``): the decode
+steps of small batches, where launch latency is a large share of each kernel. Larger ones are
+launched plainly: their grids are sized to fill each SM evenly, which blocks placed while the
+kernel before still runs can undo (H100, 7B AWQ decode with PDL at every size: batch 1 +5 to
++11.5%, batch 16 -8.6 to +3.9%, batch 64 -2 to -9%; with the GEMM limited to 16 tokens, batch
+64 still -6%).
 
 A kernel launched with the attribute must wait before it touches memory the previous kernels
 write; every kernel launched so here does. Kernels launched without it (torch's, cuBLAS) wait for
@@ -45,12 +50,17 @@ def pdl_enabled(device: torch.device) -> bool:
             and torch.cuda.get_device_capability(device)[0] >= 9)
 
 
-GEMM_MAX_TOKENS = 16
+MAX_TOKENS = 16
 
 
-def launch_options(device: torch.device) -> dict:
+def use_pdl(device: torch.device, tokens: int) -> bool:
+    """Whether a launch over ``tokens`` tokens on ``device`` uses PDL (its kernel's ``PDL`` argument)."""
+    return tokens <= MAX_TOKENS and pdl_enabled(device)
+
+
+def launch_options(pdl: bool) -> dict:
     """Launch keywords of a Triton kernel that starts with ``pdl_start(PDL)``."""
-    return {"launch_pdl": True} if pdl_enabled(device) else {}
+    return {"launch_pdl": True} if pdl else {}
 
 
 @triton.jit
