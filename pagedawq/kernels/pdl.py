@@ -19,9 +19,9 @@ visible:
 Only launches of up to ``MAX_TOKENS`` tokens (rows, sequences) use it (``use_pdl``): the decode
 steps of small batches, where launch latency is a large share of each kernel. Larger ones are
 launched plainly: their grids are sized to fill each SM evenly, which blocks placed while the
-kernel before still runs can undo (H100, 7B AWQ decode with PDL at every size: batch 1 +5 to
-+11.5%, batch 16 -8.6 to +3.9%, batch 64 -2 to -9%; with the GEMM limited to 16 tokens, batch
-64 still -6%).
+kernel before still runs can undo (H100, 7B AWQ decode, benchmarks/RESULTS.md "Session 7":
+with PDL at every size, batch 1 +5 to +12%, batch 16 -9 to +4%, batch 64 -2 to -9%; as here,
+batch 1 +16%, batch 16 +4%, batch 64 +1%).
 
 A kernel launched with the attribute must wait before it touches memory the previous kernels
 write; every kernel launched so here does. Kernels launched without it (torch's, cuBLAS) wait for
