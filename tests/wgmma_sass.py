@@ -37,7 +37,11 @@ def _desc(t: torch.Tensor, block: list[int], layout) -> str:
 def _compile(kernel, sig: dict, constexprs: dict, num_warps: int) -> list[str]:
     sig = {**sig, **{name: "constexpr" for name in constexprs}}
     src = GluonASTSource(kernel, sig, constexprs=constexprs)
-    compiled = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": num_warps})
+    return disassemble(triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": num_warps}))
+
+
+def disassemble(compiled) -> list[str]:
+    """The SASS instructions of a kernel compiled by ``triton.compile`` (nvdisasm, shipped with Triton)."""
     nvdisasm = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "nvdisasm")
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "k.cubin")
