@@ -183,7 +183,7 @@ def test_gpu_every_config_matches_float64(k, n, group):
             if nan_rows or err > 2e-3:
                 failed.append((m, cfg, f"rel err {err:.1e}, NaN rows {nan_rows[:4]}..{nan_rows[-2:]} ({len(nan_rows)})"))
     assert not failed, "\n".join(map(str, failed))
-    assert int(_counters(torch.device("cuda"), 1).abs().sum()) == 0
+    assert int(_counters(torch.device("cuda", torch.cuda.current_device()), 1).abs().sum()) == 0
 
 
 @hopper
