@@ -22,6 +22,7 @@ import gc
 import json
 import os
 import time
+from contextlib import contextmanager
 
 import torch
 from common import device_name, now, random_prompts, shape_dir
@@ -115,10 +116,22 @@ def section_async(args) -> None:
             del llm
 
 
+@contextmanager
+def switched_off(env_var: str):
+    """``env_var=1`` for the engines built inside (the switches are read at load or first launch)."""
+    from pagedawq.kernels.pdl import pdl_enabled
+    os.environ[env_var] = "1"
+    pdl_enabled.cache_clear()
+    try:
+        yield
+    finally:
+        del os.environ[env_var]
+        pdl_enabled.cache_clear()
+
+
 def section_no_wgmma_t(args) -> None:
     """AWQ without the "wgmma_t" path (a fresh engine, whose weights are then not repacked)."""
-    os.environ["PAGEDAWQ_DISABLE_WGMMA_T"] = "1"
-    try:
+    with switched_off("PAGEDAWQ_DISABLE_WGMMA_T"):
         llm = engine(args.model, dtype="float16", quantization="awq", max_num_seqs=256)
         for batch in (1, 64):
             record(f"decode tok/s  {args.model} awq batch {batch} without wgmma_t",
@@ -127,16 +140,11 @@ def section_no_wgmma_t(args) -> None:
         rps, tps = throughput(llm, args.num_prompts, 512, 128)
         record(f"throughput out tok/s awq {args.num_prompts} x 512/128 without wgmma_t", tps)
         llm.close()
-    finally:
-        del os.environ["PAGEDAWQ_DISABLE_WGMMA_T"]
 
 
 def section_no_pdl(args) -> None:
     """Decode without programmatic dependent launch (fresh engines, kernels and CUDA graphs)."""
-    from pagedawq.kernels.pdl import pdl_enabled
-    os.environ["PAGEDAWQ_DISABLE_PDL"] = "1"
-    pdl_enabled.cache_clear()
-    try:
+    with switched_off("PAGEDAWQ_DISABLE_PDL"):
         for quant in (None, "awq"):
             tag = quant or "fp16"
             llm = engine(args.model, dtype="float16", quantization=quant, max_num_seqs=256)
@@ -145,9 +153,6 @@ def section_no_pdl(args) -> None:
                        decode_tok_s(llm, batch, 32, args.output_len))
             llm.close()
             del llm
-    finally:
-        del os.environ["PAGEDAWQ_DISABLE_PDL"]
-        pdl_enabled.cache_clear()
 
 
 def section_baseline(args) -> None:

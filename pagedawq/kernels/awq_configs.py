@@ -433,7 +433,7 @@ def wgmma_t_config(m: int, n: int, k: int, sms: int) -> WgmmaTConfig:
     * up to 256 tokens, 64 channels and the smallest token tile that holds M (up to 128); above,
       128 channels x 128 tokens (two m64 wgmmas sharing each x tile: 25% less shared-memory traffic
       a MAC than 64 x 256, and half the x re-read from L2; on the 7B layers 1.02-1.10x 64 x 256
-      at M = 1024 and 1.04-1.18x at 2048 on the H100, even at 512; sweeps of session 7);
+      at M = 1024 and 1.04-1.18x at 2048 on the H100, about even at 512; sweeps of session 7);
     * split-K until there are two programs per SM at M <= 128 and one above, in slices of at least
       10 K tiles (shorter ones lost on the 1024 x 8192 layer), at most 4 (16 for the narrowest
       layers at M <= 16, where 4 left most SMs idle); halved at the 128-token tile where a program

@@ -45,7 +45,7 @@ from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 from pagedawq.kernels.awq_configs import WgmmaTConfig, nonempty_split
 from pagedawq.kernels.awq_kernels import _CONSTRAINTS_SCALED, _F16X8, _UNPACK_F16_SCALED
-from pagedawq.kernels.pdl import use_pdl
+from pagedawq.kernels.pdl import pdl_launch
 from pagedawq.quant.pack import PACK_FACTOR, unpack_int4
 
 UNPACK = gl.constexpr(_UNPACK_F16_SCALED.value)
@@ -340,7 +340,6 @@ def wgmma_t_gemm(x: torch.Tensor, words: torch.Tensor, zs: torch.Tensor, cfg: Wg
         ws = torch.empty((split, m, n), dtype=torch.float32, device=x.device)
     else:
         ws, counters = out, zs   # never touched without split-K
-    pdl = use_pdl(x.device, m)
     x_l, w_l, z_l = shared_layouts(cfg, kt)
     # K tile t of x is x3[t]: one 3-D box loads a step's KT tiles (TMA takes the strides as they are)
     x3 = x.as_strided((k // BLOCK_K, m, BLOCK_K), (BLOCK_K, x.stride(0), 1))
@@ -351,5 +350,5 @@ def wgmma_t_gemm(x: torch.Tensor, words: torch.Tensor, zs: torch.Tensor, cfg: Wg
     grid = (n // cfg.block_n, triton.cdiv(m, cfg.block_t), split)
     awq_wgmma_t_kernel[grid](x_desc, w_desc, zs_desc, out, ws, counters, m, n, k, out.stride(0), split,
                              G=group, W_LAYOUT=words_layout(cfg.block_n), STAGES=cfg.stages, SPLIT=split > 1,
-                             PDL=pdl, num_warps=cfg.num_warps, launch_pdl=pdl)
+                             num_warps=cfg.num_warps, **pdl_launch(x.device, m))
     return out

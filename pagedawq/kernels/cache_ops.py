@@ -16,7 +16,7 @@ import triton
 import triton.language as tl
 
 from pagedawq.kernels.fused_ops import rotary_cos_sin, rotary_embedding, rotate_heads, row_warps
-from pagedawq.kernels.pdl import launch_options, pdl_start, use_pdl
+from pagedawq.kernels.pdl import pdl_launch, pdl_start
 
 
 @triton.jit
@@ -131,12 +131,11 @@ def rotary_embedding_write_kv_cache(positions: torch.Tensor, q: torch.Tensor, k:
     half = head_dim // 2
     half_pad = triton.next_power_of_2(half)
     q_heads_pad = triton.next_power_of_2(q.shape[1])
-    pdl = use_pdl(q.device, num_tokens)
     _rotary_write_kv_cache_kernel[(num_tokens,)](
         positions, q, k, v, cos_sin_cache, kv_cache, slot_mapping,
         q.stride(0), k.stride(0), v.stride(0), cos_sin_cache.stride(0),
         kv_cache.stride(0), kv_cache.stride(1), kv_cache.stride(2), kv_cache.stride(3),
         q.shape[1], num_kv_heads,
         HEAD_SIZE=head_dim, HALF=half, HALF_PAD=half_pad, Q_HEADS_PAD=q_heads_pad,
-        KV_HEADS_PAD=triton.next_power_of_2(num_kv_heads), PAGE_SIZE=page_size, PDL=pdl,
-        num_warps=row_warps(q_heads_pad * half_pad * 2), **launch_options(pdl))
+        KV_HEADS_PAD=triton.next_power_of_2(num_kv_heads), PAGE_SIZE=page_size,
+        num_warps=row_warps(q_heads_pad * half_pad * 2), **pdl_launch(q.device, num_tokens))

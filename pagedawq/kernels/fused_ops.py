@@ -11,7 +11,7 @@ import torch
 import triton
 import triton.language as tl
 
-from pagedawq.kernels.pdl import launch_options, pdl_start, use_pdl
+from pagedawq.kernels.pdl import pdl_launch, pdl_start
 
 
 def row_warps(block: int) -> int:
@@ -53,10 +53,9 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
         return out.view(x.shape)
     hidden = rows.shape[1]
     block = triton.next_power_of_2(hidden)
-    pdl = use_pdl(x.device, rows.shape[0])
     _rms_norm_kernel[(rows.shape[0],)](
         rows, rows, rows, weight, out, rows.stride(0), 0, 0, out.stride(0), hidden, eps,
-        BLOCK=block, ADD_RESIDUAL=False, PDL=pdl, num_warps=row_warps(block), **launch_options(pdl))
+        BLOCK=block, ADD_RESIDUAL=False, num_warps=row_warps(block), **pdl_launch(x.device, rows.shape[0]))
     return out.view(x.shape)
 
 
@@ -73,11 +72,10 @@ def fused_add_rms_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Te
         return out.view(x.shape), residual_out.view(x.shape)
     hidden = rows.shape[1]
     block = triton.next_power_of_2(hidden)
-    pdl = use_pdl(x.device, rows.shape[0])
     _rms_norm_kernel[(rows.shape[0],)](
         rows, res_rows, residual_out, weight, out,
         rows.stride(0), res_rows.stride(0), residual_out.stride(0), out.stride(0), hidden, eps,
-        BLOCK=block, ADD_RESIDUAL=True, PDL=pdl, num_warps=row_warps(block), **launch_options(pdl))
+        BLOCK=block, ADD_RESIDUAL=True, num_warps=row_warps(block), **pdl_launch(x.device, rows.shape[0]))
     return out.view(x.shape), residual_out.view(x.shape)
 
 
@@ -176,8 +174,7 @@ def silu_and_mul(x: torch.Tensor) -> torch.Tensor:
     out = torch.empty((rows.shape[0], inter), dtype=x.dtype, device=x.device)
     if out.numel() > 0:
         block = min(1024, triton.next_power_of_2(inter))
-        pdl = use_pdl(x.device, rows.shape[0])
         _silu_and_mul_kernel[(rows.shape[0], triton.cdiv(inter, block))](
-            rows, out, rows.stride(0), out.stride(0), inter, BLOCK=block, PDL=pdl, num_warps=row_warps(block),
-            **launch_options(pdl))
+            rows, out, rows.stride(0), out.stride(0), inter, BLOCK=block, num_warps=row_warps(block),
+            **pdl_launch(x.device, rows.shape[0]))
     return out.view(*x.shape[:-1], inter)

@@ -36,7 +36,7 @@ import triton
 import triton.language as tl
 
 from pagedawq.kernels.fused_ops import row_warps
-from pagedawq.kernels.pdl import launch_options, pdl_start, use_pdl
+from pagedawq.kernels.pdl import pdl_launch, pdl_start
 
 # Elements a program moves per iteration, and the most programs one call uses: each program is one
 # barrier participant, so a few large programs beat many small ones at decode sizes.
@@ -221,9 +221,8 @@ def one_shot_all_reduce_add_rms_norm(x: torch.Tensor, residual: torch.Tensor, we
     if rows:
         block = triton.next_power_of_2(hidden)
         warps = max(row_warps(block), triton.cdiv(world_size, 32))
-        pdl = use_pdl(x.device, rows)
         _one_shot_all_reduce_add_rms_norm_kernel[(add_rms_norm_programs(rows),)](
             x, residual, weight, out, residual_out, buffer_ptrs, signal_pad_ptrs, rows, hidden, eps,
             RANK=rank, WORLD=world_size, BLOCK_H=block, THREADS=32 * warps, USE_ASM=_use_asm(x),
-            PDL=pdl, num_warps=warps, **launch_options(pdl))
+            num_warps=warps, **pdl_launch(x.device, rows))
     return out, residual_out

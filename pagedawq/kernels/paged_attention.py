@@ -36,7 +36,7 @@ import triton
 import triton.language as tl
 
 from pagedawq.attention.metadata import AttentionMetadata
-from pagedawq.kernels.pdl import launch_options, pdl_start, use_pdl
+from pagedawq.kernels.pdl import pdl_launch, pdl_start
 
 _LOG2E = 1.4426950408889634
 # A decode split should read at least this many tokens, or the reduce costs more than it saves.
@@ -307,7 +307,6 @@ def prefill_attention(q: torch.Tensor, kv_cache: torch.Tensor, metadata: Attenti
         num_stages = 2
     block_q = block_m // group_pad
     grid = (num_tokens // block_q + num_seqs, num_kv_heads)
-    pdl = use_pdl(q.device, num_tokens)
     _prefill_kernel[grid](
         out, q, kv_cache, metadata.block_tables, metadata.seq_lens, metadata.query_start_loc,
         num_seqs, scale * _LOG2E,
@@ -315,7 +314,7 @@ def prefill_attention(q: torch.Tensor, kv_cache: torch.Tensor, metadata: Attenti
         *_cache_strides(kv_cache), metadata.block_tables.stride(0),
         GROUP=group, GROUP_PAD=group_pad, BLOCK_Q=block_q, BLOCK_M=block_m, BLOCK_N=block_n,
         PAGE_SIZE=page_size, HEAD_DIM=head_dim, DIM_PAD=triton.next_power_of_2(head_dim),
-        IEEE=q.dtype == torch.float32, PDL=pdl, num_warps=num_warps, num_stages=num_stages, **launch_options(pdl),
+        IEEE=q.dtype == torch.float32, num_warps=num_warps, num_stages=num_stages, **pdl_launch(q.device, num_tokens),
     )
     return out
 
@@ -350,7 +349,7 @@ def decode_attention(q: torch.Tensor, kv_cache: torch.Tensor, metadata: Attentio
         part_lse = torch.empty((num_seqs, num_q_heads, num_kv_splits), dtype=torch.float32, device=q.device)
     else:
         part_out = part_lse = out  # not read or written with one split
-    pdl = use_pdl(q.device, num_seqs)
+    pdl = pdl_launch(q.device, num_seqs)
     _decode_kernel[(num_seqs, num_kv_heads, num_kv_splits)](
         out, part_out, part_lse, q, kv_cache, metadata.block_tables, metadata.seq_lens, metadata.query_start_loc,
         num_q_heads, scale * _LOG2E,
@@ -358,14 +357,14 @@ def decode_attention(q: torch.Tensor, kv_cache: torch.Tensor, metadata: Attentio
         *_cache_strides(kv_cache), metadata.block_tables.stride(0),
         GROUP=group, BLOCK_H=max(16, triton.next_power_of_2(group)), BLOCK_N=block_n, PAGE_SIZE=page_size,
         HEAD_DIM=head_dim, DIM_PAD=dim_pad, NUM_SPLITS=num_kv_splits, IEEE=q.dtype == torch.float32,
-        PDL=pdl, **launch_options(pdl),
+        **pdl,
         num_warps=num_warps or 4, num_stages=num_stages or 2,
     )
     if num_kv_splits > 1:
         _reduce_splits_kernel[(num_seqs, num_q_heads)](
             out, part_out, part_lse, metadata.query_start_loc, num_q_heads, out.stride(0), out.stride(1),
             NUM_SPLITS=num_kv_splits, SPLITS_PAD=triton.next_power_of_2(num_kv_splits),
-            HEAD_DIM=head_dim, DIM_PAD=dim_pad, PDL=pdl, num_warps=4 if dim_pad >= 128 else 2, **launch_options(pdl),
+            HEAD_DIM=head_dim, DIM_PAD=dim_pad, num_warps=4 if dim_pad >= 128 else 2, **pdl,
         )
     return out
 

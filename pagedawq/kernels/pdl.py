@@ -3,7 +3,7 @@
 At batch 1 a decode step is a chain of short kernels (norm -> qkv GEMM -> rotary/cache write ->
 attention -> o GEMM -> add + norm -> gate_up GEMM -> SiLU -> down GEMM) in a CUDA graph, and each
 launch waits for the previous kernel to finish before its blocks are even scheduled. With PDL a
-kernel launched with the attribute (Triton's ``launch_pdl``, ``launch_options``) may be scheduled
+kernel launched with the attribute (Triton's ``launch_pdl``, ``pdl_launch``) may be scheduled
 once every block of the kernel before it has signalled ``griddepcontrol.launch_dependents``, and
 then calls ``griddepcontrol.wait``, which returns once that kernel has finished and its writes are
 visible:
@@ -63,9 +63,15 @@ def launch_options(pdl: bool) -> dict:
     return {"launch_pdl": True} if pdl else {}
 
 
+def pdl_launch(device: torch.device, tokens: int) -> dict:
+    """The ``PDL`` argument and the launch keywords of a kernel over ``tokens`` tokens on ``device``."""
+    pdl = use_pdl(device, tokens)
+    return {"PDL": pdl, **launch_options(pdl)}
+
+
 @triton.jit
 def pdl_start(PDL: tl.constexpr):
-    """First statement of a kernel launched with ``launch_options``, where ``PDL`` (``pdl_enabled`` of
+    """First statement of a kernel launched with ``pdl_launch``'s keywords, where ``PDL`` (``pdl_enabled`` of
     its device): let the next kernel be scheduled, then wait for the previous one."""
     if PDL:
         gdc_launch_dependents()
