@@ -22,6 +22,7 @@ eager calls instead measures the Python launch path (tens of microseconds), not 
     python benchmarks/kernels.py --wgmma-t  # the transposed Hopper kernel (awq_wgmma_t): every tile x
                                             # split-K config at M = 16-4096 against cuBLAS and the
                                             # current choice (wgmma_t_sweep.csv)
+    python benchmarks/kernels.py --silu-epilogue   # gate_up GEMM + silu_and_mul vs one fused launch (Hopper)
     python benchmarks/kernels.py --gemv --warm-only   # compile the GEMV candidates on a tiny layer
     python benchmarks/kernels.py --gemv --gemv-models llama2-70b-tp4 llama2-70b-tp2 llama2-13b-tp2
                                             # the per-rank layers of the tensor-parallel runs
@@ -379,6 +380,34 @@ def run_wgmma_t(sms: int, out_dir: str, layers: list, ms: list[int]) -> None:
             torch.cuda.empty_cache()
 
 
+SILU_MS = [1, 4, 16, 64, 256, 1024]
+
+
+def run_silu_epilogue(models: list[str], ms: list[int]) -> None:
+    """The gate/up GEMM followed by ``silu_and_mul`` (two kernels, as the MLP ran them until session 7)
+    against one "wgmma_t" launch whose epilogue applies the activation (``awq_gemm_silu_and_mul``),
+    on each model's gate_up layer; both round-robin over weight copies in one CUDA graph."""
+    from pagedawq.kernels import ops
+    from pagedawq.kernels.awq_gemm import awq_gemm_silu_and_mul
+    log(f"{'layer':<24}{'K':>6}{'N':>7}{'M':>6}{'gemm+silu':>11}{'fused':>8}{'speed-up':>10}{'rel err':>9}")
+    for model in models:
+        (k, n), = [(k, n) for name, k, n in {**MODELS, **TP_MODELS}[model] if name == "gate_up"]
+        layer = Layer(k, n, seed=k + n)
+        fused = [repack_for_wgmma_t(*w, silu_and_mul=True) for w in layer.int4]
+        for m in ms:
+            x = layer.x(m)
+            t_two = graph_time_us([lambda w=w, r=r: ops.silu_and_mul(awq_gemm(x, *w, repacked=r))
+                                   for w, r in zip(layer.int4, layer.repacked)], 5, 20)
+            t_one = graph_time_us([lambda w=w, f=f: awq_gemm_silu_and_mul(x, *w, f)
+                                   for w, f in zip(layer.int4, fused)], 5, 20)
+            ref = ops.silu_and_mul(awq_gemm(x, *layer.int4[0], repacked=layer.repacked[0])).double()
+            err = float((awq_gemm_silu_and_mul(x, *layer.int4[0], fused[0]).double() - ref).norm() / ref.norm())
+            log(f"{model + ' gate_up':<24}{k:>6}{n:>7}{m:>6}{t_two:>11.1f}{t_one:>8.1f}{t_two / t_one:>10.2f}"
+                f"{err:>9.1e}")
+        del layer, fused
+        torch.cuda.empty_cache()
+
+
 def run_gemv(sms: int, bw: float, out_dir: str, models: list[str]) -> None:
     """cuBLAS fp16 vs the splitk path vs the GEMV path (default config, and the best of a sweep at
     M <= 4) on the layers of ``models``, all in this run."""
@@ -466,6 +495,9 @@ def main() -> None:
     ap.add_argument("--wgmma-t-models", nargs="+", default=None, choices=sorted({r[0] for r in WGMMA_T_LAYERS}),
                     help="with --wgmma-t: only these models' layers")
     ap.add_argument("--ms", type=int, nargs="+", default=None, help="with --wgmma-t: these M (default: %s)" % WGMMA_T_MS)
+    ap.add_argument("--silu-epilogue", nargs="*", default=None, choices=[*MODELS, *TP_MODELS], metavar="MODEL",
+                    help="gate_up GEMM + silu_and_mul vs the fused epilogue (default models: llama2-7b "
+                         "llama2-13b-tp2 llama2-70b-tp8), at --ms (default: %s)" % SILU_MS)
     ap.add_argument("--out-dir", default=os.environ.get("OUT", "."), help="where tuned.txt / tune.csv go")
     args = ap.parse_args()
     if not torch.cuda.is_available():
@@ -485,6 +517,9 @@ def main() -> None:
         return
     if args.dequant:
         run_dequant(bw)
+        return
+    if args.silu_epilogue is not None:
+        run_silu_epilogue(args.silu_epilogue or ["llama2-7b", "llama2-13b-tp2", "llama2-70b-tp8"], args.ms or SILU_MS)
         return
     if args.wgmma_t:
         run_wgmma_t(sms, args.out_dir, [r for r in WGMMA_T_LAYERS if args.wgmma_t_models is None

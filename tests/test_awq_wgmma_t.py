@@ -19,7 +19,7 @@ from pagedawq.quant.pack import dequantize_awq, pack_awq_gemm, quantize_weight, 
 
 gluon_hopper = pytest.importorskip("triton.experimental.gluon.language.nvidia.hopper")
 from pagedawq.kernels.awq_configs import WgmmaTConfig as TConfig  # noqa: E402
-from pagedawq.kernels.awq_wgmma_t import BAND_WORDS, repack  # noqa: E402
+from pagedawq.kernels.awq_wgmma_t import BAND_WORDS, repack, silu_channel_order  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HOPPER = torch.cuda.is_available() and torch.cuda.get_device_capability()[0] == 9
@@ -60,19 +60,42 @@ def test_repack_puts_every_code_where_the_kernel_reads_it(k, n, group):
     assert torch.equal(hi, scales)
 
 
+def test_silu_channel_order_pairs_each_gate_with_its_up_channel_in_one_band():
+    order = silu_channel_order(64)     # gate 0-31, up 32-63
+    band, r = torch.meshgrid(torch.arange(4), torch.arange(8), indexing="ij")
+    # rows r and r + 8 of band b (held by one thread of the accumulator) -> gate / up of channel 8b + r
+    assert torch.equal(order[16 * band + r], 8 * band + r)
+    assert torch.equal(order[16 * band + 8 + r], 32 + 8 * band + r)
+    assert sorted(order.tolist()) == list(range(64))
+    with pytest.raises(ValueError, match="N % 16"):
+        silu_channel_order(40)
+
+
+@pytest.mark.parametrize("k,n,group", [(128, 64, 64), (576, 3072, 64)])
+def test_repack_in_silu_channel_order(k, n, group):
+    qweight, qzeros, scales = _layer(k, n, group, seed=k + n)
+    order = silu_channel_order(n)
+    words, zs = repack(qweight, qzeros, scales, order)
+    assert torch.equal(_decode_words(words, k, n), unpack_int4(qweight).to(torch.int64)[:, order])
+    assert torch.equal(((zs >> 16) & 0xFFFF).to(torch.int16).view(torch.float16), scales[:, order])
+    lo = (zs & 0xFFFF).to(torch.int16).view(torch.float16)
+    assert torch.equal(lo.float(), unpack_int4(qzeros).float()[:, order] + 1024)
+
+
 def test_repack_refuses_shapes_the_kernel_cannot_tile():
     qweight, qzeros, scales = _layer(96, 64, 32, seed=1)
     with pytest.raises(ValueError, match="K % 64"):
         repack(qweight, qzeros, scales)
 
 
-@pytest.mark.parametrize("block_n,block_t,split,kt", [(64, 16, False, 1), (128, 64, False, 1), (64, 256, False, 2),
-                                                      (64, 32, True, 4), (128, 128, False, 2), (128, 8, True, 4)])
-def test_kernel_compiles_for_sm90_with_the_weights_in_registers(block_n, block_t, split, kt):
+@pytest.mark.parametrize("block_n,block_t,split,kt,silu", [
+    (64, 16, False, 1, False), (128, 64, False, 1, False), (64, 256, False, 2, False), (64, 32, True, 4, False),
+    (128, 128, False, 2, False), (128, 8, True, 4, False), (64, 8, True, 4, True), (128, 128, False, 2, True)])
+def test_kernel_compiles_for_sm90_with_the_weights_in_registers(block_n, block_t, split, kt, silu):
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     proc = subprocess.run([sys.executable, "-m", "tests.wgmma_sass", str(block_n), str(block_t),
-                           *(["split"] if split else []), f"kt={kt}"], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=300)
+                           *(["split"] if split else []), *(["silu"] if silu else []), f"kt={kt}"], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     s = json.loads(proc.stdout.strip().splitlines()[-1])
     assert s["spill_stores"] == 0
@@ -242,3 +265,58 @@ def test_gpu_pdl_chain_reads_each_input_after_the_kernel_before_wrote_it(m):
         torch.cuda.synchronize()
         for i in range(6):
             assert _rel_err(hs[i + 1], fused_ops.rms_norm(hs[i], weight, 1e-5), layer) < 2e-3, (seed, i)
+
+
+def _silu_and_mul_ref(x: torch.Tensor, layer) -> torch.Tensor:
+    """silu(gate) * up from the float64 product rounded to fp16, in float32 (as the unfused path)."""
+    h = (x.double() @ dequantize_awq(*layer).double()).half().float()
+    g, u = h.chunk(2, dim=-1)
+    return (g / (1 + torch.exp(-g)) * u).double()
+
+
+@hopper
+@pytest.mark.gpu
+@pytest.mark.parametrize("k,n,group", [(4096, 22016, 128), (5120, 13824, 64), (576, 3072, 64)])
+def test_gpu_silu_epilogue_matches_the_unfused_activation(k, n, group):
+    from pagedawq.kernels.awq_gemm import _counters
+    from pagedawq.kernels.awq_wgmma_t import output_tiles, wgmma_t_gemm
+    layer = _layer(k, n, group, seed=k + n + 1, device="cuda")
+    words, zs = repack(*layer, silu_channel_order(n))
+    failed = []
+    for m in (1, 5, 16, 64, 300, 1024):
+        x = (torch.randn(m, k, device="cuda") + 0.1).half()
+        ref = _silu_and_mul_ref(x, layer)
+        for cfg in CONFIGS:
+            if n % cfg.block_n:
+                continue
+            out = torch.full((m, n // 2), float("nan"), dtype=torch.float16, device="cuda")
+            wgmma_t_gemm(x, words, zs, cfg, out, _counters(x.device, output_tiles(m, n, cfg)), silu_and_mul=True)
+            torch.cuda.synchronize()
+            err = ((out.double() - ref).norm() / ref.norm()).item()
+            if torch.isnan(out).any() or err > 2e-3:
+                failed.append((m, cfg, f"rel err {err:.1e}, NaN {int(torch.isnan(out).sum())}"))
+    assert not failed, "\n".join(map(str, failed))
+
+
+@hopper
+@pytest.mark.gpu
+def test_gpu_awq_gemm_silu_and_mul_in_a_cuda_graph_and_beyond_the_paths_range():
+    from pagedawq.kernels import ops
+    from pagedawq.kernels.awq_gemm import awq_gemm, awq_gemm_silu_and_mul, repack_for_wgmma_t
+    layer = _layer(4096, 2 * 4096, 128, seed=12, device="cuda")
+    repacked = repack_for_wgmma_t(*layer, silu_and_mul=True)
+    assert repacked is not None
+    for m in (1, 16, 200, 2049):   # 2049: beyond "wgmma_t", the unfused fallback
+        x = torch.randn(m, 4096, device="cuda", dtype=torch.float16)
+        expected = ops.silu_and_mul(awq_gemm(x, *layer))
+        got = awq_gemm_silu_and_mul(x, *layer, repacked)
+        assert ((got.double() - expected.double()).norm() / expected.double().norm()).item() < 2e-3, m
+        if m <= 16:
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                out = awq_gemm_silu_and_mul(x, *layer, repacked)
+            x.copy_(torch.randn_like(x))
+            graph.replay()
+            torch.cuda.synchronize()
+            expected = ops.silu_and_mul(awq_gemm(x, *layer))
+            assert ((out.double() - expected.double()).norm() / expected.double().norm()).item() < 2e-3, m

@@ -295,3 +295,24 @@ def test_deferred_all_reduce_rules_and_dispatch(monkeypatch):
     from pagedawq.kernels import reference
     ref_out, ref_res = reference.fused_add_rms_norm(2 * x, residual, weight, 1e-6)
     assert torch.equal(res, ref_res) and torch.allclose(out, ref_out)
+
+
+def test_gate_up_layer_applies_silu_and_mul_through_its_linear_method():
+    """``forward_silu_and_mul`` (what the Llama MLP calls) is ``silu_and_mul(forward(x))``: dense with a
+    bias and AWQ on the CPU (on Hopper the AWQ method fuses the two: tests/test_awq_wgmma_t.py)."""
+    from pagedawq.kernels import reference
+    from pagedawq.models.layers.linear import MergedColumnParallelLinear
+    from pagedawq.quant.awq import AWQConfig
+    x = torch.randn(3, 128, generator=torch.Generator().manual_seed(2))
+    for quant, bias in ((None, True), (AWQConfig(4, 32, True), False)):
+        (_, _, shards), = [c for c in _layer_cases() if c[0] == "merged" and (c[1] is None) == (quant is None)]
+        layer = MergedColumnParallelLinear(128, [64, 64], bias=bias, params_dtype=torch.float32, quant_config=quant,
+                                           feeds_silu_and_mul=True)
+        _load(layer, shards)
+        if bias:
+            layer.bias.data.normal_()
+        out = layer.forward_silu_and_mul(x)
+        assert out.shape == (3, 64)
+        torch.testing.assert_close(out, reference.silu_and_mul(layer(x)))
+    with pytest.raises(ValueError, match="two equal output sizes"):
+        MergedColumnParallelLinear(128, [64, 32], bias=False, params_dtype=torch.float32, feeds_silu_and_mul=True)

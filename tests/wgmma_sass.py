@@ -5,7 +5,7 @@ kernel builds with the installed Triton, and that its K loop has the structure i
 each step's HGMMAs waited for (``WARPGROUP.DEPBAR.LE gsb0, 0x0``) before anything writes their A
 registers again, and no spills.
 
-    python -m tests.wgmma_sass 64 64 [split] [kt=2]   # BLOCK_N BLOCK_T, K tiles a step -> one JSON line
+    python -m tests.wgmma_sass 64 64 [split] [silu] [kt=2]   # BLOCK_N BLOCK_T, K tiles a step -> one JSON line
 """
 from __future__ import annotations
 
@@ -51,7 +51,8 @@ def disassemble(compiled) -> list[str]:
     return [ln.split("*/", 1)[1].strip() for ln in out.splitlines() if "*/" in ln and ";" in ln]
 
 
-def sass_t(cfg: WgmmaTConfig, split: bool = False, group: int = 128, pdl: bool = True) -> list[str]:
+def sass_t(cfg: WgmmaTConfig, split: bool = False, group: int = 128, pdl: bool = True, silu: bool = False
+           ) -> list[str]:
     """SASS of ``awq_wgmma_t_kernel`` for ``cfg`` (K = N = 4096)."""
     k = n = 4096
     kt = awq_wgmma_t.k_tiles_per_step(k, group, cfg)
@@ -64,7 +65,7 @@ def sass_t(cfg: WgmmaTConfig, split: bool = False, group: int = 128, pdl: bool =
            "zs_desc": _desc(zs, [max(1, 64 * kt // group), cfg.block_n], z_l), **_SCALARS}
     return _compile(awq_wgmma_t.awq_wgmma_t_kernel, sig,
                     {"G": group, "W_LAYOUT": awq_wgmma_t.words_layout(cfg.block_n), "STAGES": cfg.stages,
-                     "SPLIT": split, "PDL": pdl, "num_warps": cfg.num_warps}, cfg.num_warps)
+                     "SPLIT": split, "PDL": pdl, "SILU": silu, "num_warps": cfg.num_warps}, cfg.num_warps)
 
 
 def a_register_hazards(lines: list[str]) -> list[str]:
@@ -110,5 +111,5 @@ if __name__ == "__main__":
     block_n, block_t = int(sys.argv[1]), int(sys.argv[2])
     split = "split" in sys.argv[3:]
     kt = int(next((v[3:] for v in sys.argv[3:] if v.startswith("kt=")), 1))
-    lines = sass_t(WgmmaTConfig(block_n, block_t, k_tiles=kt), split)
+    lines = sass_t(WgmmaTConfig(block_n, block_t, k_tiles=kt), split, silu="silu" in sys.argv[3:])
     print(json.dumps(summary(lines)))

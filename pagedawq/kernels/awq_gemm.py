@@ -22,6 +22,7 @@ import triton
 from pagedawq.kernels.awq_configs import (DEFAULT_SMS, WGMMA_T_M_MAX, WGMMA_T_M_MIN, GemmConfig, GemvConfig,
                                           WgmmaTConfig, choose, fit_block_k, get_config, gemv_block_m, gemv_config,
                                           gemv_params, nonempty_split, reduction_chunk, wgmma_t_config)
+from pagedawq.kernels import ops
 from pagedawq.kernels.awq_kernels import awq_dequant_kernel, awq_gemm_kernel, awq_gemv_kernel
 from pagedawq.quant.pack import PACK_FACTOR, group_size_of
 
@@ -108,17 +109,40 @@ def wgmma_t_usable(x: torch.Tensor, n: int, k: int, group: int, scales_dtype: to
     return module is not None and module.supports(x, n, k, group, scales_dtype)
 
 
-def repack_for_wgmma_t(qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor
-                       ) -> tuple[torch.Tensor, torch.Tensor] | None:
+def repack_for_wgmma_t(qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor, *,
+                       silu_and_mul: bool = False) -> tuple[torch.Tensor, torch.Tensor] | None:
     """The layer's weights repacked for the "wgmma_t" path (``awq_wgmma_t.repack``), or None where
     that path cannot run them (not Hopper, not fp16 scales, shapes it does not tile, no Gluon, or
-    PAGEDAWQ_DISABLE_WGMMA_T=1): ``awq_gemm(..., repacked=...)`` then takes the other paths."""
+    PAGEDAWQ_DISABLE_WGMMA_T=1): ``awq_gemm(..., repacked=...)`` then takes the other paths. With
+    ``silu_and_mul`` the layer is a gate/up pair and the copy is for ``awq_gemm_silu_and_mul``
+    (channels in ``silu_channel_order``)."""
     k, n8 = qweight.shape
+    n = n8 * PACK_FACTOR
     module = wgmma_t_module()
     if (module is None or os.environ.get("PAGEDAWQ_DISABLE_WGMMA_T", "0") == "1"
-            or not module.supports_layer(qweight.device, n8 * PACK_FACTOR, k, k // scales.shape[0], scales.dtype)):
+            or not module.supports_layer(qweight.device, n, k, k // scales.shape[0], scales.dtype)):
         return None
-    return module.repack(qweight, qzeros, scales)
+    return module.repack(qweight, qzeros, scales, module.silu_channel_order(n) if silu_and_mul else None)
+
+
+def awq_gemm_silu_and_mul(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor,
+                          repacked: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+    """``silu(x @ W_gate) * (x @ W_up)`` [M, N/2] for a gate/up layer ``W = [W_gate | W_up]`` [K, N]:
+    one kernel where ``repacked`` (``repack_for_wgmma_t(..., silu_and_mul=True)``) serves x (the
+    "wgmma_t" path, its epilogue doing the activation), else ``awq_gemm`` then ``silu_and_mul``."""
+    group = _check(x, qweight, qzeros, scales)
+    m, k = x.shape
+    n = qweight.shape[1] * PACK_FACTOR
+    if repacked is not None and wgmma_t_usable(x, n, k, group, scales.dtype):
+        module = wgmma_t_module()
+        config = wgmma_t_config(m, n, k, _sm_count(x.device))
+        counters = _counters(x.device, module.output_tiles(m, n, config)) if config.split_k > 1 else None
+        out = torch.empty((m, n // 2), dtype=x.dtype, device=x.device)
+        try:
+            return module.wgmma_t_gemm(x, *repacked, config, out, counters, silu_and_mul=True)
+        except module.BUILD_ERRORS as e:
+            _disable_wgmma_t(e)
+    return ops.silu_and_mul(awq_gemm(x, qweight, qzeros, scales))
 
 
 def default_path(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, group: int,
@@ -285,7 +309,12 @@ def _wgmma_t(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scale
     except module.BUILD_ERRORS as e:
         if not chosen:
             raise
-        _BUILD_ERROR.append(f"{type(e).__name__}: {e}")
-        logger.warning("the AWQ wgmma_t kernel does not build with Triton %s (%s); using the other paths",
-                       triton.__version__, _BUILD_ERROR[0].splitlines()[0][:300])
+        _disable_wgmma_t(e)
         return awq_gemm(x, qweight, qzeros, scales, out=out)
+
+
+def _disable_wgmma_t(error: Exception) -> None:
+    """The Gluon kernel did not build with this Triton: stop choosing its path, and say so once."""
+    _BUILD_ERROR.append(f"{type(error).__name__}: {error}")
+    logger.warning("the AWQ wgmma_t kernel does not build with Triton %s (%s); using the other paths",
+                   triton.__version__, _BUILD_ERROR[0].splitlines()[0][:300])

@@ -65,8 +65,21 @@ BAND = 16          # rows of W^T per warp (one wgmma row slice)
 BAND_WORDS = 128   # int32 words of one band and K tile: 16 rows x 64 k x 4 bits
 
 
-def repack(qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """AutoAWQ GEMM tensors -> (words [K/64 * N/16, 128] int32, zero/scale [K/G, N] int32).
+def silu_channel_order(n: int) -> torch.Tensor:
+    """The output channels of a gate/up layer ``[gate (N/2) | up (N/2)]`` in the order that lets the
+    kernel's epilogue compute ``silu(gate) * up``: in 16-row band b, rows 0-7 are gate channels
+    8b .. 8b + 7 and rows 8-15 the up channels of the same index (one thread of wgmma's accumulator
+    holds rows r and r + 8 of a band), so band b yields output channels 8b .. 8b + 7."""
+    if n % BAND:
+        raise ValueError(f"a gate/up pair needs N % {BAND} == 0, got N={n}")
+    half = torch.arange(n // 2).view(-1, 8)
+    return torch.stack([half, half + n // 2], dim=1).flatten()
+
+
+def repack(qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor,
+           channel_order: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """AutoAWQ GEMM tensors -> (words [K/64 * N/16, 128] int32, zero/scale [K/G, N] int32), the
+    output channels in ``channel_order`` if given (e.g. ``silu_channel_order``).
 
     Word r of lane l of band b (rows 16b..16b+15) and K tile t holds, in nibble i + 4*k0, the code
     of row n = 16b + 8*n3 + (l >> 2) and k = 64t + k0 + 2*(l & 3) + 8*k3 + 16*i, where r = 2*k3 + n3:
@@ -79,8 +92,11 @@ def repack(qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor) ->
         raise ValueError(f"repack needs K % {BLOCK_K} == 0 and N % {BAND} == 0, got K={k}, N={n}")
     words = torch.empty(k // 64 * (n // 16), BAND_WORDS, dtype=torch.int32, device=qweight.device)
     rows = 1024   # K rows per chunk: bounds the temporaries (the 70B layers are loaded on a full GPU)
+    order = None if channel_order is None else channel_order.to(qweight.device)
     for r0 in range(0, k, rows):
         q = unpack_int4(qweight[r0:r0 + rows]).to(torch.uint8)
+        if order is not None:
+            q = q[:, order]
         kc = q.shape[0]
         # k = 64t + 32k5 + 16k4 + 8k3 + 4k2 + 2k1 + k0 ; n = 16b + 8n3 + 4n2 + 2n1 + n0
         q = q.view(kc // 64, 2, 2, 2, 2, 2, 2, n // 16, 2, 2, 2, 2)
@@ -90,8 +106,11 @@ def repack(qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor) ->
         chunk.copy_(q[..., 0])
         for nibble in range(1, 8):
             chunk |= q[..., nibble].to(torch.int32) << (4 * nibble)   # wraps into the sign bit at 7
-    z = (unpack_int4(qzeros).to(torch.float16) + 1024).view(torch.int16).to(torch.int32)   # exact below 2048
-    s = scales.to(torch.float16).view(torch.int16).to(torch.int32)
+    z, s = unpack_int4(qzeros), scales
+    if order is not None:
+        z, s = z[:, order], s[:, order]
+    z = (z.to(torch.float16) + 1024).view(torch.int16).to(torch.int32)   # exact below 2048
+    s = s.to(torch.float16).view(torch.int16).to(torch.int32)
     return words, ((z & 0xFFFF) | (s << 16)).contiguous()
 
 
@@ -229,12 +248,13 @@ def _step(i, kt_lo, acc, use_acc, x_desc, w_desc, zs_desc, x_bufs, w_bufs, z_buf
 @gluon.jit(do_not_specialize=["M", "split_k"])
 def awq_wgmma_t_kernel(x_desc, w_desc, zs_desc, out_ptr, ws_ptr, cnt_ptr, M, N, K, stride_om, split_k,
                        G: gl.constexpr, W_LAYOUT: gl.constexpr, STAGES: gl.constexpr, SPLIT: gl.constexpr,
-                       PDL: gl.constexpr, num_warps: gl.constexpr):
+                       PDL: gl.constexpr, SILU: gl.constexpr, num_warps: gl.constexpr):
     """One [BLOCK_N channels, BLOCK_T tokens] tile of out^T (program ids 0, 1) over one K slice (2),
     KT K tiles a step (the host makes KT divide the number of K tiles). With ``PDL`` (the launch has
     the programmatic-dependent attribute, ``pagedawq.kernels.pdl``) the first stages' weights are
     requested before the wait for the previous kernel, x after it, and the next kernel may be
-    scheduled once every program has left the main loop."""
+    scheduled once every program has left the main loop. With ``SILU`` the layer is a gate/up pair
+    repacked in ``silu_channel_order`` and out [M, N / 2] receives ``silu(gate) * up``."""
     KT: gl.constexpr = x_desc.block_type.shape[0]
     BT: gl.constexpr = x_desc.block_type.shape[1]
     BK: gl.constexpr = x_desc.block_type.shape[2]
@@ -280,15 +300,13 @@ def awq_wgmma_t_kernel(x_desc, w_desc, zs_desc, out_ptr, ws_ptr, cnt_ptr, M, N, 
         gl.inline_asm_elementwise("griddepcontrol.launch_dependents; // $0", "=r", [], dtype=gl.int32,
                                   is_pure=False, pack=1)
 
-    # out[t, n] = acc[n, t]: each thread stores 8 consecutive channels of one token (16 bytes).
     out_layout: gl.constexpr = gl.BlockedLayout([8, 1], [BN // 8, 32 * 8 // BN], [1, num_warps], [0, 1])
-    rn = pid_n * BN + gl.arange(0, BN, layout=gl.SliceLayout(1, out_layout))
-    rt = off_t + gl.arange(0, BT, layout=gl.SliceLayout(0, out_layout))
-    mask = (rt < M)[None, :]
-    out_ptrs = out_ptr + rt[None, :] * stride_om + rn[:, None]
     if not SPLIT:
-        gl.store(out_ptrs, gl.convert_layout(acc.to(gl.float16), out_layout), mask=mask)
+        _store_out(acc, out_ptr, pid_n, off_t, M, stride_om, mma_layout, out_layout, SILU, num_warps)
     else:
+        rn = pid_n * BN + gl.arange(0, BN, layout=gl.SliceLayout(1, out_layout))
+        rt = off_t + gl.arange(0, BT, layout=gl.SliceLayout(0, out_layout))
+        mask = (rt < M)[None, :]
         ws_ptrs = ws_ptr + rt[None, :] * N + rn[:, None]
         gl.store(ws_ptrs + pid_s * M * N, gl.convert_layout(acc, out_layout), mask=mask)
         _cta_barrier()    # every thread's partial is issued before the counter's release
@@ -298,8 +316,35 @@ def awq_wgmma_t_kernel(x_desc, w_desc, zs_desc, out_ptr, ws_ptr, cnt_ptr, M, N, 
             total = gl.zeros([BN, BT], dtype=gl.float32, layout=out_layout)
             for s in range(split_k):
                 total += gl.load(ws_ptrs + s * M * N, mask=mask, other=0.0, cache_modifier=".cg")
-            gl.store(out_ptrs, total.to(gl.float16), mask=mask)
+            _store_out(total, out_ptr, pid_n, off_t, M, stride_om, mma_layout, out_layout, SILU, num_warps)
             gl.atomic_xchg(cnt_ptr + tile, 0)
+
+
+@gluon.jit
+def _store_out(val, out_ptr, pid_n, off_t, M, stride_om, mma_layout: gl.constexpr, out_layout: gl.constexpr,
+               SILU: gl.constexpr, num_warps: gl.constexpr):
+    """Store the fp32 tile ``val`` [BN channels, BT tokens] transposed, ``out[t, n]``, rounded to fp16:
+    each thread writes 8 consecutive channels of one token (16 bytes). With ``SILU`` the channels
+    are gate/up pairs in the order of ``silu_channel_order`` (rows r and r + 8 of each 16-row band,
+    which one thread of wgmma's accumulator layout holds together): it stores
+    ``silu(gate) * up`` [BN / 2 channels], computed in fp32 from the fp16-rounded pair as
+    ``fused_ops.silu_and_mul`` does."""
+    BN: gl.constexpr = val.shape[0]
+    BT: gl.constexpr = val.shape[1]
+    if SILU:
+        h = gl.convert_layout(val, mma_layout).to(gl.float16).to(gl.float32)
+        g, u = gl.split(gl.permute(gl.reshape(h, [BN // 16, 2, 8, BT]), (0, 2, 3, 1)))
+        y = gl.reshape((g / (1.0 + gl.exp(-g)) * u).to(gl.float16), [BN // 2, BT])
+        layout: gl.constexpr = gl.BlockedLayout([8, 1], [BN // 16, 32 * 16 // BN], [1, num_warps], [0, 1])
+        rn = pid_n * (BN // 2) + gl.arange(0, BN // 2, layout=gl.SliceLayout(1, layout))
+        rt = off_t + gl.arange(0, BT, layout=gl.SliceLayout(0, layout))
+        gl.store(out_ptr + rt[None, :] * stride_om + rn[:, None], gl.convert_layout(y, layout),
+                 mask=(rt < M)[None, :])
+    else:
+        rn = pid_n * BN + gl.arange(0, BN, layout=gl.SliceLayout(1, out_layout))
+        rt = off_t + gl.arange(0, BT, layout=gl.SliceLayout(0, out_layout))
+        gl.store(out_ptr + rt[None, :] * stride_om + rn[:, None], gl.convert_layout(val.to(gl.float16), out_layout),
+                 mask=(rt < M)[None, :])
 
 
 @lru_cache(maxsize=None)
@@ -324,10 +369,14 @@ def output_tiles(m: int, n: int, cfg: WgmmaTConfig) -> int:
 
 
 def wgmma_t_gemm(x: torch.Tensor, words: torch.Tensor, zs: torch.Tensor, cfg: WgmmaTConfig, out: torch.Tensor,
-                 counters: torch.Tensor | None = None) -> torch.Tensor:
-    """``out = x @ W`` from ``repack``'s tensors (the caller has checked ``supports``)."""
+                 counters: torch.Tensor | None = None, silu_and_mul: bool = False) -> torch.Tensor:
+    """``out = x @ W`` from ``repack``'s tensors (the caller has checked ``supports``); with
+    ``silu_and_mul``, W is a gate/up pair repacked in ``silu_channel_order`` and ``out [M, N / 2] =
+    silu(x @ W_gate) * (x @ W_up)``."""
     m, k = x.shape
     n = zs.shape[1]
+    if out.shape != (m, n // 2 if silu_and_mul else n):
+        raise ValueError(f"out has shape {tuple(out.shape)}, expected {(m, n // 2 if silu_and_mul else n)}")
     if n % cfg.block_n or cfg.block_n not in (64, 128) or cfg.block_n * cfg.block_t > 64 * 256:
         raise ValueError(f"BLOCK_N = {cfg.block_n} must be 64 or 128 and divide N = {n}, with BLOCK_N x BLOCK_T "
                          f"<= 64 x 256 (fp32 accumulators of one warpgroup), got BLOCK_T = {cfg.block_t}")
@@ -350,5 +399,5 @@ def wgmma_t_gemm(x: torch.Tensor, words: torch.Tensor, zs: torch.Tensor, cfg: Wg
     grid = (n // cfg.block_n, triton.cdiv(m, cfg.block_t), split)
     awq_wgmma_t_kernel[grid](x_desc, w_desc, zs_desc, out, ws, counters, m, n, k, out.stride(0), split,
                              G=group, W_LAYOUT=words_layout(cfg.block_n), STAGES=cfg.stages, SPLIT=split > 1,
-                             num_warps=cfg.num_warps, **pdl_launch(x.device, m))
+                             SILU=silu_and_mul, num_warps=cfg.num_warps, **pdl_launch(x.device, m))
     return out

@@ -11,7 +11,6 @@ from typing import Any, Iterable
 import torch
 from torch import nn
 
-from pagedawq.models.layers.activation import SiluAndMul
 from pagedawq.models.layers.attention import Attention
 from pagedawq.models.layers.embedding import ParallelLMHead, VocabParallelEmbedding
 from pagedawq.models.layers.linear import MergedColumnParallelLinear, QKVParallelLinear, RowParallelLinear
@@ -54,15 +53,15 @@ class LlamaMLP(nn.Module):
             raise UnsupportedModelError(f"hidden_act {cfg.get('hidden_act')!r} is not supported (only 'silu')")
         hidden, inter, bias = cfg["hidden_size"], cfg["intermediate_size"], bool(cfg.get("mlp_bias", False))
         self.gate_up_proj = MergedColumnParallelLinear(hidden, [inter, inter], bias=bias, params_dtype=dtype,
-                                                       quant_config=quant_config, prefix=f"{prefix}.gate_up_proj")
+                                                       quant_config=quant_config, prefix=f"{prefix}.gate_up_proj",
+                                                       feeds_silu_and_mul=True)
         # Without a bias the all-reduce is left to the next norm (next layer's input_layernorm or
         # the final norm), which fuses it.
         self.down_proj = RowParallelLinear(inter, hidden, bias=bias, params_dtype=dtype,
                                            quant_config=quant_config, prefix=f"{prefix}.down_proj", reduce_results=bias)
-        self.act = SiluAndMul()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(self.act(self.gate_up_proj(x)))
+        return self.down_proj(self.gate_up_proj.forward_silu_and_mul(x))
 
 
 class LlamaDecoderLayer(nn.Module):

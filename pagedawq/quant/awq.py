@@ -103,9 +103,12 @@ class AWQLinearMethod(LinearMethod):
                                                       layer.scales.data, layer.scales.dtype)
             return
         # Hopper: a second copy of the weights in the transposed kernel's register layout (the
-        # checkpoint tensors stay: the GEMV path and re-export read them).
+        # checkpoint tensors stay: the GEMV path and re-export read them). A gate/up layer whose
+        # output only feeds silu_and_mul gets it with the channels ordered for the fused epilogue.
         from pagedawq.kernels.awq_gemm import repack_for_wgmma_t
-        layer.wgmma_t_weights = repack_for_wgmma_t(layer.qweight.data, layer.qzeros.data, layer.scales.data)
+        fused = getattr(layer, "feeds_silu_and_mul", False)
+        repacked = repack_for_wgmma_t(layer.qweight.data, layer.qzeros.data, layer.scales.data, silu_and_mul=fused)
+        layer.wgmma_t_weights, layer.wgmma_t_silu_weights = (None, repacked) if fused else (repacked, None)
 
     def apply(self, layer: nn.Module, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
         shape = x.shape
@@ -119,6 +122,16 @@ class AWQLinearMethod(LinearMethod):
             y = y + bias
         return y.reshape(*shape[:-1], y.shape[-1])
 
+    def apply_silu_and_mul(self, layer: nn.Module, x: torch.Tensor, bias: torch.Tensor | None = None
+                           ) -> torch.Tensor:
+        repacked = getattr(layer, "wgmma_t_silu_weights", None)
+        if not x.is_cuda or bias is not None or repacked is None:
+            return super().apply_silu_and_mul(layer, x, bias)
+        from pagedawq.kernels.awq_gemm import awq_gemm_silu_and_mul
+        shape = x.shape
+        y = awq_gemm_silu_and_mul(x.reshape(-1, shape[-1]), layer.qweight, layer.qzeros, layer.scales, repacked)
+        return y.reshape(*shape[:-1], y.shape[-1])
+
 
 def awq_gemv_shapes(model: nn.Module) -> set[tuple[int, int, int]]:
     """(N, K, group) of every AWQ linear layer of ``model`` (this rank's shards) that runs the GEMV
@@ -126,4 +139,4 @@ def awq_gemv_shapes(model: nn.Module) -> set[tuple[int, int, int]]:
     repacked for the "wgmma_t" path (Hopper, fp16) never do."""
     return {(m.qweight.shape[1] * PACK_FACTOR, m.qweight.shape[0], m.qweight.shape[0] // m.scales.shape[0])
             for m in model.modules() if isinstance(getattr(m, "linear_method", None), AWQLinearMethod)
-            and getattr(m, "wgmma_t_weights", None) is None}
+            and getattr(m, "wgmma_t_weights", None) is None and getattr(m, "wgmma_t_silu_weights", None) is None}

@@ -3,7 +3,7 @@
 Models build their linear layers with a :class:`LinearMethod` obtained from a :class:`QuantConfig`;
 they never mention quantization. A method creates the layer's parameters (tagging each with how
 it is laid out, so one loader shards dense and packed weights alike), may repack them after
-loading, and computes ``y = x @ W^T (+ b)``.
+loading, and computes ``y = x @ W^T (+ b)`` (or, for a gate/up layer, ``silu(gate) * up`` of it).
 
 Parameter attributes (set with :func:`set_weight_attrs`):
   ``input_dim`` / ``output_dim``: which tensor dim runs along the layer's input / output features;
@@ -18,6 +18,8 @@ from typing import Any, Callable, ClassVar
 
 import torch
 from torch import nn
+
+from pagedawq.kernels import ops
 
 
 def set_weight_attrs(param: torch.Tensor, attrs: dict[str, Any]) -> None:
@@ -43,6 +45,12 @@ class LinearMethod(ABC):
     @abstractmethod
     def apply(self, layer: nn.Module, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
         """Return ``x @ W^T + bias`` for ``x`` of shape [..., in_features]."""
+
+    def apply_silu_and_mul(self, layer: nn.Module, x: torch.Tensor, bias: torch.Tensor | None = None
+                           ) -> torch.Tensor:
+        """``silu(gate) * up`` of a gate/up layer's output ``[gate | up] = x @ W^T + bias`` (a method
+        may do both in one kernel; ``layer.feeds_silu_and_mul`` tells it so at load time)."""
+        return ops.silu_and_mul(self.apply(layer, x, bias))
 
 
 class QuantConfig(ABC):

@@ -88,7 +88,23 @@ class ColumnParallelLinear(LinearBase):
 
 
 class MergedColumnParallelLinear(ColumnParallelLinear):
-    """Several same-input projections in one matmul (Llama's gate_proj + up_proj)."""
+    """Several same-input projections in one matmul (Llama's gate_proj + up_proj).
+
+    ``feeds_silu_and_mul``: the layer is a gate/up pair whose output the model only ever passes to
+    ``silu_and_mul`` (it calls ``forward_silu_and_mul``), which lets the linear method compute both
+    in one kernel, with the weights prepared for it at load time."""
+
+    def __init__(self, input_size: int, output_sizes: list[int], *, bias: bool, params_dtype: torch.dtype,
+                 quant_config: QuantConfig | None = None, prefix: str = "", feeds_silu_and_mul: bool = False) -> None:
+        if feeds_silu_and_mul and (len(output_sizes) != 2 or output_sizes[0] != output_sizes[1]):
+            raise ValueError(f"{prefix}: a gate/up pair has two equal output sizes, got {output_sizes}")
+        self.feeds_silu_and_mul = feeds_silu_and_mul
+        super().__init__(input_size, output_sizes, bias=bias, params_dtype=params_dtype,
+                         quant_config=quant_config, prefix=prefix)
+
+    def forward_silu_and_mul(self, x: torch.Tensor) -> torch.Tensor:
+        """``silu(gate) * up`` of ``forward(x) = [gate | up]``."""
+        return self.linear_method.apply_silu_and_mul(self, x, self.bias)
 
 
 class QKVParallelLinear(ColumnParallelLinear):
