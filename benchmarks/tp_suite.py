@@ -22,7 +22,7 @@ from common import device_name, now, random_prompts, shape_dir
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pagedawq import LLM, SamplingParams  # noqa: E402
-from tests.conftest import make_tiny_model  # noqa: E402
+from tests.conftest import make_rtn_awq_checkpoint, make_tiny_model  # noqa: E402
 
 
 def log(msg: str) -> None:
@@ -36,18 +36,25 @@ def close(llm: LLM) -> None:
 
 
 def correctness(tp: int, backend: str | None = None) -> None:
+    """Greedy tokens at TP = ``tp`` against TP=1: a random GQA model in float32, and its int4 (RTN,
+    group 64) copy in float16, which runs the GPU's AWQ kernels on each rank's shards."""
     path = make_tiny_model(Path(tempfile.mkdtemp()) / "gqa", "llama", hidden_size=256, intermediate_size=512,
                            num_attention_heads=4, num_key_value_heads=2)
+    awq_path, _ = make_rtn_awq_checkpoint(path, Path(tempfile.mkdtemp()) / "gqa_awq", 64)
     prompts = [{"prompt_token_ids": list(range(5 + i, 5 + i + n))} for i, n in enumerate((3, 40, 150, 17))]
     params = SamplingParams(temperature=0, max_tokens=32, ignore_eos=True)
-    outs = {}
-    for size in (1, tp):
-        llm = LLM(str(path), dtype="float32", tensor_parallel_size=size, skip_tokenizer_init=True,
-                  gpu_memory_utilization=0.3, distributed_executor_backend=backend if size > 1 else None)
-        outs[size] = [o.outputs[0].token_ids for o in llm.generate(prompts, params, use_tqdm=False)]
-        close(llm)
-    same = sum(a == b for a, b in zip(outs[1], outs[tp]))
-    log(f"correctness: random GQA model fp32, TP={tp} greedy tokens equal TP=1 for {same}/{len(prompts)} prompts")
+    for label, model, dtype in (("fp32", path, "float32"), ("AWQ g64 fp16", awq_path, "float16")):
+        outs = {}
+        for size in (1, tp):
+            llm = LLM(str(model), dtype=dtype, tensor_parallel_size=size, skip_tokenizer_init=True,
+                      gpu_memory_utilization=0.3, distributed_executor_backend=backend if size > 1 else None)
+            outs[size] = [o.outputs[0].token_ids for o in llm.generate(prompts, params, use_tqdm=False)]
+            close(llm)
+        same = sum(a == b for a, b in zip(outs[1], outs[tp]))
+        # where a pair first differs (fp16 sums in another order may flip a near-tie late in a sequence)
+        first = [next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), len(a)) for a, b in zip(outs[1], outs[tp])]
+        log(f"correctness: random GQA model {label}, TP={tp} greedy tokens equal TP=1 for {same}/{len(prompts)} "
+            f"prompts (equal prefix lengths {first} of {params.max_tokens})")
 
 
 def speed(model: str, tp: int, quant: str | None, num_prompts: int, nccl_only: bool = False,
