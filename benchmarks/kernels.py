@@ -307,7 +307,7 @@ def run_dequant(bw: float) -> None:
 WGMMA_T_LAYERS = [("llama2-7b", name, k, n) for name, k, n in MODELS["llama2-7b"]] + [
     ("llama2-13b-tp2", "gate_up", 5120, 13824), ("llama2-13b-tp2", "o", 2560, 5120)] + [
     ("llama2-70b-tp8", name, k, n) for name, k, n in MODELS["llama2-70b-tp8"]]
-WGMMA_T_MS = [1, 2, 8, 16, 32, 64, 128, 256, 512, 1024, 2048]
+WGMMA_T_MS = [1, 2, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096]
 
 
 WGMMA_T_DEPTHS = {8: ((8, 1), (4, 2), (2, 4), (3, 4), (4, 4)), 16: ((8, 1), (4, 2), (2, 4), (3, 4), (4, 4)),
@@ -316,25 +316,28 @@ WGMMA_T_DEPTHS = {8: ((8, 1), (4, 2), (2, 4), (3, 4), (4, 4)), 16: ((8, 1), (4, 
 
 
 def wgmma_t_candidates(m: int, n: int, k: int, sms: int) -> list:
-    """Configs of the transposed kernel worth timing at M: the default rule's tiles and split-K, half
-    that split, and pipelines of 1, 2 or 4 K tiles a step at about the same depth in K tiles
-    (deeper for the memory-bound small token tiles); and the other channel count: 128 channels
-    (two wgmmas sharing each x tile) with the same and twice the split where the rule takes 64,
-    64 x 256 where it takes 128 x 128."""
+    """Configs of the transposed kernels worth timing at M. Where the rule takes one warpgroup: its
+    tiles and split-K, half that split, and pipelines of 1, 2 or 4 K tiles a step at about the same
+    depth in K tiles (deeper for the memory-bound small token tiles), and 128 channels (two wgmmas
+    sharing each x tile) with the same and twice the split; above 128 tokens, where N allows, the
+    warp-specialised kernel's tiles too. Where the rule takes the warp-specialised kernel: both its
+    token tiles, 128-channel consumers, and the one-warpgroup 64 x 256 and 128 x 128 it replaced."""
     base = awq_configs.wgmma_t_config(m, n, k, sms)
+    ws = [awq_configs.WgmmaTConfig(bn, bt, stages=3, k_tiles=kt, consumers=2)
+          for bn, bt, kt in ((64, 256, 1), (64, 128, 2), (128, 128, 2), (64, 64, 4))]
+    if base.consumers > 1:
+        return ws + [awq_configs.WgmmaTConfig(64, 256, stages=st, k_tiles=kt) for st, kt in WGMMA_T_DEPTHS[256]] \
+            + [awq_configs.WgmmaTConfig(128, 128, stages=2, k_tiles=2)]
     splits = {base.split_k, max(1, base.split_k // 2)}
     if base.split_k >= awq_configs.WGMMA_MAX_SPLIT:   # capped: try more slices of at least 8 K tiles
         splits |= {s for s in (8, 16) if k // 64 >= 8 * s}
     out = [replace(base, stages=st, k_tiles=kt, split_k=sp) for sp in sorted(splits)
            for st, kt in WGMMA_T_DEPTHS[base.block_t]]
-    if base.block_n == 128:
-        out += [replace(base, block_n=64, block_t=256, stages=st, k_tiles=kt, split_k=1)
-                for st, kt in WGMMA_T_DEPTHS[256]]
-    elif n % 128 == 0 and base.block_t <= 128:
+    if n % 128 == 0 and base.block_t <= 128:
         out += [replace(base, block_n=128, stages=st, k_tiles=kt, split_k=sp)
                 for sp in sorted({base.split_k, min(2 * base.split_k, k // 64 // 8) or 1})
                 for st, kt in WGMMA_T_DEPTHS[base.block_t]]
-    return out
+    return out + (ws if m > 128 and n % 128 == 0 else [])
 
 
 def run_wgmma_t(sms: int, out_dir: str, layers: list, ms: list[int]) -> None:
@@ -346,7 +349,7 @@ def run_wgmma_t(sms: int, out_dir: str, layers: list, ms: list[int]) -> None:
     log(f"{'layer':<22}{'K':>6}{'N':>7}{'M':>6}{'cuBLAS':>8}{'current':>9} {'path':<8}{'best T':>8} {'config':<14}"
         f"{'x cuBLAS':>9}{'x current':>10}{'rel err':>9}")
     with open(os.path.join(out_dir, "wgmma_t_sweep.csv"), "w") as csv:
-        csv.write("layer,K,N,M,block_n,block_t,split_k,stages,k_tiles,us,rel_err\n")
+        csv.write("layer,K,N,M,block_n,block_t,split_k,stages,k_tiles,consumers,us,rel_err\n")
         for model, name, k, n in layers:
             layer = Layer(k, n, seed=k + n)
             packed = layer.repacked
@@ -358,7 +361,7 @@ def run_wgmma_t(sms: int, out_dir: str, layers: list, ms: list[int]) -> None:
                 t_cur = graph_time_us(layer.awq_fns(x, out), 5, 20)
                 best = (float("inf"), None, 0.0)
                 for cfg in wgmma_t_candidates(m, n, k, sms):
-                    if n % cfg.block_n:
+                    if n % cfg.cta_channels:
                         continue
                     cnt = _counters(x.device, output_tiles(m, n, cfg))
                     err = 0.0
@@ -368,11 +371,12 @@ def run_wgmma_t(sms: int, out_dir: str, layers: list, ms: list[int]) -> None:
                         err = max(err, layer.rel_err(m, poisoned.nan_to_num(1e4)))
                     t = graph_time_us([lambda p=p, c=cfg: wgmma_t_gemm(x, *p, c, out, cnt) for p in packed], 5, 20)
                     csv.write(f"{model} {name},{k},{n},{m},{cfg.block_n},{cfg.block_t},{cfg.split_k},{cfg.stages},"
-                              f"{cfg.k_tiles},{t:.2f},{err:.2e}\n")
+                              f"{cfg.k_tiles},{cfg.consumers},{t:.2f},{err:.2e}\n")
                     if t < best[0]:
                         best = (t, cfg, err)
                 t, cfg, err = best
-                label = f"{cfg.block_n}x{cfg.block_t}/{cfg.split_k}/s{cfg.stages}/k{cfg.k_tiles}"
+                label = (f"{cfg.consumers}x" if cfg.consumers > 1 else "") + \
+                    f"{cfg.block_n}x{cfg.block_t}/{cfg.split_k}/s{cfg.stages}/k{cfg.k_tiles}"
                 log(f"{model + ' ' + name:<22}{k:>6}{n:>7}{m:>6}{t_ref:>8.1f}{t_cur:>9.1f} {path:<8}{t:>8.1f} "
                     f"{label:<14}{t_ref / t:>9.2f}{t_cur / t:>10.2f}{err:>9.1e}")
                 layer._ref.clear()
@@ -492,7 +496,7 @@ def main() -> None:
     ap.add_argument("--gemv-models", nargs="+", default=list(GEMV_MODELS), choices=[*MODELS, *TP_MODELS],
                     help="with --gemv: whose layers (default: %(default)s)")
     ap.add_argument("--dequant", action="store_true", help="the dequantize kernel and the large-M path")
-    ap.add_argument("--wgmma-t", action="store_true", help="the transposed Hopper kernel at M = 1-2048")
+    ap.add_argument("--wgmma-t", action="store_true", help="the transposed Hopper kernels at M = 1-4096")
     ap.add_argument("--wgmma-t-models", nargs="+", default=None, choices=sorted({r[0] for r in WGMMA_T_LAYERS}),
                     help="with --wgmma-t: only these models' layers")
     ap.add_argument("--ms", type=int, nargs="+", default=None, help="with --wgmma-t: these M (default: %s)" % WGMMA_T_MS)

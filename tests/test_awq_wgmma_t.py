@@ -110,6 +110,21 @@ def test_kernel_compiles_for_sm90_with_the_weights_in_registers(block_n, block_t
     assert s["pdl_waits"] >= 1 and s["pdl_triggers"] >= 1
 
 
+@pytest.mark.parametrize("block_n,block_t,kt,silu", [(64, 256, 1, False), (64, 128, 2, True)])
+def test_warp_specialised_kernel_compiles_for_sm90_without_coupling_its_consumers(block_n, block_t, kt, silu):
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run([sys.executable, "-m", "tests.wgmma_sass", "ws", str(block_n), str(block_t), f"kt={kt}",
+                           *(["silu"] if silu else [])], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    s = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert s["spills"] == 0 and s["a_register_hazards"] == 0
+    assert s["setmaxnreg"] > 0    # registers moved from the TMA warp to the consumers
+    assert s["tma_loads"] == 5    # the producer's: x, and words + zero/scale of each consumer
+    # two consumer K loops, each a step's HGMMAs (4 a K tile and 64 channels), one full wait, and no
+    # CTA-wide barrier: the warpgroups drift apart (what the plain kernel with two warpgroups lacked)
+    assert s["loops"] == [{"hgmma": 4 * kt * block_n // 64, "wait_all": 1, "cta_barriers": 0}] * 2
+
+
 def test_tiles_the_kernel_cannot_run_are_refused():
     from pagedawq.kernels.awq_wgmma_t import wgmma_t_gemm
     x = torch.zeros(8, 256, dtype=torch.float16)
@@ -119,17 +134,32 @@ def test_tiles_the_kernel_cannot_run_are_refused():
         words, zs = repack(*_layer(256, n, 64, seed=2))
         with pytest.raises(ValueError, match="BLOCK_N"):
             wgmma_t_gemm(x, words, zs, cfg, torch.empty(8, n, dtype=torch.float16))
+    words, zs = repack(*_layer(256, 192, 64, seed=2))
+    for cfg, match in ((TConfig(64, 128, consumers=3), "2 consumers"), (TConfig(64, 128, split_k=2, consumers=2), "split-K"),
+                       (TConfig(64, 128, consumers=2), "channels must divide N = 192")):   # a CTA of 128
+        with pytest.raises(ValueError, match=match):
+            wgmma_t_gemm(x, words, zs, cfg, torch.empty(8, 192, dtype=torch.float16))
 
 
 def test_config_choice():
-    from pagedawq.kernels.awq_configs import WGMMA_T_M_MAX, WGMMA_T_M_MIN, wgmma_t_config
+    from pagedawq.kernels.awq_configs import WGMMA_T_M_MIN, wgmma_t_config
     sms = 132
-    assert (WGMMA_T_M_MIN, WGMMA_T_M_MAX) == (1, 2048)
-    # up to 256 tokens: 64 channels and the smallest token tile that holds M up to 128; above, 128 x 128
-    assert [(c.block_n, c.block_t) for c in (wgmma_t_config(m, 22016, 4096, sms)
-                                             for m in (2, 8, 9, 33, 100, 256, 300, 2048))] == \
-        [(64, 8), (64, 8), (64, 16), (64, 64), (64, 128), (64, 128), (128, 128), (128, 128)]
-    assert wgmma_t_config(2048, 4032, 4096, sms).block_n == 64    # N not a multiple of 128
+    assert WGMMA_T_M_MIN == 1
+    # up to 256 tokens: one warpgroup of 64 channels and the smallest token tile that holds M up to
+    # 128; above, the warp-specialised kernel (two consumers of 64 channels)
+    assert [(c.block_n, c.block_t, c.consumers) for c in (wgmma_t_config(m, 22016, 4096, sms)
+                                                          for m in (2, 8, 9, 33, 100, 256, 300, 2048, 4096))] == \
+        [(64, 8, 1), (64, 8, 1), (64, 16, 1), (64, 64, 1), (64, 128, 1), (64, 128, 1), (64, 128, 2), (64, 256, 2),
+         (64, 256, 2)]
+    # its token tile: 256 where that fills the GPU as well as 128 does, else 128 (padding and the last
+    # wave counted): qkv at 512 tokens has 192 CTAs of 256 (1.45 waves) or 384 of 128 (2.9)
+    assert [wgmma_t_config(m, 12288, 4096, sms).block_t for m in (300, 512, 1024, 4096)] == [128, 128, 256, 256]
+    assert [wgmma_t_config(m, 4096, 11008, sms).block_t for m in (512, 1024)] == [128, 256]   # down: 64 vs 128 CTAs
+    assert wgmma_t_config(512, 22016, 4096, sms).block_t == 256   # 344 CTAs: 2.6 waves either way
+    assert [(c.stages, c.k_tiles, c.split_k) for c in (wgmma_t_config(m, 4096, 4096, sms) for m in (512, 1024))] == \
+        [(3, 2, 1), (3, 1, 1)]
+    c = wgmma_t_config(2048, 4032, 4096, sms)    # N not a multiple of the CTA's 128 channels: one warpgroup
+    assert (c.block_n, c.block_t, c.consumers) == (64, 256, 1)
     # split-K to two programs per SM at M <= 128 (one above; halved at 128-token tiles), at most 4
     # slices of >= 8 K tiles
     assert wgmma_t_config(16, 12288, 4096, sms).split_k == 2       # 192 tiles
@@ -140,11 +170,9 @@ def test_config_choice():
     assert wgmma_t_config(128, 4096, 4096, sms).split_k == 2       # 64 tiles: 4, halved (slices < 32 K tiles)
     assert wgmma_t_config(1, 1280, 8192, sms).split_k == 12        # 20 tiles: up to 16 slices of >= 10 K tiles
     assert wgmma_t_config(1, 8192, 1024, sms).split_k == 1         # 16 K tiles: no slices of >= 10
-    assert wgmma_t_config(512, 4096, 11008, sms).split_k == 2      # 128 tiles of 128 x 128: < 1 per SM
-    assert wgmma_t_config(2048, 4096, 4096, sms).split_k == 1
     assert wgmma_t_config(16, 1024, 512, sms).split_k == 1         # 8 K tiles: no split
-    assert [(c.stages, c.k_tiles) for c in (wgmma_t_config(m, 4096, 4096, sms) for m in (8, 32, 64, 128, 512))] == \
-        [(2, 4), (2, 4), (2, 2), (2, 2), (2, 2)]
+    assert [(c.stages, c.k_tiles) for c in (wgmma_t_config(m, 4096, 4096, sms) for m in (8, 32, 64, 128))] == \
+        [(2, 4), (2, 4), (2, 2), (2, 2)]
     assert (lambda c: (c.stages, c.k_tiles))(wgmma_t_config(512, 4032, 4096, sms)) == (3, 1)   # 64 x 256
 
 
@@ -174,7 +202,10 @@ def _rel_err(out: torch.Tensor, x: torch.Tensor, layer) -> float:
 CONFIGS = [TConfig(64, 8, stages=8), TConfig(64, 16, stages=2, k_tiles=4), TConfig(64, 32, stages=8, split_k=4),
            TConfig(128, 64), TConfig(64, 64, stages=2, split_k=3, k_tiles=2), TConfig(64, 128, stages=3),
            TConfig(64, 128, stages=2, k_tiles=2), TConfig(128, 128), TConfig(64, 256, stages=3),
-           TConfig(64, 256, stages=2, k_tiles=2), TConfig(128, 32, split_k=2, k_tiles=4)]
+           TConfig(64, 256, stages=2, k_tiles=2), TConfig(128, 32, split_k=2, k_tiles=4),
+           # warp-specialised (awq_wgmma_t_ws): two consumer warpgroups of BLOCK_N channels a CTA
+           TConfig(64, 256, stages=3, consumers=2), TConfig(64, 128, stages=3, k_tiles=2, consumers=2),
+           TConfig(128, 128, stages=3, k_tiles=2, consumers=2), TConfig(64, 64, stages=3, k_tiles=4, consumers=2)]
 
 
 @hopper
@@ -186,10 +217,10 @@ def test_gpu_every_config_matches_float64(k, n, group):
     layer = _layer(k, n, group, seed=k + n, device="cuda")
     words, zs = repack(*layer)
     failed = []
-    for m in (1, 5, 16, 33, 64, 100, 128, 300, 512, 1024):
+    for m in (1, 5, 16, 33, 64, 100, 128, 300, 512, 1024, 2100):
         x = (torch.randn(m, k, device="cuda") + 0.1).half()
         for cfg in CONFIGS:
-            if n % cfg.block_n:
+            if n % cfg.cta_channels or (m > 1024 and cfg.consumers == 1):
                 continue
             out = torch.full((m, n), float("nan"), dtype=torch.float16, device="cuda")
             counters = _counters(x.device, output_tiles(m, n, cfg))
@@ -288,7 +319,7 @@ def test_gpu_silu_epilogue_matches_the_unfused_activation(k, n, group):
         x = ((torch.randn(m, k, device="cuda") + 0.1) / 8).half()
         ref = _silu_and_mul_ref(x, layer)
         for cfg in CONFIGS:
-            if n % cfg.block_n:
+            if n % cfg.cta_channels:
                 continue
             out = torch.full((m, n // 2), float("nan"), dtype=torch.float16, device="cuda")
             wgmma_t_gemm(x, words, zs, cfg, out, _counters(x.device, output_tiles(m, n, cfg)), silu_and_mul=True)
@@ -301,17 +332,17 @@ def test_gpu_silu_epilogue_matches_the_unfused_activation(k, n, group):
 
 @hopper
 @pytest.mark.gpu
-def test_gpu_awq_gemm_silu_and_mul_in_a_cuda_graph_and_beyond_the_paths_range():
+def test_gpu_awq_gemm_silu_and_mul_in_a_cuda_graph_warp_specialised_and_unfused():
     from pagedawq.kernels import ops
     from pagedawq.kernels.awq_gemm import awq_gemm, awq_gemm_silu_and_mul, repack_for_wgmma_t
     layer = _layer(4096, 2 * 4096, 128, seed=12, device="cuda")
     repacked = repack_for_wgmma_t(*layer, silu_and_mul=True)
     assert repacked is not None
-    for m in (1, 16, 200, 2049):   # 2049: beyond "wgmma_t", the unfused fallback
+    for m in (1, 16, 200, 300, 2049):   # 300, 2049: the warp-specialised kernel's epilogue
         x = (torch.randn(m, 4096, device="cuda") / 8).half()   # silu(gate) * up inside fp16's range
         expected = ops.silu_and_mul(awq_gemm(x, *layer))
-        got = awq_gemm_silu_and_mul(x, *layer, repacked)
-        assert ((got.double() - expected.double()).norm() / expected.double().norm()).item() < 2e-3, m
+        for got in (awq_gemm_silu_and_mul(x, *layer, repacked), awq_gemm_silu_and_mul(x, *layer, None)):  # fused, unfused
+            assert ((got.double() - expected.double()).norm() / expected.double().norm()).item() < 2e-3, m
         if m <= 16:
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph):

@@ -1,4 +1,4 @@
-"""Compile the AWQ wgmma_t kernel for sm_90 without a GPU and summarise its SASS (run as a script).
+"""Compile the AWQ wgmma_t kernels for sm_90 without a GPU and summarise their SASS (run as a script).
 
 Gluon has no CPU interpreter, so on machines without a GPU this is what can be checked: that the
 kernel builds with the installed Triton, and that its K loop has the structure it depends on:
@@ -21,7 +21,6 @@ import triton
 from triton._C.libtriton import native_specialize_impl
 from triton.backends.compiler import BaseBackend, GPUTarget
 from triton.experimental.gluon._runtime import GluonASTSource
-from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 from pagedawq.kernels import awq_wgmma_t
 from pagedawq.kernels.awq_configs import WgmmaTConfig
@@ -30,42 +29,92 @@ _SCALARS = {"out_ptr": "*fp16", "ws_ptr": "*fp32", "cnt_ptr": "*i32", "M": "i32"
             "stride_om": "i32", "split_k": "i32"}
 
 
-def _desc(t: torch.Tensor, block: list[int], layout) -> str:
-    return native_specialize_impl(BaseBackend, TensorDescriptor.from_tensor(t, block, layout), False, True, True)[0]
+def _descs(cfg: WgmmaTConfig, group: int, k: int = 4096, n: int = 4096, m: int = 256) -> dict[str, str]:
+    """The signature types of the kernels' three TMA descriptors for ``cfg`` on a K x N layer."""
+    x = torch.zeros(m, k, dtype=torch.float16)
+    words = torch.zeros(k // 64 * (n // 16), awq_wgmma_t.BAND_WORDS, dtype=torch.int32)
+    zs = torch.zeros(k // group, n, dtype=torch.int32)
+    descs = awq_wgmma_t.descriptors(x, words, zs, cfg, awq_wgmma_t.k_tiles_per_step(k, group, cfg))
+    return {name: native_specialize_impl(BaseBackend, d, False, True, True)[0]
+            for name, d in zip(("x_desc", "w_desc", "zs_desc"), descs)}
 
 
-def _compile(kernel, sig: dict, constexprs: dict, num_warps: int) -> list[str]:
+def _compile(kernel, sig: dict, constexprs: dict, num_warps: int, **options):
     sig = {**sig, **{name: "constexpr" for name in constexprs}}
     src = GluonASTSource(kernel, sig, constexprs=constexprs)
-    return disassemble(triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": num_warps}))
+    return triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": num_warps, **options})
 
 
-def disassemble(compiled) -> list[str]:
-    """The SASS instructions of a kernel compiled by ``triton.compile`` (nvdisasm, shipped with Triton)."""
+def _nvdisasm(compiled) -> str:
     nvdisasm = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "nvdisasm")
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "k.cubin")
         with open(path, "wb") as f:
             f.write(compiled.asm["cubin"])
-        out = subprocess.run([nvdisasm, "-c", path], capture_output=True, text=True, check=True).stdout
-    return [ln.split("*/", 1)[1].strip() for ln in out.splitlines() if "*/" in ln and ";" in ln]
+        return subprocess.run([nvdisasm, "-c", path], capture_output=True, text=True, check=True).stdout
+
+
+def disassemble(compiled) -> list[str]:
+    """The SASS instructions of a kernel compiled by ``triton.compile`` (nvdisasm, shipped with Triton)."""
+    return disassemble_labelled(compiled)[0]
+
+
+def disassemble_labelled(compiled) -> tuple[list[str], dict[str, int]]:
+    """The SASS instructions, and the index of the instruction each branch label stands before."""
+    lines, labels = [], {}
+    for ln in _nvdisasm(compiled).splitlines():
+        if m := re.match(r"^(\.L_x_\d+):", ln):
+            labels[m.group(1)] = len(lines)
+        elif "*/" in ln and ";" in ln:
+            lines.append(ln.split("*/", 1)[1].strip())
+    return lines, labels
 
 
 def sass_t(cfg: WgmmaTConfig, split: bool = False, group: int = 128, pdl: bool = True, silu: bool = False
            ) -> list[str]:
     """SASS of ``awq_wgmma_t_kernel`` for ``cfg`` (K = N = 4096)."""
-    k = n = 4096
-    kt = awq_wgmma_t.k_tiles_per_step(k, group, cfg)
-    x_l, w_l, z_l = awq_wgmma_t.shared_layouts(cfg, kt)
-    x3 = torch.zeros(256, k, dtype=torch.float16).as_strided((k // 64, 256, 64), (64, k, 1))
-    words = torch.zeros(k // 64, n // 16, awq_wgmma_t.BAND_WORDS, dtype=torch.int32)
-    zs = torch.zeros(k // group, n, dtype=torch.int32)
-    sig = {"x_desc": _desc(x3, [kt, cfg.block_t, awq_wgmma_t.BLOCK_K], x_l),
-           "w_desc": _desc(words, [kt, cfg.block_n // awq_wgmma_t.BAND, awq_wgmma_t.BAND_WORDS], w_l),
-           "zs_desc": _desc(zs, [max(1, 64 * kt // group), cfg.block_n], z_l), **_SCALARS}
-    return _compile(awq_wgmma_t.awq_wgmma_t_kernel, sig,
-                    {"G": group, "W_LAYOUT": awq_wgmma_t.words_layout(cfg.block_n), "STAGES": cfg.stages,
-                     "SPLIT": split, "PDL": pdl, "SILU": silu, "num_warps": cfg.num_warps}, cfg.num_warps)
+    return disassemble(_compile(awq_wgmma_t.awq_wgmma_t_kernel, {**_descs(cfg, group), **_SCALARS},
+                                {"G": group, "W_LAYOUT": awq_wgmma_t.words_layout(cfg.block_n), "STAGES": cfg.stages,
+                                 "SPLIT": split, "PDL": pdl, "SILU": silu, "num_warps": cfg.num_warps}, cfg.num_warps))
+
+
+def sass_ws(cfg: WgmmaTConfig, group: int = 128, silu: bool = False) -> tuple[list[str], dict[str, int]]:
+    """Labelled SASS of ``awq_wgmma_t_ws_kernel`` for ``cfg`` (K = N = 4096), with its launch register cap."""
+    from pagedawq.kernels import awq_wgmma_t_ws as ws
+    sig = {**_descs(cfg, group), "out_ptr": "*fp16", "M": "i32", "N": "i32", "K": "i32", "stride_om": "i32"}
+    return disassemble_labelled(_compile(ws.awq_wgmma_t_ws_kernel, sig,
+                                         {"G": group, "STAGES": cfg.stages, "SILU": silu, "num_warps": cfg.num_warps},
+                                         cfg.num_warps, maxnreg=ws.MAX_REGS))
+
+
+def _unpredicated(ln: str) -> str:
+    return re.sub(r"^@!?U?P\w+\s+", "", ln)
+
+
+def mma_loops(lines: list[str], labels: dict[str, int]) -> list[list[str]]:
+    """The innermost loops holding HGMMAs (a kernel's K loops): bodies of conditional backward
+    branches (unconditional ones are Triton's partition dispatch and ptxas's mbarrier retry stubs)."""
+    loops = [(labels[m.group(1)], end) for end, ln in enumerate(lines)
+             if (m := re.match(r"@!?P\d+\s+BRA `\((\.L_x_\d+)\)", ln)) and labels.get(m.group(1), end + 1) <= end]
+    loops = [(a, b) for a, b in loops if any("HGMMA" in ln for ln in lines[a:b + 1])]
+    return [lines[a:b + 1] for a, b in loops
+            if not any(a <= a2 and b2 <= b and (a2, b2) != (a, b) for a2, b2 in loops)]
+
+
+def ws_summary(lines: list[str], labels: dict[str, int]) -> dict:
+    """What the warp-specialised kernel depends on: registers moved by setmaxnreg, no spills, no write
+    to a running wgmma's A registers, and in each consumer's K loop one full wgmma wait and no
+    CTA-wide barrier (``BAR.SYNC 0x..`` without a thread count; ``BAR.SYNC id, 0x80`` is one
+    warpgroup's, which does not couple the consumers)."""
+    def barriers(body: list[str]) -> list[str]:
+        return [_unpredicated(ln).rstrip(" ;") for ln in body if _unpredicated(ln).startswith("BAR.")]
+    return {"instructions": len(lines), "setmaxnreg": sum("SETMAXREG" in ln for ln in lines),
+            "spills": sum(ln.split()[0] in ("STL", "LDL") or " STL" in ln or " LDL" in ln for ln in lines),
+            "a_register_hazards": len(a_register_hazards(lines)), "tma_loads": sum("UTMALDG" in ln for ln in lines),
+            "loops": [{"hgmma": sum("HGMMA" in ln for ln in body),
+                       "wait_all": sum("WARPGROUP.DEPBAR.LE gsb0, 0x0" in ln for ln in body),
+                       "cta_barriers": sum(not re.search(r"0x\w+, 0x\w+$", ln) for ln in barriers(body))}
+                      for body in mma_loops(lines, labels)]}
 
 
 def a_register_hazards(lines: list[str]) -> list[str]:
@@ -108,8 +157,11 @@ def summary(lines: list[str]) -> dict[str, int]:
 
 
 if __name__ == "__main__":
-    block_n, block_t = int(sys.argv[1]), int(sys.argv[2])
-    split = "split" in sys.argv[3:]
-    kt = int(next((v[3:] for v in sys.argv[3:] if v.startswith("kt=")), 1))
-    lines = sass_t(WgmmaTConfig(block_n, block_t, k_tiles=kt), split, silu="silu" in sys.argv[3:])
-    print(json.dumps(summary(lines)))
+    args = sys.argv[1:]
+    kt = int(next((v[3:] for v in args if v.startswith("kt=")), 1))
+    if args[0] == "ws":
+        cfg = WgmmaTConfig(int(args[1]), int(args[2]), stages=3, k_tiles=kt, consumers=2)
+        print(json.dumps(ws_summary(*sass_ws(cfg, silu="silu" in args))))
+    else:
+        lines = sass_t(WgmmaTConfig(int(args[0]), int(args[1]), k_tiles=kt), "split" in args, silu="silu" in args)
+        print(json.dumps(summary(lines)))

@@ -15,10 +15,11 @@ Paths (``awq_gemm`` picks by M, or takes ``path=``):
   dequantized tile's trip into the mma layout), so more small programs per SM beat wider rows.
 * ``"tc"`` (32 < M <= 256): tensor-core tiles (wgmma from BLOCK_M 64), dequantized in
   registers, split-K only when the tile grid alone cannot fill the GPU.
-* ``"wgmma_t"`` (WGMMA_T_M_MIN <= M <= WGMMA_T_M_MAX, Hopper, fp16, weights repacked at load;
+* ``"wgmma_t"`` (M >= WGMMA_T_M_MIN, Hopper, fp16, weights repacked at load;
   ``awq_wgmma_t``): the transposed product with the weights as wgmma's register operand. Where
   it can run (``awq_gemm(..., repacked=...)``) it is taken before every other path: it beat all of
-  them at M = 1-2048 on the measured layers. ``wgmma_t_config`` picks its tiles.
+  them at every M measured (1-4096; above 256 tokens warp-specialised, ``awq_wgmma_t_ws``).
+  ``wgmma_t_config`` picks its tiles.
 * ``"dequant"`` (M > 256): the weight is dequantized once per call (a Triton kernel) and cuBLAS
   does the product; on the H100 this beat the fused kernel from M = 512 (sometimes 256) on.
 
@@ -36,9 +37,10 @@ GEMV_BLOCK_M_MAX = 4  # rows per GEMV program; a larger M runs several row block
 SMALL_M_MAX = 32     # at or below: the split-K streaming path
 LARGE_M_MIN = 257    # at or above: dequantize + cuBLAS (won at M >= 512 on every benchmark shape)
 WGMMA_MAX_SPLIT = 4   # split-K slices of the "wgmma_t" path (16 for the narrowest layers, see wgmma_t_config)
-WGMMA_T_M_MIN, WGMMA_T_M_MAX = 1, 2048   # the "wgmma_t" path's M range: it beat the GEMV at M = 1 (1.02-1.27x)
-                                         # and every other path up to 2048 on the Llama-2-7B and 13B/TP=2
-                                         # layers (H100, 2026-11-26)
+WGMMA_T_M_MIN = 1    # the "wgmma_t" path serves every M from here: it beat the GEMV at M = 1 (1.02-1.27x),
+                     # every other path up to 2048 on the Llama-2-7B and 13B/TP=2 layers, and (warp-
+                     # specialised) dequantize + cuBLAS at 4096 (H100, 2026-11-26)
+WS_M_MIN = 257       # from here on: the warp-specialised kernel (awq_wgmma_t_ws) where N % 128 == 0
 WGMMA_T_BLOCK_TS = (8, 16, 32, 64, 128, 256)          # token tiles: wgmma's N, a multiple of 8 up to 256
 DEFAULT_SMS = 132    # H100 SXM; used when the tensors are not on a CUDA device (interpreter)
 
@@ -77,19 +79,28 @@ class GemvConfig:
 
 @dataclass(frozen=True)
 class WgmmaTConfig:
-    """Launch configuration of ``awq_wgmma_t_kernel`` (the "wgmma_t" path, out^T = W^T x^T):
-    BLOCK_N output channels per program (64 or 128: one warpgroup, one or two m64 wgmmas a K step
-    sharing the x tile), BLOCK_T tokens (wgmma's N), STAGES pipeline steps in flight of K_TILES K
-    tiles each, SPLIT_K slices of K per output tile."""
+    """Launch configuration of the "wgmma_t" path (out^T = W^T x^T): BLOCK_N output channels per
+    warpgroup (64 or 128: one or two m64 wgmmas a K step sharing the x tile), BLOCK_T tokens (wgmma's
+    N), STAGES pipeline steps in flight of K_TILES K tiles each, SPLIT_K slices of K per output tile.
+
+    ``consumers`` = 1: ``awq_wgmma_t_kernel``, a program of one warpgroup. 2 or 3: the
+    warp-specialised ``awq_wgmma_t_ws`` kernel, a CTA of that many warpgroups (each its own BLOCK_N
+    channels of the same tokens, sharing each x tile) and one TMA warp; no split-K."""
     block_n: int
     block_t: int
     stages: int = 4
     split_k: int = 1
     k_tiles: int = 1      # K tiles of 64 a pipeline step (1, 2 or 4; lowered to one that divides K / 64)
+    consumers: int = 1
 
     @property
     def num_warps(self) -> int:
         return 4
+
+    @property
+    def cta_channels(self) -> int:
+        """Output channels one program (CTA) covers."""
+        return self.consumers * self.block_n
 
 
 def nonempty_split(k_tiles: int, split: int) -> int:
@@ -439,8 +450,11 @@ def wgmma_t_config(m: int, n: int, k: int, sms: int) -> WgmmaTConfig:
       layers at M <= 16, where 4 left most SMs idle); halved at the 128-token tile where a program
       per SM remains or the slices would be under 32 K tiles;
     * pipeline steps of 4 K tiles for the memory-bound small tiles, 2 at 64-128 tokens, 1 at 256
-      (each step waits for its wgmmas, so a longer step spreads that latency), 2-3 steps deep.
+      (each step waits for its wgmmas, so a longer step spreads that latency), 2-3 steps deep;
+    * above 256 tokens, where N % 128 == 0, the warp-specialised kernel instead (``ws_config``).
     """
+    if m >= WS_M_MIN and n % 128 == 0:
+        return ws_config(m, n, sms)
     block_n = 128 if m > 256 and n % 128 == 0 else 64
     block_t = 128 if block_n == 128 else 256 if m > 256 else next((t for t in WGMMA_T_BLOCK_TS if m <= t <= 128), 128)
     tiles = (n // block_n) * -(-m // block_t)
@@ -451,3 +465,21 @@ def wgmma_t_config(m: int, n: int, k: int, sms: int) -> WgmmaTConfig:
         split //= 2
     stages, k_tiles = (2, 4) if block_t <= 32 else (2, 2) if block_t <= 128 else (3, 1)
     return WgmmaTConfig(block_n, block_t, stages=stages, split_k=nonempty_split(k // 64, split), k_tiles=k_tiles)
+
+
+WS_TILE_T_EFFICIENCY = {256: 1.0, 128: 0.90}   # per MAC, measured: 2 x 64 x 128 vs 2 x 64 x 256 CTAs
+
+
+def ws_config(m: int, n: int, sms: int) -> WgmmaTConfig:
+    """Tiles of the warp-specialised "wgmma_t" kernel: two consumer warpgroups of 64 channels (a CTA
+    of 128 channels), 3 steps deep, and 256 tokens (1 K tile a step) or 128 (2), whichever keeps more
+    of the GPU busy: the share of the last wave's SMs that have a CTA, times the share of the token
+    tile that holds tokens, times the tile's efficiency a MAC (the 128-token tile unpacks each weight
+    twice as often: 0.89-0.94x the 256-token one where both fill the GPU; H100 sweep of 2026-11-26,
+    ``benchmarks/results/wgmma_t_ws_*session8*``). One CTA an SM (two consumers of ~240 registers)."""
+    def score(block_t: int) -> float:
+        t_tiles = -(-m // block_t)
+        ctas = (n // 128) * t_tiles
+        return ctas / (-(-ctas // sms) * sms) * m / (t_tiles * block_t) * WS_TILE_T_EFFICIENCY[block_t]
+    block_t = max((256, 128), key=score)
+    return WgmmaTConfig(64, block_t, stages=3, k_tiles=1 if block_t == 256 else 2, consumers=2)

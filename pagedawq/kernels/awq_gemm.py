@@ -2,8 +2,8 @@
 
 The linear method (``pagedawq.quant.awq``) calls this on CUDA with the checkpoint tensors as
 loaded and, on Hopper, the same weights repacked at load time for the "wgmma_t" path
-(``repack_for_wgmma_t``), which then serves every M up to ``WGMMA_T_M_MAX``. The kernels are in
-``awq_kernels`` and ``awq_wgmma_t``, the path and tile choice in ``awq_configs``. Under
+(``repack_for_wgmma_t``), which then serves every M. The kernels are in ``awq_kernels``,
+``awq_wgmma_t`` and ``awq_wgmma_t_ws``, the path and tile choice in ``awq_configs``. Under
 ``TRITON_INTERPRET=1`` the Triton kernels run on CPU tensors (the tests), with plain Triton
 arithmetic in place of the PTX dequantizer (``PAGEDAWQ_AWQ_PLAIN_DEQUANT=1`` forces that
 arithmetic on CUDA too, for A/B comparisons); the Gluon kernel of the "wgmma_t" path has no
@@ -19,7 +19,7 @@ from functools import lru_cache
 import torch
 import triton
 
-from pagedawq.kernels.awq_configs import (DEFAULT_SMS, WGMMA_T_M_MAX, WGMMA_T_M_MIN, GemmConfig, GemvConfig,
+from pagedawq.kernels.awq_configs import (DEFAULT_SMS, WGMMA_T_M_MIN, GemmConfig, GemvConfig,
                                           WgmmaTConfig, choose, fit_block_k, get_config, gemv_block_m, gemv_config,
                                           gemv_params, nonempty_split, reduction_chunk, wgmma_t_config)
 from pagedawq.kernels import ops
@@ -103,7 +103,7 @@ def wgmma_t_usable(x: torch.Tensor, n: int, k: int, group: int, scales_dtype: to
     """Whether the "wgmma_t" path may be chosen for this x and an [K, N] layer whose weights were
     repacked for it (``repack_for_wgmma_t``; PAGEDAWQ_DISABLE_WGMMA_T=1 at load time leaves them
     unrepacked, for A/B comparisons)."""
-    if not (WGMMA_T_M_MIN <= x.shape[0] <= WGMMA_T_M_MAX) or not x.is_cuda or _interpreting() or _BUILD_ERROR:
+    if x.shape[0] < WGMMA_T_M_MIN or not x.is_cuda or _interpreting() or _BUILD_ERROR:
         return False
     module = wgmma_t_module()
     return module is not None and module.supports(x, n, k, group, scales_dtype)

@@ -132,7 +132,7 @@ def supports(x: torch.Tensor, n: int, k: int, group: int, scales_dtype: torch.dt
             and x.stride(1) == 1 and (x.stride(0) * 2) % 16 == 0 and x.data_ptr() % 16 == 0)
 
 
-@lru_cache(maxsize=None)
+@gluon.constexpr_function
 def words_layout(block_n: int) -> gl.DistributedLinearLayout:
     """[BLOCK_N, 8] words (row n, column c = k1 + 2*k2 + 4*k3) as ``repack`` lays them out: each
     thread's four of a K tile are one 16-byte load. Warp w holds bands w, w + 4, ... (rows 16w +
@@ -208,37 +208,46 @@ def _unpack_buf(w_bufs, z_bufs, s, j: gl.constexpr, G: gl.constexpr, a_layout: g
 
 
 @gluon.jit
-def _step(i, kt_lo, acc, use_acc, x_desc, w_desc, zs_desc, x_bufs, w_bufs, z_bufs, bars, off_t, pid_n,
-          n_steps, G: gl.constexpr, STAGES: gl.constexpr, a_layout: gl.constexpr, W_LAYOUT: gl.constexpr,
-          num_warps: gl.constexpr):
-    """The program's i-th step, KT K tiles: unpack their W^T into registers, then run their wgmmas,
-    wait for them, and refill the stage with step i + STAGES.
+def _mma_step(x_buf, w_bufs, z_bufs, b, acc, use_acc, G: gl.constexpr, a_layout: gl.constexpr,
+              W_LAYOUT: gl.constexpr, num_warps: gl.constexpr):
+    """One pipeline step's product: unpack the KT K tiles of word buffer ``b`` into registers, run
+    their wgmmas against ``x_buf`` [KT, BT, 64], and wait for them.
 
     All of a step's unpacks come before its first wgmma, and the wgmmas are waited for before the
     next step's unpack: a wgmma reads its A registers asynchronously, and ptxas reuses them for
     later unpacks while it may still run (with one wgmma left in flight across the unpack of the
     next tile, 148 of 392 configuration x shape checks on the H100 came out wrong). The unpack
-    overlaps the tensor cores across programs instead: one warpgroup a program, two or more
-    programs an SM; KT > 1 spreads each step's fixed cost (barrier wait, wgmma latency, TMA issue)
-    over more of the weight stream."""
-    KT: gl.constexpr = x_desc.block_type.shape[0]
-    s = i % STAGES
-    mbarrier.wait(bars.index(s), (i // STAGES) & 1)
-    a0 = _unpack_buf(w_bufs, z_bufs, s, 0, G, a_layout, W_LAYOUT, num_warps)
+    overlaps the tensor cores across warpgroups instead (programs sharing an SM, or the consumers
+    of ``awq_wgmma_t_ws``); KT > 1 spreads each step's fixed cost (barrier wait, wgmma latency, TMA
+    issue) over more of the weight stream."""
+    KT: gl.constexpr = x_buf.shape[0]
+    BT: gl.constexpr = x_buf.shape[1]
+    a0 = _unpack_buf(w_bufs, z_bufs, b, 0, G, a_layout, W_LAYOUT, num_warps)
     if KT >= 2:
-        a1 = _unpack_buf(w_bufs, z_bufs, s, 1, G, a_layout, W_LAYOUT, num_warps)
+        a1 = _unpack_buf(w_bufs, z_bufs, b, 1, G, a_layout, W_LAYOUT, num_warps)
     if KT == 4:
-        a2 = _unpack_buf(w_bufs, z_bufs, s, 2, G, a_layout, W_LAYOUT, num_warps)
-        a3 = _unpack_buf(w_bufs, z_bufs, s, 3, G, a_layout, W_LAYOUT, num_warps)
-    BT: gl.constexpr = x_desc.block_type.shape[1]
-    xs = x_bufs.index(s).reshape([KT * BT, x_desc.block_type.shape[2]])   # K tile j: rows j*BT ..
+        a2 = _unpack_buf(w_bufs, z_bufs, b, 2, G, a_layout, W_LAYOUT, num_warps)
+        a3 = _unpack_buf(w_bufs, z_bufs, b, 3, G, a_layout, W_LAYOUT, num_warps)
+    xs = x_buf.reshape([KT * BT, x_buf.shape[2]])   # K tile j: rows j*BT ..
     acc = warpgroup_mma(a0, xs.slice(0, BT).permute((1, 0)), acc, use_acc=use_acc, is_async=True)
     if KT >= 2:
         acc = warpgroup_mma(a1, xs.slice(BT, BT).permute((1, 0)), acc, is_async=True)
     if KT == 4:
         acc = warpgroup_mma(a2, xs.slice(2 * BT, BT).permute((1, 0)), acc, is_async=True)
         acc = warpgroup_mma(a3, xs.slice(3 * BT, BT).permute((1, 0)), acc, is_async=True)
-    acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc, ))
+    return warpgroup_mma_wait(num_outstanding=0, deps=(acc, ))
+
+
+@gluon.jit
+def _step(i, kt_lo, acc, use_acc, x_desc, w_desc, zs_desc, x_bufs, w_bufs, z_bufs, bars, off_t, pid_n,
+          n_steps, G: gl.constexpr, STAGES: gl.constexpr, a_layout: gl.constexpr, W_LAYOUT: gl.constexpr,
+          num_warps: gl.constexpr):
+    """The program's i-th step: wait for its stage, ``_mma_step``, then refill the stage with step
+    i + STAGES."""
+    KT: gl.constexpr = x_desc.block_type.shape[0]
+    s = i % STAGES
+    mbarrier.wait(bars.index(s), (i // STAGES) & 1)
+    acc = _mma_step(x_bufs.index(s), w_bufs, z_bufs, s, acc, use_acc, G, a_layout, W_LAYOUT, num_warps)
     ni = i + STAGES
     if ni < n_steps:
         _load_step(s, kt_lo + ni * KT, x_desc, w_desc, zs_desc, x_bufs, w_bufs, z_bufs, bars, off_t, pid_n, G)
@@ -368,15 +377,33 @@ def output_tiles(m: int, n: int, cfg: WgmmaTConfig) -> int:
     return triton.cdiv(m, cfg.block_t) * (n // cfg.block_n)
 
 
+def descriptors(x: torch.Tensor, words: torch.Tensor, zs: torch.Tensor, cfg: WgmmaTConfig, kt: int):
+    """TMA descriptors of x (a [K/64, M, 64] view: K tile t of x is x3[t], so one 3-D box [KT, BLOCK_T, 64]
+    loads a step's KT tiles; TMA takes the strides as they are), the words ([K/64, N/16, 128], box
+    [KT, BLOCK_N / 16, 128]: one warpgroup's) and the zero/scale rows (box [rows a step, BLOCK_N])."""
+    m, k = x.shape
+    n = zs.shape[1]
+    x_l, w_l, z_l = shared_layouts(cfg, kt)
+    x3 = x.as_strided((k // BLOCK_K, m, BLOCK_K), (BLOCK_K, x.stride(0), 1))
+    return (TensorDescriptor.from_tensor(x3, [kt, cfg.block_t, BLOCK_K], x_l),
+            TensorDescriptor.from_tensor(words.view(k // BLOCK_K, n // BAND, BAND_WORDS),
+                                         [kt, cfg.block_n // BAND, BAND_WORDS], w_l),
+            TensorDescriptor.from_tensor(zs, [max(1, BLOCK_K * kt // (k // zs.shape[0])), cfg.block_n], z_l))
+
+
 def wgmma_t_gemm(x: torch.Tensor, words: torch.Tensor, zs: torch.Tensor, cfg: WgmmaTConfig, out: torch.Tensor,
                  counters: torch.Tensor | None = None, silu_and_mul: bool = False) -> torch.Tensor:
     """``out = x @ W`` from ``repack``'s tensors (the caller has checked ``supports``); with
     ``silu_and_mul``, W is a gate/up pair repacked in ``silu_channel_order`` and ``out [M, N / 2] =
-    silu(x @ W_gate) * (x @ W_up)``."""
+    silu(x @ W_gate) * (x @ W_up)``. A config of several consumers runs the warp-specialised kernel
+    (``awq_wgmma_t_ws``)."""
     m, k = x.shape
     n = zs.shape[1]
     if out.shape != (m, n // 2 if silu_and_mul else n):
         raise ValueError(f"out has shape {tuple(out.shape)}, expected {(m, n // 2 if silu_and_mul else n)}")
+    if cfg.consumers > 1:
+        from pagedawq.kernels.awq_wgmma_t_ws import wgmma_t_ws_gemm   # (it builds on this module)
+        return wgmma_t_ws_gemm(x, words, zs, cfg, out, silu_and_mul)
     if n % cfg.block_n or cfg.block_n not in (64, 128) or cfg.block_n * cfg.block_t > 64 * 256:
         raise ValueError(f"BLOCK_N = {cfg.block_n} must be 64 or 128 and divide N = {n}, with BLOCK_N x BLOCK_T "
                          f"<= 64 x 256 (fp32 accumulators of one warpgroup), got BLOCK_T = {cfg.block_t}")
@@ -389,13 +416,7 @@ def wgmma_t_gemm(x: torch.Tensor, words: torch.Tensor, zs: torch.Tensor, cfg: Wg
         ws = torch.empty((split, m, n), dtype=torch.float32, device=x.device)
     else:
         ws, counters = out, zs   # never touched without split-K
-    x_l, w_l, z_l = shared_layouts(cfg, kt)
-    # K tile t of x is x3[t]: one 3-D box loads a step's KT tiles (TMA takes the strides as they are)
-    x3 = x.as_strided((k // BLOCK_K, m, BLOCK_K), (BLOCK_K, x.stride(0), 1))
-    x_desc = TensorDescriptor.from_tensor(x3, [kt, cfg.block_t, BLOCK_K], x_l)
-    w_desc = TensorDescriptor.from_tensor(words.view(k // BLOCK_K, n // BAND, BAND_WORDS),
-                                          [kt, cfg.block_n // BAND, BAND_WORDS], w_l)
-    zs_desc = TensorDescriptor.from_tensor(zs, [max(1, BLOCK_K * kt // group), cfg.block_n], z_l)
+    x_desc, w_desc, zs_desc = descriptors(x, words, zs, cfg, kt)
     grid = (n // cfg.block_n, triton.cdiv(m, cfg.block_t), split)
     awq_wgmma_t_kernel[grid](x_desc, w_desc, zs_desc, out, ws, counters, m, n, k, out.stride(0), split,
                              G=group, W_LAYOUT=words_layout(cfg.block_n), STAGES=cfg.stages, SPLIT=split > 1,
