@@ -146,18 +146,20 @@ def test_config_choice():
     sms = 132
     assert WGMMA_T_M_MIN == 1
     # up to 256 tokens: one warpgroup of 64 channels and the smallest token tile that holds M up to
-    # 128; above, the warp-specialised kernel (two consumers of 64 channels)
+    # 128; above, the warp-specialised kernel (two consumer warpgroups)
     assert [(c.block_n, c.block_t, c.consumers) for c in (wgmma_t_config(m, 22016, 4096, sms)
                                                           for m in (2, 8, 9, 33, 100, 256, 300, 2048, 4096))] == \
-        [(64, 8, 1), (64, 8, 1), (64, 16, 1), (64, 64, 1), (64, 128, 1), (64, 128, 1), (64, 128, 2), (64, 256, 2),
-         (64, 256, 2)]
-    # its token tile: 256 where that fills the GPU as well as 128 does, else 128 (padding and the last
-    # wave counted): qkv at 512 tokens has 192 CTAs of 256 (1.45 waves) or 384 of 128 (2.9)
-    assert [wgmma_t_config(m, 12288, 4096, sms).block_t for m in (300, 512, 1024, 4096)] == [128, 128, 256, 256]
-    assert [wgmma_t_config(m, 4096, 11008, sms).block_t for m in (512, 1024)] == [128, 256]   # down: 64 vs 128 CTAs
-    assert wgmma_t_config(512, 22016, 4096, sms).block_t == 256   # 344 CTAs: 2.6 waves either way
+        [(64, 8, 1), (64, 8, 1), (64, 16, 1), (64, 64, 1), (64, 128, 1), (64, 128, 1), (128, 128, 2), (128, 128, 2),
+         (128, 128, 2)]
+    # its tile: consumers of 128 channels x 128 tokens where that fills the GPU as well as 64 x 128 does
+    # (padding and the last wave counted): qkv at 512 tokens has 192 CTAs of 256 x 128 (1.45 waves)
+    # or 384 of 128 x 128 (2.9); down at 512 64 or 128
+    assert [(c.block_n, c.block_t) for c in (wgmma_t_config(m, 12288, 4096, sms) for m in (300, 512, 1024, 4096))] \
+        == [(64, 128), (64, 128), (128, 128), (128, 128)]
+    assert [wgmma_t_config(m, 4096, 11008, sms).block_n for m in (512, 1024)] == [64, 128]
+    assert (lambda c: (c.block_n, c.block_t, c.k_tiles))(wgmma_t_config(512, 4480, 4096, sms)) == (64, 256, 1)  # N % 256
     assert [(c.stages, c.k_tiles, c.split_k) for c in (wgmma_t_config(m, 4096, 4096, sms) for m in (512, 1024))] == \
-        [(3, 2, 1), (3, 1, 1)]
+        [(3, 2, 1), (3, 2, 1)]
     c = wgmma_t_config(2048, 4032, 4096, sms)    # N not a multiple of the CTA's 128 channels: one warpgroup
     assert (c.block_n, c.block_t, c.consumers) == (64, 256, 1)
     # split-K to two programs per SM at M <= 128 (one above; halved at 128-token tiles), at most 4

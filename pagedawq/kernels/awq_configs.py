@@ -467,19 +467,23 @@ def wgmma_t_config(m: int, n: int, k: int, sms: int) -> WgmmaTConfig:
     return WgmmaTConfig(block_n, block_t, stages=stages, split_k=nonempty_split(k // 64, split), k_tiles=k_tiles)
 
 
-WS_TILE_T_EFFICIENCY = {256: 1.0, 128: 0.90}   # per MAC, measured: 2 x 64 x 128 vs 2 x 64 x 256 CTAs
+# Warp-specialised tiles (channels a consumer, tokens) -> (K tiles a step, relative speed a MAC where
+# each fills the GPU; H100 sweep of 2026-11-26, results/wgmma_t_ws_sweep_h100_session8_2026-11-26.log)
+WS_TILES = {(128, 128): (2, 1.0), (64, 256): (1, 0.98), (64, 128): (2, 0.90)}
 
 
 def ws_config(m: int, n: int, sms: int) -> WgmmaTConfig:
-    """Tiles of the warp-specialised "wgmma_t" kernel: two consumer warpgroups of 64 channels (a CTA
-    of 128 channels), 3 steps deep, and 256 tokens (1 K tile a step) or 128 (2), whichever keeps more
-    of the GPU busy: the share of the last wave's SMs that have a CTA, times the share of the token
-    tile that holds tokens, times the tile's efficiency a MAC (the 128-token tile unpacks each weight
-    twice as often: 0.89-0.94x the 256-token one where both fill the GPU; H100 sweep of 2026-11-26,
-    ``benchmarks/results/wgmma_t_ws_*session8*``). One CTA an SM (two consumers of ~240 registers)."""
-    def score(block_t: int) -> float:
-        t_tiles = -(-m // block_t)
-        ctas = (n // 128) * t_tiles
-        return ctas / (-(-ctas // sms) * sms) * m / (t_tiles * block_t) * WS_TILE_T_EFFICIENCY[block_t]
-    block_t = max((256, 128), key=score)
-    return WgmmaTConfig(64, block_t, stages=3, k_tiles=1 if block_t == 256 else 2, consumers=2)
+    """Tiles of the warp-specialised "wgmma_t" kernel: two consumer warpgroups, 3 steps deep, and of
+    the tiles in ``WS_TILES`` that N allows the one keeping most of the GPU busy: the share of the
+    last wave's SMs that have a CTA, times the share of the token tile that holds tokens, times the
+    tile's speed a MAC (a 128-token tile of 64-channel consumers unpacks each weight twice as often
+    for half the wgmma width: 0.89-0.94x the larger tiles). One CTA an SM (consumers of 240
+    registers). On the 7B layers at M = 512-4096 this picks the best of the swept tiles or one
+    within the sweep's noise."""
+    def score(tile: tuple[int, int]) -> float:
+        bn, bt = tile
+        t_tiles = -(-m // bt)
+        ctas = n // (2 * bn) * t_tiles
+        return ctas / (-(-ctas // sms) * sms) * m / (t_tiles * bt) * WS_TILES[tile][1]
+    block_n, block_t = max((t for t in WS_TILES if n % (2 * t[0]) == 0), key=score)
+    return WgmmaTConfig(block_n, block_t, stages=3, k_tiles=WS_TILES[(block_n, block_t)][0], consumers=2)
