@@ -10,7 +10,7 @@ if [ -n "$TESTS" ]; then
   grep -E "passed|failed|^E  " "$OUT/tests.log" | head -20
 fi
 run() {  # $1: tag, $2: repository root
-  (cd "$2/benchmarks" && PYTHONPATH=.. timeout 125 python e2e_suite.py --sections decode > "$OUT/e2e_$1.log" 2>&1)
+  (cd "$2/benchmarks" && PYTHONPATH="$(cd .. && pwd):$PYTHONPATH" timeout 125 python e2e_suite.py --sections decode > "$OUT/e2e_$1.log" 2>&1)
   grep -E "^decode|^prefill|failed" "$OUT/e2e_$1.log" | sed "s/^/$1 /"
 }
 run tree1 .
