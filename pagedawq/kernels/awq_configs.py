@@ -83,9 +83,9 @@ class WgmmaTConfig:
     warpgroup (64 or 128: one or two m64 wgmmas a K step sharing the x tile), BLOCK_T tokens (wgmma's
     N), STAGES pipeline steps in flight of K_TILES K tiles each, SPLIT_K slices of K per output tile.
 
-    ``consumers`` = 1: ``awq_wgmma_t_kernel``, a program of one warpgroup. 2 or 3: the
-    warp-specialised ``awq_wgmma_t_ws`` kernel, a CTA of that many warpgroups (each its own BLOCK_N
-    channels of the same tokens, sharing each x tile) and one TMA warp; no split-K."""
+    ``consumers`` = 1: ``awq_wgmma_t_kernel``, a program of one warpgroup. 2: the warp-specialised
+    ``awq_wgmma_t_ws`` kernel, a CTA of two warpgroups (each its own BLOCK_N channels of the same
+    tokens, sharing each x tile) and one TMA warp; no split-K."""
     block_n: int
     block_t: int
     stages: int = 4
