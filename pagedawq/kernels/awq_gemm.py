@@ -135,11 +135,9 @@ def awq_gemm_silu_and_mul(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.
     n = qweight.shape[1] * PACK_FACTOR
     if repacked is not None and wgmma_t_usable(x, n, k, group, scales.dtype):
         module = wgmma_t_module()
-        config = wgmma_t_config(m, n, k, _sm_count(x.device))
-        counters = _counters(x.device, module.output_tiles(m, n, config)) if config.split_k > 1 else None
-        out = torch.empty((m, n // 2), dtype=x.dtype, device=x.device)
         try:
-            return module.wgmma_t_gemm(x, *repacked, config, out, counters, silu_and_mul=True)
+            return _launch_wgmma_t(module, x, n, repacked, torch.empty((m, n // 2), dtype=x.dtype, device=x.device),
+                                   None, silu_and_mul=True)
         except module.BUILD_ERRORS as e:
             _disable_wgmma_t(e)
     return ops.silu_and_mul(awq_gemm(x, qweight, qzeros, scales))
@@ -294,23 +292,31 @@ def _wgmma_t(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scale
     """The "wgmma_t" path (an automatic choice has checked that it is usable). If its Gluon kernel
     does not build with this Triton: an explicit ``path`` raises; an automatic choice turns the path
     off with a warning and computes the product on the other paths."""
-    m, k = x.shape
+    k = x.shape[1]
     n = qweight.shape[1] * PACK_FACTOR
     module = wgmma_t_module()
     if not chosen and (repacked is None or module is None or not module.supports(x, n, k, group, scales.dtype)):
         raise ValueError("the wgmma_t path needs the layer's repacked weights (repack_for_wgmma_t), Hopper, "
                          "fp16 x and scales, N % 64 == 0, K and the group size multiples of 64, 16-byte aligned "
                          "rows of x, and Triton with Gluon")
-    if not isinstance(config, WgmmaTConfig):
-        config = wgmma_t_config(m, n, k, _sm_count(x.device))
-    counters = _counters(x.device, module.output_tiles(m, n, config)) if config.split_k > 1 else None
     try:
-        return module.wgmma_t_gemm(x, *repacked, config, out, counters)
+        return _launch_wgmma_t(module, x, n, repacked, out, config)
     except module.BUILD_ERRORS as e:
         if not chosen:
             raise
         _disable_wgmma_t(e)
         return awq_gemm(x, qweight, qzeros, scales, out=out)
+
+
+def _launch_wgmma_t(module, x: torch.Tensor, n: int, repacked: tuple[torch.Tensor, torch.Tensor], out: torch.Tensor,
+                    config: WgmmaTConfig | None, silu_and_mul: bool = False) -> torch.Tensor:
+    """``module.wgmma_t_gemm`` for x on a layer of N outputs, with ``config`` (default:
+    ``wgmma_t_config``'s for the shape) and, for split-K, the device's arrival counters."""
+    m, k = x.shape
+    if not isinstance(config, WgmmaTConfig):
+        config = wgmma_t_config(m, n, k, _sm_count(x.device))
+    counters = _counters(x.device, module.output_tiles(m, n, config)) if config.split_k > 1 else None
+    return module.wgmma_t_gemm(x, *repacked, config, out, counters, silu_and_mul)
 
 
 def _disable_wgmma_t(error: Exception) -> None:
