@@ -1,17 +1,21 @@
 """The one-shot all-reduce kernel (``pagedawq.kernels.one_shot_allreduce``).
 
-One process plays one rank of a group: the peers' staging buffers hold their (already copied)
-inputs and the peers' flags for both barriers are already set in this rank's signal pad, as if the
-peers had arrived first. The kernel must then return the rank-ordered float32 sum rounded once,
-consume every flag it waited on (the pads are all zero again between calls) and raise its own flag
-in each peer's pad, once per program and barrier. Without CUDA this runs in Triton's interpreter (whose
+One process plays one rank of a group: the peers have already pushed their inputs into this rank's
+receive slots (of the call's parity) and raised their flags (the call's epoch) in its signal pad,
+as if they had arrived first. The kernel must then return the rank-ordered float32 sum rounded once,
+push its own input into each peer's slot for it, raise its flag in each peer's pad for every
+program, advance its programs' epochs, and write nothing else. Without CUDA this runs in Triton's interpreter (whose
 float32 -> bfloat16 conversion truncates, hence one bfloat16 ulp of tolerance there); with two
 GPUs the real collective is checked against NCCL across processes.
 """
 from __future__ import annotations
 
+import json
 import os
 import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -24,28 +28,52 @@ DEVICE = "cuda" if CUDA else "cpu"
 from pagedawq.kernels import one_shot_allreduce as one_shot  # noqa: E402
 
 
-def _peers_arrived(rank: int, world: int, inputs: list[torch.Tensor], nprog: int):
-    """Staging buffers holding the peers' inputs and this rank's pad holding every peer's flag for
-    both barriers of each of the ``nprog`` programs, as if all peers had arrived first; with their
-    address tables."""
+def _peers_arrived(rank: int, world: int, inputs: list[torch.Tensor], epoch: int = 1):
+    """Every rank's symmetric buffer (NaN) and signal pad, with the peers' inputs in this rank's
+    receive slots of the epoch's parity, their flags for every program at ``epoch`` and this rank's
+    epochs at ``epoch - 1``; the address tables; and the capacity (a little more than the input)."""
     numel = inputs[0].numel()
-    buffers = [torch.full((numel + 64,), float("nan"), dtype=inputs[0].dtype, device=DEVICE) for _ in range(world)]
-    pads = [torch.zeros(2 * nprog * world, dtype=torch.int32, device=DEVICE) for _ in range(world)]
+    capacity = (numel + 64) // 8 * 8   # whole 16-byte vectors at any dtype
+    buffers = [torch.full((one_shot.buffer_elements(capacity, world),), float("nan"), dtype=inputs[0].dtype,
+                          device=DEVICE) for _ in range(world)]
+    pads = [torch.zeros(one_shot.signal_pad_ints(world), dtype=torch.int32, device=DEVICE) for _ in range(world)]
     for peer in range(world):
         if peer != rank:
-            buffers[peer][:numel] = inputs[peer].reshape(-1)
-            pads[rank].view(2 * nprog, world)[:, peer] = 1   # entry and exit barrier of every program
+            start = _slot(epoch, peer, world, capacity)
+            buffers[rank][start:start + numel] = inputs[peer].reshape(-1)
+            _flags(pads[rank], world)[:, peer] = epoch
+            _flags(pads[peer], world)[:, rank] = _previous(epoch)
+    pads[rank][one_shot.PROGRAMS * world:] = _previous(epoch)
     buffer_ptrs = torch.tensor([b.data_ptr() for b in buffers], dtype=torch.int64, device=DEVICE)
     pad_ptrs = torch.tensor([p.data_ptr() for p in pads], dtype=torch.int64, device=DEVICE)
-    return buffers, pads, buffer_ptrs, pad_ptrs
+    return buffers, pads, buffer_ptrs, pad_ptrs, capacity
 
 
-def _check_flags(rank: int, world: int, pads: list[torch.Tensor], nprog: int) -> None:
-    assert not pads[rank].any()                                    # every flag waited on was consumed
+def _slot(epoch: int, src: int, world: int, capacity: int) -> int:
+    return ((epoch & 1) * world + src) * capacity
+
+
+def _previous(epoch: int) -> int:
+    """epoch - 1 in int32 (the counters wrap)."""
+    return (epoch - 1 + 2**31) % 2**32 - 2**31
+
+
+def _flags(pad: torch.Tensor, world: int) -> torch.Tensor:
+    return pad[:one_shot.PROGRAMS * world].view(one_shot.PROGRAMS, world)
+
+
+def _check_pushed_and_signalled(rank: int, world: int, inputs: list[torch.Tensor], buffers, pads, capacity: int,
+                                epoch: int) -> None:
+    numel = inputs[0].numel()
+    assert _flags(pads[rank], world)[:, [p for p in range(world) if p != rank]].eq(epoch).all()   # read only
+    assert pads[rank][one_shot.PROGRAMS * world:].eq(epoch).all()                  # every program's epoch advanced
     for peer in range(world):
-        if peer != rank:                            # one signal per program and barrier to each peer
-            assert pads[peer].view(2 * nprog, world)[:, rank].tolist() == [1] * (2 * nprog)
-            assert pads[peer].sum().item() == 2 * nprog
+        if peer != rank:
+            assert _flags(pads[peer], world)[:, rank].eq(epoch).all()              # every program signalled
+            start = _slot(epoch, rank, world, capacity)
+            assert torch.equal(buffers[peer][start:start + numel], inputs[rank].reshape(-1))   # pushed
+            rest = torch.cat([buffers[peer][:start], buffers[peer][start + numel:]])
+            assert torch.isnan(rest).all()                                          # and nothing else written
 
 
 def _rank_ordered_sum(inputs: list[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
@@ -64,43 +92,47 @@ def _assert_rounded_equal(got: torch.Tensor, expected: torch.Tensor) -> None:
         assert torch.equal(got, expected)
 
 
-def simulate_rank(rank: int, world: int, numel: int, dtype: torch.dtype, seed: int):
+def simulate_rank(rank: int, world: int, numel: int, dtype: torch.dtype, seed: int, epoch: int = 1):
     gen = torch.Generator().manual_seed(seed)
     inputs = [torch.randn(numel, generator=gen).to(dtype=dtype, device=DEVICE) for _ in range(world)]
-    nprog = one_shot.num_programs(numel)
-    buffers, pads, buffer_ptrs, pad_ptrs = _peers_arrived(rank, world, inputs, nprog)
+    buffers, pads, buffer_ptrs, pad_ptrs, capacity = _peers_arrived(rank, world, inputs, epoch)
     x = inputs[rank].clone()
     out = torch.full_like(x, float("nan"))
-    one_shot.one_shot_all_reduce(x, out, buffer_ptrs, pad_ptrs, rank, world)
-    return inputs, buffers, pads, out
+    one_shot.one_shot_all_reduce(x, out, buffer_ptrs, pad_ptrs, rank, world, capacity)
+    return inputs, buffers, pads, out, capacity
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
 @pytest.mark.parametrize("rank,world", [(0, 2), (1, 3), (3, 4)])
-@pytest.mark.parametrize("numel", [7, 5120, one_shot.BLOCK * one_shot.MAX_PROGRAMS * 2 + 33])
+@pytest.mark.parametrize("numel", [7, 5120, one_shot.BLOCK * one_shot.PROGRAMS * 2 + 33])
 def test_one_rank_of_the_collective(dtype, rank, world, numel):
-    inputs, buffers, pads, out = simulate_rank(rank, world, numel, dtype, seed=numel + 10 * world + rank)
+    inputs, buffers, pads, out, capacity = simulate_rank(rank, world, numel, dtype, seed=numel + 10 * world + rank)
     _assert_rounded_equal(out, _rank_ordered_sum(inputs, dtype))
-    assert torch.equal(buffers[rank][:numel], inputs[rank])        # this rank's input was staged
-    _check_flags(rank, world, pads, one_shot.num_programs(numel))
+    _check_pushed_and_signalled(rank, world, inputs, buffers, pads, capacity, epoch=1)
+
+
+@pytest.mark.parametrize("epoch", [2, 7, -2**31, -2**31 + 1])   # the other parity; later calls; wrapped
+def test_later_calls_use_the_epochs_parity(epoch):
+    inputs, buffers, pads, out, capacity = simulate_rank(1, 3, 3000, torch.float32, seed=5, epoch=epoch)
+    _assert_rounded_equal(out, _rank_ordered_sum(inputs, torch.float32))
+    _check_pushed_and_signalled(1, 3, inputs, buffers, pads, capacity, epoch)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
 @pytest.mark.parametrize("rank,world,rows,hidden", [(0, 2, 1, 576), (2, 3, 5, 100), (1, 4, 20, 256)])
 def test_one_rank_of_the_all_reduce_add_rms_norm(dtype, rank, world, rows, hidden):
     """The fused kernel: the new residual is the rank-ordered sum rounded once plus the residual,
-    rounded again (exactly the unfused path); the output is its RMSNorm; flags as above (rows >
-    MAX_PROGRAMS makes programs own several rows)."""
+    rounded again (exactly the unfused path); the output is its RMSNorm; pushes and flags as above
+    (rows > PROGRAMS makes programs own several rows)."""
     from pagedawq.kernels import reference
     gen = torch.Generator().manual_seed(rows * 100 + hidden + world)
     inputs = [torch.randn(rows, hidden, generator=gen).to(dtype=dtype, device=DEVICE) for _ in range(world)]
     residual = torch.randn(rows, hidden, generator=gen).to(dtype=dtype, device=DEVICE)
     weight = (1 + torch.rand(hidden, generator=gen)).to(dtype=dtype, device=DEVICE)
-    nprog = one_shot.add_rms_norm_programs(rows)
-    buffers, pads, buffer_ptrs, pad_ptrs = _peers_arrived(rank, world, inputs, nprog)
+    buffers, pads, buffer_ptrs, pad_ptrs, capacity = _peers_arrived(rank, world, inputs)
     x, res_in = inputs[rank].clone(), residual.clone()
     out, res_out = one_shot.one_shot_all_reduce_add_rms_norm(x, res_in, weight, 1e-5, buffer_ptrs, pad_ptrs,
-                                                             rank, world)
+                                                             rank, world, capacity)
     reduced = _rank_ordered_sum(inputs, dtype)
     expected_res = (reduced.float() + residual.float()).to(dtype)
     if dtype == torch.bfloat16 and not CUDA:   # two truncations instead of two roundings
@@ -111,8 +143,31 @@ def test_one_rank_of_the_all_reduce_add_rms_norm(dtype, rank, world, rows, hidde
     expected_out = reference.rms_norm(res_out, weight, 1e-5)
     assert torch.allclose(out.float(), expected_out.float(), rtol=1e-2, atol=1e-2)
     assert torch.equal(x, inputs[rank]) and torch.equal(res_in, residual)          # inputs untouched
-    assert torch.equal(buffers[rank][:x.numel()], inputs[rank].reshape(-1))        # staged
-    _check_flags(rank, world, pads, nprog)
+    _check_pushed_and_signalled(rank, world, inputs, buffers, pads, capacity, epoch=1)
+
+
+@pytest.mark.parametrize("kernel", ["plain", "fused"])
+def test_compiled_kernel_pushes_whole_vectors_then_releases_then_acquires(kernel):
+    """The sm_90 SASS (compiled in a process without the Triton interpreter; no GPU needed): the
+    pushes are 16-byte stores, then a CTA barrier, a system-scope fence and the one flag store, the
+    wait's system-scope load and the L1 invalidation of an acquire, a CTA barrier, and only then
+    the 16-byte loads of the peers' slots."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run([sys.executable, "-m", "tests.allreduce_sass", kernel], cwd=Path(__file__).parents[1],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ops = [ln.split(" ;")[0] for ln in json.loads(proc.stdout.strip().splitlines()[-1])]
+    fence = ops.index("MEMBAR.ALL.SYS")
+    pushes = [i for i, op in enumerate(ops[:fence]) if "STG" in op]
+    assert pushes and all("STG.E.128" in ops[i] for i in pushes)
+    assert any("BAR.SYNC" in op for op in ops[max(pushes):fence])
+    flag = next(i for i, op in enumerate(ops) if "STG.E.STRONG.SYS" in op)
+    assert sum("STG.E.STRONG.SYS" in op for op in ops) == 1 and flag > fence
+    wait = next(i for i, op in enumerate(ops[flag:], flag) if "LDG.E.STRONG.SYS" in op)
+    invalidate = ops.index("CCTL.IVALL")
+    barrier = next(i for i, op in enumerate(ops[invalidate:], invalidate) if "BAR.SYNC" in op)
+    slots = [i for i, op in enumerate(ops) if "LDG.E.128.STRONG.SYS" in op]
+    assert wait < invalidate < barrier < min(slots)
 
 
 def test_one_shot_size_limit_falls_with_the_rank_count():
@@ -123,17 +178,21 @@ def test_one_shot_size_limit_falls_with_the_rank_count():
 
 
 def test_in_place_and_bad_arguments():
-    inputs, buffers, pads, out = simulate_rank(0, 2, 300, torch.float32, seed=3)
+    inputs, buffers, pads, out, capacity = simulate_rank(0, 2, 300, torch.float32, seed=3)
     buffer_ptrs = torch.tensor([b.data_ptr() for b in buffers], dtype=torch.int64, device=DEVICE)
-    for p in pads:
-        p.zero_()
-    pads[0].view(2, 2)[:, 1] = 1                                   # peer 1 at both barriers of program 0
     pad_ptrs = torch.tensor([p.data_ptr() for p in pads], dtype=torch.int64, device=DEVICE)
+    start = _slot(2, 1, 2, capacity)      # the second call: peer 1 pushed into parity 0 and signalled
+    buffers[0][start:start + 300] = inputs[1]
+    _flags(pads[0], 2)[:, 1] = 2
     x = inputs[0].clone()
-    assert one_shot.one_shot_all_reduce(x, x, buffer_ptrs, pad_ptrs, 0, 2) is x
+    assert one_shot.one_shot_all_reduce(x, x, buffer_ptrs, pad_ptrs, 0, 2, capacity) is x
     assert torch.equal(x, inputs[0] + inputs[1])
     with pytest.raises(ValueError, match="contiguous"):
-        one_shot.one_shot_all_reduce(x, x.half(), buffer_ptrs, pad_ptrs, 0, 2)
+        one_shot.one_shot_all_reduce(x, x.half(), buffer_ptrs, pad_ptrs, 0, 2, capacity)
+    with pytest.raises(ValueError, match="exceed the receive slots"):
+        one_shot.one_shot_all_reduce(x, x, buffer_ptrs, pad_ptrs, 0, 2, 296)
+    with pytest.raises(ValueError, match="16-byte"):
+        one_shot.one_shot_all_reduce(x, x, buffer_ptrs, pad_ptrs, 0, 2, 301)
 
 
 def test_start_up_probe_fails_instead_of_hanging():
@@ -171,7 +230,7 @@ def _two_gpu_worker(rank: int, port: int) -> None:
         reducer = SymmMemAllReduce(dist.group.WORLD, torch.device("cuda", rank), torch.float16, max_bytes=1 << 20)
         with pytest.raises(ValueError, match="exceed the symmetric buffer"):
             reducer(torch.zeros(reducer.max_numel + 1, device="cuda", dtype=torch.float16))
-        for step, numel in enumerate([5120, 1, 40960, 5120 * 64, 3]):   # one staging buffer, odd sizes
+        for step, numel in enumerate([5120, 1, 40960, 5120 * 64, 3]):   # one buffer, odd sizes
             gen = torch.Generator().manual_seed(100 * step + rank)
             x = torch.randn(numel, generator=gen).to(device="cuda", dtype=torch.float16)
             ref = x.float()
@@ -196,8 +255,8 @@ def _two_gpu_worker(rank: int, port: int) -> None:
             rank0 = fused[0].clone()
             dist.broadcast(rank0, src=0)
             assert torch.equal(fused[0], rank0), "ranks disagree"
-        # Replays of a graph of three all-reduces (an odd count: the staging buffer is reused by
-        # consecutive calls across replays), with new inputs each time.
+        # Replays of a graph of three all-reduces (an odd count: a replay's first call has the parity
+        # of the previous replay's last), with new inputs each time.
         xs = [torch.zeros(5120, device="cuda", dtype=torch.float16) for _ in range(3)]
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())

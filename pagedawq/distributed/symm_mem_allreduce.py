@@ -2,8 +2,9 @@
 
 A row-parallel layer at batch 1 all-reduces a few kilobytes twice per transformer layer. NCCL's
 ring/tree protocols pay ~10-20 us of fixed cost per call there. With P2P-mapped symmetric buffers
-each rank can instead read every peer's partial sums directly and add them in one kernel
-(``pagedawq.kernels.one_shot_allreduce``), which is what vLLM's custom all-reduce does. PyTorch
+the ranks can instead exchange their partial sums directly and add them in one kernel
+(``pagedawq.kernels.one_shot_allreduce``: each rank pushes its input into every peer's buffer,
+then sums locally). PyTorch
 allocates the buffers and maps them into every peer; the kernel is ours because PyTorch's own
 one-shot kernel has no float16 (the AutoAWQ dtype). No NVLink multicast is involved.
 
@@ -31,10 +32,11 @@ logger = logging.getLogger(__name__)
 
 def default_max_bytes(world_size: int) -> int:
     """Largest all-reduce the one-shot kernel takes; larger ones (prefill) go to NCCL, whose
-    bandwidth-optimal algorithms win there. Each rank reads every peer's copy, so the crossover
+    bandwidth-optimal algorithms win there. Each rank sends its copy to every peer, so the crossover
     falls as ranks are added: on H200s (benchmarks/allreduce.py, fp16, in a CUDA graph) it was
     between 128 and 256 KiB at 2 ranks (1.07x NCCL at 128 KiB) and between 64 and 128 KiB at 4
-    (1.06x at 64 KiB, 0.80x at 128 KiB): 256 KiB / ranks (at 8 ranks, 32 KiB, is not measured)."""
+    (1.06x at 64 KiB, 0.80x at 128 KiB), with the kernel that pulled from its peers: 256 KiB / ranks
+    (at 8 ranks, 32 KiB, is not measured)."""
     return (256 << 10) // max(world_size, 1)
 
 
@@ -43,8 +45,8 @@ MAX_FUSED_HIDDEN = 16384
 
 
 class SymmMemAllReduce:
-    """All-reduce of tensors up to ``max_bytes`` through one symmetric staging buffer per rank
-    (the kernel's exit barrier makes reusing it safe)."""
+    """All-reduce of tensors up to ``max_bytes`` through one symmetric buffer per rank, which holds
+    the receive slots the peers push into (two parities x ranks x ``max_bytes``)."""
 
     def __init__(self, group: dist.ProcessGroup, device: torch.device, dtype: torch.dtype,
                  max_bytes: int | None = None) -> None:
@@ -53,18 +55,19 @@ class SymmMemAllReduce:
         self.dtype = dtype
         if max_bytes is None:
             max_bytes = default_max_bytes(dist.get_world_size(group))
-        self.max_numel = max_bytes // dtype.itemsize
+        self.max_numel = max_bytes // 16 * 16 // dtype.itemsize   # receive slots of whole 16-byte vectors
         if hasattr(symm_mem, "enable_symm_mem_for_group"):   # needed before PyTorch 2.8, a no-op after
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", FutureWarning)
                 symm_mem.enable_symm_mem_for_group(self.group_name)
-        self.buffer = symm_mem.empty(self.max_numel, dtype=dtype, device=device)
+        world_size = dist.get_world_size(group)
+        self.buffer = symm_mem.empty(one_shot.buffer_elements(self.max_numel, world_size), dtype=dtype, device=device)
         handle = symm_mem.rendezvous(self.buffer, self.group_name)
-        flags_needed = 2 * one_shot.MAX_PROGRAMS * handle.world_size * 4
-        if handle.signal_pad_size < flags_needed:
-            raise RuntimeError(f"signal pads of {handle.signal_pad_size} bytes; {flags_needed} are needed")
+        pad_needed = one_shot.signal_pad_ints(handle.world_size) * 4
+        if handle.signal_pad_size < pad_needed:
+            raise RuntimeError(f"signal pads of {handle.signal_pad_size} bytes; {pad_needed} are needed")
         self.rank, self.world_size = handle.rank, handle.world_size
-        # Every rank's staging-buffer and signal-pad address, as the kernel reads them.
+        # Every rank's buffer and signal-pad address, as the kernels read them.
         self.buffer_ptrs = torch.tensor(handle.buffer_ptrs, dtype=torch.int64, device=device)
         self.signal_pad_ptrs = torch.tensor(handle.signal_pad_ptrs, dtype=torch.int64, device=device)
         self.fuse_add_rms_norm = False   # until ``try_create`` has checked it against the unfused path
@@ -73,7 +76,7 @@ class SymmMemAllReduce:
         return x.dtype == self.dtype and x.is_contiguous() and x.numel() <= self.max_numel
 
     def _check_fits(self, x: torch.Tensor) -> None:
-        # The kernels stage x in the symmetric buffer: a larger x would write past it.
+        # The kernels push x into the peers' receive slots: a larger x would write past them.
         if x.numel() > self.max_numel:
             raise ValueError(f"{x.numel()} elements exceed the symmetric buffer's {self.max_numel}; "
                              "check can_reduce() first")
@@ -82,12 +85,13 @@ class SymmMemAllReduce:
         """Sum ``x`` over the ranks, in place."""
         self._check_fits(x)
         flat = x.view(-1)
-        one_shot.one_shot_all_reduce(flat, flat, self.buffer_ptrs, self.signal_pad_ptrs, self.rank, self.world_size)
+        one_shot.one_shot_all_reduce(flat, flat, self.buffer_ptrs, self.signal_pad_ptrs, self.rank, self.world_size,
+                                     self.max_numel)
         return x
 
     def can_fuse_add_rms_norm(self, x: torch.Tensor) -> bool:
         """Whether ``add_rms_norm`` takes ``x``: enabled (its start-up check passed), a contiguous
-        [rows, hidden] tensor that fits the staging buffer, rows short enough for one program."""
+        [rows, hidden] tensor that fits the receive slots, rows short enough for one program."""
         return (self.fuse_add_rms_norm and self.can_reduce(x) and x.dim() == 2
                 and x.shape[1] <= MAX_FUSED_HIDDEN)
 
@@ -96,7 +100,8 @@ class SymmMemAllReduce:
         """``(rms_norm(sum_ranks(x) + residual) * weight, sum_ranks(x) + residual)`` in one kernel."""
         self._check_fits(x)
         return one_shot.one_shot_all_reduce_add_rms_norm(x, residual, weight, eps, self.buffer_ptrs,
-                                                         self.signal_pad_ptrs, self.rank, self.world_size)
+                                                         self.signal_pad_ptrs, self.rank, self.world_size,
+                                                         self.max_numel)
 
 
 # A probe that spins longer than this means the peers never see each other's flags.
@@ -169,7 +174,7 @@ def try_create(group: dist.ProcessGroup, device: torch.device, dtype: torch.dtyp
     ok = _all_agree(reducer is not None, group, device)
     if ok:
         def launch() -> Callable[[], bool]:
-            for _ in range(3):   # the barriers leave the signal pads ready for the next call
+            for _ in range(3):   # several calls: the epochs and the receive slots' parities advance
                 got = reducer(probe.clone())
             return lambda: torch.equal(got, expected)
         ok, reason = _check_on_device(launch, "its result differs from NCCL's")
