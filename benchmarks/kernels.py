@@ -305,7 +305,7 @@ def run_dequant(bw: float) -> None:
 
 
 WGMMA_T_LAYERS = [("llama2-7b", name, k, n) for name, k, n in MODELS["llama2-7b"]] + [
-    ("llama2-13b-tp2", "gate_up", 5120, 13824), ("llama2-13b-tp2", "o", 2560, 5120)] + [
+    ("llama2-13b-tp2", name, k, n) for name, k, n in MODELS["llama2-13b-tp2"]] + [
     ("llama2-70b-tp8", name, k, n) for name, k, n in MODELS["llama2-70b-tp8"]]
 WGMMA_T_MS = [1, 2, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096]
 
@@ -315,19 +315,46 @@ WGMMA_T_DEPTHS = {8: ((8, 1), (4, 2), (2, 4), (3, 4), (4, 4)), 16: ((8, 1), (4, 
                   128: ((3, 1), (2, 2), (3, 2)), 256: ((3, 1), (2, 2))}
 
 
+def ws_small_variants(m: int, n: int, k: int, sms: int) -> list:
+    """Warp-specialised configs at up to 64 tokens around ``ws_small_config``'s: channel groups x K
+    phases of 1 x 2, 1 x 4, 2 x 1 and 2 x 2, each with split-K to one CTA an SM and twice that,
+    steps of 4 K tiles also at 32 tokens, and as many slots as fit."""
+    block_t = next(t for t in awq_configs.WGMMA_T_BLOCK_TS if m <= t)
+    out = []
+    for nc, kc in ((1, 2), (1, 4), (2, 1), (2, 2)):
+        if n % (64 * nc):
+            continue
+        for k_tiles in sorted({4 if block_t <= 16 else 2, 4 if block_t <= 32 else 2}):
+            cfg = awq_configs.WgmmaTConfig(64, block_t, stages=kc, k_tiles=k_tiles, consumers=nc * kc, k_phases=kc)
+            kt = awq_configs.k_tiles_per_step(k, 64, cfg)
+            k_steps = k // (64 * kt)
+            stages = max(s for s in range(kc, awq_configs.WS_SMALL_STAGES_MAX + 1, kc)
+                         if s == kc or awq_configs.ws_smem_bytes(replace(cfg, stages=s), kt, 64) <= awq_configs.SMEM_BYTES)
+            split = max(1, min(sms // (n // 64 // nc), k_steps // (2 * kc), 16))
+            out += [replace(cfg, stages=stages, split_k=awq_configs.nonempty_split(k_steps, sp))
+                    for sp in (split, 2 * split)]
+    return list(dict.fromkeys(out))
+
+
 def wgmma_t_candidates(m: int, n: int, k: int, sms: int) -> list:
     """Configs of the transposed kernels worth timing at M. Where the rule takes one warpgroup: its
     tiles and split-K, half that split, and pipelines of 1, 2 or 4 K tiles a step at about the same
     depth in K tiles (deeper for the memory-bound small token tiles), and 128 channels (two wgmmas
     sharing each x tile) with the same and twice the split; above 128 tokens, where N allows, the
-    warp-specialised kernel's tiles too. Where the rule takes the warp-specialised kernel: both its
-    token tiles, 128-channel consumers, and the one-warpgroup 64 x 256 and 128 x 128 it replaced."""
+    warp-specialised kernel's tiles too. Where the rule takes the warp-specialised kernel above 256
+    tokens: both its token tiles, 128-channel consumers, and the one-warpgroup 64 x 256 and 128 x 128
+    it replaced. Up to 64 tokens: the warp-specialised variants with K phases (``ws_small_variants``)
+    and the one-warpgroup rule's config with its split-K, half and twice that."""
     base = awq_configs.wgmma_t_config(m, n, k, sms)
     ws = [awq_configs.WgmmaTConfig(bn, bt, stages=3, k_tiles=kt, consumers=2)
           for bn, bt, kt in ((64, 256, 1), (64, 128, 2), (128, 128, 2), (64, 64, 4))]
-    if base.consumers > 1:
+    if base.consumers > 1 and m > awq_configs.WS_SMALL_M_MAX:
         return ws + [awq_configs.WgmmaTConfig(64, 256, stages=st, k_tiles=kt) for st, kt in WGMMA_T_DEPTHS[256]] \
             + [awq_configs.WgmmaTConfig(128, 128, stages=2, k_tiles=2)]
+    base = awq_configs.one_warpgroup_config(m, n, k, sms)
+    if m <= awq_configs.WS_SMALL_M_MAX:
+        return ws_small_variants(m, n, k, sms) + list(dict.fromkeys(
+            [base, replace(base, split_k=max(1, base.split_k // 2)), replace(base, split_k=2 * base.split_k)]))
     splits = {base.split_k, max(1, base.split_k // 2)}
     if base.split_k >= awq_configs.WGMMA_MAX_SPLIT:   # capped: try more slices of at least 8 K tiles
         splits |= {s for s in (8, 16) if k // 64 >= 8 * s}
@@ -349,7 +376,7 @@ def run_wgmma_t(sms: int, out_dir: str, layers: list, ms: list[int]) -> None:
     log(f"{'layer':<22}{'K':>6}{'N':>7}{'M':>6}{'cuBLAS':>8}{'current':>9} {'path':<8}{'best T':>8} {'config':<14}"
         f"{'x cuBLAS':>9}{'x current':>10}{'rel err':>9}")
     with open(os.path.join(out_dir, "wgmma_t_sweep.csv"), "w") as csv:
-        csv.write("layer,K,N,M,block_n,block_t,split_k,stages,k_tiles,consumers,us,rel_err\n")
+        csv.write("layer,K,N,M,block_n,block_t,split_k,stages,k_tiles,consumers,k_phases,us,rel_err\n")
         for model, name, k, n in layers:
             layer = Layer(k, n, seed=k + n)
             packed = layer.repacked
@@ -371,11 +398,11 @@ def run_wgmma_t(sms: int, out_dir: str, layers: list, ms: list[int]) -> None:
                         err = max(err, layer.rel_err(m, poisoned.nan_to_num(1e4)))
                     t = graph_time_us([lambda p=p, c=cfg: wgmma_t_gemm(x, *p, c, out, cnt) for p in packed], 5, 20)
                     csv.write(f"{model} {name},{k},{n},{m},{cfg.block_n},{cfg.block_t},{cfg.split_k},{cfg.stages},"
-                              f"{cfg.k_tiles},{cfg.consumers},{t:.2f},{err:.2e}\n")
+                              f"{cfg.k_tiles},{cfg.consumers},{cfg.k_phases},{t:.2f},{err:.2e}\n")
                     if t < best[0]:
                         best = (t, cfg, err)
                 t, cfg, err = best
-                label = (f"{cfg.consumers}x" if cfg.consumers > 1 else "") + \
+                label = (f"{cfg.channel_groups}n{cfg.k_phases}k " if cfg.consumers > 1 else "") + \
                     f"{cfg.block_n}x{cfg.block_t}/{cfg.split_k}/s{cfg.stages}/k{cfg.k_tiles}"
                 log(f"{model + ' ' + name:<22}{k:>6}{n:>7}{m:>6}{t_ref:>8.1f}{t_cur:>9.1f} {path:<8}{t:>8.1f} "
                     f"{label:<14}{t_ref / t:>9.2f}{t_cur / t:>10.2f}{err:>9.1e}")

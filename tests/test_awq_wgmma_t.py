@@ -110,19 +110,26 @@ def test_kernel_compiles_for_sm90_with_the_weights_in_registers(block_n, block_t
     assert s["pdl_waits"] >= 1 and s["pdl_triggers"] >= 1
 
 
-@pytest.mark.parametrize("block_n,block_t,kt,silu", [(64, 256, 1, False), (64, 128, 2, True)])
-def test_warp_specialised_kernel_compiles_for_sm90_without_coupling_its_consumers(block_n, block_t, kt, silu):
+@pytest.mark.parametrize("block_n,block_t,kt,nc,kc,stages,split,silu", [
+    (64, 256, 1, 2, 1, 3, False, False), (64, 128, 2, 2, 1, 3, False, True), (64, 8, 4, 1, 2, 8, True, False),
+    (64, 64, 2, 2, 2, 6, True, True)])
+def test_warp_specialised_kernel_compiles_for_sm90_without_coupling_its_consumers(block_n, block_t, kt, nc, kc, stages,
+                                                                                   split, silu):
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     proc = subprocess.run([sys.executable, "-m", "tests.wgmma_sass", "ws", str(block_n), str(block_t), f"kt={kt}",
-                           *(["silu"] if silu else [])], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+                           f"nc={nc}", f"kc={kc}", f"stages={stages}", *(["split", "pdl"] if split else []),
+                           *(["silu"] if silu else [])], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     s = json.loads(proc.stdout.strip().splitlines()[-1])
     assert s["spills"] == 0 and s["a_register_hazards"] == 0
     assert s["setmaxnreg"] > 0    # registers moved from the TMA warp to the consumers
-    assert s["tma_loads"] == 5    # the producer's: x, and words + zero/scale of each consumer
-    # two consumer K loops, each a step's HGMMAs (4 a K tile and 64 channels), one full wait, and no
-    # CTA-wide barrier: the warpgroups drift apart (what the plain kernel with two warpgroups lacked)
-    assert s["loops"] == [{"hgmma": 4 * kt * block_n // 64, "wait_all": 1, "cta_barriers": 0}] * 2
+    # the producer's boxes: x and each channel group's words + zero/scale rows, for the first
+    # `stages` steps (unrolled) and in its loop
+    assert s["tma_loads"] == (stages + 1) * (1 + 2 * nc)
+    # a K loop per consumer, each a step's HGMMAs (4 a K tile and 64 channels), one full wait, and
+    # no CTA-wide barrier: the warpgroups drift apart (what the plain kernel with two warpgroups lacked)
+    assert s["loops"] == [{"hgmma": 4 * kt * block_n // 64, "wait_all": 1, "cta_barriers": 0}] * (nc * kc)
 
 
 def test_tiles_the_kernel_cannot_run_are_refused():
@@ -135,14 +142,15 @@ def test_tiles_the_kernel_cannot_run_are_refused():
         with pytest.raises(ValueError, match="BLOCK_N"):
             wgmma_t_gemm(x, words, zs, cfg, torch.empty(8, n, dtype=torch.float16))
     words, zs = repack(*_layer(256, 192, 64, seed=2))
-    for cfg, match in ((TConfig(64, 128, consumers=3), "2 consumers"), (TConfig(64, 128, split_k=2, consumers=2), "split-K"),
+    for cfg, match in ((TConfig(64, 128, consumers=3), "2 or 4 consumers"),
+                       (TConfig(64, 8, stages=3, consumers=2, k_phases=2), "multiple of the K phases"),
                        (TConfig(64, 128, consumers=2), "channels must divide N = 192")):   # a CTA of 128
         with pytest.raises(ValueError, match=match):
             wgmma_t_gemm(x, words, zs, cfg, torch.empty(8, 192, dtype=torch.float16))
 
 
 def test_config_choice():
-    from pagedawq.kernels.awq_configs import WGMMA_T_M_MIN, wgmma_t_config
+    from pagedawq.kernels.awq_configs import WGMMA_T_M_MIN, one_warpgroup_config, wgmma_t_config
     sms = 132
     assert WGMMA_T_M_MIN == 1
     # up to 256 tokens: one warpgroup of 64 channels and the smallest token tile that holds M up to
@@ -162,20 +170,44 @@ def test_config_choice():
         [(3, 2, 1), (3, 2, 1)]
     c = wgmma_t_config(2048, 4032, 4096, sms)    # N not a multiple of the CTA's 128 channels: one warpgroup
     assert (c.block_n, c.block_t, c.consumers) == (64, 256, 1)
-    # split-K to two programs per SM at M <= 128 (one above; halved at 128-token tiles), at most 4
-    # slices of >= 8 K tiles
-    assert wgmma_t_config(16, 12288, 4096, sms).split_k == 2       # 192 tiles
-    assert wgmma_t_config(16, 22016, 4096, sms).split_k == 1       # 344 tiles
-    assert wgmma_t_config(16, 4096, 11008, sms).split_k == 4       # 64 tiles: capped at 4
+    # one warpgroup: split-K to two programs per SM at M <= 128 (one above; halved at 128-token
+    # tiles), at most 4 slices of >= 8 K tiles
+    assert one_warpgroup_config(16, 12288, 4096, sms).split_k == 2       # 192 tiles
+    assert one_warpgroup_config(16, 22016, 4096, sms).split_k == 1       # 344 tiles
+    assert one_warpgroup_config(16, 4096, 11008, sms).split_k == 4       # 64 tiles: capped at 4
     assert wgmma_t_config(128, 4096, 11008, sms).split_k == 4      # 64 tiles: halving would leave < 1 per SM
     assert wgmma_t_config(128, 12288, 4096, sms).split_k == 1     # 192 tiles: 2, halved (a program per SM left)
     assert wgmma_t_config(128, 4096, 4096, sms).split_k == 2       # 64 tiles: 4, halved (slices < 32 K tiles)
-    assert wgmma_t_config(1, 1280, 8192, sms).split_k == 12        # 20 tiles: up to 16 slices of >= 10 K tiles
-    assert wgmma_t_config(1, 8192, 1024, sms).split_k == 1         # 16 K tiles: no slices of >= 10
-    assert wgmma_t_config(16, 1024, 512, sms).split_k == 1         # 8 K tiles: no split
-    assert [(c.stages, c.k_tiles) for c in (wgmma_t_config(m, 4096, 4096, sms) for m in (8, 32, 64, 128))] == \
+    assert one_warpgroup_config(1, 1280, 8192, sms).split_k == 12        # 20 tiles: up to 16 slices of >= 10 K tiles
+    assert one_warpgroup_config(1, 8192, 1024, sms).split_k == 1         # 16 K tiles: no slices of >= 10
+    assert one_warpgroup_config(16, 1024, 512, sms).split_k == 1         # 8 K tiles: no split
+    assert [(c.stages, c.k_tiles) for c in (one_warpgroup_config(m, 4096, 4096, sms) for m in (8, 32, 64, 128))] == \
         [(2, 4), (2, 4), (2, 2), (2, 2)]
     assert (lambda c: (c.stages, c.k_tiles))(wgmma_t_config(512, 4032, 4096, sms)) == (3, 1)   # 64 x 256
+
+
+def test_small_m_config_choice():
+    """At 33-64 tokens, layers of at most two 64-channel tiles an SM get the warp-specialised kernel
+    with two K phases: one channel group a CTA (two where one would need more CTAs than SMs), split-K
+    up to a CTA an SM with >= 2 steps a consumer, as many ring slots as fit up to 8."""
+    from pagedawq.kernels.awq_configs import SMEM_BYTES, k_tiles_per_step, wgmma_t_config, ws_smem_bytes
+    sms = 132
+
+    def shape(c):
+        return c.block_t, c.channel_groups, c.k_phases, c.split_k, c.k_tiles, c.stages
+    assert shape(wgmma_t_config(64, 4096, 11008, sms)) == (64, 1, 2, 2, 2, 8)     # down: 64 tiles, 2 slices
+    assert shape(wgmma_t_config(33, 4096, 4096, sms)) == (64, 1, 2, 2, 2, 8)     # o
+    assert shape(wgmma_t_config(64, 12288, 4096, sms)) == (64, 2, 2, 1, 2, 6)    # qkv: 192 tiles -> 96 CTAs
+    assert shape(wgmma_t_config(64, 1280, 8192, sms)) == (64, 1, 2, 6, 2, 8)     # 20 tiles: 6 slices of 4+ steps
+    assert shape(wgmma_t_config(64, 1536, 576, sms)) == (64, 1, 2, 2, 2, 8)      # SmolLM2 gate_up: 9 K tiles, run 1 a step
+    assert wgmma_t_config(64, 22016, 4096, sms).consumers == 1   # 344 tiles: one-warpgroup programs fill the GPU
+    assert wgmma_t_config(65, 4096, 11008, sms).consumers == 1   # above 64 tokens
+    assert wgmma_t_config(64, 1024, 192, sms).consumers == 1     # 3 K tiles: not two steps a consumer
+    # up to 32 tokens one warpgroup (faster alone at 17-32; at 1-16 faster alone, slower in decode)
+    assert [wgmma_t_config(m, 4096, 11008, sms).consumers for m in (1, 16, 32)] == [1, 1, 1]
+    for m, n, k in ((64, 12288, 4096), (64, 4096, 11008), (64, 8192, 8192)):   # the ring fits the shared memory
+        c = wgmma_t_config(m, n, k, sms)
+        assert ws_smem_bytes(c, k_tiles_per_step(k, 64, c), 64) <= SMEM_BYTES
 
 
 def test_forced_path_without_repacked_weights_is_a_clear_error():
@@ -207,7 +239,13 @@ CONFIGS = [TConfig(64, 8, stages=8), TConfig(64, 16, stages=2, k_tiles=4), TConf
            TConfig(64, 256, stages=2, k_tiles=2), TConfig(128, 32, split_k=2, k_tiles=4),
            # warp-specialised (awq_wgmma_t_ws): two consumer warpgroups of BLOCK_N channels a CTA
            TConfig(64, 256, stages=3, consumers=2), TConfig(64, 128, stages=3, k_tiles=2, consumers=2),
-           TConfig(128, 128, stages=3, k_tiles=2, consumers=2), TConfig(64, 64, stages=3, k_tiles=4, consumers=2)]
+           TConfig(128, 128, stages=3, k_tiles=2, consumers=2), TConfig(64, 64, stages=3, k_tiles=4, consumers=2),
+           # ... with K phases (consumers of one channel group taking turns over K) and split-K
+           TConfig(64, 8, stages=8, split_k=2, k_tiles=4, consumers=2, k_phases=2),
+           TConfig(64, 16, stages=8, k_tiles=4, consumers=4, k_phases=2),
+           TConfig(64, 64, stages=6, split_k=3, k_tiles=2, consumers=4, k_phases=2),
+           TConfig(64, 32, stages=4, split_k=2, k_tiles=2, consumers=4, k_phases=4),
+           TConfig(128, 64, stages=3, split_k=2, k_tiles=2, consumers=2)]
 
 
 @hopper

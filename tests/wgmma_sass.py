@@ -6,6 +6,7 @@ each step's HGMMAs waited for (``WARPGROUP.DEPBAR.LE gsb0, 0x0``) before anythin
 registers again, and no spills.
 
     python -m tests.wgmma_sass 64 64 [split] [silu] [kt=2]   # BLOCK_N BLOCK_T, K tiles a step -> one JSON line
+    python -m tests.wgmma_sass ws 64 8 nc=1 kc=2 stages=8 kt=4 split pdl   # the warp-specialised kernel
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from triton.backends.compiler import BaseBackend, GPUTarget
 from triton.experimental.gluon._runtime import GluonASTSource
 
 from pagedawq.kernels import awq_wgmma_t
-from pagedawq.kernels.awq_configs import WgmmaTConfig
+from pagedawq.kernels.awq_configs import WgmmaTConfig, k_tiles_per_step
 
 _SCALARS = {"out_ptr": "*fp16", "ws_ptr": "*fp32", "cnt_ptr": "*i32", "M": "i32", "N": "i32", "K": "i32",
             "stride_om": "i32", "split_k": "i32"}
@@ -34,7 +35,7 @@ def _descs(cfg: WgmmaTConfig, group: int, k: int = 4096, n: int = 4096, m: int =
     x = torch.zeros(m, k, dtype=torch.float16)
     words = torch.zeros(k // 64 * (n // 16), awq_wgmma_t.BAND_WORDS, dtype=torch.int32)
     zs = torch.zeros(k // group, n, dtype=torch.int32)
-    descs = awq_wgmma_t.descriptors(x, words, zs, cfg, awq_wgmma_t.k_tiles_per_step(k, group, cfg))
+    descs = awq_wgmma_t.descriptors(x, words, zs, cfg, k_tiles_per_step(k, group, cfg))
     return {name: native_specialize_impl(BaseBackend, d, False, True, True)[0]
             for name, d in zip(("x_desc", "w_desc", "zs_desc"), descs)}
 
@@ -78,13 +79,16 @@ def sass_t(cfg: WgmmaTConfig, split: bool = False, group: int = 128, pdl: bool =
                                  "SPLIT": split, "PDL": pdl, "SILU": silu, "num_warps": cfg.num_warps}, cfg.num_warps))
 
 
-def sass_ws(cfg: WgmmaTConfig, group: int = 128, silu: bool = False) -> tuple[list[str], dict[str, int]]:
-    """Labelled SASS of ``awq_wgmma_t_ws_kernel`` for ``cfg`` (K = N = 4096), with its launch register cap."""
+def sass_ws(cfg: WgmmaTConfig, group: int = 128, silu: bool = False, split: bool = False, pdl: bool = False,
+            k: int = 4096, n: int = 4096, m: int = 256) -> tuple[list[str], dict[str, int]]:
+    """Labelled SASS of ``awq_wgmma_t_ws_kernel`` for ``cfg`` on a K x N layer, with its launch register cap."""
     from pagedawq.kernels import awq_wgmma_t_ws as ws
-    sig = {**_descs(cfg, group), "out_ptr": "*fp16", "M": "i32", "N": "i32", "K": "i32", "stride_om": "i32"}
-    return disassemble_labelled(_compile(ws.awq_wgmma_t_ws_kernel, sig,
-                                         {"G": group, "STAGES": cfg.stages, "SILU": silu, "num_warps": cfg.num_warps},
-                                         cfg.num_warps, maxnreg=ws.MAX_REGS))
+    constexprs = {"G": group, "STAGES": cfg.stages, "NC": cfg.channel_groups, "KC": cfg.k_phases, "SPLIT": split,
+                  "PDL": pdl, "SILU": silu, "CONSUMER_REGS": ws.consumer_regs(cfg.consumers),
+                  "num_warps": cfg.num_warps}
+    compiled = _compile(ws.awq_wgmma_t_ws_kernel, {**_descs(cfg, group, k, n, m), **_SCALARS}, constexprs,
+                        cfg.num_warps, maxnreg=ws.max_regs(cfg.consumers))
+    return disassemble_labelled(compiled)
 
 
 def _unpredicated(ln: str) -> str:
@@ -159,9 +163,14 @@ def summary(lines: list[str]) -> dict[str, int]:
 if __name__ == "__main__":
     args = sys.argv[1:]
     kt = int(next((v[3:] for v in args if v.startswith("kt=")), 1))
-    if args[0] == "ws":
-        cfg = WgmmaTConfig(int(args[1]), int(args[2]), stages=3, k_tiles=kt, consumers=2)
-        print(json.dumps(ws_summary(*sass_ws(cfg, silu="silu" in args))))
+    if args[0] == "ws":   # ws BLOCK_N BLOCK_T [nc=2] [kc=1] [stages=3] [split] [pdl] [silu] [kt=..]
+        opt = {key: int(v.split("=")[1]) for key in ("nc", "kc", "stages") for v in args if v.startswith(key + "=")}
+        nc, kc = opt.get("nc", 2), opt.get("kc", 1)
+        cfg = WgmmaTConfig(int(args[1]), int(args[2]), stages=opt.get("stages", 3), k_tiles=kt, consumers=nc * kc,
+                           k_phases=kc)
+        s = ws_summary(*sass_ws(cfg, silu="silu" in args, split="split" in args, pdl="pdl" in args,
+                                m=max(8, cfg.block_t)))
+        print(json.dumps(s))
     else:
         lines = sass_t(WgmmaTConfig(int(args[0]), int(args[1]), k_tiles=kt), "split" in args, silu="silu" in args)
         print(json.dumps(summary(lines)))

@@ -41,6 +41,10 @@ WGMMA_T_M_MIN = 1    # the "wgmma_t" path serves every M from here: it beat the 
                      # every other path up to 2048 on the Llama-2-7B and 13B/TP=2 layers, and (warp-
                      # specialised) dequantize + cuBLAS at 4096 (H100, 2026-11-26)
 WS_M_MIN = 257       # from here on: the warp-specialised kernel (awq_wgmma_t_ws) where N % 128 == 0
+WS_SMALL_M_MAX = 64  # up to here: the warp-specialised kernel with K phases where channel tiles are few ...
+WS_SMALL_BLOCK_TS = (64,)   # ... at these token tiles only (see ws_small_config)
+WS_SMALL_STAGES_MAX = 8
+SMEM_BYTES = 227 * 1024   # the most shared memory of an H100 CTA
 WGMMA_T_BLOCK_TS = (8, 16, 32, 64, 128, 256)          # token tiles: wgmma's N, a multiple of 8 up to 256
 DEFAULT_SMS = 132    # H100 SXM; used when the tensors are not on a CUDA device (interpreter)
 
@@ -83,24 +87,31 @@ class WgmmaTConfig:
     warpgroup (64 or 128: one or two m64 wgmmas a K step sharing the x tile), BLOCK_T tokens (wgmma's
     N), STAGES pipeline steps in flight of K_TILES K tiles each, SPLIT_K slices of K per output tile.
 
-    ``consumers`` = 1: ``awq_wgmma_t_kernel``, a program of one warpgroup. 2: the warp-specialised
-    ``awq_wgmma_t_ws`` kernel, a CTA of two warpgroups (each its own BLOCK_N channels of the same
-    tokens, sharing each x tile) and one TMA warp; no split-K."""
+    ``consumers`` = 1: ``awq_wgmma_t_kernel``, a program of one warpgroup. 2 or 4: the
+    warp-specialised ``awq_wgmma_t_ws`` kernel, a CTA of one TMA warp and ``consumers`` warpgroups:
+    ``consumers / k_phases`` channel groups of BLOCK_N channels (sharing each x tile) times
+    ``k_phases`` consumers of each group taking turns over the CTA's K steps (split-K inside the CTA,
+    summed in shared memory)."""
     block_n: int
     block_t: int
     stages: int = 4
     split_k: int = 1
     k_tiles: int = 1      # K tiles of 64 a pipeline step (1, 2 or 4; lowered to one that divides K / 64)
     consumers: int = 1
+    k_phases: int = 1
 
     @property
     def num_warps(self) -> int:
         return 4
 
     @property
+    def channel_groups(self) -> int:
+        return self.consumers // self.k_phases
+
+    @property
     def cta_channels(self) -> int:
         """Output channels one program (CTA) covers."""
-        return self.consumers * self.block_n
+        return self.channel_groups * self.block_n
 
 
 def nonempty_split(k_tiles: int, split: int) -> int:
@@ -108,6 +119,15 @@ def nonempty_split(k_tiles: int, split: int) -> int:
     has work: the split-K kernels' grids never hold an empty slice."""
     split = max(1, min(split, k_tiles))
     return -(-k_tiles // -(-k_tiles // split))
+
+
+def k_tiles_per_step(k: int, group: int, cfg: WgmmaTConfig) -> int:
+    """``cfg.k_tiles`` lowered to the largest of 4, 2, 1 that divides K's tiles of 64 and whose step
+    holds whole groups or lies inside one (a step loads its groups' zero/scale rows at once)."""
+    kt = cfg.k_tiles
+    while (k // 64) % kt or (group % (64 * kt) and (64 * kt) % group):
+        kt //= 2
+    return kt
 
 
 def reduction_chunk(cfg: GemmConfig) -> int:
@@ -435,6 +455,16 @@ def get_config(path: str, m: int, n: int, k: int, group: int, sms: int) -> GemmC
 
 @lru_cache(maxsize=4096)
 def wgmma_t_config(m: int, n: int, k: int, sms: int) -> WgmmaTConfig:
+    """Tiles of the "wgmma_t" path: above 256 tokens, where N % 128 == 0, the warp-specialised
+    kernel's large tiles (``ws_config``); up to 64 tokens, where the layer has too few 64-channel
+    tiles to give each SM two one-warpgroup programs, the warp-specialised kernel with split-K inside
+    the CTA (``ws_small_config``); else one warpgroup a program (``one_warpgroup_config``)."""
+    if m >= WS_M_MIN and n % 128 == 0:
+        return ws_config(m, n, sms)
+    return ws_small_config(m, n, k, sms) or one_warpgroup_config(m, n, k, sms)
+
+
+def one_warpgroup_config(m: int, n: int, k: int, sms: int) -> WgmmaTConfig:
     """Tiles of the "wgmma_t" path, fitted to the H100 sweeps of 2026-11-26 (``kernels.py --wgmma-t``:
     the Llama-2-7B, 13B/TP=2 and 70B/TP=8 layers at M = 1-2048; within 2.4% of each cell's best
     measured config on geometric mean, 24% at worst):
@@ -450,11 +480,8 @@ def wgmma_t_config(m: int, n: int, k: int, sms: int) -> WgmmaTConfig:
       layers at M <= 16, where 4 left most SMs idle); halved at the 128-token tile where a program
       per SM remains or the slices would be under 32 K tiles;
     * pipeline steps of 4 K tiles for the memory-bound small tiles, 2 at 64-128 tokens, 1 at 256
-      (each step waits for its wgmmas, so a longer step spreads that latency), 2-3 steps deep;
-    * above 256 tokens, where N % 128 == 0, the warp-specialised kernel instead (``ws_config``).
+      (each step waits for its wgmmas, so a longer step spreads that latency), 2-3 steps deep.
     """
-    if m >= WS_M_MIN and n % 128 == 0:
-        return ws_config(m, n, sms)
     block_n = 128 if m > 256 and n % 128 == 0 else 64
     block_t = 128 if block_n == 128 else 256 if m > 256 else next((t for t in WGMMA_T_BLOCK_TS if m <= t <= 128), 128)
     tiles = (n // block_n) * -(-m // block_t)
@@ -487,3 +514,58 @@ def ws_config(m: int, n: int, sms: int) -> WgmmaTConfig:
         return ctas / (-(-ctas // sms) * sms) * m / (t_tiles * bt) * WS_TILES[tile][1]
     block_n, block_t = max((t for t in WS_TILES if n % (2 * t[0]) == 0), key=score)
     return WgmmaTConfig(block_n, block_t, stages=3, k_tiles=WS_TILES[(block_n, block_t)][0], consumers=2)
+
+
+def ws_smem_bytes(cfg: WgmmaTConfig, kt: int, group: int) -> int:
+    """Shared memory of a warp-specialised CTA: the ring (a slot: a step's x and each channel
+    group's words and zero/scale rows), the buffer through which K phases 1 .. k_phases - 1 hand
+    their accumulators to phase 0, the barriers, and the scratch of each writing consumer's
+    epilogue (its accumulator's layout conversion), plus 1 KB of alignment slack. Counted for the
+    small token tiles of ``ws_small_config``, where it bounds the compiled kernels' size (Triton 3.6,
+    sm_90)."""
+    nc, kc = cfg.channel_groups, cfg.k_phases
+    zs_rows = max(1, 64 * kt // group)
+    slot = kt * cfg.block_t * 64 * 2 + nc * (kt * cfg.block_n * 32 + zs_rows * cfg.block_n * 4)
+    handover = (1 << ((kc - 1) * nc - 1).bit_length()) * cfg.block_n * cfg.block_t * 4 if kc > 1 else cfg.block_t * 4
+    scratch = nc * cfg.block_n * cfg.block_t * 4
+    return cfg.stages * slot + handover + scratch + 8 * (2 * cfg.stages + nc) + 1024
+
+
+def ws_small_config(m: int, n: int, k: int, sms: int) -> WgmmaTConfig | None:
+    """The warp-specialised kernel with K phases at 33-64 tokens (``WS_SMALL_BLOCK_TS``) where the
+    layer's 64-channel tiles are at most two an SM (``down``, ``o`` and ``qkv``-like layers; None for
+    wider ones such as a gate/up pair, where the one-warpgroup programs, two an SM, fill the GPU):
+
+    * two consumers a channel group taking turns over the K steps (``k_phases`` = 2): one's unpack
+      runs beside the other's wgmmas, which a one-warpgroup program alternates, and their partials
+      meet in shared memory instead of a global workspace;
+    * one channel group of 64 a CTA, or two (sharing each x tile) where one would need more CTAs
+      than SMs; split-K across CTAs up to one CTA an SM, with at least two steps a consumer;
+    * steps of 4 K tiles at up to 16 tokens and 2 above, as many ring slots as fit (up to 8;
+      zero/scale rows counted for groups of 64, the most a step can hold).
+
+    Measured on the H100 (2026-11-26, ``benchmarks/notes/awq_gemm.md`` session 9): alone, at 64 tokens
+    it took 0.69-0.98x the one-warpgroup rule's time on 10 of the 11 Llama-2-7B, 13B/TP=2 and
+    70B/TP=8 layers it takes (the best candidate swept on each) and 1.13x on 70B/TP=8 ``o``
+    (K = 1024); 7B decode at batch 64 +2.6%, batch 1 and 16 unchanged. At 1-16 tokens it was also 1.00-1.15x faster alone, but 7B decode at batch 1 fell
+    4-8% (3.5% with 4 slots instead of 8; not from PDL: also without it): a CTA that fills an SM's
+    register file and most of its shared memory costs more between the decode step's other
+    kernels than back to back, so those token counts keep one warpgroup until that is understood.
+    At 17-32 tokens the one-warpgroup kernel was faster alone on 7 of the 12 layers."""
+    if m > WS_SMALL_M_MAX or n % 64:
+        return None
+    block_t = next(t for t in WGMMA_T_BLOCK_TS if m <= t)
+    tiles = n // 64
+    nc = next((c for c in (1, 2) if n % (64 * c) == 0 and tiles // c <= sms), None)
+    if nc is None or block_t not in WS_SMALL_BLOCK_TS:
+        return None
+    kc = 2
+    cfg = WgmmaTConfig(64, block_t, stages=kc, k_tiles=4 if block_t <= 16 else 2, consumers=nc * kc, k_phases=kc)
+    kt = k_tiles_per_step(k, 64, cfg)
+    k_steps = k // (64 * kt)
+    if k_steps < 2 * kc:
+        return None
+    stages = max(s for s in range(kc, WS_SMALL_STAGES_MAX + 1, kc)
+                 if s == kc or ws_smem_bytes(replace(cfg, stages=s), kt, 64) <= SMEM_BYTES)
+    split = max(1, min(sms // (tiles // nc), k_steps // (2 * kc), 16))
+    return replace(cfg, stages=stages, split_k=nonempty_split(k_steps, split))

@@ -43,7 +43,7 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma, warpgroup_mma, warpgroup_mma_wait
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
-from pagedawq.kernels.awq_configs import WgmmaTConfig, nonempty_split
+from pagedawq.kernels.awq_configs import WgmmaTConfig, k_tiles_per_step, nonempty_split
 from pagedawq.kernels.awq_kernels import _CONSTRAINTS_SCALED, _F16X8, _UNPACK_F16_SCALED
 from pagedawq.kernels.pdl import pdl_launch
 from pagedawq.quant.pack import PACK_FACTOR, unpack_int4
@@ -290,7 +290,7 @@ def awq_wgmma_t_kernel(x_desc, w_desc, zs_desc, out_ptr, ws_ptr, cnt_ptr, M, N, 
         if i < n_steps:
             _load_weights(i, kt_lo + i * KT, x_desc, w_desc, zs_desc, w_bufs, z_bufs, bars, pid_n, G)
     if PDL:   # x (and the workspace, counters and output written below) may belong to the previous kernel
-        gl.inline_asm_elementwise("griddepcontrol.wait; // $0", "=r", [], dtype=gl.int32, is_pure=False, pack=1)
+        _griddep("wait")
     for i in gl.static_range(STAGES):
         if i < n_steps:
             _load_x(i, kt_lo + i * KT, x_desc, x_bufs, bars, off_t)
@@ -306,26 +306,44 @@ def awq_wgmma_t_kernel(x_desc, w_desc, zs_desc, out_ptr, ws_ptr, cnt_ptr, M, N, 
     for i in gl.static_range(STAGES):
         mbarrier.invalidate(bars.index(i))
     if PDL:   # the next kernel may be scheduled now; it waits for this one to finish (pdl.py)
-        gl.inline_asm_elementwise("griddepcontrol.launch_dependents; // $0", "=r", [], dtype=gl.int32,
-                                  is_pure=False, pack=1)
+        _griddep("launch_dependents")
 
+    _write_tile(acc, out_ptr, ws_ptr, cnt_ptr, M, N, stride_om, split_k, pid_n, pid_t, pid_s, off_t, mma_layout,
+                SPLIT, SILU, num_warps)
+
+
+@gluon.jit
+def _griddep(op: gl.constexpr):
+    """``griddepcontrol.wait`` or ``.launch_dependents`` (programmatic dependent launch)."""
+    gl.inline_asm_elementwise("griddepcontrol." + op + "; // $0", "=r", [], dtype=gl.int32, is_pure=False, pack=1)
+
+
+@gluon.jit
+def _write_tile(acc, out_ptr, ws_ptr, cnt_ptr, M, N, stride_om, split_k, tile_n, pid_t, pid_s, off_t,
+                mma_layout: gl.constexpr, SPLIT: gl.constexpr, SILU: gl.constexpr, num_warps: gl.constexpr):
+    """A warpgroup's fp32 tile [BN channels of tile ``tile_n``, BT tokens] to the output: stored
+    (``_store_out``), or with split-K its partial to the workspace [split, M, N] and, in the last
+    slice to arrive (an atomic counter per output tile, reset by that slice), the sum of the
+    partials in slice order (deterministic) stored."""
+    BN: gl.constexpr = acc.shape[0]
+    BT: gl.constexpr = acc.shape[1]
     out_layout: gl.constexpr = gl.BlockedLayout([8, 1], [BN // 8, 32 * 8 // BN], [1, num_warps], [0, 1])
     if not SPLIT:
-        _store_out(acc, out_ptr, pid_n, off_t, M, stride_om, mma_layout, out_layout, SILU, num_warps)
+        _store_out(acc, out_ptr, tile_n, off_t, M, stride_om, mma_layout, out_layout, SILU, num_warps)
     else:
-        rn = pid_n * BN + gl.arange(0, BN, layout=gl.SliceLayout(1, out_layout))
+        rn = tile_n * BN + gl.arange(0, BN, layout=gl.SliceLayout(1, out_layout))
         rt = off_t + gl.arange(0, BT, layout=gl.SliceLayout(0, out_layout))
         mask = (rt < M)[None, :]
         ws_ptrs = ws_ptr + rt[None, :] * N + rn[:, None]
         gl.store(ws_ptrs + pid_s * M * N, gl.convert_layout(acc, out_layout), mask=mask)
         _cta_barrier()    # every thread's partial is issued before the counter's release
-        tile = pid_t * gl.num_programs(0) + pid_n
+        tile = pid_t * (N // BN) + tile_n
         arrived = gl.atomic_add(cnt_ptr + tile, 1, sem="acq_rel")
         if arrived == split_k - 1:
             total = gl.zeros([BN, BT], dtype=gl.float32, layout=out_layout)
             for s in range(split_k):
                 total += gl.load(ws_ptrs + s * M * N, mask=mask, other=0.0, cache_modifier=".cg")
-            _store_out(total, out_ptr, pid_n, off_t, M, stride_om, mma_layout, out_layout, SILU, num_warps)
+            _store_out(total, out_ptr, tile_n, off_t, M, stride_om, mma_layout, out_layout, SILU, num_warps)
             gl.atomic_xchg(cnt_ptr + tile, 0)
 
 
@@ -364,15 +382,6 @@ def shared_layouts(cfg: WgmmaTConfig, kt: int):
             gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=32, rank=2))
 
 
-def k_tiles_per_step(k: int, group: int, cfg: WgmmaTConfig) -> int:
-    """``cfg.k_tiles`` lowered to the largest of 4, 2, 1 that divides K's tiles of 64 and whose step
-    holds whole groups or lies inside one (a step loads its groups' zero/scale rows at once)."""
-    kt = cfg.k_tiles
-    while (k // BLOCK_K) % kt or (group % (BLOCK_K * kt) and (BLOCK_K * kt) % group):
-        kt //= 2
-    return kt
-
-
 def output_tiles(m: int, n: int, cfg: WgmmaTConfig) -> int:
     return triton.cdiv(m, cfg.block_t) * (n // cfg.block_n)
 
@@ -403,7 +412,7 @@ def wgmma_t_gemm(x: torch.Tensor, words: torch.Tensor, zs: torch.Tensor, cfg: Wg
         raise ValueError(f"out has shape {tuple(out.shape)}, expected {(m, n // 2 if silu_and_mul else n)}")
     if cfg.consumers > 1:
         from pagedawq.kernels.awq_wgmma_t_ws import wgmma_t_ws_gemm   # (it builds on this module)
-        return wgmma_t_ws_gemm(x, words, zs, cfg, out, silu_and_mul)
+        return wgmma_t_ws_gemm(x, words, zs, cfg, out, counters, silu_and_mul)
     if n % cfg.block_n or cfg.block_n not in (64, 128) or cfg.block_n * cfg.block_t > 64 * 256:
         raise ValueError(f"BLOCK_N = {cfg.block_n} must be 64 or 128 and divide N = {n}, with BLOCK_N x BLOCK_T "
                          f"<= 64 x 256 (fp32 accumulators of one warpgroup), got BLOCK_T = {cfg.block_t}")
