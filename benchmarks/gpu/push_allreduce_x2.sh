@@ -1,13 +1,12 @@
 #!/usr/bin/env bash
-# Branch push_allreduce (written in session 8 without a GPU): the one-shot all-reduce pushes each
-# rank's input into its peers' receive slots (epoch flags, two parities, no exit barrier; 16-byte
-# accesses) instead of pulling from them. One call on a 2-GPU kind (nvidia-h200-x2 if lent: the
-# session-7 TP baseline; else nvidia-h100-x2), against main in the same call:
+# The push one-shot all-reduce (pagedawq/kernels/one_shot_allreduce.py: each rank pushes its input into
+# its peers' receive slots, epoch flags, two parities, no exit barrier, 16-byte accesses) against the
+# pull version it replaced (the tree of .abmain, built from the commit before it: git archive 8fd518d),
+# one call on a 2-GPU kind (session 9: 2 x H100):
 # 1. GPU tests: the kernels on 2 ranks against NCCL (sizes, graph replays), the engine's probe path;
-# 2. allreduce.py at 2 ranks (in a CUDA graph, against NCCL): push (this tree) then pull (main);
+# 2. allreduce.py at 2 ranks (in a CUDA graph, against NCCL): push (this tree) then pull (.abmain);
 # 3. 13B AWQ batch-1 latency TP=1 / TP=2 (+ correctness) with push, then TP=2 with pull.
-# carry: [".raycarry", ".abmain"] (.abmain: git archive main | tar -x -C .abmain); about 7 minutes.
-# Merge if 1 passes and 2-3 do not lose.
+# carry: [".raycarry", ".abmain"]; about 4 minutes.
 source benchmarks/gpu/env.sh
 MAIN_PATH="$PWD/.abmain:$PYTHONPATH"
 timeout 150 python -m pytest -q -rf --tb=short tests/test_one_shot_allreduce.py > "$OUT/tests.log" 2>&1

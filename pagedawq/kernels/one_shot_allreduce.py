@@ -15,7 +15,9 @@ memory), one kernel per rank does the whole collective, pushing rather than pull
 
 One one-way trip over the link a call, where the pull version (each rank staged its input locally,
 met its peers at a compare-and-swap barrier, read their buffers over the link and met them again
-before leaving) made four round trips.
+before leaving) made four round trips. Measured on 2 x H100 (NVLink, in a CUDA graph, 2026-11-26):
+5.0 us at 8 KiB and 13.0 at 1 MiB, against 8.9 / 41.3 us for the pull version and 11.4 / 20.3 for
+NCCL; Llama-2-13B AWQ decode at TP=2 3.32 ms a token against 3.60 with the pull version.
 
 No exit barrier is needed: the receive slots alternate between two parities by epoch, and a peer
 can only write slot parity ``e % 2`` again in call ``e + 2``, which it can start only after every
