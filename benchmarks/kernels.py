@@ -342,14 +342,16 @@ def wgmma_t_candidates(m: int, n: int, k: int, sms: int) -> list:
     depth in K tiles (deeper for the memory-bound small token tiles), and 128 channels (two wgmmas
     sharing each x tile) with the same and twice the split; above 128 tokens, where N allows, the
     warp-specialised kernel's tiles too. Where the rule takes the warp-specialised kernel above 256
-    tokens: both its token tiles, 128-channel consumers, and the one-warpgroup 64 x 256 and 128 x 128
-    it replaced. Up to 64 tokens: the warp-specialised variants with K phases (``ws_small_variants``)
+    tokens: both its token tiles, 128-channel consumers (each with split-K where the CTAs fill less
+    than a wave), and the one-warpgroup 64 x 256 and 128 x 128 it replaced. Up to 64 tokens: the warp-specialised variants with K phases (``ws_small_variants``)
     and the one-warpgroup rule's config with its split-K, half and twice that."""
     base = awq_configs.wgmma_t_config(m, n, k, sms)
     ws = [awq_configs.WgmmaTConfig(bn, bt, stages=3, k_tiles=kt, consumers=2)
           for bn, bt, kt in ((64, 256, 1), (64, 128, 2), (128, 128, 2), (64, 64, 4))]
     if base.consumers > 1 and m > awq_configs.WS_SMALL_M_MAX:
-        return ws + [awq_configs.WgmmaTConfig(64, 256, stages=st, k_tiles=kt) for st, kt in WGMMA_T_DEPTHS[256]] \
+        split = [replace(c, split_k=sp) for c in ws for sp in (2, 3, 4, 6, 8) if n % c.cta_channels == 0
+                 and n // c.cta_channels * -(-m // c.block_t) * sp <= sms]   # narrow layers: split-K to one wave
+        return ws + split + [awq_configs.WgmmaTConfig(64, 256, stages=st, k_tiles=kt) for st, kt in WGMMA_T_DEPTHS[256]] \
             + [awq_configs.WgmmaTConfig(128, 128, stages=2, k_tiles=2)]
     base = awq_configs.one_warpgroup_config(m, n, k, sms)
     if m <= awq_configs.WS_SMALL_M_MAX:

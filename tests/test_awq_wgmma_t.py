@@ -168,6 +168,9 @@ def test_config_choice():
     assert (lambda c: (c.block_n, c.block_t, c.k_tiles))(wgmma_t_config(512, 4480, 4096, sms)) == (64, 256, 1)  # N % 256
     assert [(c.stages, c.k_tiles, c.split_k) for c in (wgmma_t_config(m, 4096, 4096, sms) for m in (512, 1024))] == \
         [(3, 2, 1), (3, 2, 1)]
+    # narrow layers (70B/TP8 qkv, 8192 x 1280: 40 CTAs of 128 x 128 at 512 tokens): split-K to about a wave
+    assert [(c.consumers, c.block_t, c.split_k) for c in (wgmma_t_config(m, 1280, 8192, sms) for m in (300, 512, 1024))] \
+        == [(2, 128, 4), (2, 128, 3), (2, 128, 1)]
     c = wgmma_t_config(2048, 4032, 4096, sms)    # N not a multiple of the CTA's 128 channels: one warpgroup
     assert (c.block_n, c.block_t, c.consumers) == (64, 256, 1)
     # one warpgroup: split-K to two programs per SM at M <= 128 (one above; halved at 128-token

@@ -41,6 +41,7 @@ WGMMA_T_M_MIN = 1    # the "wgmma_t" path serves every M from here: it beat the 
                      # every other path up to 2048 on the Llama-2-7B and 13B/TP=2 layers, and (warp-
                      # specialised) dequantize + cuBLAS at 4096 (H100, 2026-11-26)
 WS_M_MIN = 257       # from here on: the warp-specialised kernel (awq_wgmma_t_ws) where N % 128 == 0
+WS_MAX_SPLIT = 8     # split-K slices of the warp-specialised kernel above 256 tokens (narrow layers)
 WS_SMALL_M_MAX = 64  # up to here: the warp-specialised kernel with K phases where channel tiles are few ...
 WS_SMALL_BLOCK_TS = (64,)   # ... at these token tiles only (see ws_small_config)
 WS_SMALL_STAGES_MAX = 8
@@ -460,7 +461,7 @@ def wgmma_t_config(m: int, n: int, k: int, sms: int) -> WgmmaTConfig:
     tiles to give each SM two one-warpgroup programs, the warp-specialised kernel with split-K inside
     the CTA (``ws_small_config``); else one warpgroup a program (``one_warpgroup_config``)."""
     if m >= WS_M_MIN and n % 128 == 0:
-        return ws_config(m, n, sms)
+        return ws_config(m, n, k, sms)
     return ws_small_config(m, n, k, sms) or one_warpgroup_config(m, n, k, sms)
 
 
@@ -499,21 +500,28 @@ def one_warpgroup_config(m: int, n: int, k: int, sms: int) -> WgmmaTConfig:
 WS_TILES = {(128, 128): (2, 1.0), (64, 256): (1, 0.98), (64, 128): (2, 0.90)}
 
 
-def ws_config(m: int, n: int, sms: int) -> WgmmaTConfig:
+def ws_config(m: int, n: int, k: int, sms: int) -> WgmmaTConfig:
     """Tiles of the warp-specialised "wgmma_t" kernel: two consumer warpgroups, 3 steps deep, and of
     the tiles in ``WS_TILES`` that N allows the one keeping most of the GPU busy: the share of the
     last wave's SMs that have a CTA, times the share of the token tile that holds tokens, times the
     tile's speed a MAC (a 128-token tile of 64-channel consumers unpacks each weight twice as often
     for half the wgmma width: 0.89-0.94x the larger tiles). One CTA an SM (consumers of 240
     registers). On the 7B layers at M = 512-4096 this picks the best of the swept tiles or one
-    within the sweep's noise."""
+    within the sweep's noise. Where that leaves more than half the SMs idle (narrow layers such as
+    70B/TP=8 qkv, 8192 x 1280: 40 CTAs at 512 tokens), split-K across CTAs up to one CTA an SM, in
+    slices of at least 10 K tiles and at most ``WS_MAX_SPLIT``: on that layer 45.8 -> 24.8 us at
+    300 tokens and 45.1 -> 29.6 us at 512 (H100, session 9; the best swept config at 512, 10% behind
+    the best, 64 x 64 tokens in 2 slices, at 300)."""
     def score(tile: tuple[int, int]) -> float:
         bn, bt = tile
         t_tiles = -(-m // bt)
         ctas = n // (2 * bn) * t_tiles
         return ctas / (-(-ctas // sms) * sms) * m / (t_tiles * bt) * WS_TILES[tile][1]
     block_n, block_t = max((t for t in WS_TILES if n % (2 * t[0]) == 0), key=score)
-    return WgmmaTConfig(block_n, block_t, stages=3, k_tiles=WS_TILES[(block_n, block_t)][0], consumers=2)
+    ctas = n // (2 * block_n) * -(-m // block_t)
+    split = max(1, min(sms // ctas, k // 64 // 10, WS_MAX_SPLIT)) if 2 * ctas < sms else 1
+    return WgmmaTConfig(block_n, block_t, stages=3, k_tiles=WS_TILES[(block_n, block_t)][0], consumers=2,
+                        split_k=nonempty_split(k // 64, split))
 
 
 def ws_smem_bytes(cfg: WgmmaTConfig, kt: int, group: int) -> int:
