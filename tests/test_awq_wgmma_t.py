@@ -240,7 +240,7 @@ CONFIGS = [TConfig(64, 8, stages=8), TConfig(64, 16, stages=2, k_tiles=4), TConf
            TConfig(128, 64), TConfig(64, 64, stages=2, split_k=3, k_tiles=2), TConfig(64, 128, stages=3),
            TConfig(64, 128, stages=2, k_tiles=2), TConfig(128, 128), TConfig(64, 256, stages=3),
            TConfig(64, 256, stages=2, k_tiles=2), TConfig(128, 32, split_k=2, k_tiles=4),
-           # warp-specialised (awq_wgmma_t_ws): two consumer warpgroups of BLOCK_N channels a CTA
+           # warp-specialised (awq_wgmma_t_ws): two consumer warpgroups of BLOCK_N channels a CTA ...
            TConfig(64, 256, stages=3, consumers=2), TConfig(64, 128, stages=3, k_tiles=2, consumers=2),
            TConfig(128, 128, stages=3, k_tiles=2, consumers=2), TConfig(64, 64, stages=3, k_tiles=4, consumers=2),
            # ... with K phases (consumers of one channel group taking turns over K) and split-K

@@ -18,7 +18,8 @@ Paths (``awq_gemm`` picks by M, or takes ``path=``):
 * ``"wgmma_t"`` (M >= WGMMA_T_M_MIN, Hopper, fp16, weights repacked at load;
   ``awq_wgmma_t``): the transposed product with the weights as wgmma's register operand. Where
   it can run (``awq_gemm(..., repacked=...)``) it is taken before every other path: it beat all of
-  them at every M measured (1-4096; above 256 tokens warp-specialised, ``awq_wgmma_t_ws``).
+  them at every M measured (1-4096; warp-specialised above 256 tokens and at 33-64 tokens on
+  layers with few channel tiles, ``awq_wgmma_t_ws``).
   ``wgmma_t_config`` picks its tiles.
 * ``"dequant"`` (M > 256): the weight is dequantized once per call (a Triton kernel) and cuBLAS
   does the product; on the H100 this beat the fused kernel from M = 512 (sometimes 256) on.

@@ -386,6 +386,20 @@ def output_tiles(m: int, n: int, cfg: WgmmaTConfig) -> int:
     return triton.cdiv(m, cfg.block_t) * (n // cfg.block_n)
 
 
+def split_k_buffers(x: torch.Tensor, n: int, kt: int, cfg: WgmmaTConfig, out: torch.Tensor, zs: torch.Tensor,
+                    counters: torch.Tensor | None) -> tuple[int, torch.Tensor, torch.Tensor]:
+    """The K slices of a launch (``cfg.split_k`` made nonempty for steps of ``kt`` K tiles) and the
+    kernels' workspace and counter arguments: with split-K a fresh fp32 workspace [split, M, N] and
+    the caller's counters (a zeroed int32 one per output tile), else placeholders never touched."""
+    m, k = x.shape
+    split = nonempty_split(k // (BLOCK_K * kt), cfg.split_k)
+    if split == 1:
+        return 1, out, zs
+    if counters is None or counters.numel() < output_tiles(m, n, cfg):
+        raise ValueError("split-K needs a zeroed int32 counter per output tile")
+    return split, torch.empty((split, m, n), dtype=torch.float32, device=x.device), counters
+
+
 def descriptors(x: torch.Tensor, words: torch.Tensor, zs: torch.Tensor, cfg: WgmmaTConfig, kt: int):
     """TMA descriptors of x (a [K/64, M, 64] view: K tile t of x is x3[t], so one 3-D box [KT, BLOCK_T, 64]
     loads a step's KT tiles; TMA takes the strides as they are), the words ([K/64, N/16, 128], box
@@ -418,13 +432,7 @@ def wgmma_t_gemm(x: torch.Tensor, words: torch.Tensor, zs: torch.Tensor, cfg: Wg
                          f"<= 64 x 256 (fp32 accumulators of one warpgroup), got BLOCK_T = {cfg.block_t}")
     group = k // zs.shape[0]
     kt = k_tiles_per_step(k, group, cfg)
-    split = nonempty_split(k // (BLOCK_K * kt), cfg.split_k)
-    if split > 1:
-        if counters is None or counters.numel() < output_tiles(m, n, cfg):
-            raise ValueError("split-K needs a zeroed int32 counter per output tile")
-        ws = torch.empty((split, m, n), dtype=torch.float32, device=x.device)
-    else:
-        ws, counters = out, zs   # never touched without split-K
+    split, ws, counters = split_k_buffers(x, n, kt, cfg, out, zs, counters)
     x_desc, w_desc, zs_desc = descriptors(x, words, zs, cfg, kt)
     grid = (n // cfg.block_n, triton.cdiv(m, cfg.block_t), split)
     awq_wgmma_t_kernel[grid](x_desc, w_desc, zs_desc, out, ws, counters, m, n, k, out.stride(0), split,

@@ -40,9 +40,9 @@ from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, mbarrier
 
-from pagedawq.kernels.awq_configs import WgmmaTConfig, k_tiles_per_step, nonempty_split
+from pagedawq.kernels.awq_configs import WgmmaTConfig, k_tiles_per_step
 from pagedawq.kernels.awq_wgmma_t import (_cta_barrier, _griddep, _mma_step, _tma_load, _write_tile, descriptors,
-                                          output_tiles, words_layout)
+                                          split_k_buffers, words_layout)
 from pagedawq.kernels.pdl import pdl_launch
 
 GROUP_T = gl.constexpr(8)              # token tiles a raster group
@@ -244,18 +244,12 @@ def wgmma_t_ws_gemm(x: torch.Tensor, words: torch.Tensor, zs: torch.Tensor, cfg:
                     counters: torch.Tensor | None = None, silu_and_mul: bool = False) -> torch.Tensor:
     """``out = x @ W`` (or ``silu(x @ W_gate) * (x @ W_up)``, as ``awq_wgmma_t.wgmma_t_gemm``) from
     ``repack``'s tensors; the caller has checked ``awq_wgmma_t.supports`` and out's shape. Split-K
-    needs a zeroed int32 counter per output tile (``output_tiles``)."""
+    needs a zeroed int32 counter per output tile (``awq_wgmma_t.output_tiles``)."""
     m, k = x.shape
     n = zs.shape[1]
     group = k // zs.shape[0]
     kt = check_config(n, k, group, cfg)
-    split = nonempty_split(k // (64 * kt), cfg.split_k)
-    if split > 1:
-        if counters is None or counters.numel() < output_tiles(m, n, cfg):
-            raise ValueError("split-K needs a zeroed int32 counter per output tile")
-        ws = torch.empty((split, m, n), dtype=torch.float32, device=x.device)
-    else:
-        ws, counters = out, zs   # never touched without split-K
+    split, ws, counters = split_k_buffers(x, n, kt, cfg, out, zs, counters)
     x_desc, w_desc, zs_desc = descriptors(x, words, zs, cfg, kt)
     grid = (triton.cdiv(m, cfg.block_t) * (n // cfg.cta_channels), split)
     awq_wgmma_t_ws_kernel[grid](x_desc, w_desc, zs_desc, out, ws, counters, m, n, k, out.stride(0), split, G=group,
