@@ -369,10 +369,17 @@ def wgmma_t_candidates(m: int, n: int, k: int, sms: int) -> list:
     return out + (ws if m > 128 and n % 128 == 0 else [])
 
 
-def run_wgmma_t(sms: int, out_dir: str, layers: list, ms: list[int]) -> None:
+def run_wgmma_t(sms: int, out_dir: str, layers: list, ms: list[int], after_norm: bool = False) -> None:
     """The transposed kernel (weights repacked at load) with each candidate config against cuBLAS
     and awq_gemm's current choice (with that kernel: its default config); every timing to
-    wgmma_t_sweep.csv, the best per row printed."""
+    wgmma_t_sweep.csv, the best per row printed.
+
+    With ``after_norm`` each timed GEMM reads the output of an RMSNorm launched just before it, as
+    qkv and gate_up do in decode, and the norm's own time (timed alone the same way) is subtracted.
+    Back to back, a GEMM launched with PDL prefetches its weights while the previous GEMM still
+    streams; in decode a norm or attention kernel comes before it instead (session 9: a kernel
+    1.15x faster back to back was 17% slower in decode)."""
+    from pagedawq.kernels import fused_ops
     from pagedawq.kernels.awq_gemm import _counters
     from pagedawq.kernels.awq_wgmma_t import output_tiles, wgmma_t_gemm
     log(f"{'layer':<22}{'K':>6}{'N':>7}{'M':>6}{'cuBLAS':>8}{'current':>9} {'path':<8}{'best T':>8} {'config':<14}"
@@ -385,9 +392,19 @@ def run_wgmma_t(sms: int, out_dir: str, layers: list, ms: list[int]) -> None:
             for m in ms:
                 x = layer.x(m)
                 out = torch.empty(m, n, dtype=torch.float16, device="cuda")
-                t_ref = graph_time_us([lambda w=w: torch.matmul(x, w, out=out) for w in layer.fp16], 5, 20)
+                norm_weight = torch.ones(k, dtype=torch.float16, device="cuda")
+
+                def src(x: torch.Tensor = x) -> torch.Tensor:
+                    """The GEMM's input: x, or with ``after_norm`` an RMSNorm's output computed from it."""
+                    return fused_ops.rms_norm(x, norm_weight, 1e-5) if after_norm else x
+                t_norm = graph_time_us([src] * len(packed), 5, 20) if after_norm else 0.0
+
+                def timed(fns: list) -> float:
+                    return graph_time_us(fns, 5, 20) - t_norm
+                t_ref = timed([lambda w=w: torch.matmul(src(), w, out=out) for w in layer.fp16])
                 path = layer.path(x)
-                t_cur = graph_time_us(layer.awq_fns(x, out), 5, 20)
+                t_cur = timed([lambda w=w, r=r: awq_gemm(src(), *w, out=out, repacked=r)
+                               for w, r in zip(layer.int4, layer.repacked)])
                 best = (float("inf"), None, 0.0)
                 for cfg in wgmma_t_candidates(m, n, k, sms):
                     if n % cfg.cta_channels:
@@ -398,7 +415,7 @@ def run_wgmma_t(sms: int, out_dir: str, layers: list, ms: list[int]) -> None:
                         poisoned = torch.full_like(out, float("nan"))
                         wgmma_t_gemm(x, *packed[0], cfg, poisoned, cnt)
                         err = max(err, layer.rel_err(m, poisoned.nan_to_num(1e4)))
-                    t = graph_time_us([lambda p=p, c=cfg: wgmma_t_gemm(x, *p, c, out, cnt) for p in packed], 5, 20)
+                    t = timed([lambda p=p, c=cfg: wgmma_t_gemm(src(), *p, c, out, cnt) for p in packed])
                     csv.write(f"{model} {name},{k},{n},{m},{cfg.block_n},{cfg.block_t},{cfg.split_k},{cfg.stages},"
                               f"{cfg.k_tiles},{cfg.consumers},{cfg.k_phases},{t:.2f},{err:.2e}\n")
                     if t < best[0]:
@@ -529,6 +546,9 @@ def main() -> None:
     ap.add_argument("--wgmma-t-models", nargs="+", default=None, choices=sorted({r[0] for r in WGMMA_T_LAYERS}),
                     help="with --wgmma-t: only these models' layers")
     ap.add_argument("--ms", type=int, nargs="+", default=None, help="with --wgmma-t: these M (default: %s)" % WGMMA_T_MS)
+    ap.add_argument("--after-norm", action="store_true",
+                    help="with --wgmma-t: each GEMM reads an RMSNorm's output launched just before it (its time "
+                         "subtracted), as in decode, instead of following the previous GEMM")
     ap.add_argument("--silu-epilogue", nargs="*", default=None, choices=[*MODELS, *TP_MODELS], metavar="MODEL",
                     help="gate_up GEMM + silu_and_mul vs the fused epilogue (default models: llama2-7b "
                          "llama2-13b-tp2 llama2-70b-tp8), at --ms (default: %s)" % SILU_MS)
@@ -557,7 +577,7 @@ def main() -> None:
         return
     if args.wgmma_t:
         run_wgmma_t(sms, args.out_dir, [r for r in WGMMA_T_LAYERS if args.wgmma_t_models is None
-                                        or r[0] in args.wgmma_t_models], args.ms or WGMMA_T_MS)
+                                        or r[0] in args.wgmma_t_models], args.ms or WGMMA_T_MS, args.after_norm)
         return
 
     rows = [(model, name, k, n) for model, layers in MODELS.items() for name, k, n in layers
