@@ -377,8 +377,9 @@ def run_wgmma_t(sms: int, out_dir: str, layers: list, ms: list[int], after_norm:
     With ``after_norm`` each timed GEMM reads the output of an RMSNorm launched just before it, as
     qkv and gate_up do in decode, and the norm's own time (timed alone the same way) is subtracted.
     Back to back, a GEMM launched with PDL prefetches its weights while the previous GEMM still
-    streams; in decode a norm or attention kernel comes before it instead (session 9: a kernel
-    1.15x faster back to back was 17% slower in decode)."""
+    streams; in decode a norm or attention kernel comes before it instead. (Session 9: the K-phase
+    kernel, 1.13x the one-warpgroup kernel on down at M = 1 back to back and 17% slower than it in
+    7B decode, stayed 1.12x ahead after a norm too: that loss has another cause.)"""
     from pagedawq.kernels import fused_ops
     from pagedawq.kernels.awq_gemm import _counters
     from pagedawq.kernels.awq_wgmma_t import output_tiles, wgmma_t_gemm
