@@ -556,7 +556,7 @@ def ws_small_config(m: int, n: int, k: int, sms: int) -> WgmmaTConfig | None:
     Measured on the H100 (2026-11-26, ``benchmarks/notes/awq_gemm.md`` session 9): alone, at 64 tokens
     it took 0.69-0.98x the one-warpgroup rule's time on 10 of the 11 Llama-2-7B, 13B/TP=2 and
     70B/TP=8 layers it takes (the best candidate swept on each) and 1.13x on 70B/TP=8 ``o``
-    (K = 1024); 7B decode at batch 64 +2.6%, batch 1 and 16 unchanged. At 1-16 tokens it was also 1.00-1.15x faster alone, but 7B decode at batch 1 fell
+    (K = 1024); 7B decode at batch 64 +2.1-2.6%, batch 1 and 16 unchanged. At 1-16 tokens it was also 1.00-1.15x faster alone, but 7B decode at batch 1 fell
     4-8% (3.5% with 4 slots instead of 8; not from PDL: also without it): a CTA that fills an SM's
     register file and most of its shared memory costs more between the decode step's other
     kernels than back to back, so those token counts keep one warpgroup until that is understood.
