@@ -317,22 +317,18 @@ WGMMA_T_DEPTHS = {8: ((8, 1), (4, 2), (2, 4), (3, 4), (4, 4)), 16: ((8, 1), (4, 
 
 def ws_small_variants(m: int, n: int, k: int, sms: int) -> list:
     """Warp-specialised configs at up to 64 tokens around ``ws_small_config``'s: channel groups x K
-    phases of 1 x 2, 1 x 4, 2 x 1 and 2 x 2, each with split-K to one CTA an SM and twice that,
-    steps of 4 K tiles also at 32 tokens, and as many slots as fit."""
+    phases of 1 x 2, 1 x 4, 2 x 1 and 2 x 2 (``awq_configs.k_phase_config``: split-K to one CTA an
+    SM, and twice that), steps of 4 K tiles also at 32 tokens."""
     block_t = next(t for t in awq_configs.WGMMA_T_BLOCK_TS if m <= t)
     out = []
     for nc, kc in ((1, 2), (1, 4), (2, 1), (2, 2)):
         if n % (64 * nc):
             continue
         for k_tiles in sorted({4 if block_t <= 16 else 2, 4 if block_t <= 32 else 2}):
-            cfg = awq_configs.WgmmaTConfig(64, block_t, stages=kc, k_tiles=k_tiles, consumers=nc * kc, k_phases=kc)
-            kt = awq_configs.k_tiles_per_step(k, 64, cfg)
-            k_steps = k // (64 * kt)
-            stages = max(s for s in range(kc, awq_configs.WS_SMALL_STAGES_MAX + 1, kc)
-                         if s == kc or awq_configs.ws_smem_bytes(replace(cfg, stages=s), kt, 64) <= awq_configs.SMEM_BYTES)
-            split = max(1, min(sms // (n // 64 // nc), k_steps // (2 * kc), 16))
-            out += [replace(cfg, stages=stages, split_k=awq_configs.nonempty_split(k_steps, sp))
-                    for sp in (split, 2 * split)]
+            cfg = awq_configs.k_phase_config(block_t, n, k, sms, nc, kc, k_tiles)
+            if cfg is not None:
+                kt = awq_configs.k_tiles_per_step(k, 64, cfg)
+                out += [cfg, replace(cfg, split_k=awq_configs.nonempty_split(k // (64 * kt), 2 * cfg.split_k))]
     return list(dict.fromkeys(out))
 
 
@@ -343,8 +339,9 @@ def wgmma_t_candidates(m: int, n: int, k: int, sms: int) -> list:
     sharing each x tile) with the same and twice the split; above 128 tokens, where N allows, the
     warp-specialised kernel's tiles too. Where the rule takes the warp-specialised kernel above 256
     tokens: both its token tiles, 128-channel consumers (each with split-K where the CTAs fill less
-    than a wave), and the one-warpgroup 64 x 256 and 128 x 128 it replaced. Up to 64 tokens: the warp-specialised variants with K phases (``ws_small_variants``)
-    and the one-warpgroup rule's config with its split-K, half and twice that."""
+    than a wave), and the one-warpgroup 64 x 256 and 128 x 128 it replaced. Up to 64 tokens: the
+    warp-specialised variants with K phases (``ws_small_variants``) and the one-warpgroup rule's
+    config with its split-K, half and twice that."""
     base = awq_configs.wgmma_t_config(m, n, k, sms)
     ws = [awq_configs.WgmmaTConfig(bn, bt, stages=3, k_tiles=kt, consumers=2)
           for bn, bt, kt in ((64, 256, 1), (64, 128, 2), (128, 128, 2), (64, 64, 4))]

@@ -551,15 +551,15 @@ def ws_small_config(m: int, n: int, k: int, sms: int) -> WgmmaTConfig | None:
     * one channel group of 64 a CTA, or two (sharing each x tile) where one would need more CTAs
       than SMs; split-K across CTAs up to one CTA an SM, with at least two steps a consumer;
     * steps of 4 K tiles at up to 16 tokens and 2 above, as many ring slots as fit (up to 8;
-      zero/scale rows counted for groups of 64, the most a step can hold).
+      ``k_phase_config``).
 
-    Measured on the H100 (2026-11-26, ``benchmarks/notes/awq_gemm.md`` session 9): alone, at 64 tokens
-    it took 0.69-0.98x the one-warpgroup rule's time on 10 of the 11 Llama-2-7B, 13B/TP=2 and
-    70B/TP=8 layers it takes (the best candidate swept on each) and 1.13x on 70B/TP=8 ``o``
-    (K = 1024); 7B decode at batch 64 +2.1-2.6%, batch 1 and 16 unchanged. At 1-16 tokens it was also 1.00-1.15x faster alone, but 7B decode at batch 1 fell
-    4-8% (3.5% with 4 slots instead of 8; not from PDL: also without it): a CTA that fills an SM's
-    register file and most of its shared memory costs more between the decode step's other
-    kernels than back to back, so those token counts keep one warpgroup until that is understood.
+    Measured on the H100 (2026-11-26, ``benchmarks/notes/awq_gemm.md`` session 9): alone, at 64
+    tokens it took 0.69-0.98x the one-warpgroup rule's time on 10 of the 11 Llama-2-7B, 13B/TP=2
+    and 70B/TP=8 layers it takes (the best candidate swept on each) and 1.13x on 70B/TP=8 ``o``
+    (K = 1024); 7B decode at batch 64 +2.1-2.6%, batch 1 and 16 unchanged. At 1-16 tokens it was
+    also 1.00-1.15x faster alone (back to back, or after an RMSNorm), but 7B decode at batch 1 fell
+    4-8% (3.5% with 4 slots instead of 8; also without PDL), for a reason not yet found, so those
+    token counts keep one warpgroup.
     At 17-32 tokens the one-warpgroup kernel was faster alone on 7 of the 12 layers."""
     if m > WS_SMALL_M_MAX or n % 64:
         return None
@@ -568,13 +568,21 @@ def ws_small_config(m: int, n: int, k: int, sms: int) -> WgmmaTConfig | None:
     nc = next((c for c in (1, 2) if n % (64 * c) == 0 and tiles // c <= sms), None)
     if nc is None or block_t not in WS_SMALL_BLOCK_TS:
         return None
-    kc = 2
-    cfg = WgmmaTConfig(64, block_t, stages=kc, k_tiles=4 if block_t <= 16 else 2, consumers=nc * kc, k_phases=kc)
+    return k_phase_config(block_t, n, k, sms, nc, 2, 4 if block_t <= 16 else 2)
+
+
+def k_phase_config(block_t: int, n: int, k: int, sms: int, nc: int, kc: int, k_tiles: int) -> WgmmaTConfig | None:
+    """A warp-specialised config of ``nc`` channel groups of 64 x ``kc`` K phases over ``block_t``
+    tokens with steps of ``k_tiles`` K tiles: as many ring slots as fit (up to
+    ``WS_SMALL_STAGES_MAX``, a multiple of kc; zero/scale rows counted for groups of 64), and split-K
+    across CTAs up to one CTA an SM with at least two steps a consumer. None where K has fewer than
+    two steps a consumer."""
+    cfg = WgmmaTConfig(64, block_t, stages=kc, k_tiles=k_tiles, consumers=nc * kc, k_phases=kc)
     kt = k_tiles_per_step(k, 64, cfg)
     k_steps = k // (64 * kt)
     if k_steps < 2 * kc:
         return None
     stages = max(s for s in range(kc, WS_SMALL_STAGES_MAX + 1, kc)
                  if s == kc or ws_smem_bytes(replace(cfg, stages=s), kt, 64) <= SMEM_BYTES)
-    split = max(1, min(sms // (tiles // nc), k_steps // (2 * kc), 16))
+    split = max(1, min(sms // (n // 64 // nc), k_steps // (2 * kc), 16))
     return replace(cfg, stages=stages, split_k=nonempty_split(k_steps, split))
