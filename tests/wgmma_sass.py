@@ -151,6 +151,7 @@ def summary(lines: list[str]) -> dict[str, int]:
             "a_register_hazards": len(a_register_hazards(lines)),
             "spill_stores": sum("STL" in ln for ln in lines),
             "hgmma": sum("HGMMA" in ln for ln in lines),
+            "hmul2": sum(ln.split()[0].startswith("HMUL2") or " HMUL2" in ln for ln in lines),
             "wait_all": sum("WARPGROUP.DEPBAR.LE gsb0, 0x0" in ln for ln in lines),
             "tma_loads": sum("UTMALDG" in ln for ln in lines),
             "shared_stores": sum(ln.split()[0].startswith(("STS", "STSM")) or " STS" in ln for ln in lines),

@@ -17,7 +17,10 @@ AutoAWQ checkpoint layout; the checkpoint on disk is unchanged. Each thread read
 K tile (2 rows x 16 k) as one 16-byte word group, and the zero point and scale of a (group, column)
 come as one int32 (fp16 ``1024 + z`` | fp16 ``s``). The unpack is the PTX of ``awq_kernels``
 (``(w >> 4i) & 0x000F000F | 0x64006400`` = two fp16 ``1024 + q``, minus ``1024 + z``, times s):
-exactly ``pack.dequantize_awq`` rounded to fp16.
+exactly ``pack.dequantize_awq`` rounded to fp16. At token tiles up to ``GROUP_SCALE_MAX_T``, where
+the unpack's instructions bound the kernel, the tiles hold the exact ``q - z`` instead (one shift
+and no multiply a word, ``UNPACK_UNSCALED``) and each group's product is scaled in fp32 after its
+wgmmas (``_mma_step``), as ``awq_kernels`` does with ``SCALE_W`` off.
 
 x, the packed words and the zero/scale rows come by TMA, one 3-D box each per pipeline step of 1, 2
 or 4 K tiles, ``STAGES`` steps ahead (every TMA instruction costs a CTA barrier that Triton's
@@ -51,6 +54,35 @@ from pagedawq.quant.pack import PACK_FACTOR, unpack_int4
 UNPACK = gl.constexpr(_UNPACK_F16_SCALED.value)
 CONSTRAINTS = gl.constexpr(_CONSTRAINTS_SCALED.value)
 F16X8 = gl.constexpr(_F16X8.value)
+# q - z without the scale, for steps whose product is scaled per group in fp32 (``_mma_step``). The
+# odd nibbles need no shift: masked in place they read as fp16 1024 + 16q, and
+# fma((1024 + 16q), 1/16, -(64 + z)) is q - z exactly (every value a small integer), so a word costs
+# one shift, four lop3, two sub and two fma instead of three shifts, four lop3, four sub and four mul.
+# Inputs: $8 the word, $9 the zero pair (1024 + z), $10 the pair -(64 + z).
+UNPACK_UNSCALED = gl.constexpr("""{
+.reg .b32 w, v, h;
+mov.b32 h, 0x2c002c00;
+lop3.b32 v, $8, 0x000f000f, 0x64006400, 0xea;
+sub.f16x2 v, v, $9;
+mov.b32 {$0, $1}, v;
+lop3.b32 v, $8, 0x00f000f0, 0x64006400, 0xea;
+fma.rn.f16x2 v, v, h, $10;
+mov.b32 {$2, $3}, v;
+shr.u32 w, $8, 8;
+lop3.b32 v, w, 0x000f000f, 0x64006400, 0xea;
+sub.f16x2 v, v, $9;
+mov.b32 {$4, $5}, v;
+lop3.b32 v, w, 0x00f000f0, 0x64006400, 0xea;
+fma.rn.f16x2 v, v, h, $10;
+mov.b32 {$6, $7}, v;
+}""")
+CONSTRAINTS_UNSCALED = gl.constexpr("=h,=h,=h,=h,=h,=h,=h,=h,r,r,r")
+# Token tiles up to which a step's product is scaled per group in fp32 after its wgmmas instead of
+# each weight before them: a separate accumulator per group in the step (4-16 registers a thread
+# at 8-32 tokens), and two fp16 instructions a weight pair fewer in the unpack, which is what
+# bounds a small-M program (H100, ncu, 7B down at M = 1: a warp issues every 4.3 cycles, two warps
+# a scheduler, the SM busy 74% of the kernel while DRAM runs at half its bandwidth).
+GROUP_SCALE_MAX_T = gl.constexpr(32)
 # The TMA load and the CTA barrier were renamed between Triton 3.6 (the GPU image) and 3.9 (the CPU
 # wheel); same operations.
 _tma_load = getattr(tma, "async_load", None) or tma.async_copy_global_to_shared
@@ -144,8 +176,9 @@ def words_layout(block_n: int) -> gl.DistributedLinearLayout:
 
 
 @gluon.jit
-def _unpack_a(wq, zs, a_layout: gl.constexpr, w_layout: gl.constexpr):
-    """Packed words [BANDS, 128] + zero/scale [BN] -> W^T tile [BN, 64] fp16 in wgmma's A layout."""
+def _unpack_a(wq, zs, a_layout: gl.constexpr, w_layout: gl.constexpr, SCALED: gl.constexpr = True):
+    """Packed words [BANDS, 128] + zero/scale [BN] -> W^T tile [BN, 64] fp16 in wgmma's A layout:
+    s * (q - z) as ``dequantize_awq`` rounds it, or without ``SCALED`` the exact q - z."""
     BANDS: gl.constexpr = wq.shape[0]
     BN: gl.constexpr = BANDS * 16
     # [band, (n2 n1 n0 k2 k1), (k3 n3)] -> [n, c]
@@ -154,12 +187,18 @@ def _unpack_a(wq, zs, a_layout: gl.constexpr, w_layout: gl.constexpr):
     w = gl.convert_layout(gl.reshape(w, [BN, 8]), w_layout, assert_trivial=True)
     zz = gl.inline_asm_elementwise("prmt.b32 $0, $1, $1, 0x1010;", "=r,r", [zs], dtype=gl.int32, is_pure=True,
                                    pack=1)
-    ss = gl.inline_asm_elementwise("prmt.b32 $0, $1, $1, 0x3232;", "=r,r", [zs], dtype=gl.int32, is_pure=True,
-                                   pack=1)
-    zz = zz[:, None]
-    ss = ss[:, None]
-    o = gl.inline_asm_elementwise(UNPACK, CONSTRAINTS, [w, zz, zz, zz, zz, ss, ss, ss, ss], dtype=F16X8,
-                                  is_pure=True, pack=1)
+    if SCALED:
+        ss = gl.inline_asm_elementwise("prmt.b32 $0, $1, $1, 0x3232;", "=r,r", [zs], dtype=gl.int32, is_pure=True,
+                                       pack=1)
+        zz = zz[:, None]
+        ss = ss[:, None]
+        o = gl.inline_asm_elementwise(UNPACK, CONSTRAINTS, [w, zz, zz, zz, zz, ss, ss, ss, ss], dtype=F16X8,
+                                      is_pure=True, pack=1)
+    else:   # -(64 + z) = 960 - (1024 + z), exact
+        cc = gl.inline_asm_elementwise("{ .reg .b32 t; mov.b32 t, 0x63806380; sub.f16x2 $0, t, $1; }", "=r,r", [zz],
+                                       dtype=gl.int32, is_pure=True, pack=1)
+        o = gl.inline_asm_elementwise(UNPACK_UNSCALED, CONSTRAINTS_UNSCALED, [w, zz[:, None], cc[:, None]],
+                                      dtype=F16X8, is_pure=True, pack=1)
     # output 2p + k0 of word c is k = k0 + 2*k1 + 4*k2 + 8*k3 + 16*p (p = k4 + 2*k5)
     t = gl.join(gl.join(gl.join(o[0], o[1]), gl.join(o[2], o[3])), gl.join(gl.join(o[4], o[5]), gl.join(o[6], o[7])))
     t = gl.reshape(t, [BN, 2, 2, 2, 2, 2, 2])               # [n, k3, k2, k1, k0, k4, k5]
@@ -195,8 +234,8 @@ def _load_step(s, kt, x_desc, w_desc, zs_desc, x_bufs, w_bufs, z_bufs, bars, off
 
 @gluon.jit
 def _unpack_buf(w_bufs, z_bufs, s, j: gl.constexpr, G: gl.constexpr, a_layout: gl.constexpr,
-                W_LAYOUT: gl.constexpr, num_warps: gl.constexpr):
-    """W^T of K tile j of stage s in wgmma's A layout."""
+                W_LAYOUT: gl.constexpr, num_warps: gl.constexpr, SCALED: gl.constexpr = True):
+    """W^T of K tile j of stage s in wgmma's A layout (``_unpack_a``)."""
     KT: gl.constexpr = w_bufs.shape[1]
     BANDS: gl.constexpr = w_bufs.shape[2]
     words = w_bufs.index(s).reshape([KT * BANDS, 128]).slice(j * BANDS, BANDS)
@@ -204,7 +243,16 @@ def _unpack_buf(w_bufs, z_bufs, s, j: gl.constexpr, G: gl.constexpr, a_layout: g
     BN: gl.constexpr = 16 * BANDS
     R: gl.constexpr = z_bufs.shape[1]
     zs = z_bufs.index(s).reshape([R * BN]).slice(((j * 64) // G) * BN, BN).load(gl.SliceLayout(1, W_LAYOUT))
-    return _unpack_a(wq, zs, a_layout, W_LAYOUT)
+    return _unpack_a(wq, zs, a_layout, W_LAYOUT, SCALED)
+
+
+@gluon.jit
+def _group_scale(z_bufs, s, g: gl.constexpr, layout: gl.constexpr):
+    """The scales [BN] of group row g of stage s in fp32, in ``layout`` (a slice of the accumulator's)."""
+    BN: gl.constexpr = z_bufs.shape[2]
+    R: gl.constexpr = z_bufs.shape[1]
+    zs = z_bufs.index(s).reshape([R * BN]).slice(g * BN, BN).load(layout)
+    return (zs >> 16).to(gl.int16).to(gl.float16, bitcast=True).to(gl.float32)
 
 
 @gluon.jit
@@ -219,23 +267,72 @@ def _mma_step(x_buf, w_bufs, z_bufs, b, acc, use_acc, G: gl.constexpr, a_layout:
     next tile, 148 of 392 configuration x shape checks on the H100 came out wrong). The unpack
     overlaps the tensor cores across warpgroups instead (programs sharing an SM, or the consumers
     of ``awq_wgmma_t_ws``); KT > 1 spreads each step's fixed cost (barrier wait, wgmma latency, TMA
-    issue) over more of the weight stream."""
+    issue) over more of the weight stream.
+
+    Token tiles up to ``GROUP_SCALE_MAX_T`` (groups of whole K tiles): the tiles hold the exact
+    q - z, each group of the step gets its own accumulator, and after the wait ``acc += s * acc_g``
+    in fp32 (``use_acc`` is then moot: ``acc`` starts at zero). Otherwise the tiles hold
+    s * (q - z) rounded to fp16 and chain into ``acc``."""
     KT: gl.constexpr = x_buf.shape[0]
     BT: gl.constexpr = x_buf.shape[1]
-    a0 = _unpack_buf(w_bufs, z_bufs, b, 0, G, a_layout, W_LAYOUT, num_warps)
-    if KT >= 2:
-        a1 = _unpack_buf(w_bufs, z_bufs, b, 1, G, a_layout, W_LAYOUT, num_warps)
-    if KT == 4:
-        a2 = _unpack_buf(w_bufs, z_bufs, b, 2, G, a_layout, W_LAYOUT, num_warps)
-        a3 = _unpack_buf(w_bufs, z_bufs, b, 3, G, a_layout, W_LAYOUT, num_warps)
+    GS: gl.constexpr = BT <= GROUP_SCALE_MAX_T and G % 64 == 0
     xs = x_buf.reshape([KT * BT, x_buf.shape[2]])   # K tile j: rows j*BT ..
-    acc = warpgroup_mma(a0, xs.slice(0, BT).permute((1, 0)), acc, use_acc=use_acc, is_async=True)
+    a0 = _unpack_buf(w_bufs, z_bufs, b, 0, G, a_layout, W_LAYOUT, num_warps, not GS)
+    x0 = xs.slice(0, BT).permute((1, 0))
+    a1, a2, a3, x1, x2, x3 = a0, a0, a0, x0, x0, x0   # placeholders where KT < 4
     if KT >= 2:
-        acc = warpgroup_mma(a1, xs.slice(BT, BT).permute((1, 0)), acc, is_async=True)
+        a1 = _unpack_buf(w_bufs, z_bufs, b, 1, G, a_layout, W_LAYOUT, num_warps, not GS)
+        x1 = xs.slice(BT, BT).permute((1, 0))
     if KT == 4:
-        acc = warpgroup_mma(a2, xs.slice(2 * BT, BT).permute((1, 0)), acc, is_async=True)
-        acc = warpgroup_mma(a3, xs.slice(3 * BT, BT).permute((1, 0)), acc, is_async=True)
-    return warpgroup_mma_wait(num_outstanding=0, deps=(acc, ))
+        a2 = _unpack_buf(w_bufs, z_bufs, b, 2, G, a_layout, W_LAYOUT, num_warps, not GS)
+        a3 = _unpack_buf(w_bufs, z_bufs, b, 3, G, a_layout, W_LAYOUT, num_warps, not GS)
+        x2 = xs.slice(2 * BT, BT).permute((1, 0))
+        x3 = xs.slice(3 * BT, BT).permute((1, 0))
+    if GS:
+        acc = _group_scaled_mmas(a0, a1, a2, a3, x0, x1, x2, x3, acc, z_bufs, b, KT, KT * 64 // G if KT * 64 > G else 1)
+    else:
+        acc = warpgroup_mma(a0, x0, acc, use_acc=use_acc, is_async=True)
+        if KT >= 2:
+            acc = warpgroup_mma(a1, x1, acc, is_async=True)
+        if KT == 4:
+            acc = warpgroup_mma(a2, x2, acc, is_async=True)
+            acc = warpgroup_mma(a3, x3, acc, is_async=True)
+        acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc, ))
+    return acc
+
+
+@gluon.jit
+def _group_scaled_mmas(a0, a1, a2, a3, x0, x1, x2, x3, acc, z_bufs, b, KT: gl.constexpr, NG: gl.constexpr):
+    """``acc + sum_g s_g * (x @ (q - z))_g`` over the NG groups of a step's KT tiles (``_mma_step``):
+    a fresh accumulator a group (its tiles chained), one wait, then the fp32 scaling. Tiles past KT
+    are placeholders."""
+    rows: gl.constexpr = gl.SliceLayout(1, acc.type.layout)
+    g0 = warpgroup_mma(a0, x0, acc, use_acc=False, is_async=True)
+    if NG == 1:
+        if KT >= 2:
+            g0 = warpgroup_mma(a1, x1, g0, is_async=True)
+        if KT == 4:
+            g0 = warpgroup_mma(a2, x2, g0, is_async=True)
+            g0 = warpgroup_mma(a3, x3, g0, is_async=True)
+        g0 = warpgroup_mma_wait(num_outstanding=0, deps=(g0, ))
+        acc = acc + g0 * _group_scale(z_bufs, b, 0, rows)[:, None]
+    elif NG == 4:   # a group a K tile
+        g1 = warpgroup_mma(a1, x1, acc, use_acc=False, is_async=True)
+        g2 = warpgroup_mma(a2, x2, acc, use_acc=False, is_async=True)
+        g3 = warpgroup_mma(a3, x3, acc, use_acc=False, is_async=True)
+        g0, g1, g2, g3 = warpgroup_mma_wait(num_outstanding=0, deps=(g0, g1, g2, g3))
+        acc = (acc + g0 * _group_scale(z_bufs, b, 0, rows)[:, None] + g1 * _group_scale(z_bufs, b, 1, rows)[:, None]
+               + g2 * _group_scale(z_bufs, b, 2, rows)[:, None] + g3 * _group_scale(z_bufs, b, 3, rows)[:, None])
+    else:           # two groups: of one K tile each (KT = 2) or of two (KT = 4)
+        if KT == 4:
+            g0 = warpgroup_mma(a1, x1, g0, is_async=True)
+            g1 = warpgroup_mma(a2, x2, acc, use_acc=False, is_async=True)
+            g1 = warpgroup_mma(a3, x3, g1, is_async=True)
+        else:
+            g1 = warpgroup_mma(a1, x1, acc, use_acc=False, is_async=True)
+        g0, g1 = warpgroup_mma_wait(num_outstanding=0, deps=(g0, g1))
+        acc = acc + g0 * _group_scale(z_bufs, b, 0, rows)[:, None] + g1 * _group_scale(z_bufs, b, 1, rows)[:, None]
+    return acc
 
 
 @gluon.jit

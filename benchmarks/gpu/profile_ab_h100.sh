@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Per-kernel decode time of this tree against main (.abmain), 7B AWQ batch 1, PDL off (each kernel's
+# time its own), then e2e decode for main and this tree once more. carry: [".abmain"].
+source benchmarks/gpu/env.sh
+for t in tree main; do
+  root=.; [ $t = main ] && root=.abmain
+  (cd $root/benchmarks && PAGEDAWQ_DISABLE_PDL=1 PYTHONPATH=$(cd .. && pwd) timeout 120 python decode_profile.py \
+     --model llama-2-7b --output-len 32 --breakdown > $OUT/profile_$t.log 2>&1)
+  grep -E "wall|top kernels|graph alone" $OUT/profile_$t.log | sed "s/^/$t /" | cut -c1-400
+done
+run() {
+  (cd "$2/benchmarks" && PYTHONPATH="$(cd .. && pwd):$PYTHONPATH" timeout 125 python e2e_suite.py --sections decode > "$OUT/e2e_$1.log" 2>&1)
+  grep -E "awq batch|fp16 batch 1 " "$OUT/e2e_$1.log" | sed "s/^/$1 /"
+}
+run main2 .abmain; run tree3 .
