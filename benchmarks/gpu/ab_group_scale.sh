@@ -1,7 +1,0 @@
-source benchmarks/gpu/env.sh
-timeout 250 python -m pytest -q -x -rf --tb=short tests/test_awq_wgmma_t.py -k "every_config and (11008 or 13824 or 1536)" > $OUT/tests_gs.log 2>&1; tail -3 $OUT/tests_gs.log
-for t in tree main; do
-  root=.; [ $t = main ] && root=.abmain
-  (cd $root/benchmarks && PYTHONPATH=$(cd .. && pwd) timeout 150 python kernels.py --wgmma-t --wgmma-t-models llama2-7b llama2-13b-tp2 --ms 1 4 16 32 --out-dir $OUT > $OUT/wgmma_t_$t.log 2>&1)
-  grep -E "^llama" $OUT/wgmma_t_$t.log | awk -v t=$t '{print t, $0}'
-done
