@@ -82,7 +82,7 @@ CONSTRAINTS_UNSCALED = gl.constexpr("=h,=h,=h,=h,=h,=h,=h,=h,r,r,r")
 # at 8-32 tokens), and two fp16 instructions a weight pair fewer in the unpack, which is what
 # bounds a small-M program (H100, ncu, 7B down at M = 1: a warp issues every 4.3 cycles, two warps
 # a scheduler, the SM busy 74% of the kernel while DRAM runs at half its bandwidth).
-GROUP_SCALE_MAX_T = gl.constexpr(32)
+GROUP_SCALE_MAX_T = gl.constexpr(64)
 # The TMA load and the CTA barrier were renamed between Triton 3.6 (the GPU image) and 3.9 (the CPU
 # wheel); same operations.
 _tma_load = getattr(tma, "async_load", None) or tma.async_copy_global_to_shared
