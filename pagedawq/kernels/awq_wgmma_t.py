@@ -259,7 +259,7 @@ def _group_scale(z_bufs, s, g: gl.constexpr, layout: gl.constexpr):
 
 @gluon.jit
 def _mma_step(x_buf, w_bufs, z_bufs, b, acc, use_acc, G: gl.constexpr, a_layout: gl.constexpr,
-              W_LAYOUT: gl.constexpr, num_warps: gl.constexpr):
+              W_LAYOUT: gl.constexpr, num_warps: gl.constexpr, GS_MAX_T: gl.constexpr = GROUP_SCALE_MAX_T):
     """One pipeline step's product: unpack the KT K tiles of word buffer ``b`` into registers, run
     their wgmmas against ``x_buf`` [KT, BT, 64], and wait for them.
 
@@ -271,13 +271,13 @@ def _mma_step(x_buf, w_bufs, z_bufs, b, acc, use_acc, G: gl.constexpr, a_layout:
     of ``awq_wgmma_t_ws``); KT > 1 spreads each step's fixed cost (barrier wait, wgmma latency, TMA
     issue) over more of the weight stream.
 
-    Token tiles up to ``GROUP_SCALE_MAX_T`` (groups of whole K tiles): the tiles hold the exact
+    Token tiles up to ``GS_MAX_T`` (groups of whole K tiles): the tiles hold the exact
     q - z, each group of the step gets its own accumulator, and after the wait ``acc += s * acc_g``
     in fp32 (``use_acc`` is then moot: ``acc`` starts at zero). Otherwise the tiles hold
     s * (q - z) rounded to fp16 and chain into ``acc``."""
     KT: gl.constexpr = x_buf.shape[0]
     BT: gl.constexpr = x_buf.shape[1]
-    GS: gl.constexpr = BT <= GROUP_SCALE_MAX_T and G % 64 == 0
+    GS: gl.constexpr = BT <= GS_MAX_T and G % 64 == 0
     xs = x_buf.reshape([KT * BT, x_buf.shape[2]])   # K tile j: rows j*BT ..
     a0 = _unpack_buf(w_bufs, z_bufs, b, 0, G, a_layout, W_LAYOUT, num_warps, not GS)
     x0 = xs.slice(0, BT).permute((1, 0))

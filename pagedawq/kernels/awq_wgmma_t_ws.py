@@ -41,11 +41,13 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, mbarrier
 
 from pagedawq.kernels.awq_configs import WgmmaTConfig, k_tiles_per_step
-from pagedawq.kernels.awq_wgmma_t import (_cta_barrier, _griddep, _mma_step, _tma_load, _write_tile, descriptors,
-                                          split_k_buffers, words_layout)
+from pagedawq.kernels.awq_wgmma_t import (GROUP_SCALE_MAX_T, _cta_barrier, _griddep, _mma_step, _tma_load, _write_tile,
+                                          descriptors, split_k_buffers, words_layout)
 from pagedawq.kernels.pdl import pdl_launch
 
 GROUP_T = gl.constexpr(8)              # token tiles a raster group
+# Four consumers have 112 registers a thread: at 64-token tiles a group accumulator more spills.
+FOUR_CONSUMER_GROUP_SCALE_MAX_T = gl.constexpr(32)
 PRODUCER_REGS = gl.constexpr(24)       # the least setmaxnreg allows; the producer holds only scalars
 
 
@@ -125,7 +127,8 @@ def _consumer(c: gl.constexpr, x_bufs, w_bufs, z_bufs, ready, empty, red_bufs, r
     for i in range(p, n_steps, KC):
         s = i % STAGES
         mbarrier.wait(ready.index(s), (i // STAGES) & 1)
-        acc = _mma_step(x_bufs.index(s), w_bufs, z_bufs, s * NC + g, acc, i >= KC, G, a_layout, W_LAYOUT, 4)
+        acc = _mma_step(x_bufs.index(s), w_bufs, z_bufs, s * NC + g, acc, i >= KC, G, a_layout, W_LAYOUT, 4,
+                        GROUP_SCALE_MAX_T if NC * KC == 2 else FOUR_CONSUMER_GROUP_SCALE_MAX_T)
         fence_async_shared()
         mbarrier.arrive(empty.index(s), count=1)
     if PDL:
