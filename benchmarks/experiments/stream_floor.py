@@ -16,11 +16,16 @@ within reach of a kernel that streams like this one; one program an SM with 16 K
 """
 from __future__ import annotations
 
+import os
+import sys
+
 import torch
 import triton
 import triton.language as tl
 
-from pagedawq.kernels.graph_timing import capture_round_robin
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from kernels import graph_time_us  # noqa: E402
+
 
 # int4 bytes (weights + fp16 scales + packed zeros, group 128) of the layers in kernels.py's table.
 LAYERS = {
@@ -61,23 +66,6 @@ def _empty_kernel(out):
     tl.store(out + tl.program_id(0), 0)
 
 
-def time_graph(fns, calls: int = 60, reps: int = 20) -> float:
-    """Median microseconds a call over ``reps`` replays of a graph of ``calls`` calls."""
-    graph = capture_round_robin(fns, calls)
-    graph.replay()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(reps):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        graph.replay()
-        b.record()
-        b.synchronize()
-        times.append(a.elapsed_time(b) * 1000 / calls)
-    times.sort()
-    return times[len(times) // 2]
-
-
 def main() -> None:
     dev = torch.device("cuda")
     props = torch.cuda.get_device_properties(dev)
@@ -85,7 +73,7 @@ def main() -> None:
     print(f"device: {props.name}, {sms} SMs, torch {torch.__version__}, triton {triton.__version__}")
     out = torch.empty(8 * sms, dtype=torch.int32, device=dev)
     for progs in (1, sms):
-        us = time_graph([lambda p=progs: _empty_kernel[(p,)](out)])
+        us = graph_time_us([lambda p=progs: _empty_kernel[(p,)](out)] * 60, 5, 20)
         print(f"empty kernel, {progs} programs: {us:.2f} us a launch")
     print(f"{'layer':30s} {'MB':>6s} {'floor@3.0':>9s} " + " ".join(f"{f'{p}x{b}x{u}':>12s}" for p, b, u in CONFIGS(sms))
           + "  best  eff")
@@ -99,7 +87,7 @@ def main() -> None:
             fns = [lambda b=b, p=progs, w=wpp, bl=block, u=unroll: _stream_kernel[(p,)](b, out, w, b.numel(), BLOCK=bl, UNROLL=u,
                                                                                          num_warps=8)
                    for b in bufs]
-            row.append(time_graph(fns))
+            row.append(graph_time_us(fns, 5, 20))
         floor = nbytes / 3.0e6
         print(f"{name:30s} {nbytes / 1e6:6.1f} {floor:9.2f} " + " ".join(f"{t:12.2f}" for t in row)
               + f"  {min(row):5.2f} {floor / min(row):4.0%}", flush=True)

@@ -293,13 +293,19 @@ def _mma_step(x_buf, w_bufs, z_bufs, b, acc, use_acc, G: gl.constexpr, a_layout:
     if GS:
         acc = _group_scaled_mmas(a0, a1, a2, a3, x0, x1, x2, x3, acc, z_bufs, b, KT, KT * 64 // G if KT * 64 > G else 1)
     else:
-        acc = warpgroup_mma(a0, x0, acc, use_acc=use_acc, is_async=True)
-        if KT >= 2:
-            acc = warpgroup_mma(a1, x1, acc, is_async=True)
-        if KT == 4:
-            acc = warpgroup_mma(a2, x2, acc, is_async=True)
-            acc = warpgroup_mma(a3, x3, acc, is_async=True)
-        acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc, ))
+        acc = warpgroup_mma_wait(num_outstanding=0, deps=(_chain(a0, a1, a2, a3, x0, x1, x2, x3, acc, use_acc, KT), ))
+    return acc
+
+
+@gluon.jit
+def _chain(a0, a1, a2, a3, x0, x1, x2, x3, acc, use_acc, KT: gl.constexpr):
+    """The asynchronous wgmmas of KT tiles chained into ``acc`` (the caller waits for them)."""
+    acc = warpgroup_mma(a0, x0, acc, use_acc=use_acc, is_async=True)
+    if KT >= 2:
+        acc = warpgroup_mma(a1, x1, acc, is_async=True)
+    if KT == 4:
+        acc = warpgroup_mma(a2, x2, acc, is_async=True)
+        acc = warpgroup_mma(a3, x3, acc, is_async=True)
     return acc
 
 
@@ -309,16 +315,11 @@ def _group_scaled_mmas(a0, a1, a2, a3, x0, x1, x2, x3, acc, z_bufs, b, KT: gl.co
     a fresh accumulator a group (its tiles chained), one wait, then the fp32 scaling. Tiles past KT
     are placeholders."""
     rows: gl.constexpr = gl.SliceLayout(1, acc.type.layout)
-    g0 = warpgroup_mma(a0, x0, acc, use_acc=False, is_async=True)
     if NG == 1:
-        if KT >= 2:
-            g0 = warpgroup_mma(a1, x1, g0, is_async=True)
-        if KT == 4:
-            g0 = warpgroup_mma(a2, x2, g0, is_async=True)
-            g0 = warpgroup_mma(a3, x3, g0, is_async=True)
-        g0 = warpgroup_mma_wait(num_outstanding=0, deps=(g0, ))
+        g0 = warpgroup_mma_wait(num_outstanding=0, deps=(_chain(a0, a1, a2, a3, x0, x1, x2, x3, acc, False, KT), ))
         acc = acc + g0 * _group_scale(z_bufs, b, 0, rows)[:, None]
     elif NG == 4:   # a group a K tile
+        g0 = warpgroup_mma(a0, x0, acc, use_acc=False, is_async=True)
         g1 = warpgroup_mma(a1, x1, acc, use_acc=False, is_async=True)
         g2 = warpgroup_mma(a2, x2, acc, use_acc=False, is_async=True)
         g3 = warpgroup_mma(a3, x3, acc, use_acc=False, is_async=True)
@@ -326,6 +327,7 @@ def _group_scaled_mmas(a0, a1, a2, a3, x0, x1, x2, x3, acc, z_bufs, b, KT: gl.co
         acc = (acc + g0 * _group_scale(z_bufs, b, 0, rows)[:, None] + g1 * _group_scale(z_bufs, b, 1, rows)[:, None]
                + g2 * _group_scale(z_bufs, b, 2, rows)[:, None] + g3 * _group_scale(z_bufs, b, 3, rows)[:, None])
     else:           # two groups: of one K tile each (KT = 2) or of two (KT = 4)
+        g0 = warpgroup_mma(a0, x0, acc, use_acc=False, is_async=True)
         if KT == 4:
             g0 = warpgroup_mma(a1, x1, g0, is_async=True)
             g1 = warpgroup_mma(a2, x2, acc, use_acc=False, is_async=True)
