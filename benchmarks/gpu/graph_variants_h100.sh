@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The batch-1 decode graph replayed alone (7B AWQ, PDL on; decode_profile.py --breakdown), for this
+# tree and for variants of it made by sed, each timed RUNS times (default 2) in turn: the measure
+# that ranked small-M kernel candidates the way decode does in sessions 9-10 (two runs agree within
+# ~0.5%). One variant a line of VARIANTS: "name|file|sed expression", e.g.
+#   VARIANTS='gs32|pagedawq/kernels/awq_wgmma_t.py|s/^GROUP_SCALE_MAX_T = gl.constexpr(64)/GROUP_SCALE_MAX_T = gl.constexpr(32)/'
+# A sed that changes nothing is reported and the variant skipped.
+source benchmarks/gpu/env.sh
+roots=("tree:.")
+while IFS='|' read -r name file expr; do
+  [ -z "$name" ] && continue
+  dir=/tmp/variant_$name
+  rm -rf "$dir" && mkdir -p "$dir" && git ls-files -co --exclude-standard | tar -cf - -T - | tar -xf - -C "$dir"
+  sed -i "$expr" "$dir/$file"
+  if cmp -s "$file" "$dir/$file"; then echo "$name: the sed changed nothing in $file, skipped"; continue; fi
+  roots+=("$name:$dir")
+done <<< "$VARIANTS"
+for r in $(seq 1 "${RUNS:-2}"); do
+  for entry in "${roots[@]}"; do
+    name=${entry%%:*}; root=${entry#*:}
+    (cd "$root/benchmarks" && PYTHONPATH="$(cd .. && pwd)" timeout 120 python decode_profile.py --model llama-2-7b \
+       --output-len 32 --breakdown --no-table > "$OUT/graph_${name}_$r.log" 2>&1)
+    grep -h "graph alone" "$OUT/graph_${name}_$r.log" | sed "s/^ */$name run $r: /" | cut -c1-90
+  done
+done
