@@ -9,9 +9,5 @@ if [ -n "$TESTS" ]; then
   timeout 200 python -m pytest -q -rf --tb=short $TESTS > "$OUT/tests.log" 2>&1
   grep -E "passed|failed|^E  " "$OUT/tests.log" | head -20
 fi
-run() {  # $1: tag, $2: repository root
-  (cd "$2/benchmarks" && PYTHONPATH="$(cd .. && pwd):$PYTHONPATH" timeout 125 python e2e_suite.py --sections decode > "$OUT/e2e_$1.log" 2>&1)
-  grep -E "^decode|^prefill|failed" "$OUT/e2e_$1.log" | sed "s/^/$1 /"
-}
-run tree1 .
-for r in $(seq 2 "${ROUNDS:-2}"); do run "main$((r - 1))" .abmain; run "tree$r" .; done
+e2e_decode tree1 .
+for r in $(seq 2 "${ROUNDS:-2}"); do e2e_decode "main$((r - 1))" .abmain; e2e_decode "tree$r" .; done

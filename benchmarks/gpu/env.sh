@@ -7,3 +7,19 @@ fi
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name --format=csv,noheader
+
+# e2e_decode TAG ROOT [PATTERN]: 7B decode (e2e_suite.py --sections decode) of the tree at ROOT, log
+# to $OUT/e2e_TAG.log, the lines matching PATTERN printed with TAG in front.
+e2e_decode() {
+  (cd "$2/benchmarks" && PYTHONPATH="$(cd .. && pwd):$PYTHONPATH" timeout 125 python e2e_suite.py --sections decode \
+     > "$OUT/e2e_$1.log" 2>&1)
+  grep -E "${3:-^decode|^prefill|failed}" "$OUT/e2e_$1.log" | sed "s/^/$1 /"
+}
+
+# graph_alone TAG ROOT: the 7B AWQ batch-1 decode graph of the tree at ROOT replayed alone (PDL on),
+# log to $OUT/graph_TAG.log, its "graph alone" line printed with TAG in front.
+graph_alone() {
+  (cd "$2/benchmarks" && PYTHONPATH="$(cd .. && pwd):$PYTHONPATH" timeout 120 python decode_profile.py \
+     --model llama-2-7b --output-len 32 --breakdown --no-table > "$OUT/graph_$1.log" 2>&1)
+  grep -h "graph alone" "$OUT/graph_$1.log" | sed "s/^ */$1: /" | cut -c1-100
+}

@@ -17,9 +17,6 @@ while IFS='|' read -r name file expr; do
 done <<< "$VARIANTS"
 for r in $(seq 1 "${RUNS:-2}"); do
   for entry in "${roots[@]}"; do
-    name=${entry%%:*}; root=${entry#*:}
-    (cd "$root/benchmarks" && PYTHONPATH="$(cd .. && pwd)" timeout 120 python decode_profile.py --model llama-2-7b \
-       --output-len 32 --breakdown --no-table > "$OUT/graph_${name}_$r.log" 2>&1)
-    grep -h "graph alone" "$OUT/graph_${name}_$r.log" | sed "s/^ */$name run $r: /" | cut -c1-90
+    graph_alone "${entry%%:*}_run$r" "${entry#*:}"
   done
 done

@@ -8,8 +8,5 @@ for t in tree main; do
      --model llama-2-7b --output-len 32 --breakdown > $OUT/profile_$t.log 2>&1)
   grep -E "wall|top kernels|graph alone" $OUT/profile_$t.log | sed "s/^/$t /" | cut -c1-400
 done
-run() {
-  (cd "$2/benchmarks" && PYTHONPATH="$(cd .. && pwd):$PYTHONPATH" timeout 125 python e2e_suite.py --sections decode > "$OUT/e2e_$1.log" 2>&1)
-  grep -E "awq batch|fp16 batch 1 " "$OUT/e2e_$1.log" | sed "s/^/$1 /"
-}
-run main2 .abmain; run tree3 .
+e2e_decode main2 .abmain "awq batch|fp16 batch 1 |failed"
+e2e_decode tree3 . "awq batch|fp16 batch 1 |failed"
