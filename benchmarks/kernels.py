@@ -543,6 +543,8 @@ def main() -> None:
     ap.add_argument("--wgmma-t", action="store_true", help="the transposed Hopper kernels at M = 1-4096")
     ap.add_argument("--wgmma-t-models", nargs="+", default=None, choices=sorted({r[0] for r in WGMMA_T_LAYERS}),
                     help="with --wgmma-t: only these models' layers")
+    ap.add_argument("--wgmma-t-layers", nargs="+", default=None, choices=["qkv", "o", "gate_up", "down"],
+                    help="with --wgmma-t: only these layers of each model")
     ap.add_argument("--ms", type=int, nargs="+", default=None, help="with --wgmma-t: these M (default: %s)" % WGMMA_T_MS)
     ap.add_argument("--after-norm", action="store_true",
                     help="with --wgmma-t: each GEMM reads an RMSNorm's output launched just before it (its time "
@@ -574,8 +576,9 @@ def main() -> None:
         run_silu_epilogue(args.silu_epilogue or ["llama2-7b", "llama2-13b-tp2", "llama2-70b-tp8"], args.ms or SILU_MS)
         return
     if args.wgmma_t:
-        run_wgmma_t(sms, args.out_dir, [r for r in WGMMA_T_LAYERS if args.wgmma_t_models is None
-                                        or r[0] in args.wgmma_t_models], args.ms or WGMMA_T_MS, args.after_norm)
+        run_wgmma_t(sms, args.out_dir, [r for r in WGMMA_T_LAYERS if (args.wgmma_t_models is None
+                                        or r[0] in args.wgmma_t_models) and (args.wgmma_t_layers is None
+                                        or r[1] in args.wgmma_t_layers)], args.ms or WGMMA_T_MS, args.after_norm)
         return
 
     rows = [(model, name, k, n) for model, layers in MODELS.items() for name, k, n in layers

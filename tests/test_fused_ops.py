@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from pagedawq.kernels import ops, reference
+from pagedawq.kernels.split_k import SplitKPartials
 from tests.triton_interpreter import interpret_without_cuda
 
 CUDA = interpret_without_cuda("pagedawq.kernels.fused_ops")
@@ -68,6 +69,41 @@ def test_fused_add_rms_norm(dtype, rows, hidden):
     assert rel_err(out, ref_out) < TOLERANCE[dtype]
     assert rel_err(new_residual, ref_residual) < TOLERANCE[dtype]
     assert torch.equal(x, x_before) and torch.equal(residual, residual_before)  # inputs untouched
+
+
+# (the interpreter's float32 -> bfloat16 conversion truncates: bit equality in bfloat16 on CUDA only)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16] if CUDA else [torch.float16])
+@pytest.mark.parametrize("splits", [2, 4])
+@pytest.mark.parametrize("rows,hidden", SHAPES)
+def test_fused_add_rms_norm_adds_split_k_partials_as_the_gemm_would(dtype, splits, rows, hidden):
+    """A GEMM's split-K partials (SplitKPartials) handed to the norm: the same bits as the norm of
+    their sum rounded once (what the GEMM's own reduction stores), on the kernel and on the
+    reference path; and a clear error where they do not fit the residual."""
+    gen = torch.Generator().manual_seed(rows + hidden + splits)
+    parts = SplitKPartials(randn(splits, rows, hidden, dtype=torch.float32, gen=gen), dtype)
+    summed = parts.total()
+    assert summed.dtype == dtype and summed.shape == (rows, hidden)
+    ref = torch.zeros(rows, hidden, dtype=torch.float32, device=DEVICE)
+    for s in range(splits):
+        ref = ref + parts.slices[s]
+    assert torch.equal(summed, ref.to(dtype))
+    residual, w = randn(rows, hidden, dtype=dtype, gen=gen), randn(hidden, dtype=dtype, gen=gen)
+    _poison_allocator()
+    out, new_residual = fused_ops.fused_add_rms_norm(parts, residual, w, 1e-6)
+    ref_out, ref_residual = fused_ops.fused_add_rms_norm(summed, residual, w, 1e-6)
+    assert torch.equal(out, ref_out) and torch.equal(new_residual, ref_residual)
+    host_out, host_residual = reference.fused_add_rms_norm(summed.cpu(), residual.cpu(), w.cpu(), 1e-6)
+    with_ops = ops.fused_add_rms_norm(SplitKPartials(parts.slices.cpu(), dtype), residual.cpu(), w.cpu(), 1e-6)
+    assert torch.equal(with_ops[0], host_out) and torch.equal(with_ops[1], host_residual)
+    with pytest.raises(ValueError, match="do not fit the residual"):
+        fused_ops.fused_add_rms_norm(parts, residual[:, :-1], w, 1e-6)
+
+
+def test_split_k_partials_must_be_float32_slices():
+    with pytest.raises(ValueError, match="float32"):
+        SplitKPartials(torch.zeros(2, 3, 4, dtype=torch.float16), torch.float16)
+    with pytest.raises(ValueError, match=r"\[S, M, N\]"):
+        SplitKPartials(torch.zeros(3, 4), torch.float16)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -297,6 +297,45 @@ def test_deferred_all_reduce_rules_and_dispatch(monkeypatch):
     assert torch.equal(res, ref_res) and torch.allclose(out, ref_out)
 
 
+def test_row_parallel_layer_on_one_rank_hands_split_k_partials_to_the_norm(monkeypatch):
+    """On one rank a row-parallel layer that leaves its reduction to the norm asks its linear method
+    for split-K partials (``apply_split_k_partials``; the dense method and AWQ off Hopper return the
+    output itself), and the norm adds them: the same result as the summed output. On several ranks
+    the layer does not ask, and partials reaching the all-reduce are totalled first."""
+    from pagedawq.distributed import parallel_state
+    from pagedawq.kernels import reference
+    from pagedawq.kernels.split_k import SplitKPartials
+    from pagedawq.models.layers.linear import RowParallelLinear
+    from pagedawq.models.layers.norm import RMSNorm
+    gen = torch.Generator().manual_seed(5)
+    x, residual = torch.randn(3, 16, generator=gen), torch.randn(3, 8, generator=gen)
+    layer = RowParallelLinear(16, 8, bias=False, params_dtype=torch.float32, reduce_results=False)
+    layer.weight.data.normal_(generator=gen)
+    assert torch.equal(layer(x), x @ layer.weight.T)   # the dense method: the output itself
+    slices = torch.randn(3, 3, 8, generator=gen)
+    asked = []
+
+    def partials(lay, inp):
+        asked.append(inp)
+        return SplitKPartials(slices, torch.float32)
+    monkeypatch.setattr(layer.linear_method, "apply_split_k_partials", partials)
+    norm = RMSNorm(8, 1e-6, torch.float32)
+    norm.weight.data.uniform_(0.5, 1.5, generator=gen)
+    out, res = norm(layer(x), residual, all_reduce_x=True)
+    assert len(asked) == 1
+    ref_out, ref_res = reference.fused_add_rms_norm(slices[0] + slices[1] + slices[2], residual, norm.weight, 1e-6)
+    assert torch.equal(res, ref_res) and torch.equal(out, ref_out)
+
+    monkeypatch.setattr(layer, "tp_size", 2)
+    monkeypatch.setattr(parallel_state._state, "size", 2)
+    monkeypatch.setattr(parallel_state._state, "small_allreduce", None)
+    monkeypatch.setattr(parallel_state.dist, "all_reduce", lambda t, group=None: t.mul_(2))
+    assert torch.allclose(layer(x), x @ layer.weight.T) and len(asked) == 1   # not asked on several ranks
+    out, res = parallel_state.all_reduce_add_rms_norm(SplitKPartials(slices, torch.float32), residual,
+                                                      norm.weight, 1e-6)
+    assert torch.allclose(res, 2 * (slices[0] + slices[1] + slices[2]) + residual)
+
+
 def test_gate_up_layer_applies_silu_and_mul_through_its_linear_method():
     """``forward_silu_and_mul`` (what the Llama MLP calls) is ``silu_and_mul(forward(x))``: dense with a
     bias and AWQ on the CPU (on Hopper the AWQ method fuses the two: tests/test_awq_wgmma_t.py)."""

@@ -5,8 +5,10 @@ kernel builds with the installed Triton, and that its K loop has the structure i
 each step's HGMMAs waited for (``WARPGROUP.DEPBAR.LE gsb0, 0x0``) before anything writes their A
 registers again, and no spills.
 
-    python -m tests.wgmma_sass 64 64 [split] [silu] [kt=2]   # BLOCK_N BLOCK_T, K tiles a step -> one JSON line
-    python -m tests.wgmma_sass ws 64 8 nc=1 kc=2 stages=8 kt=4 split pdl   # the warp-specialised kernel
+    python -m tests.wgmma_sass 64 64 [split [defer]] [silu] [kt=2]   # BLOCK_N BLOCK_T, K tiles a step -> one JSON line
+    python -m tests.wgmma_sass ws 64 8 nc=1 kc=2 stages=8 kt=4 split [defer] pdl   # the warp-specialised kernel
+
+``defer``: split-K partials left to the consumer (``DEFER``).
 """
 from __future__ import annotations
 
@@ -71,21 +73,22 @@ def disassemble_labelled(compiled) -> tuple[list[str], dict[str, int]]:
     return lines, labels
 
 
-def sass_t(cfg: WgmmaTConfig, split: bool = False, group: int = 128, pdl: bool = True, silu: bool = False
-           ) -> list[str]:
+def sass_t(cfg: WgmmaTConfig, split: bool = False, group: int = 128, pdl: bool = True, silu: bool = False,
+           defer: bool = False) -> list[str]:
     """SASS of ``awq_wgmma_t_kernel`` for ``cfg`` (K = N = 4096)."""
     return disassemble(_compile(awq_wgmma_t.awq_wgmma_t_kernel, {**_descs(cfg, group), **_SCALARS},
                                 {"G": group, "W_LAYOUT": awq_wgmma_t.words_layout(cfg.block_n), "STAGES": cfg.stages,
-                                 "SPLIT": split, "PDL": pdl, "SILU": silu, "num_warps": cfg.num_warps}, cfg.num_warps))
+                                 "SPLIT": split, "PDL": pdl, "SILU": silu, "num_warps": cfg.num_warps,
+                                 "DEFER": defer}, cfg.num_warps))
 
 
 def sass_ws(cfg: WgmmaTConfig, group: int = 128, silu: bool = False, split: bool = False, pdl: bool = False,
-            k: int = 4096, n: int = 4096, m: int = 256) -> tuple[list[str], dict[str, int]]:
+            k: int = 4096, n: int = 4096, m: int = 256, defer: bool = False) -> tuple[list[str], dict[str, int]]:
     """Labelled SASS of ``awq_wgmma_t_ws_kernel`` for ``cfg`` on a K x N layer, with its launch register cap."""
     from pagedawq.kernels import awq_wgmma_t_ws as ws
     constexprs = {"G": group, "STAGES": cfg.stages, "NC": cfg.channel_groups, "KC": cfg.k_phases, "SPLIT": split,
                   "PDL": pdl, "SILU": silu, "CONSUMER_REGS": ws.consumer_regs(cfg.consumers),
-                  "num_warps": cfg.num_warps}
+                  "num_warps": cfg.num_warps, "DEFER": defer}
     compiled = _compile(ws.awq_wgmma_t_ws_kernel, {**_descs(cfg, group, k, n, m), **_SCALARS}, constexprs,
                         cfg.num_warps, maxnreg=ws.max_regs(cfg.consumers))
     return disassemble_labelled(compiled)
@@ -115,6 +118,7 @@ def ws_summary(lines: list[str], labels: dict[str, int]) -> dict:
     return {"instructions": len(lines), "setmaxnreg": sum("SETMAXREG" in ln for ln in lines),
             "spills": sum(ln.split()[0] in ("STL", "LDL") or " STL" in ln or " LDL" in ln for ln in lines),
             "a_register_hazards": len(a_register_hazards(lines)), "tma_loads": sum("UTMALDG" in ln for ln in lines),
+            "atomics": atomics(lines),
             "loops": [{"hgmma": sum("HGMMA" in ln for ln in body),
                        "wait_all": sum("WARPGROUP.DEPBAR.LE gsb0, 0x0" in ln for ln in body),
                        "cta_barriers": sum(not re.search(r"0x\w+, 0x\w+$", ln) for ln in barriers(body))}
@@ -146,6 +150,10 @@ def a_register_hazards(lines: list[str]) -> list[str]:
     return found
 
 
+def atomics(lines: list[str]) -> int:
+    return sum(ln.split()[0].startswith(("ATOM", "RED")) or " ATOM" in ln or " RED" in ln for ln in lines)
+
+
 def summary(lines: list[str]) -> dict[str, int]:
     return {"instructions": len(lines),
             "a_register_hazards": len(a_register_hazards(lines)),
@@ -155,7 +163,7 @@ def summary(lines: list[str]) -> dict[str, int]:
             "wait_all": sum("WARPGROUP.DEPBAR.LE gsb0, 0x0" in ln for ln in lines),
             "tma_loads": sum("UTMALDG" in ln for ln in lines),
             "shared_stores": sum(ln.split()[0].startswith(("STS", "STSM")) or " STS" in ln for ln in lines),
-            "atomics": sum(ln.split()[0].startswith(("ATOM", "RED")) or " ATOM" in ln or " RED" in ln for ln in lines),
+            "atomics": atomics(lines),
             # griddepcontrol.launch_dependents / .wait (programmatic dependent launch)
             "pdl_triggers": sum(ln.split()[0] == "PREEXIT" for ln in lines),
             "pdl_waits": sum(ln.split()[0] == "ACQBULK" for ln in lines)}
@@ -170,8 +178,9 @@ if __name__ == "__main__":
         cfg = WgmmaTConfig(int(args[1]), int(args[2]), stages=opt.get("stages", 3), k_tiles=kt, consumers=nc * kc,
                            k_phases=kc)
         s = ws_summary(*sass_ws(cfg, silu="silu" in args, split="split" in args, pdl="pdl" in args,
-                                m=max(8, cfg.block_t)))
+                                m=max(8, cfg.block_t), defer="defer" in args))
         print(json.dumps(s))
     else:
-        lines = sass_t(WgmmaTConfig(int(args[0]), int(args[1]), k_tiles=kt), "split" in args, silu="silu" in args)
+        lines = sass_t(WgmmaTConfig(int(args[0]), int(args[1]), k_tiles=kt), "split" in args, silu="silu" in args,
+                       defer="defer" in args)
         print(json.dumps(summary(lines)))

@@ -4,14 +4,16 @@
 # that ranked small-M kernel candidates the way decode does in sessions 9-10 (two runs agree within
 # ~0.5%). One variant a line of VARIANTS: "name|file|sed expression", e.g.
 #   VARIANTS='gs32|pagedawq/kernels/awq_wgmma_t.py|s/^GROUP_SCALE_MAX_T = gl.constexpr(64)/GROUP_SCALE_MAX_T = gl.constexpr(32)/'
-# A sed that changes nothing is reported and the variant skipped.
+# "cp:PATH" in place of the sed copies the file at PATH (in this tree) over it. A sed that changes
+# nothing is reported and the variant skipped. With LAYERS (e.g. "down"), each
+# root's kernels.py --wgmma-t rows for those 7B layers at MS (default 1 16 64) follow its graph runs.
 source benchmarks/gpu/env.sh
-roots=("tree:.")
+roots=("tree:." $ROOTS)   # ROOTS: more trees as "name:dir", e.g. "main:.abmain" (carried)
 while IFS='|' read -r name file expr; do
   [ -z "$name" ] && continue
   dir=/tmp/variant_$name
   rm -rf "$dir" && mkdir -p "$dir" && git ls-files -co --exclude-standard | tar -cf - -T - | tar -xf - -C "$dir"
-  sed -i "$expr" "$dir/$file"
+  if [[ $expr == cp:* ]]; then cp "${expr#cp:}" "$dir/$file"; else sed -i "$expr" "$dir/$file"; fi
   if cmp -s "$file" "$dir/$file"; then echo "$name: the sed changed nothing in $file, skipped"; continue; fi
   roots+=("$name:$dir")
 done <<< "$VARIANTS"
@@ -19,4 +21,11 @@ for r in $(seq 1 "${RUNS:-2}"); do
   for entry in "${roots[@]}"; do
     graph_alone "${entry%%:*}_run$r" "${entry#*:}"
   done
+done
+[ -z "$LAYERS" ] && exit 0
+for entry in "${roots[@]}"; do
+  name=${entry%%:*}
+  (cd "${entry#*:}/benchmarks" && PYTHONPATH="$(cd .. && pwd):$PYTHONPATH" timeout 150 python kernels.py --wgmma-t \
+     --wgmma-t-models llama2-7b --wgmma-t-layers $LAYERS --ms ${MS:-1 16 64} --out-dir /tmp > "$OUT/kernels_$name.log" 2>&1)
+  grep -E "^llama|Error|error" "$OUT/kernels_$name.log" | sed "s/^/$name /"
 done

@@ -12,6 +12,7 @@ import torch
 import torch.distributed as dist
 
 from pagedawq.kernels import ops
+from pagedawq.kernels.split_k import SplitKPartials
 
 logger = logging.getLogger(__name__)
 
@@ -70,14 +71,18 @@ def all_reduce(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def all_reduce_add_rms_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float
-                            ) -> tuple[torch.Tensor, torch.Tensor]:
+def all_reduce_add_rms_norm(x: torch.Tensor | SplitKPartials, residual: torch.Tensor, weight: torch.Tensor,
+                            eps: float) -> tuple[torch.Tensor, torch.Tensor]:
     """``residual' = all_reduce(x) + residual``; returns ``(rms_norm(residual') * weight, residual')``.
 
     What follows every row-parallel layer of a transformer block, in one kernel where the
     symmetric-memory all-reduce can fuse it (decode-sized x on CUDA), else the all-reduce and then
-    the fused add + RMSNorm."""
-    fast = _state.small_allreduce if _state.size > 1 else None
+    the fused add + RMSNorm. On one rank x may be a GEMM's split-K partials, which that norm adds."""
+    if _state.size == 1:
+        return ops.fused_add_rms_norm(x, residual, weight, eps)
+    if isinstance(x, SplitKPartials):
+        x = x.total()
+    fast = _state.small_allreduce
     if fast is not None and fast.can_fuse_add_rms_norm(x):
         return fast.add_rms_norm(x, residual, weight, eps)
     return ops.fused_add_rms_norm(all_reduce(x), residual, weight, eps)

@@ -24,6 +24,7 @@ from pagedawq.kernels.awq_configs import (DEFAULT_SMS, WGMMA_T_M_MIN, GemmConfig
                                           gemv_params, nonempty_split, reduction_chunk, wgmma_t_config)
 from pagedawq.kernels import ops
 from pagedawq.kernels.awq_kernels import awq_dequant_kernel, awq_gemm_kernel, awq_gemv_kernel
+from pagedawq.kernels.split_k import SplitKPartials
 from pagedawq.quant.pack import PACK_FACTOR, group_size_of
 
 PATHS = ("gemv", "splitk", "tc", "wgmma_t", "dequant")
@@ -141,6 +142,24 @@ def awq_gemm_silu_and_mul(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.
         except module.BUILD_ERRORS as e:
             _disable_wgmma_t(e)
     return ops.silu_and_mul(awq_gemm(x, qweight, qzeros, scales))
+
+
+def awq_gemm_split_k_partials(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor,
+                              repacked: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor | SplitKPartials:
+    """``x @ W`` for a consumer that can add split-K partials (``pagedawq.kernels.split_k``): where
+    the "wgmma_t" path serves x with split-K, its K slices' partials, which spares the GEMM its
+    reduction; otherwise ``awq_gemm``'s output."""
+    group = _check(x, qweight, qzeros, scales)
+    m, k = x.shape
+    n = qweight.shape[1] * PACK_FACTOR
+    if m and repacked is not None and wgmma_t_usable(x, n, k, group, scales.dtype):
+        module = wgmma_t_module()
+        try:
+            return _launch_wgmma_t(module, x, n, repacked, torch.empty((m, n), dtype=x.dtype, device=x.device),
+                                   None, split_k_partials=True)
+        except module.BUILD_ERRORS as e:
+            _disable_wgmma_t(e)
+    return awq_gemm(x, qweight, qzeros, scales, repacked=repacked)
 
 
 def default_path(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, group: int,
@@ -309,14 +328,15 @@ def _wgmma_t(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scale
 
 
 def _launch_wgmma_t(module, x: torch.Tensor, n: int, repacked: tuple[torch.Tensor, torch.Tensor], out: torch.Tensor,
-                    config: WgmmaTConfig | None, silu_and_mul: bool = False) -> torch.Tensor:
+                    config: WgmmaTConfig | None, silu_and_mul: bool = False, split_k_partials: bool = False
+                    ) -> torch.Tensor | SplitKPartials:
     """``module.wgmma_t_gemm`` for x on a layer of N outputs, with ``config`` (default:
     ``wgmma_t_config``'s for the shape) and, for split-K, the device's arrival counters."""
     m, k = x.shape
     if not isinstance(config, WgmmaTConfig):
         config = wgmma_t_config(m, n, k, _sm_count(x.device))
     counters = _counters(x.device, module.output_tiles(m, n, config)) if config.split_k > 1 else None
-    return module.wgmma_t_gemm(x, *repacked, config, out, counters, silu_and_mul)
+    return module.wgmma_t_gemm(x, *repacked, config, out, counters, silu_and_mul, split_k_partials)
 
 
 def _disable_wgmma_t(error: Exception) -> None:

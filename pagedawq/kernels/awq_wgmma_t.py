@@ -29,7 +29,8 @@ wgmma is waited for before the next tile is unpacked (see ``_step``: its A regis
 overwritten while it runs), so a program's unpack and its MMA alternate; a program is one
 warpgroup, and the two to four programs that share an SM keep its tensor cores busy in turn.
 Split-K as in ``awq_kernels`` (fp32 partials in a workspace; the last slice of a tile to arrive,
-found with an atomic counter that it then resets, sums them in slice order: deterministic).
+found with an atomic counter that it then resets, sums them in slice order: deterministic), or,
+with ``split_k_partials``, the partials handed to the consumer (``pagedawq.kernels.split_k``).
 
 Measured on the H100 (benchmarks/notes/awq_gemm.md, session 6): 1.1-1.9x the previous choice of
 ``awq_gemm`` at M = 2-2048 on the Llama-2-7B and 13B/TP=2 layers. Gluon has no CPU interpreter:
@@ -49,6 +50,7 @@ from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 from pagedawq.kernels.awq_configs import WgmmaTConfig, k_tiles_per_step, nonempty_split
 from pagedawq.kernels.awq_kernels import _CONSTRAINTS_SCALED, _F16X8, _UNPACK_F16_SCALED
 from pagedawq.kernels.pdl import pdl_launch
+from pagedawq.kernels.split_k import SplitKPartials
 from pagedawq.quant.pack import PACK_FACTOR, unpack_int4
 
 UNPACK = gl.constexpr(_UNPACK_F16_SCALED.value)
@@ -358,13 +360,14 @@ def _step(i, kt_lo, acc, use_acc, x_desc, w_desc, zs_desc, x_bufs, w_bufs, z_buf
 @gluon.jit(do_not_specialize=["M", "split_k"])
 def awq_wgmma_t_kernel(x_desc, w_desc, zs_desc, out_ptr, ws_ptr, cnt_ptr, M, N, K, stride_om, split_k,
                        G: gl.constexpr, W_LAYOUT: gl.constexpr, STAGES: gl.constexpr, SPLIT: gl.constexpr,
-                       PDL: gl.constexpr, SILU: gl.constexpr, num_warps: gl.constexpr):
+                       PDL: gl.constexpr, SILU: gl.constexpr, num_warps: gl.constexpr, DEFER: gl.constexpr = False):
     """One [BLOCK_N channels, BLOCK_T tokens] tile of out^T (program ids 0, 1) over one K slice (2),
     KT K tiles a step (the host makes KT divide the number of K tiles). With ``PDL`` (the launch has
     the programmatic-dependent attribute, ``pagedawq.kernels.pdl``) the first stages' weights are
     requested before the wait for the previous kernel, x after it, and the next kernel may be
     scheduled once every program has left the main loop. With ``SILU`` the layer is a gate/up pair
-    repacked in ``silu_channel_order`` and out [M, N / 2] receives ``silu(gate) * up``."""
+    repacked in ``silu_channel_order`` and out [M, N / 2] receives ``silu(gate) * up``. ``DEFER``:
+    the K slices' partials are left in the workspace for the consumer (``_write_tile``)."""
     KT: gl.constexpr = x_desc.block_type.shape[0]
     BT: gl.constexpr = x_desc.block_type.shape[1]
     BK: gl.constexpr = x_desc.block_type.shape[2]
@@ -410,7 +413,7 @@ def awq_wgmma_t_kernel(x_desc, w_desc, zs_desc, out_ptr, ws_ptr, cnt_ptr, M, N, 
         _griddep("launch_dependents")
 
     _write_tile(acc, out_ptr, ws_ptr, cnt_ptr, M, N, stride_om, split_k, pid_n, pid_t, pid_s, off_t, mma_layout,
-                SPLIT, SILU, num_warps)
+                SPLIT, SILU, num_warps, DEFER)
 
 
 @gluon.jit
@@ -421,11 +424,13 @@ def _griddep(op: gl.constexpr):
 
 @gluon.jit
 def _write_tile(acc, out_ptr, ws_ptr, cnt_ptr, M, N, stride_om, split_k, tile_n, pid_t, pid_s, off_t,
-                mma_layout: gl.constexpr, SPLIT: gl.constexpr, SILU: gl.constexpr, num_warps: gl.constexpr):
+                mma_layout: gl.constexpr, SPLIT: gl.constexpr, SILU: gl.constexpr, num_warps: gl.constexpr,
+                DEFER: gl.constexpr = False):
     """A warpgroup's fp32 tile [BN channels of tile ``tile_n``, BT tokens] to the output: stored
     (``_store_out``), or with split-K its partial to the workspace [split, M, N] and, in the last
     slice to arrive (an atomic counter per output tile, reset by that slice), the sum of the
-    partials in slice order (deterministic) stored."""
+    partials in slice order (deterministic) stored. With ``DEFER`` only the partial is stored: the
+    consumer adds the slices (``pagedawq.kernels.split_k``)."""
     BN: gl.constexpr = acc.shape[0]
     BT: gl.constexpr = acc.shape[1]
     out_layout: gl.constexpr = gl.BlockedLayout([8, 1], [BN // 8, 32 * 8 // BN], [1, num_warps], [0, 1])
@@ -437,15 +442,16 @@ def _write_tile(acc, out_ptr, ws_ptr, cnt_ptr, M, N, stride_om, split_k, tile_n,
         mask = (rt < M)[None, :]
         ws_ptrs = ws_ptr + rt[None, :] * N + rn[:, None]
         gl.store(ws_ptrs + pid_s * M * N, gl.convert_layout(acc, out_layout), mask=mask)
-        _cta_barrier()    # every thread's partial is issued before the counter's release
-        tile = pid_t * (N // BN) + tile_n
-        arrived = gl.atomic_add(cnt_ptr + tile, 1, sem="acq_rel")
-        if arrived == split_k - 1:
-            total = gl.zeros([BN, BT], dtype=gl.float32, layout=out_layout)
-            for s in range(split_k):
-                total += gl.load(ws_ptrs + s * M * N, mask=mask, other=0.0, cache_modifier=".cg")
-            _store_out(total, out_ptr, tile_n, off_t, M, stride_om, mma_layout, out_layout, SILU, num_warps)
-            gl.atomic_xchg(cnt_ptr + tile, 0)
+        if not DEFER:
+            _cta_barrier()    # every thread's partial is issued before the counter's release
+            tile = pid_t * (N // BN) + tile_n
+            arrived = gl.atomic_add(cnt_ptr + tile, 1, sem="acq_rel")
+            if arrived == split_k - 1:
+                total = gl.zeros([BN, BT], dtype=gl.float32, layout=out_layout)
+                for s in range(split_k):
+                    total += gl.load(ws_ptrs + s * M * N, mask=mask, other=0.0, cache_modifier=".cg")
+                _store_out(total, out_ptr, tile_n, off_t, M, stride_om, mma_layout, out_layout, SILU, num_warps)
+                gl.atomic_xchg(cnt_ptr + tile, 0)
 
 
 @gluon.jit
@@ -516,18 +522,22 @@ def descriptors(x: torch.Tensor, words: torch.Tensor, zs: torch.Tensor, cfg: Wgm
 
 
 def wgmma_t_gemm(x: torch.Tensor, words: torch.Tensor, zs: torch.Tensor, cfg: WgmmaTConfig, out: torch.Tensor,
-                 counters: torch.Tensor | None = None, silu_and_mul: bool = False) -> torch.Tensor:
+                 counters: torch.Tensor | None = None, silu_and_mul: bool = False, split_k_partials: bool = False
+                 ) -> torch.Tensor | SplitKPartials:
     """``out = x @ W`` from ``repack``'s tensors (the caller has checked ``supports``); with
     ``silu_and_mul``, W is a gate/up pair repacked in ``silu_channel_order`` and ``out [M, N / 2] =
-    silu(x @ W_gate) * (x @ W_up)``. A config of several consumers runs the warp-specialised kernel
-    (``awq_wgmma_t_ws``)."""
+    silu(x @ W_gate) * (x @ W_up)``. With ``split_k_partials`` a split-K launch returns its K slices'
+    partials instead of filling ``out`` (``pagedawq.kernels.split_k``; not with ``silu_and_mul``). A
+    config of several consumers runs the warp-specialised kernel (``awq_wgmma_t_ws``)."""
     m, k = x.shape
     n = zs.shape[1]
     if out.shape != (m, n // 2 if silu_and_mul else n):
         raise ValueError(f"out has shape {tuple(out.shape)}, expected {(m, n // 2 if silu_and_mul else n)}")
+    if silu_and_mul and split_k_partials:
+        raise ValueError("the SiLU epilogue needs the summed output: no split-K partials with silu_and_mul")
     if cfg.consumers > 1:
         from pagedawq.kernels.awq_wgmma_t_ws import wgmma_t_ws_gemm   # (it builds on this module)
-        return wgmma_t_ws_gemm(x, words, zs, cfg, out, counters, silu_and_mul)
+        return wgmma_t_ws_gemm(x, words, zs, cfg, out, counters, silu_and_mul, split_k_partials)
     if n % cfg.block_n or cfg.block_n not in (64, 128) or cfg.block_n * cfg.block_t > 64 * 256:
         raise ValueError(f"BLOCK_N = {cfg.block_n} must be 64 or 128 and divide N = {n}, with BLOCK_N x BLOCK_T "
                          f"<= 64 x 256 (fp32 accumulators of one warpgroup), got BLOCK_T = {cfg.block_t}")
@@ -536,7 +546,8 @@ def wgmma_t_gemm(x: torch.Tensor, words: torch.Tensor, zs: torch.Tensor, cfg: Wg
     split, ws, counters = split_k_buffers(x, n, kt, cfg, out, zs, counters)
     x_desc, w_desc, zs_desc = descriptors(x, words, zs, cfg, kt)
     grid = (n // cfg.block_n, triton.cdiv(m, cfg.block_t), split)
+    defer = split_k_partials and split > 1
     awq_wgmma_t_kernel[grid](x_desc, w_desc, zs_desc, out, ws, counters, m, n, k, out.stride(0), split,
                              G=group, W_LAYOUT=words_layout(cfg.block_n), STAGES=cfg.stages, SPLIT=split > 1,
-                             SILU=silu_and_mul, num_warps=cfg.num_warps, **pdl_launch(x.device, m))
-    return out
+                             SILU=silu_and_mul, num_warps=cfg.num_warps, DEFER=defer, **pdl_launch(x.device, m))
+    return SplitKPartials(ws, out.dtype) if defer else out

@@ -44,6 +44,7 @@ from pagedawq.kernels.awq_configs import WgmmaTConfig, k_tiles_per_step
 from pagedawq.kernels.awq_wgmma_t import (GROUP_SCALE_MAX_T, _cta_barrier, _griddep, _mma_step, _tma_load, _write_tile,
                                           descriptors, split_k_buffers, words_layout)
 from pagedawq.kernels.pdl import pdl_launch
+from pagedawq.kernels.split_k import SplitKPartials
 
 GROUP_T = gl.constexpr(8)              # token tiles a raster group
 # Four consumers have 112 registers a thread: at 64-token tiles a group accumulator more spills.
@@ -106,7 +107,7 @@ def _producer(x_desc, w_desc, zs_desc, x_bufs, w_bufs, z_bufs, ready, empty, pid
 @gluon.jit
 def _consumer(c: gl.constexpr, x_bufs, w_bufs, z_bufs, ready, empty, red_bufs, red_bars, out_ptr, ws_ptr, cnt_ptr,
               M, N, stride_om, split_k, pid_n, pid_t, pid_s, off_t, n_steps, G: gl.constexpr, NC: gl.constexpr,
-              KC: gl.constexpr, SPLIT: gl.constexpr, PDL: gl.constexpr, SILU: gl.constexpr):
+              KC: gl.constexpr, SPLIT: gl.constexpr, PDL: gl.constexpr, SILU: gl.constexpr, DEFER: gl.constexpr):
     """Consumer warpgroup c: channel group g = c % NC over the steps of K phase p = c // NC.
 
     After each ``_mma_step`` (which has waited for its wgmmas, so all four warps have finished their
@@ -144,7 +145,7 @@ def _consumer(c: gl.constexpr, x_bufs, w_bufs, z_bufs, ready, empty, red_bufs, r
                 acc += red_bufs.slice(((q - 1) * NC + g) * BN, BN).load(mma_layout)
     if p == 0:
         _write_tile(acc, out_ptr, ws_ptr, cnt_ptr, M, N, stride_om, split_k, pid_n * NC + g, pid_t, pid_s, off_t,
-                    mma_layout, SPLIT, SILU, 4)
+                    mma_layout, SPLIT, SILU, 4, DEFER)
 
 
 @gluon.constexpr_function
@@ -159,7 +160,7 @@ def handover_rows(block_n: int, nc: int, kc: int) -> int:
 def awq_wgmma_t_ws_kernel(x_desc, w_desc, zs_desc, out_ptr, ws_ptr, cnt_ptr, M, N, K, stride_om, split_k,
                           G: gl.constexpr, STAGES: gl.constexpr, NC: gl.constexpr, KC: gl.constexpr,
                           SPLIT: gl.constexpr, PDL: gl.constexpr, SILU: gl.constexpr, CONSUMER_REGS: gl.constexpr,
-                          num_warps: gl.constexpr):
+                          num_warps: gl.constexpr, DEFER: gl.constexpr = False):
     """One tile of out^T, NC x BLOCK_N channels x BLOCK_T tokens, over K slice ``program_id(1)`` of
     ``split_k``: the partitions of the module docstring over shared memory allocated here. Axis 0 is
     rastered in groups of GROUP_T token tiles: the CTAs resident together cover ~GROUP_T token tiles
@@ -209,22 +210,28 @@ def awq_wgmma_t_ws_kernel(x_desc, w_desc, zs_desc, out_ptr, ws_ptr, cnt_ptr, M, 
     if NC * KC == 2:
         gl.warp_specialize([
             (_consumer, (0, x_bufs, w_bufs, z_bufs, ready, empty, red_bufs, red_bars, out_ptr, ws_ptr, cnt_ptr, M, N,
-                         stride_om, split_k, pid_n, pid_t, pid_s, off_t, n_steps, G, NC, KC, SPLIT, PDL, SILU)),
+                         stride_om, split_k, pid_n, pid_t, pid_s, off_t, n_steps, G, NC, KC, SPLIT, PDL, SILU,
+                         DEFER)),
             (_consumer, (1, x_bufs, w_bufs, z_bufs, ready, empty, red_bufs, red_bars, out_ptr, ws_ptr, cnt_ptr, M, N,
-                         stride_om, split_k, pid_n, pid_t, pid_s, off_t, n_steps, G, NC, KC, SPLIT, PDL, SILU)),
+                         stride_om, split_k, pid_n, pid_t, pid_s, off_t, n_steps, G, NC, KC, SPLIT, PDL, SILU,
+                         DEFER)),
             (_producer, (x_desc, w_desc, zs_desc, x_bufs, w_bufs, z_bufs, ready, empty, pid_n, off_t, kt_lo, n_steps,
                          G, NC, PDL)),
         ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
     else:
         gl.warp_specialize([
             (_consumer, (0, x_bufs, w_bufs, z_bufs, ready, empty, red_bufs, red_bars, out_ptr, ws_ptr, cnt_ptr, M, N,
-                         stride_om, split_k, pid_n, pid_t, pid_s, off_t, n_steps, G, NC, KC, SPLIT, PDL, SILU)),
+                         stride_om, split_k, pid_n, pid_t, pid_s, off_t, n_steps, G, NC, KC, SPLIT, PDL, SILU,
+                         DEFER)),
             (_consumer, (1, x_bufs, w_bufs, z_bufs, ready, empty, red_bufs, red_bars, out_ptr, ws_ptr, cnt_ptr, M, N,
-                         stride_om, split_k, pid_n, pid_t, pid_s, off_t, n_steps, G, NC, KC, SPLIT, PDL, SILU)),
+                         stride_om, split_k, pid_n, pid_t, pid_s, off_t, n_steps, G, NC, KC, SPLIT, PDL, SILU,
+                         DEFER)),
             (_consumer, (2, x_bufs, w_bufs, z_bufs, ready, empty, red_bufs, red_bars, out_ptr, ws_ptr, cnt_ptr, M, N,
-                         stride_om, split_k, pid_n, pid_t, pid_s, off_t, n_steps, G, NC, KC, SPLIT, PDL, SILU)),
+                         stride_om, split_k, pid_n, pid_t, pid_s, off_t, n_steps, G, NC, KC, SPLIT, PDL, SILU,
+                         DEFER)),
             (_consumer, (3, x_bufs, w_bufs, z_bufs, ready, empty, red_bufs, red_bars, out_ptr, ws_ptr, cnt_ptr, M, N,
-                         stride_om, split_k, pid_n, pid_t, pid_s, off_t, n_steps, G, NC, KC, SPLIT, PDL, SILU)),
+                         stride_om, split_k, pid_n, pid_t, pid_s, off_t, n_steps, G, NC, KC, SPLIT, PDL, SILU,
+                         DEFER)),
             (_producer, (x_desc, w_desc, zs_desc, x_bufs, w_bufs, z_bufs, ready, empty, pid_n, off_t, kt_lo, n_steps,
                          G, NC, PDL)),
         ], [4, 4, 4, 1], [CONSUMER_REGS, CONSUMER_REGS, CONSUMER_REGS, PRODUCER_REGS])
@@ -244,7 +251,8 @@ def check_config(n: int, k: int, group: int, cfg: WgmmaTConfig) -> int:
 
 
 def wgmma_t_ws_gemm(x: torch.Tensor, words: torch.Tensor, zs: torch.Tensor, cfg: WgmmaTConfig, out: torch.Tensor,
-                    counters: torch.Tensor | None = None, silu_and_mul: bool = False) -> torch.Tensor:
+                    counters: torch.Tensor | None = None, silu_and_mul: bool = False, split_k_partials: bool = False
+                    ) -> torch.Tensor | SplitKPartials:
     """``out = x @ W`` (or ``silu(x @ W_gate) * (x @ W_up)``, as ``awq_wgmma_t.wgmma_t_gemm``) from
     ``repack``'s tensors; the caller has checked ``awq_wgmma_t.supports`` and out's shape. Split-K
     needs a zeroed int32 counter per output tile (``awq_wgmma_t.output_tiles``)."""
@@ -255,8 +263,9 @@ def wgmma_t_ws_gemm(x: torch.Tensor, words: torch.Tensor, zs: torch.Tensor, cfg:
     split, ws, counters = split_k_buffers(x, n, kt, cfg, out, zs, counters)
     x_desc, w_desc, zs_desc = descriptors(x, words, zs, cfg, kt)
     grid = (triton.cdiv(m, cfg.block_t) * (n // cfg.cta_channels), split)
+    defer = split_k_partials and split > 1
     awq_wgmma_t_ws_kernel[grid](x_desc, w_desc, zs_desc, out, ws, counters, m, n, k, out.stride(0), split, G=group,
                                 STAGES=cfg.stages, NC=cfg.channel_groups, KC=cfg.k_phases, SPLIT=split > 1,
-                                SILU=silu_and_mul, CONSUMER_REGS=consumer_regs(cfg.consumers),
+                                SILU=silu_and_mul, CONSUMER_REGS=consumer_regs(cfg.consumers), DEFER=defer,
                                 num_warps=cfg.num_warps, maxnreg=max_regs(cfg.consumers), **pdl_launch(x.device, m))
-    return out
+    return SplitKPartials(ws, out.dtype) if defer else out

@@ -12,6 +12,7 @@ import triton
 import triton.language as tl
 
 from pagedawq.kernels.pdl import pdl_launch, pdl_start
+from pagedawq.kernels.split_k import SplitKPartials
 
 
 def row_warps(block: int) -> int:
@@ -27,13 +28,21 @@ def _as_rows(x: torch.Tensor) -> torch.Tensor:
 
 @triton.jit
 def _rms_norm_kernel(x_ptr, residual_ptr, residual_out_ptr, weight_ptr, out_ptr,
-                     stride_x, stride_r, stride_ro, stride_o, hidden, eps,
-                     BLOCK: tl.constexpr, ADD_RESIDUAL: tl.constexpr, PDL: tl.constexpr):
+                     stride_x, stride_r, stride_ro, stride_o, hidden, eps, stride_split,
+                     BLOCK: tl.constexpr, ADD_RESIDUAL: tl.constexpr, PDL: tl.constexpr, SPLITS: tl.constexpr = 0):
+    """One row. ``SPLITS`` > 0: x is a GEMM's float32 split-K partials (``SplitKPartials``), added in
+    slice order and rounded to the output dtype as the GEMM's own reduction does."""
     pdl_start(PDL)
     row = tl.program_id(0).to(tl.int64)
     cols = tl.arange(0, BLOCK)
     mask = cols < hidden
-    x = tl.load(x_ptr + row * stride_x + cols, mask=mask, other=0.0)
+    if SPLITS > 0:
+        acc = tl.zeros([BLOCK], dtype=tl.float32)
+        for s in tl.static_range(SPLITS):
+            acc += tl.load(x_ptr + s * stride_split + row * stride_x + cols, mask=mask, other=0.0)
+        x = acc.to(out_ptr.dtype.element_ty)
+    else:
+        x = tl.load(x_ptr + row * stride_x + cols, mask=mask, other=0.0)
     if ADD_RESIDUAL:
         r = tl.load(residual_ptr + row * stride_r + cols, mask=mask, other=0.0)
         # The new residual is rounded to the input dtype before it is normalized, as in the reference.
@@ -54,29 +63,37 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     hidden = rows.shape[1]
     block = triton.next_power_of_2(hidden)
     _rms_norm_kernel[(rows.shape[0],)](
-        rows, rows, rows, weight, out, rows.stride(0), 0, 0, out.stride(0), hidden, eps,
+        rows, rows, rows, weight, out, rows.stride(0), 0, 0, out.stride(0), hidden, eps, 0,
         BLOCK=block, ADD_RESIDUAL=False, num_warps=row_warps(block), **pdl_launch(x.device, rows.shape[0]))
     return out.view(x.shape)
 
 
-def fused_add_rms_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float
+def fused_add_rms_norm(x: torch.Tensor | SplitKPartials, residual: torch.Tensor, weight: torch.Tensor, eps: float
                        ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``residual = x + residual``; return ``(rms_norm(residual), residual)`` from one pass.
+    """``residual = x + residual``; return ``(rms_norm(residual), residual)`` from one pass. x may be
+    a GEMM's split-K partials [S, M, N] (added first, in the pass).
 
-    Inputs are not modified; both results are new tensors in ``x.dtype``.
+    Inputs are not modified; both results are new tensors in x's dtype, of residual's shape.
     """
-    rows, res_rows = _as_rows(x), _as_rows(residual)
-    out = torch.empty(rows.shape, dtype=x.dtype, device=x.device)
-    residual_out = torch.empty(rows.shape, dtype=x.dtype, device=x.device)
-    if rows.numel() == 0:
-        return out.view(x.shape), residual_out.view(x.shape)
-    hidden = rows.shape[1]
+    partials = x.slices if isinstance(x, SplitKPartials) else None
+    dtype = x.dtype
+    res_rows = _as_rows(residual)
+    rows = _as_rows(x) if partials is None else partials[0]
+    if partials is not None and (rows.shape != res_rows.shape or partials.stride(-1) != 1):
+        raise ValueError(f"split-K partials {tuple(partials.shape)} do not fit the residual {tuple(residual.shape)}")
+    out = torch.empty(res_rows.shape, dtype=dtype, device=residual.device)
+    residual_out = torch.empty(res_rows.shape, dtype=dtype, device=residual.device)
+    if res_rows.numel() == 0:
+        return out.view(residual.shape), residual_out.view(residual.shape)
+    hidden = res_rows.shape[1]
     block = triton.next_power_of_2(hidden)
-    _rms_norm_kernel[(rows.shape[0],)](
-        rows, res_rows, residual_out, weight, out,
+    _rms_norm_kernel[(res_rows.shape[0],)](
+        rows if partials is None else partials, res_rows, residual_out, weight, out,
         rows.stride(0), res_rows.stride(0), residual_out.stride(0), out.stride(0), hidden, eps,
-        BLOCK=block, ADD_RESIDUAL=True, num_warps=row_warps(block), **pdl_launch(x.device, rows.shape[0]))
-    return out.view(x.shape), residual_out.view(x.shape)
+        0 if partials is None else partials.stride(0), BLOCK=block, ADD_RESIDUAL=True,
+        SPLITS=0 if partials is None else partials.shape[0], num_warps=row_warps(block),
+        **pdl_launch(residual.device, res_rows.shape[0]))
+    return out.view(residual.shape), residual_out.view(residual.shape)
 
 
 @triton.jit

@@ -10,6 +10,7 @@ import os
 import torch
 
 from pagedawq.kernels import reference
+from pagedawq.kernels.split_k import SplitKPartials
 
 
 def use_triton(x: torch.Tensor) -> bool:
@@ -23,12 +24,13 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     return reference.rms_norm(x, weight, eps)
 
 
-def fused_add_rms_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float
+def fused_add_rms_norm(x: torch.Tensor | SplitKPartials, residual: torch.Tensor, weight: torch.Tensor, eps: float
                        ) -> tuple[torch.Tensor, torch.Tensor]:
-    if use_triton(x):
+    """x may be a GEMM's split-K partials (``pagedawq.kernels.split_k``), added in the same pass on CUDA."""
+    if use_triton(residual):
         from pagedawq.kernels import fused_ops
         return fused_ops.fused_add_rms_norm(x, residual, weight, eps)
-    return reference.fused_add_rms_norm(x, residual, weight, eps)
+    return reference.fused_add_rms_norm(x.total() if isinstance(x, SplitKPartials) else x, residual, weight, eps)
 
 
 def rotary_embedding(positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor, cos_sin_cache: torch.Tensor,

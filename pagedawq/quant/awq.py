@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from pagedawq.errors import PagedAWQError
+from pagedawq.kernels.split_k import SplitKPartials
 from pagedawq.quant.base import LinearMethod, QuantConfig, set_weight_attrs
 from pagedawq.quant.pack import PACK_FACTOR, dequantize_awq
 
@@ -121,6 +122,13 @@ class AWQLinearMethod(LinearMethod):
         if bias is not None:
             y = y + bias
         return y.reshape(*shape[:-1], y.shape[-1])
+
+    def apply_split_k_partials(self, layer: nn.Module, x: torch.Tensor) -> torch.Tensor | SplitKPartials:
+        repacked = getattr(layer, "wgmma_t_weights", None)
+        if not x.is_cuda or x.dim() != 2 or repacked is None:
+            return self.apply(layer, x)
+        from pagedawq.kernels.awq_gemm import awq_gemm_split_k_partials
+        return awq_gemm_split_k_partials(x, layer.qweight, layer.qzeros, layer.scales, repacked)
 
     def apply_silu_and_mul(self, layer: nn.Module, x: torch.Tensor, bias: torch.Tensor | None = None
                            ) -> torch.Tensor:

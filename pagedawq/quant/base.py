@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from pagedawq.kernels import ops
+from pagedawq.kernels.split_k import SplitKPartials
 
 
 def set_weight_attrs(param: torch.Tensor, attrs: dict[str, Any]) -> None:
@@ -51,6 +52,12 @@ class LinearMethod(ABC):
         """``silu(gate) * up`` of a gate/up layer's output ``[gate | up] = x @ W^T + bias`` (a method
         may do both in one kernel; ``layer.feeds_silu_and_mul`` tells it so at load time)."""
         return ops.silu_and_mul(self.apply(layer, x, bias))
+
+    def apply_split_k_partials(self, layer: nn.Module, x: torch.Tensor) -> torch.Tensor | SplitKPartials:
+        """``x @ W^T`` for a consumer that adds split-K partials itself (the fused residual add +
+        RMSNorm after a row-parallel layer on one rank): a method whose kernel splits K may return
+        its slices' partials (``pagedawq.kernels.split_k``) and skip its own reduction."""
+        return self.apply(layer, x)
 
 
 class QuantConfig(ABC):

@@ -139,7 +139,9 @@ class RowParallelLinear(LinearBase):
 
     ``reduce_results=False`` returns each rank's partial sums instead, for a consumer that reduces
     them itself (the RMSNorm after a transformer block's o/down projection fuses the all-reduce
-    with its residual add); only without a bias, which belongs after the reduction."""
+    with its residual add); only without a bias, which belongs after the reduction. On one rank
+    those partial sums may be the split-K partials of the GEMM (``SplitKPartials``, which that
+    RMSNorm adds too)."""
 
     def __init__(self, input_size: int, output_size: int, *, bias: bool, params_dtype: torch.dtype,
                  quant_config: QuantConfig | None = None, prefix: str = "", reduce_results: bool = True) -> None:
@@ -166,8 +168,10 @@ class RowParallelLinear(LinearBase):
         _copy_into(param, loaded.narrow(dim, self.tp_rank * size, size))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.linear_method.apply(self, x)
         if not self.reduce_results:
-            return y
+            if self.tp_size == 1:
+                return self.linear_method.apply_split_k_partials(self, x)
+            return self.linear_method.apply(self, x)
+        y = self.linear_method.apply(self, x)
         y = all_reduce(y)
         return y if self.bias is None else y + self.bias
