@@ -37,8 +37,9 @@ def close(llm: LLM) -> None:
 
 def correctness(tp: int, backend: str | None = None) -> None:
     """Greedy tokens at TP = ``tp`` against TP=1: a random GQA model in float32, and its int4 (RTN,
-    group 64) copy in float16, which runs the GPU's AWQ kernels on each rank's shards."""
-    path = make_tiny_model(Path(tempfile.mkdtemp()) / "gqa", "llama", hidden_size=256, intermediate_size=512,
+    group 64) copy in float16, which runs the GPU's AWQ kernels on each rank's shards (down's K of
+    4096 / tp splits, so its split-K partials go to the norm: ``pagedawq.kernels.split_k``)."""
+    path = make_tiny_model(Path(tempfile.mkdtemp()) / "gqa", "llama", hidden_size=256, intermediate_size=4096,
                            num_attention_heads=4, num_key_value_heads=2)
     awq_path, _ = make_rtn_awq_checkpoint(path, Path(tempfile.mkdtemp()) / "gqa_awq", 64)
     prompts = [{"prompt_token_ids": list(range(5 + i, 5 + i + n))} for i, n in enumerate((3, 40, 150, 17))]
