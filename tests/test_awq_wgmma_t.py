@@ -114,6 +114,21 @@ def test_kernel_compiles_for_sm90_with_the_weights_in_registers(block_n, block_t
     assert s["pdl_waits"] >= 1 and s["pdl_triggers"] >= 1
 
 
+@pytest.mark.parametrize("block_t,cluster", [(8, 4), (16, 8), (32, 2)])
+def test_kernel_sums_split_k_in_a_cluster_through_distributed_shared_memory(block_t, cluster):
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run([sys.executable, "-m", "tests.wgmma_sass", "64", str(block_t), "kt=4", f"cluster={cluster}"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    s = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert s["spill_stores"] == 0 and s["a_register_hazards"] == 0
+    # no arrival counter and no memory barrier: one cluster barrier (arrive at the start, wait before
+    # the first push), and each thread's partials pushed to their owners, two fp32 a st.async
+    assert s["atomics"] == 0 and s["gpu_membars"] == 0
+    assert s["cluster_arrives"] == 1 and s["cluster_waits"] == 1
+    assert s["async_shared_stores"] == 64 * block_t // 128 // 2
+
+
 @pytest.mark.parametrize("block_n,block_t,kt,nc,kc,stages,split,silu,defer", [
     (64, 256, 1, 2, 1, 3, False, False, False), (64, 128, 2, 2, 1, 3, False, True, False),
     (64, 8, 4, 1, 2, 8, True, False, False), (64, 64, 2, 2, 2, 6, True, True, False),
@@ -136,6 +151,16 @@ def test_warp_specialised_kernel_compiles_for_sm90_without_coupling_its_consumer
     # a K loop per consumer, each a step's HGMMAs (4 a K tile and 64 channels), one full wait, and
     # no CTA-wide barrier: the warpgroups drift apart (what the plain kernel with two warpgroups lacked)
     assert s["loops"] == [{"hgmma": 4 * kt * block_n // 64, "wait_all": 1, "cta_barriers": 0}] * (nc * kc)
+
+
+def test_split_k_slices_sum_as_a_cluster_where_it_was_measured_to_pay():
+    from pagedawq.kernels.awq_wgmma_t import CLUSTER_MAX_T, cluster_reduces
+    assert cluster_reduces(4, 64, 8, False) and cluster_reduces(2, 64, CLUSTER_MAX_T, False)
+    assert cluster_reduces(8, 64, 16, False) and not cluster_reduces(16, 64, 16, False)   # not portable
+    assert not cluster_reduces(3, 64, 8, False)      # 64 channels do not split in three chunks
+    assert not cluster_reduces(4, 64, 128, False)    # large token tiles: the global workspace
+    assert not cluster_reduces(4, 64, 8, True)       # the SiLU epilogue
+    assert not cluster_reduces(1, 64, 8, False)
 
 
 def test_tiles_the_kernel_cannot_run_are_refused():
@@ -246,6 +271,10 @@ CONFIGS = [TConfig(64, 8, stages=8), TConfig(64, 16, stages=2, k_tiles=4), TConf
            TConfig(128, 64), TConfig(64, 64, stages=2, split_k=3, k_tiles=2), TConfig(64, 128, stages=3),
            TConfig(64, 128, stages=2, k_tiles=2), TConfig(128, 128), TConfig(64, 256, stages=3),
            TConfig(64, 256, stages=2, k_tiles=2), TConfig(128, 32, split_k=2, k_tiles=4),
+           # split-K summed by clusters of 2, 4 and 8 K slices; at 128-token tiles (above
+           # CLUSTER_MAX_T) the slices meet in global memory
+           TConfig(64, 8, stages=2, split_k=4, k_tiles=4), TConfig(64, 16, stages=2, split_k=8, k_tiles=4),
+           TConfig(64, 128, stages=2, split_k=2),
            # warp-specialised (awq_wgmma_t_ws): two consumer warpgroups of BLOCK_N channels a CTA ...
            TConfig(64, 256, stages=3, consumers=2), TConfig(64, 128, stages=3, k_tiles=2, consumers=2),
            TConfig(128, 128, stages=3, k_tiles=2, consumers=2), TConfig(64, 64, stages=3, k_tiles=4, consumers=2),
@@ -319,11 +348,13 @@ def test_gpu_awq_gemm_takes_the_path_with_repacked_weights_and_in_a_cuda_graph()
 @hopper
 @pytest.mark.gpu
 def test_gpu_split_k_partials_for_the_norm_after_a_row_parallel_layer():
-    """awq_gemm_split_k_partials: a split-K launch (7B down at decode sizes) hands over its partials,
-    which the fused add + RMSNorm turns into the same bits as after awq_gemm, also in a CUDA graph;
-    a launch without split-K (a wide layer) returns the output itself."""
+    """awq_gemm_split_k_partials: a split-K launch whose slices do not sum as a cluster (7B down at
+    64 tokens) hands over its partials, which the fused add + RMSNorm turns into the same bits as
+    after awq_gemm, also in a CUDA graph; one whose slices do (1-16 tokens), or without split-K (a
+    wide layer), returns the output itself."""
     from pagedawq.kernels import fused_ops
     from pagedawq.kernels.awq_gemm import awq_gemm, awq_gemm_split_k_partials, repack_for_wgmma_t
+    from pagedawq.kernels.awq_wgmma_t import CLUSTER_MAX_T
     from pagedawq.kernels.split_k import SplitKPartials
     down, wide = _layer(11008, 4096, 128, seed=3, device="cuda"), _layer(4096, 22016, 128, seed=4, device="cuda")
     weight = torch.rand(4096, device="cuda").half() + 0.5
@@ -332,8 +363,12 @@ def test_gpu_split_k_partials_for_the_norm_after_a_row_parallel_layer():
         residual = torch.randn(m, 4096, device="cuda", dtype=torch.float16)
         repacked = repack_for_wgmma_t(*down)
         parts = awq_gemm_split_k_partials(x, *down, repacked)
-        assert isinstance(parts, SplitKPartials) and parts.slices.shape[0] > 1
-        want = fused_ops.fused_add_rms_norm(awq_gemm(x, *down, repacked=repacked), residual, weight, 1e-5)
+        summed = awq_gemm(x, *down, repacked=repacked)
+        if m <= CLUSTER_MAX_T:
+            assert isinstance(parts, torch.Tensor) and torch.equal(parts, summed)
+        else:
+            assert isinstance(parts, SplitKPartials) and parts.slices.shape[0] > 1
+        want = fused_ops.fused_add_rms_norm(summed, residual, weight, 1e-5)
         got = fused_ops.fused_add_rms_norm(parts, residual, weight, 1e-5)
         assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1]), m
         graph = torch.cuda.CUDAGraph()

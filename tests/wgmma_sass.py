@@ -5,10 +5,11 @@ kernel builds with the installed Triton, and that its K loop has the structure i
 each step's HGMMAs waited for (``WARPGROUP.DEPBAR.LE gsb0, 0x0``) before anything writes their A
 registers again, and no spills.
 
-    python -m tests.wgmma_sass 64 64 [split [defer]] [silu] [kt=2]   # BLOCK_N BLOCK_T, K tiles a step -> one JSON line
+    python -m tests.wgmma_sass 64 64 [split [defer]] [silu] [kt=2] [cluster=4]   # BLOCK_N BLOCK_T, K tiles a step -> one JSON line
     python -m tests.wgmma_sass ws 64 8 nc=1 kc=2 stages=8 kt=4 split [defer] pdl   # the warp-specialised kernel
 
-``defer``: split-K partials left to the consumer (``DEFER``).
+``defer``: split-K partials left to the consumer (``DEFER``); ``cluster=S``: the S K slices summed as a
+cluster (``CLUSTER``).
 """
 from __future__ import annotations
 
@@ -74,12 +75,14 @@ def disassemble_labelled(compiled) -> tuple[list[str], dict[str, int]]:
 
 
 def sass_t(cfg: WgmmaTConfig, split: bool = False, group: int = 128, pdl: bool = True, silu: bool = False,
-           defer: bool = False) -> list[str]:
-    """SASS of ``awq_wgmma_t_kernel`` for ``cfg`` (K = N = 4096)."""
-    return disassemble(_compile(awq_wgmma_t.awq_wgmma_t_kernel, {**_descs(cfg, group), **_SCALARS},
+           defer: bool = False, cluster: int = 1) -> list[str]:
+    """SASS of ``awq_wgmma_t_kernel`` for ``cfg`` (K = N = 4096); ``cluster``: its K slices summed as
+    a cluster of that many CTAs."""
+    return disassemble(_compile(awq_wgmma_t.awq_wgmma_t_kernel,
+                                {**_descs(cfg, group), **_SCALARS, "cluster_smem": "i32"},
                                 {"G": group, "W_LAYOUT": awq_wgmma_t.words_layout(cfg.block_n), "STAGES": cfg.stages,
-                                 "SPLIT": split, "PDL": pdl, "SILU": silu, "num_warps": cfg.num_warps,
-                                 "DEFER": defer}, cfg.num_warps))
+                                 "SPLIT": split or cluster > 1, "PDL": pdl, "SILU": silu, "num_warps": cfg.num_warps,
+                                 "DEFER": defer, "CLUSTER": cluster}, cfg.num_warps))
 
 
 def sass_ws(cfg: WgmmaTConfig, group: int = 128, silu: bool = False, split: bool = False, pdl: bool = False,
@@ -164,6 +167,11 @@ def summary(lines: list[str]) -> dict[str, int]:
             "tma_loads": sum("UTMALDG" in ln for ln in lines),
             "shared_stores": sum(ln.split()[0].startswith(("STS", "STSM")) or " STS" in ln for ln in lines),
             "atomics": atomics(lines),
+            # barrier.cluster.arrive / .wait, st.async to a peer's shared memory, GPU-scope memory barriers
+            "cluster_arrives": sum(ln.split()[0] == "UCGABAR_ARV" for ln in lines),
+            "cluster_waits": sum(ln.split()[0].startswith("UCGABAR_WAIT") for ln in lines),
+            "async_shared_stores": sum(ln.split()[0].startswith("STAS") for ln in lines),
+            "gpu_membars": sum(ln.split()[0] == "MEMBAR.ALL.GPU" or ln.split()[0] == "MEMBAR.SC.GPU" for ln in lines),
             # griddepcontrol.launch_dependents / .wait (programmatic dependent launch)
             "pdl_triggers": sum(ln.split()[0] == "PREEXIT" for ln in lines),
             "pdl_waits": sum(ln.split()[0] == "ACQBULK" for ln in lines)}
@@ -182,5 +190,5 @@ if __name__ == "__main__":
         print(json.dumps(s))
     else:
         lines = sass_t(WgmmaTConfig(int(args[0]), int(args[1]), k_tiles=kt), "split" in args, silu="silu" in args,
-                       defer="defer" in args)
+                       defer="defer" in args, cluster=int(next((v[8:] for v in args if v.startswith("cluster=")), 1)))
         print(json.dumps(summary(lines)))

@@ -147,8 +147,9 @@ def awq_gemm_silu_and_mul(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.
 def awq_gemm_split_k_partials(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor,
                               repacked: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor | SplitKPartials:
     """``x @ W`` for a consumer that can add split-K partials (``pagedawq.kernels.split_k``): where
-    the "wgmma_t" path serves x with split-K, its K slices' partials, which spares the GEMM its
-    reduction; otherwise ``awq_gemm``'s output."""
+    the "wgmma_t" path serves x with split-K whose slices do not sum as a cluster
+    (``awq_wgmma_t.cluster_reduces``), its K slices' partials, which spares the GEMM its reduction;
+    otherwise ``awq_gemm``'s output."""
     group = _check(x, qweight, qzeros, scales)
     m, k = x.shape
     n = qweight.shape[1] * PACK_FACTOR

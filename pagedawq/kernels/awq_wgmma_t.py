@@ -28,9 +28,12 @@ membar pass puts before it: one box per step and operand, not per K tile). Each
 wgmma is waited for before the next tile is unpacked (see ``_step``: its A registers would be
 overwritten while it runs), so a program's unpack and its MMA alternate; a program is one
 warpgroup, and the two to four programs that share an SM keep its tensor cores busy in turn.
-Split-K as in ``awq_kernels`` (fp32 partials in a workspace; the last slice of a tile to arrive,
-found with an atomic counter that it then resets, sums them in slice order: deterministic), or,
-with ``split_k_partials``, the partials handed to the consumer (``pagedawq.kernels.split_k``).
+Split-K: at token tiles up to ``CLUSTER_MAX_T`` the K slices of a tile are one thread-block
+cluster and sum their fp32 partials through distributed shared memory (``_cluster_sum_tile``,
+``pagedawq.kernels.clusters``); otherwise as in ``awq_kernels`` (partials in a global workspace;
+the last slice of a tile to arrive, found with an atomic counter that it then resets, sums them in
+slice order: deterministic, the same bits either way), or, with ``split_k_partials``, the partials
+handed to the consumer (``pagedawq.kernels.split_k``).
 
 Measured on the H100 (benchmarks/notes/awq_gemm.md, session 6): 1.1-1.9x the previous choice of
 ``awq_gemm`` at M = 2-2048 on the Llama-2-7B and 13B/TP=2 layers. Gluon has no CPU interpreter:
@@ -49,6 +52,8 @@ from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 from pagedawq.kernels.awq_configs import WgmmaTConfig, k_tiles_per_step, nonempty_split
 from pagedawq.kernels.awq_kernels import _CONSTRAINTS_SCALED, _F16X8, _UNPACK_F16_SCALED
+from pagedawq.kernels.clusters import (CLUSTER_SIZES, init_arrival_barrier, launch_clustered, load_shared,
+                                       push_pairs, smem_address, wait_for_bytes, wait_for_cluster)
 from pagedawq.kernels.pdl import pdl_launch
 from pagedawq.kernels.split_k import SplitKPartials
 from pagedawq.quant.pack import PACK_FACTOR, unpack_int4
@@ -96,6 +101,11 @@ _cta_barrier = getattr(gl, "thread_barrier", None) or gl.barrier
 # stops choosing this path.
 BUILD_ERRORS = (triton.CompilationError, AttributeError, TypeError, ImportError)
 
+# Token tiles up to which split-K slices sum as a cluster. H100, 2026-11-26 (benchmarks/notes/awq_gemm.md,
+# session 12): at 1-16 tokens 7B o 7.8 -> 6.7-6.8 us, qkv 14.6 -> 13.1, down 13.8 -> 13.0-13.2, the
+# batch-1 decode graph 0.98x; at 128 tokens 7B down 31.9 -> 41 us (33 KB of partials beside a 74 KB
+# program, clusters of 4 to place), though 70B/TP=8 qkv gained there (18.0 -> 14.2).
+CLUSTER_MAX_T = 32
 BLOCK_K = 64
 BAND = 16          # rows of W^T per warp (one wgmma row slice)
 BAND_WORDS = 128   # int32 words of one band and K tile: 16 rows x 64 k x 4 bits
@@ -357,26 +367,34 @@ def _step(i, kt_lo, acc, use_acc, x_desc, w_desc, zs_desc, x_bufs, w_bufs, z_buf
     return acc
 
 
-@gluon.jit(do_not_specialize=["M", "split_k"])
+@gluon.jit(do_not_specialize=["M", "split_k", "cluster_smem"])
 def awq_wgmma_t_kernel(x_desc, w_desc, zs_desc, out_ptr, ws_ptr, cnt_ptr, M, N, K, stride_om, split_k,
                        G: gl.constexpr, W_LAYOUT: gl.constexpr, STAGES: gl.constexpr, SPLIT: gl.constexpr,
-                       PDL: gl.constexpr, SILU: gl.constexpr, num_warps: gl.constexpr, DEFER: gl.constexpr = False):
+                       PDL: gl.constexpr, SILU: gl.constexpr, num_warps: gl.constexpr, DEFER: gl.constexpr = False,
+                       CLUSTER: gl.constexpr = 1, cluster_smem=0):
     """One [BLOCK_N channels, BLOCK_T tokens] tile of out^T (program ids 0, 1) over one K slice (2),
     KT K tiles a step (the host makes KT divide the number of K tiles). With ``PDL`` (the launch has
     the programmatic-dependent attribute, ``pagedawq.kernels.pdl``) the first stages' weights are
     requested before the wait for the previous kernel, x after it, and the next kernel may be
     scheduled once every program has left the main loop. With ``SILU`` the layer is a gate/up pair
     repacked in ``silu_channel_order`` and out [M, N / 2] receives ``silu(gate) * up``. ``DEFER``:
-    the K slices' partials are left in the workspace for the consumer (``_write_tile``)."""
+    the K slices' partials are left in the workspace for the consumer (``_write_tile``). ``CLUSTER``
+    (= ``split_k``): the K slices of a tile are one cluster along axis 0 (``clusters``) and sum their
+    partials through distributed shared memory at byte ``cluster_smem`` (``_cluster_sum_tile``)."""
     KT: gl.constexpr = x_desc.block_type.shape[0]
     BT: gl.constexpr = x_desc.block_type.shape[1]
     BK: gl.constexpr = x_desc.block_type.shape[2]
     BANDS: gl.constexpr = w_desc.block_type.shape[1]
     BN: gl.constexpr = 16 * BANDS
     R: gl.constexpr = zs_desc.block_type.shape[0]
-    pid_n = gl.program_id(0)
+    if CLUSTER > 1:
+        pid_n = gl.program_id(0) // CLUSTER
+        pid_s = gl.program_id(0) % CLUSTER
+        init_arrival_barrier(smem_address(cluster_smem))
+    else:
+        pid_n = gl.program_id(0)
+        pid_s = gl.program_id(2)
     pid_t = gl.program_id(1)
-    pid_s = gl.program_id(2)
     off_t = pid_t * BT
 
     x_bufs = gl.allocate_shared_memory(gl.float16, [STAGES, KT, BT, BK], x_desc.layout)
@@ -412,8 +430,51 @@ def awq_wgmma_t_kernel(x_desc, w_desc, zs_desc, out_ptr, ws_ptr, cnt_ptr, M, N, 
     if PDL:   # the next kernel may be scheduled now; it waits for this one to finish (pdl.py)
         _griddep("launch_dependents")
 
-    _write_tile(acc, out_ptr, ws_ptr, cnt_ptr, M, N, stride_om, split_k, pid_n, pid_t, pid_s, off_t, mma_layout,
-                SPLIT, SILU, num_warps, DEFER)
+    if CLUSTER > 1:
+        _cluster_sum_tile(acc, out_ptr, M, stride_om, pid_n, pid_s, off_t, cluster_smem, CLUSTER, mma_layout,
+                          num_warps)
+    else:
+        _write_tile(acc, out_ptr, ws_ptr, cnt_ptr, M, N, stride_om, split_k, pid_n, pid_t, pid_s, off_t,
+                    mma_layout, SPLIT, SILU, num_warps, DEFER)
+
+
+@gluon.jit
+def _cluster_sum_tile(acc, out_ptr, M, stride_om, tile_n, rank, off_t, cluster_smem, CLUSTER: gl.constexpr,
+                      mma_layout: gl.constexpr, num_warps: gl.constexpr):
+    """The K slices of output tile ``tile_n`` are the ``CLUSTER`` CTAs of a cluster (``rank`` = slice),
+    and slice r sums channels r * BN / CLUSTER .. of the tile. Each pushes every channel's partial
+    to its owner's shared memory (``push_pairs``; fp32 [slice, channel, token] after the mbarrier at
+    ``cluster_smem`` that ``init_arrival_barrier`` set up at the kernel's start, each channel's row
+    padded by two words so that the owner's reads of 32 channels hit distinct bank pairs) and may
+    then exit; the owner waits for all the bytes, adds the slices in slice order from zero (the bits
+    ``_write_tile``'s reduction gives) and stores its channels rounded to fp16."""
+    BN: gl.constexpr = acc.shape[0]
+    BT: gl.constexpr = acc.shape[1]
+    CH: gl.constexpr = BN // CLUSTER
+    ROW: gl.constexpr = BT + 2
+    bar = smem_address(cluster_smem)
+    base = bar + 16
+    rn = gl.arange(0, BN, layout=gl.SliceLayout(1, mma_layout))[:, None]
+    rt = gl.arange(0, BT, layout=gl.SliceLayout(0, mma_layout))[None, :]
+    addr = base + ((rank * CH + rn % CH) * ROW + rt) * 4
+    wait_for_cluster()   # every peer's mbarrier is initialised
+    push_pairs(addr, acc, rn // CH + rt * 0, bar + addr * 0)
+    TN: gl.constexpr = CH if CH < 32 else 32
+    layout: gl.constexpr = gl.BlockedLayout([1, 1], [TN, 32 // TN], [1, num_warps], [0, 1])
+    cn = gl.arange(0, CH, layout=gl.SliceLayout(1, layout))[:, None]
+    ct = gl.arange(0, BT, layout=gl.SliceLayout(0, layout))[None, :]
+    wait_for_bytes(bar, BN * BT * 4)
+    total = gl.zeros([CH, BT], dtype=gl.float32, layout=layout)
+    for s in gl.static_range(CLUSTER):
+        total += load_shared(base + ((s * CH + cn) * ROW + ct) * 4)
+    tok = off_t + ct
+    gl.store(out_ptr + tok * stride_om + tile_n * BN + rank * CH + cn, total.to(gl.float16), mask=tok < M)
+
+
+def cluster_smem_bytes(block_n: int, block_t: int) -> int:
+    """Shared memory ``_cluster_sum_tile`` needs past the kernel's own: the mbarrier (16 bytes) and
+    the padded fp32 partials of every slice."""
+    return 16 + 4 * block_n * (block_t + 2)
 
 
 @gluon.jit
@@ -526,8 +587,9 @@ def wgmma_t_gemm(x: torch.Tensor, words: torch.Tensor, zs: torch.Tensor, cfg: Wg
                  ) -> torch.Tensor | SplitKPartials:
     """``out = x @ W`` from ``repack``'s tensors (the caller has checked ``supports``); with
     ``silu_and_mul``, W is a gate/up pair repacked in ``silu_channel_order`` and ``out [M, N / 2] =
-    silu(x @ W_gate) * (x @ W_up)``. With ``split_k_partials`` a split-K launch returns its K slices'
-    partials instead of filling ``out`` (``pagedawq.kernels.split_k``; not with ``silu_and_mul``). A
+    silu(x @ W_gate) * (x @ W_up)``. With ``split_k_partials`` a split-K launch whose slices do not
+    sum as a cluster (``cluster_reduces``) returns its K slices' partials instead of filling ``out``
+    (``pagedawq.kernels.split_k``; not with ``silu_and_mul``). A
     config of several consumers runs the warp-specialised kernel (``awq_wgmma_t_ws``)."""
     m, k = x.shape
     n = zs.shape[1]
@@ -543,11 +605,28 @@ def wgmma_t_gemm(x: torch.Tensor, words: torch.Tensor, zs: torch.Tensor, cfg: Wg
                          f"<= 64 x 256 (fp32 accumulators of one warpgroup), got BLOCK_T = {cfg.block_t}")
     group = k // zs.shape[0]
     kt = k_tiles_per_step(k, group, cfg)
-    split, ws, counters = split_k_buffers(x, n, kt, cfg, out, zs, counters)
     x_desc, w_desc, zs_desc = descriptors(x, words, zs, cfg, kt)
-    grid = (n // cfg.block_n, triton.cdiv(m, cfg.block_t), split)
+    split = nonempty_split(k // (BLOCK_K * kt), cfg.split_k)
+    consts = dict(G=group, W_LAYOUT=words_layout(cfg.block_n), STAGES=cfg.stages, SPLIT=split > 1, SILU=silu_and_mul,
+                  num_warps=cfg.num_warps, **pdl_launch(x.device, m))
+    tiles = (n // cfg.block_n, triton.cdiv(m, cfg.block_t))
+    if (cluster_reduces(split, cfg.block_n, cfg.block_t, silu_and_mul)
+            and launch_clustered(awq_wgmma_t_kernel, (*tiles, 1), split, cluster_smem_bytes(cfg.block_n, cfg.block_t),
+                                 x.device, x_desc, w_desc, zs_desc, out, out, zs, m, n, k, out.stride(0), split,
+                                 CLUSTER=split, **consts)):
+        return out
+    split, ws, counters = split_k_buffers(x, n, kt, cfg, out, zs, counters)
     defer = split_k_partials and split > 1
-    awq_wgmma_t_kernel[grid](x_desc, w_desc, zs_desc, out, ws, counters, m, n, k, out.stride(0), split,
-                             G=group, W_LAYOUT=words_layout(cfg.block_n), STAGES=cfg.stages, SPLIT=split > 1,
-                             SILU=silu_and_mul, num_warps=cfg.num_warps, DEFER=defer, **pdl_launch(x.device, m))
+    awq_wgmma_t_kernel[(*tiles, split)](x_desc, w_desc, zs_desc, out, ws, counters, m, n, k, out.stride(0), split,
+                                        DEFER=defer, **consts)
     return SplitKPartials(ws, out.dtype) if defer else out
+
+
+def cluster_reduces(split: int, block_n: int, block_t: int, silu_and_mul: bool) -> bool:
+    """Whether a launch's K slices sum their partials as a cluster (``_cluster_sum_tile``) rather than
+    through a global workspace: ``split`` a portable cluster size that divides the channel tile into
+    chunks of at least 8 channels, token tiles up to ``CLUSTER_MAX_T``, and no SiLU epilogue (whose
+    channel pairs the chunks would split). Such a launch returns the sum even where split-K partials
+    were asked for: the 7B batch-1 decode graph took 1863-1867 us with o and down summed so against
+    1901-1905 with their partials handed to the norm (H100, session 12)."""
+    return split in CLUSTER_SIZES and block_n // split >= 8 and block_t <= CLUSTER_MAX_T and not silu_and_mul

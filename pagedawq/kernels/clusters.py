@@ -1,0 +1,132 @@
+"""Thread-block clusters for Gluon kernels compiled for one CTA (Hopper): launch, and the PTX they use.
+
+Why: a split-K GEMM's K slices must meet to sum their partials. Through global memory that costs
+the last slice a release fence, an atomic counter and a reload (about 1.5 us a launch at small M on
+the H100, ``benchmarks/notes/awq_gemm.md`` session 11). When the slices of an output tile form a
+cluster, each pushes its partial into the shared memory of the CTA that sums it (``st.async``,
+counted by that CTA's mbarrier), with no trip to L2 and no memory barrier (session 12: a cluster
+barrier with release semantics compiles to ``MEMBAR.ALL.GPU`` and cost as much as it saved).
+
+Triton 3.6 launches clusters only for kernels compiled with ``num_ctas > 1``, whose layouts then
+split each tensor across the cluster's CTAs. Here the kernel is compiled for one CTA, as usual, and
+launched with its packed launch metadata's cluster size set (``launch_clustered``): the launcher
+then multiplies grid axis 0 by the cluster size and sets the cluster attribute, and each CTA runs
+as its own program, reading its rank in the cluster as ``program_id(0) % cluster``. The kernel gets
+``extra_smem`` bytes of dynamic shared memory past what Triton allocated, at the byte offset passed
+as its ``cluster_smem`` argument (relative to ``global_smem``, Triton's dynamic shared memory).
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+import torch
+from triton.runtime import driver
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+
+# Portable cluster sizes (more than 8 CTAs needs a per-kernel opt-in).
+CLUSTER_SIZES = (2, 4, 8)
+# Dynamic shared memory a kernel may use without the opt-in attribute, which Triton's loader sets
+# (to the device's maximum) only for kernels that allocate more than this themselves.
+_DEFAULT_SMEM = 48 * 1024
+
+
+@lru_cache(maxsize=None)
+def _smem_optin(index: int) -> int:
+    """The most shared memory a CTA may opt in to on device ``index`` (as Triton's loader reads it)."""
+    return driver.active.utils.get_device_properties(index)["max_shared_mem"]
+
+
+def launch_clustered(kernel, grid: tuple[int, int, int], cluster: int, extra_smem: int, device: torch.device,
+                     *args, **kwargs) -> bool:
+    """Launch ``kernel[grid](*args, cluster_smem=..., **kwargs)`` as clusters of ``cluster`` CTAs
+    along axis 0 (``grid[0] * cluster`` CTAs there) with ``extra_smem`` bytes of shared memory for
+    the kernel's own use at offset ``cluster_smem``. The kernel is compiled first (``warmup``, a
+    cache hit after the first call) to learn its shared memory. Returns False, launching nothing,
+    where that memory cannot be had (the caller then launches without clusters)."""
+    if cluster not in CLUSTER_SIZES:
+        raise ValueError(f"cluster size {cluster} is not one of {CLUSTER_SIZES}")
+    compiled = kernel.warmup(*args, grid=grid, cluster_smem=0, **kwargs)
+    shared = compiled.metadata.shared
+    offset = -(-shared // 16) * 16   # mbarriers and 8-byte st.async want alignment
+    total = offset + extra_smem
+    if total > _smem_optin(device.index if device.index is not None else torch.cuda.current_device()) \
+            or shared <= _DEFAULT_SMEM < total:
+        return False
+    num_warps = compiled.packed_metadata[0]
+    compiled.packed_metadata = (num_warps, cluster, total)   # this compiled kernel only runs clustered
+    kernel[grid](*args, cluster_smem=offset, **kwargs)
+    return True
+
+
+@gluon.jit
+def smem_address(offset):
+    """The shared-memory address (shared window, 32 bits) ``offset`` bytes into ``global_smem``."""
+    return gl.inline_asm_elementwise("mov.b32 $0, global_smem;", "=r", [], dtype=gl.int32, is_pure=True,
+                                     pack=1) + offset
+
+
+@gluon.jit
+def init_arrival_barrier(bar):
+    """At the kernel's start: thread 0 initialises the mbarrier at shared address ``bar`` (one
+    arrival, plus the bytes expected) and fences the initialisation for the cluster; then every
+    thread arrives on the cluster barrier without waiting (``wait_for_cluster`` waits later, by
+    when every peer's mbarrier is long initialised)."""
+    gl.inline_asm_elementwise("""{
+.reg .pred p;
+.reg .b32 t;
+mov.u32 t, %tid.x;
+setp.eq.u32 p, t, 0;
+@p mbarrier.init.shared::cta.b64 [$1], 1;
+@p fence.mbarrier_init.release.cluster;
+barrier.cluster.arrive.relaxed.aligned;
+mov.b32 $0, 0;
+}""", "=r,r", [bar], dtype=gl.int32, is_pure=False, pack=1)
+
+
+@gluon.jit
+def wait_for_cluster():
+    """Wait (acquire) for every thread of the cluster to have arrived (``init_arrival_barrier``)."""
+    gl.inline_asm_elementwise("barrier.cluster.wait.aligned; // $0", "=r", [], dtype=gl.int32, is_pure=False,
+                              pack=1)
+
+
+@gluon.jit
+def push_pairs(addr, val, rank, bar):
+    """``st.async`` two consecutive fp32 of a thread (``val``, 8-byte aligned consecutive addresses
+    ``addr`` in this CTA's window) to the same addresses in the CTA of cluster rank ``rank``,
+    completing that many bytes of its mbarrier at ``bar``: no memory barrier, and nothing for this
+    CTA to wait for before it exits."""
+    gl.inline_asm_elementwise("""{
+.reg .b32 a, b;
+mapa.shared::cluster.u32 a, $2, $6;
+mapa.shared::cluster.u32 b, $8, $6;
+st.async.shared::cluster.mbarrier::complete_tx::bytes.v2.f32 [a], {$4, $5}, [b];
+mov.b32 $0, 0;
+mov.b32 $1, 0;
+}""", "=r,=r,r,r,f,f,r,r,r,r", [addr, val, rank, bar], dtype=gl.int32, is_pure=False, pack=2)
+
+
+@gluon.jit
+def wait_for_bytes(bar, nbytes):
+    """Thread 0 arrives on the mbarrier at ``bar`` expecting ``nbytes``; every thread then waits
+    for its phase 0 to complete (the arrival and all the bytes), which makes them visible."""
+    gl.inline_asm_elementwise("""{
+.reg .pred p, done;
+.reg .b32 t;
+.reg .b64 state;
+mov.u32 t, %tid.x;
+setp.eq.u32 p, t, 0;
+@p mbarrier.arrive.expect_tx.shared::cta.b64 state, [$1], $2;
+WAIT:
+mbarrier.try_wait.parity.shared::cta.b64 done, [$1], 0;
+@!done bra WAIT;
+mov.b32 $0, 0;
+}""", "=r,r,r", [bar, nbytes], dtype=gl.int32, is_pure=False, pack=1)
+
+
+@gluon.jit
+def load_shared(addr):
+    """``ld.shared.f32`` at each address (not pure: it stays after the wait that makes it valid)."""
+    return gl.inline_asm_elementwise("ld.shared.f32 $0, [$1];", "=f,r", [addr], dtype=gl.float32, is_pure=False,
+                                     pack=1)
