@@ -6,6 +6,12 @@ the GEMM (H100, session 11: ~1.5 us a split-K GEMM, 7% of the 7B batch-1 decode 
 row-parallel layers' outputs (o, down) only ever feed the fused residual add + RMSNorm, which reads
 them once anyway, so those GEMMs can hand over their partials and the norm adds them while it
 loads its input: no counter, fence or reload at the end of the GEMM.
+
+Where the "wgmma_t" K slices sum as a thread-block cluster instead (``awq_wgmma_t.cluster_reduces``:
+up to 32-token tiles), the GEMM returns the sum even when partials were asked for: that was faster
+still in decode (H100, session 12: 7B batch-1 graph 1863-1867 against 1901-1905 us). Partials are
+handed over where the slices do not cluster (33-64 tokens in the warp-specialised kernel, splits of
+3 or 16, larger token tiles).
 """
 from __future__ import annotations
 
