@@ -114,11 +114,11 @@ def test_kernel_compiles_for_sm90_with_the_weights_in_registers(block_n, block_t
     assert s["pdl_waits"] >= 1 and s["pdl_triggers"] >= 1
 
 
-@pytest.mark.parametrize("block_t,cluster", [(8, 4), (16, 8), (32, 2)])
-def test_kernel_sums_split_k_in_a_cluster_through_distributed_shared_memory(block_t, cluster):
+@pytest.mark.parametrize("block_t,cluster,silu", [(8, 4, False), (16, 8, False), (32, 2, False), (8, 4, True)])
+def test_kernel_sums_split_k_in_a_cluster_through_distributed_shared_memory(block_t, cluster, silu):
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    proc = subprocess.run([sys.executable, "-m", "tests.wgmma_sass", "64", str(block_t), "kt=4", f"cluster={cluster}"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, "-m", "tests.wgmma_sass", "64", str(block_t), "kt=4", f"cluster={cluster}",
+                           *(["silu"] if silu else [])], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     s = json.loads(proc.stdout.strip().splitlines()[-1])
     assert s["spill_stores"] == 0 and s["a_register_hazards"] == 0
@@ -153,13 +153,31 @@ def test_warp_specialised_kernel_compiles_for_sm90_without_coupling_its_consumer
     assert s["loops"] == [{"hgmma": 4 * kt * block_n // 64, "wait_all": 1, "cta_barriers": 0}] * (nc * kc)
 
 
+@pytest.mark.parametrize("block_t,kt,kc,stages", [(8, 4, 2, 8), (64, 2, 2, 6), (32, 2, 2, 4)])
+def test_warp_specialised_kernel_sums_split_k_in_a_cluster(block_t, kt, kc, stages):
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run([sys.executable, "-m", "tests.wgmma_sass", "ws", "64", str(block_t), f"kt={kt}", "nc=1",
+                           f"kc={kc}", f"stages={stages}", "pdl", "cluster=2"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    s = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert s["spills"] == 0 and s["a_register_hazards"] == 0
+    assert s["atomics"] == 0 and s["gpu_membars"] == 0
+    # every partition (the kc consumers and the producer, a full warpgroup here) arrives on the
+    # cluster barrier once: a warp that never arrives would hang the cluster's wait
+    assert s["cluster_arrives"] == kc + 1 and s["cluster_waits"] == 1
+    assert s["async_shared_stores"] == 64 * block_t // 128 // 2
+    assert s["loops"] == [{"hgmma": 4 * kt, "wait_all": 1, "cta_barriers": 0}] * kc
+
+
 def test_split_k_slices_sum_as_a_cluster_where_it_was_measured_to_pay():
     from pagedawq.kernels.awq_wgmma_t import CLUSTER_MAX_T, cluster_reduces
     assert cluster_reduces(4, 64, 8, False) and cluster_reduces(2, 64, CLUSTER_MAX_T, False)
     assert cluster_reduces(8, 64, 16, False) and not cluster_reduces(16, 64, 16, False)   # not portable
     assert not cluster_reduces(3, 64, 8, False)      # 64 channels do not split in three chunks
     assert not cluster_reduces(4, 64, 128, False)    # large token tiles: the global workspace
-    assert not cluster_reduces(4, 64, 8, True)       # the SiLU epilogue
+    assert cluster_reduces(4, 64, 8, True)            # the SiLU epilogue: chunks of whole 16-row bands
+    assert not cluster_reduces(8, 64, 8, True)        # 8-row chunks would split the gate/up pairs
     assert not cluster_reduces(1, 64, 8, False)
 
 
@@ -280,6 +298,7 @@ CONFIGS = [TConfig(64, 8, stages=8), TConfig(64, 16, stages=2, k_tiles=4), TConf
            TConfig(128, 128, stages=3, k_tiles=2, consumers=2), TConfig(64, 64, stages=3, k_tiles=4, consumers=2),
            # ... with K phases (consumers of one channel group taking turns over K) and split-K
            TConfig(64, 8, stages=8, split_k=2, k_tiles=4, consumers=2, k_phases=2),
+           TConfig(64, 64, stages=6, split_k=2, k_tiles=2, consumers=2, k_phases=2),
            TConfig(64, 16, stages=8, k_tiles=4, consumers=4, k_phases=2),
            TConfig(64, 64, stages=6, split_k=3, k_tiles=2, consumers=4, k_phases=2),
            TConfig(64, 32, stages=4, split_k=2, k_tiles=2, consumers=4, k_phases=4),
@@ -349,22 +368,21 @@ def test_gpu_awq_gemm_takes_the_path_with_repacked_weights_and_in_a_cuda_graph()
 @pytest.mark.gpu
 def test_gpu_split_k_partials_for_the_norm_after_a_row_parallel_layer():
     """awq_gemm_split_k_partials: a split-K launch whose slices do not sum as a cluster (7B down at
-    64 tokens) hands over its partials, which the fused add + RMSNorm turns into the same bits as
-    after awq_gemm, also in a CUDA graph; one whose slices do (1-16 tokens), or without split-K (a
-    wide layer), returns the output itself."""
+    128 tokens) hands over its partials, which the fused add + RMSNorm turns into the same bits as
+    after awq_gemm, also in a CUDA graph; one whose slices do (1-16 tokens: one warpgroup a program;
+    64: the K-phase kernel), or without split-K (a wide layer), returns the output itself."""
     from pagedawq.kernels import fused_ops
     from pagedawq.kernels.awq_gemm import awq_gemm, awq_gemm_split_k_partials, repack_for_wgmma_t
-    from pagedawq.kernels.awq_wgmma_t import CLUSTER_MAX_T
     from pagedawq.kernels.split_k import SplitKPartials
     down, wide = _layer(11008, 4096, 128, seed=3, device="cuda"), _layer(4096, 22016, 128, seed=4, device="cuda")
     weight = torch.rand(4096, device="cuda").half() + 0.5
-    for m in (1, 16, 64):
+    for m in (1, 16, 64, 128):
         x = torch.randn(m, 11008, device="cuda", dtype=torch.float16) * 0.1
         residual = torch.randn(m, 4096, device="cuda", dtype=torch.float16)
         repacked = repack_for_wgmma_t(*down)
         parts = awq_gemm_split_k_partials(x, *down, repacked)
         summed = awq_gemm(x, *down, repacked=repacked)
-        if m <= CLUSTER_MAX_T:
+        if m <= 64:
             assert isinstance(parts, torch.Tensor) and torch.equal(parts, summed)
         else:
             assert isinstance(parts, SplitKPartials) and parts.slices.shape[0] > 1

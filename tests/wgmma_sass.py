@@ -86,14 +86,16 @@ def sass_t(cfg: WgmmaTConfig, split: bool = False, group: int = 128, pdl: bool =
 
 
 def sass_ws(cfg: WgmmaTConfig, group: int = 128, silu: bool = False, split: bool = False, pdl: bool = False,
-            k: int = 4096, n: int = 4096, m: int = 256, defer: bool = False) -> tuple[list[str], dict[str, int]]:
+            k: int = 4096, n: int = 4096, m: int = 256, defer: bool = False, cluster: int = 1
+            ) -> tuple[list[str], dict[str, int]]:
     """Labelled SASS of ``awq_wgmma_t_ws_kernel`` for ``cfg`` on a K x N layer, with its launch register cap."""
     from pagedawq.kernels import awq_wgmma_t_ws as ws
-    constexprs = {"G": group, "STAGES": cfg.stages, "NC": cfg.channel_groups, "KC": cfg.k_phases, "SPLIT": split,
-                  "PDL": pdl, "SILU": silu, "CONSUMER_REGS": ws.consumer_regs(cfg.consumers),
-                  "num_warps": cfg.num_warps, "DEFER": defer}
-    compiled = _compile(ws.awq_wgmma_t_ws_kernel, {**_descs(cfg, group, k, n, m), **_SCALARS}, constexprs,
-                        cfg.num_warps, maxnreg=ws.max_regs(cfg.consumers))
+    constexprs = {"G": group, "STAGES": cfg.stages, "NC": cfg.channel_groups, "KC": cfg.k_phases,
+                  "SPLIT": split or cluster > 1, "PDL": pdl, "SILU": silu,
+                  "CONSUMER_REGS": ws.consumer_regs(cfg.consumers), "num_warps": cfg.num_warps, "DEFER": defer,
+                  "CLUSTER": cluster}
+    compiled = _compile(ws.awq_wgmma_t_ws_kernel, {**_descs(cfg, group, k, n, m), **_SCALARS, "cluster_smem": "i32"},
+                        constexprs, cfg.num_warps, maxnreg=ws.max_regs(cfg.consumers))
     return disassemble_labelled(compiled)
 
 
@@ -121,7 +123,7 @@ def ws_summary(lines: list[str], labels: dict[str, int]) -> dict:
     return {"instructions": len(lines), "setmaxnreg": sum("SETMAXREG" in ln for ln in lines),
             "spills": sum(ln.split()[0] in ("STL", "LDL") or " STL" in ln or " LDL" in ln for ln in lines),
             "a_register_hazards": len(a_register_hazards(lines)), "tma_loads": sum("UTMALDG" in ln for ln in lines),
-            "atomics": atomics(lines),
+            "atomics": atomics(lines), **cluster_counts(lines),
             "loops": [{"hgmma": sum("HGMMA" in ln for ln in body),
                        "wait_all": sum("WARPGROUP.DEPBAR.LE gsb0, 0x0" in ln for ln in body),
                        "cta_barriers": sum(not re.search(r"0x\w+, 0x\w+$", ln) for ln in barriers(body))}
@@ -157,6 +159,15 @@ def atomics(lines: list[str]) -> int:
     return sum(ln.split()[0].startswith(("ATOM", "RED")) or " ATOM" in ln or " RED" in ln for ln in lines)
 
 
+def cluster_counts(lines: list[str]) -> dict[str, int]:
+    """barrier.cluster.arrive / .wait, st.async to a peer's shared memory, GPU-scope memory barriers."""
+    ops = [ln.split()[0] for ln in lines]
+    return {"cluster_arrives": ops.count("UCGABAR_ARV"),
+            "cluster_waits": sum(op.startswith("UCGABAR_WAIT") for op in ops),
+            "async_shared_stores": sum(op.startswith("STAS") for op in ops),
+            "gpu_membars": sum(op in ("MEMBAR.ALL.GPU", "MEMBAR.SC.GPU") for op in ops)}
+
+
 def summary(lines: list[str]) -> dict[str, int]:
     return {"instructions": len(lines),
             "a_register_hazards": len(a_register_hazards(lines)),
@@ -167,11 +178,7 @@ def summary(lines: list[str]) -> dict[str, int]:
             "tma_loads": sum("UTMALDG" in ln for ln in lines),
             "shared_stores": sum(ln.split()[0].startswith(("STS", "STSM")) or " STS" in ln for ln in lines),
             "atomics": atomics(lines),
-            # barrier.cluster.arrive / .wait, st.async to a peer's shared memory, GPU-scope memory barriers
-            "cluster_arrives": sum(ln.split()[0] == "UCGABAR_ARV" for ln in lines),
-            "cluster_waits": sum(ln.split()[0].startswith("UCGABAR_WAIT") for ln in lines),
-            "async_shared_stores": sum(ln.split()[0].startswith("STAS") for ln in lines),
-            "gpu_membars": sum(ln.split()[0] == "MEMBAR.ALL.GPU" or ln.split()[0] == "MEMBAR.SC.GPU" for ln in lines),
+            **cluster_counts(lines),
             # griddepcontrol.launch_dependents / .wait (programmatic dependent launch)
             "pdl_triggers": sum(ln.split()[0] == "PREEXIT" for ln in lines),
             "pdl_waits": sum(ln.split()[0] == "ACQBULK" for ln in lines)}
@@ -186,7 +193,8 @@ if __name__ == "__main__":
         cfg = WgmmaTConfig(int(args[1]), int(args[2]), stages=opt.get("stages", 3), k_tiles=kt, consumers=nc * kc,
                            k_phases=kc)
         s = ws_summary(*sass_ws(cfg, silu="silu" in args, split="split" in args, pdl="pdl" in args,
-                                m=max(8, cfg.block_t), defer="defer" in args))
+                                m=max(8, cfg.block_t), defer="defer" in args,
+                                cluster=int(next((v[8:] for v in args if v.startswith("cluster=")), 1))))
         print(json.dumps(s))
     else:
         lines = sass_t(WgmmaTConfig(int(args[0]), int(args[1]), k_tiles=kt), "split" in args, silu="silu" in args,

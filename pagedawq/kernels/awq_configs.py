@@ -558,8 +558,12 @@ def ws_small_config(m: int, n: int, k: int, sms: int) -> WgmmaTConfig | None:
     and 70B/TP=8 layers it takes (the best candidate swept on each) and 1.13x on 70B/TP=8 ``o``
     (K = 1024); 7B decode at batch 64 +2.1-2.6%, batch 1 and 16 unchanged. At 1-16 tokens it was
     also 1.00-1.15x faster alone (back to back, or after an RMSNorm), but 7B decode at batch 1 fell
-    4-8% (3.5% with 4 slots instead of 8; also without PDL), for a reason not yet found, so those
-    token counts keep one warpgroup.
+    4-8% (3.5% with 4 slots instead of 8; also without PDL), so those token counts keep one
+    warpgroup. Session 13 measured it again with the K slices summed by clusters (7B down alone 12.3
+    us against 13.0-13.1): the batch-1 decode graph took 1930-1934 us against 1869-1872; 1938 with
+    the CTA's registers capped at 96 a thread (so it could share an SM with the kernels around it),
+    1911-1915 without the producer's early ``launch_dependents`` (then 13.3 us alone: the alone gain
+    is mostly the next launch's PDL prologue overlapping this one) and 1893-1907 with 4 slots.
     At 17-32 tokens the one-warpgroup kernel was faster alone on 7 of the 12 layers."""
     if m > WS_SMALL_M_MAX or n % 64:
         return None

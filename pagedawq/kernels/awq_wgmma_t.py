@@ -52,8 +52,8 @@ from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 from pagedawq.kernels.awq_configs import WgmmaTConfig, k_tiles_per_step, nonempty_split
 from pagedawq.kernels.awq_kernels import _CONSTRAINTS_SCALED, _F16X8, _UNPACK_F16_SCALED
-from pagedawq.kernels.clusters import (CLUSTER_SIZES, init_arrival_barrier, launch_clustered, load_shared,
-                                       push_pairs, smem_address, wait_for_bytes, wait_for_cluster)
+from pagedawq.kernels.clusters import (CLUSTER_SIZES, arrive_cluster, init_push_barrier, launch_clustered,
+                                       load_shared, push_pairs, smem_address, wait_for_bytes, wait_for_cluster)
 from pagedawq.kernels.pdl import pdl_launch
 from pagedawq.kernels.split_k import SplitKPartials
 from pagedawq.quant.pack import PACK_FACTOR, unpack_int4
@@ -390,7 +390,8 @@ def awq_wgmma_t_kernel(x_desc, w_desc, zs_desc, out_ptr, ws_ptr, cnt_ptr, M, N, 
     if CLUSTER > 1:
         pid_n = gl.program_id(0) // CLUSTER
         pid_s = gl.program_id(0) % CLUSTER
-        init_arrival_barrier(smem_address(cluster_smem))
+        init_push_barrier(smem_address(cluster_smem))
+        arrive_cluster()
     else:
         pid_n = gl.program_id(0)
         pid_s = gl.program_id(2)
@@ -431,7 +432,7 @@ def awq_wgmma_t_kernel(x_desc, w_desc, zs_desc, out_ptr, ws_ptr, cnt_ptr, M, N, 
         _griddep("launch_dependents")
 
     if CLUSTER > 1:
-        _cluster_sum_tile(acc, out_ptr, M, stride_om, pid_n, pid_s, off_t, cluster_smem, CLUSTER, mma_layout,
+        _cluster_sum_tile(acc, out_ptr, M, stride_om, pid_n, pid_s, off_t, cluster_smem, CLUSTER, SILU, mma_layout,
                           num_warps)
     else:
         _write_tile(acc, out_ptr, ws_ptr, cnt_ptr, M, N, stride_om, split_k, pid_n, pid_t, pid_s, off_t,
@@ -440,14 +441,16 @@ def awq_wgmma_t_kernel(x_desc, w_desc, zs_desc, out_ptr, ws_ptr, cnt_ptr, M, N, 
 
 @gluon.jit
 def _cluster_sum_tile(acc, out_ptr, M, stride_om, tile_n, rank, off_t, cluster_smem, CLUSTER: gl.constexpr,
-                      mma_layout: gl.constexpr, num_warps: gl.constexpr):
+                      SILU: gl.constexpr, mma_layout: gl.constexpr, num_warps: gl.constexpr):
     """The K slices of output tile ``tile_n`` are the ``CLUSTER`` CTAs of a cluster (``rank`` = slice),
     and slice r sums channels r * BN / CLUSTER .. of the tile. Each pushes every channel's partial
     to its owner's shared memory (``push_pairs``; fp32 [slice, channel, token] after the mbarrier at
-    ``cluster_smem`` that ``init_arrival_barrier`` set up at the kernel's start, each channel's row
+    ``cluster_smem`` that ``init_push_barrier`` set up at the kernel's start, each channel's row
     padded by two words so that the owner's reads of 32 channels hit distinct bank pairs) and may
     then exit; the owner waits for all the bytes, adds the slices in slice order from zero (the bits
-    ``_write_tile``'s reduction gives) and stores its channels rounded to fp16."""
+    ``_write_tile``'s reduction gives) and stores its channels rounded to fp16. With ``SILU`` a chunk
+    is whole 16-row bands of gate/up pairs (``silu_channel_order``), and the owner stores
+    ``silu(gate) * up`` of its pairs as ``_store_out`` does."""
     BN: gl.constexpr = acc.shape[0]
     BT: gl.constexpr = acc.shape[1]
     CH: gl.constexpr = BN // CLUSTER
@@ -459,16 +462,29 @@ def _cluster_sum_tile(acc, out_ptr, M, stride_om, tile_n, rank, off_t, cluster_s
     addr = base + ((rank * CH + rn % CH) * ROW + rt) * 4
     wait_for_cluster()   # every peer's mbarrier is initialised
     push_pairs(addr, acc, rn // CH + rt * 0, bar + addr * 0)
-    TN: gl.constexpr = CH if CH < 32 else 32
+    OUT_CH: gl.constexpr = CH // 2 if SILU else CH
+    TN: gl.constexpr = OUT_CH if OUT_CH < 32 else 32
     layout: gl.constexpr = gl.BlockedLayout([1, 1], [TN, 32 // TN], [1, num_warps], [0, 1])
-    cn = gl.arange(0, CH, layout=gl.SliceLayout(1, layout))[:, None]
+    cn = gl.arange(0, OUT_CH, layout=gl.SliceLayout(1, layout))[:, None]
     ct = gl.arange(0, BT, layout=gl.SliceLayout(0, layout))[None, :]
-    wait_for_bytes(bar, BN * BT * 4)
-    total = gl.zeros([CH, BT], dtype=gl.float32, layout=layout)
-    for s in gl.static_range(CLUSTER):
-        total += load_shared(base + ((s * CH + cn) * ROW + ct) * 4)
     tok = off_t + ct
-    gl.store(out_ptr + tok * stride_om + tile_n * BN + rank * CH + cn, total.to(gl.float16), mask=tok < M)
+    wait_for_bytes(bar, BN * BT * 4)
+    if SILU:   # output channel i of the chunk: gate row (i // 8) * 16 + i % 8 of its band, up row 8 below
+        gate_row = cn // 8 * 16 + cn % 8
+        g = gl.zeros([OUT_CH, BT], dtype=gl.float32, layout=layout)
+        u = gl.zeros([OUT_CH, BT], dtype=gl.float32, layout=layout)
+        for s in gl.static_range(CLUSTER):
+            g += load_shared(base + ((s * CH + gate_row) * ROW + ct) * 4)
+            u += load_shared(base + ((s * CH + gate_row + 8) * ROW + ct) * 4)
+        g = g.to(gl.float16).to(gl.float32)
+        u = u.to(gl.float16).to(gl.float32)
+        gl.store(out_ptr + tok * stride_om + (tile_n * BN + rank * CH) // 2 + cn,
+                 (g / (1.0 + gl.exp(-g)) * u).to(gl.float16), mask=tok < M)
+    else:
+        total = gl.zeros([CH, BT], dtype=gl.float32, layout=layout)
+        for s in gl.static_range(CLUSTER):
+            total += load_shared(base + ((s * CH + cn) * ROW + ct) * 4)
+        gl.store(out_ptr + tok * stride_om + tile_n * BN + rank * CH + cn, total.to(gl.float16), mask=tok < M)
 
 
 def cluster_smem_bytes(block_n: int, block_t: int) -> int:
@@ -622,11 +638,14 @@ def wgmma_t_gemm(x: torch.Tensor, words: torch.Tensor, zs: torch.Tensor, cfg: Wg
     return SplitKPartials(ws, out.dtype) if defer else out
 
 
-def cluster_reduces(split: int, block_n: int, block_t: int, silu_and_mul: bool) -> bool:
+def cluster_reduces(split: int, block_n: int, block_t: int, silu_and_mul: bool, max_t: int = CLUSTER_MAX_T) -> bool:
     """Whether a launch's K slices sum their partials as a cluster (``_cluster_sum_tile``) rather than
     through a global workspace: ``split`` a portable cluster size that divides the channel tile into
-    chunks of at least 8 channels, token tiles up to ``CLUSTER_MAX_T``, and no SiLU epilogue (whose
-    channel pairs the chunks would split). Such a launch returns the sum even where split-K partials
-    were asked for: the 7B batch-1 decode graph took 1863-1867 us with o and down summed so against
-    1901-1905 with their partials handed to the norm (H100, session 12)."""
-    return split in CLUSTER_SIZES and block_n // split >= 8 and block_t <= CLUSTER_MAX_T and not silu_and_mul
+    chunks of at least 8 channels (with the SiLU epilogue, of whole 16-row bands, which hold the
+    gate/up pairs), token tiles up to ``max_t``. Such a launch returns the sum even where split-K
+    partials were asked for: the 7B batch-1 decode graph took 1863-1867 us with o and down summed so
+    against 1901-1905 with their partials handed to the norm (H100, session 12). With the SiLU
+    epilogue, 13B/TP=2 gate_up (split 2) at M = 1-16 took 17.1-18.2 us against 18.6-19.9 with the
+    global reduction (H100, session 13)."""
+    chunk = block_n // split
+    return split in CLUSTER_SIZES and chunk >= 8 and block_t <= max_t and (not silu_and_mul or chunk % 16 == 0)

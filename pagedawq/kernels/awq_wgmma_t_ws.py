@@ -40,9 +40,11 @@ from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, mbarrier
 
-from pagedawq.kernels.awq_configs import WgmmaTConfig, k_tiles_per_step
-from pagedawq.kernels.awq_wgmma_t import (GROUP_SCALE_MAX_T, _cta_barrier, _griddep, _mma_step, _tma_load, _write_tile,
+from pagedawq.kernels.awq_configs import WgmmaTConfig, k_tiles_per_step, nonempty_split
+from pagedawq.kernels.awq_wgmma_t import (GROUP_SCALE_MAX_T, _cluster_sum_tile, _cta_barrier, _griddep, _mma_step,
+                                          _tma_load, _write_tile, BLOCK_K, cluster_reduces, cluster_smem_bytes,
                                           descriptors, split_k_buffers, words_layout)
+from pagedawq.kernels.clusters import arrive_cluster, init_push_barrier, launch_clustered, smem_address
 from pagedawq.kernels.pdl import pdl_launch
 from pagedawq.kernels.split_k import SplitKPartials
 
@@ -50,6 +52,11 @@ GROUP_T = gl.constexpr(8)              # token tiles a raster group
 # Four consumers have 112 registers a thread: at 64-token tiles a group accumulator more spills.
 FOUR_CONSUMER_GROUP_SCALE_MAX_T = gl.constexpr(32)
 PRODUCER_REGS = gl.constexpr(24)       # the least setmaxnreg allows; the producer holds only scalars
+# Token tiles up to which the K slices of a CTA of two K-phase consumers sum as a cluster (the
+# configs of 33-64 tokens; one CTA an SM whatever the partial buffer). H100, session 13: 7B down at
+# 64 tokens 18.1-18.6 us against 19.8-20.0 with global partials, o 10.8 against 13.1; the batch-64
+# decode graph as before (3698-3710 us against 3704-3709: decode handed o/down partials to the norm).
+WS_CLUSTER_MAX_T = 64
 
 
 def max_regs(consumers: int) -> int:
@@ -76,10 +83,12 @@ def _load_words(bar, slot, kt, w_desc, zs_desc, w_bufs, z_bufs, pid_n, G: gl.con
 
 @gluon.jit
 def _producer(x_desc, w_desc, zs_desc, x_bufs, w_bufs, z_bufs, ready, empty, pid_n, off_t, kt_lo, n_steps,
-              G: gl.constexpr, NC: gl.constexpr, PDL: gl.constexpr):
+              G: gl.constexpr, NC: gl.constexpr, PDL: gl.constexpr, CLUSTER: gl.constexpr):
     """Fill slot i % STAGES with step i once its consumers have released it (its "empty" barrier;
     the first pass finds every slot empty). The first STAGES steps' weights are requested before the
     PDL wait, their x after it."""
+    if CLUSTER > 1:
+        arrive_cluster()
     STAGES: gl.constexpr = x_bufs.shape[0]
     KT: gl.constexpr = x_desc.block_type.shape[0]
     nbytes: gl.constexpr = x_desc.block_type.nbytes + NC * (w_desc.block_type.nbytes + zs_desc.block_type.nbytes)
@@ -106,15 +115,19 @@ def _producer(x_desc, w_desc, zs_desc, x_bufs, w_bufs, z_bufs, ready, empty, pid
 
 @gluon.jit
 def _consumer(c: gl.constexpr, x_bufs, w_bufs, z_bufs, ready, empty, red_bufs, red_bars, out_ptr, ws_ptr, cnt_ptr,
-              M, N, stride_om, split_k, pid_n, pid_t, pid_s, off_t, n_steps, G: gl.constexpr, NC: gl.constexpr,
-              KC: gl.constexpr, SPLIT: gl.constexpr, PDL: gl.constexpr, SILU: gl.constexpr, DEFER: gl.constexpr):
+              M, N, stride_om, split_k, pid_n, pid_t, pid_s, off_t, n_steps, cluster_smem, G: gl.constexpr,
+              NC: gl.constexpr, KC: gl.constexpr, SPLIT: gl.constexpr, PDL: gl.constexpr, SILU: gl.constexpr,
+              DEFER: gl.constexpr, CLUSTER: gl.constexpr):
     """Consumer warpgroup c: channel group g = c % NC over the steps of K phase p = c // NC.
 
     After each ``_mma_step`` (which has waited for its wgmmas, so all four warps have finished their
     unpack loads) the fence orders this warpgroup's generic-proxy reads of the slot before the
     producer's next TMA into it, and one thread releases the slot. Then phases 1 .. KC-1 store their
     accumulators in shared memory and signal (after a barrier of their own warpgroup: every thread's
-    store is issued), and phase 0 adds them in phase order and writes the tile."""
+    store is issued), and phase 0 adds them in phase order and writes the tile (with ``CLUSTER``,
+    summing the CTA's K slices as ``awq_wgmma_t._cluster_sum_tile``)."""
+    if CLUSTER > 1:
+        arrive_cluster()
     STAGES: gl.constexpr = x_bufs.shape[0]
     BT: gl.constexpr = x_bufs.shape[2]
     BN: gl.constexpr = 16 * w_bufs.shape[2]
@@ -144,8 +157,12 @@ def _consumer(c: gl.constexpr, x_bufs, w_bufs, z_bufs, ready, empty, red_bufs, r
             for q in gl.static_range(1, KC):
                 acc += red_bufs.slice(((q - 1) * NC + g) * BN, BN).load(mma_layout)
     if p == 0:
-        _write_tile(acc, out_ptr, ws_ptr, cnt_ptr, M, N, stride_om, split_k, pid_n * NC + g, pid_t, pid_s, off_t,
-                    mma_layout, SPLIT, SILU, 4, DEFER)
+        if CLUSTER > 1:
+            _cluster_sum_tile(acc, out_ptr, M, stride_om, pid_n, pid_s, off_t, cluster_smem, CLUSTER, SILU, mma_layout,
+                              4)
+        else:
+            _write_tile(acc, out_ptr, ws_ptr, cnt_ptr, M, N, stride_om, split_k, pid_n * NC + g, pid_t, pid_s, off_t,
+                        mma_layout, SPLIT, SILU, 4, DEFER)
 
 
 @gluon.constexpr_function
@@ -156,16 +173,21 @@ def handover_rows(block_n: int, nc: int, kc: int) -> int:
     return triton.next_power_of_2((kc - 1) * nc) * block_n if kc > 1 else 1
 
 
-@gluon.jit(do_not_specialize=["M", "split_k"])
+@gluon.jit(do_not_specialize=["M", "split_k", "cluster_smem"])
 def awq_wgmma_t_ws_kernel(x_desc, w_desc, zs_desc, out_ptr, ws_ptr, cnt_ptr, M, N, K, stride_om, split_k,
                           G: gl.constexpr, STAGES: gl.constexpr, NC: gl.constexpr, KC: gl.constexpr,
                           SPLIT: gl.constexpr, PDL: gl.constexpr, SILU: gl.constexpr, CONSUMER_REGS: gl.constexpr,
-                          num_warps: gl.constexpr, DEFER: gl.constexpr = False):
+                          num_warps: gl.constexpr, DEFER: gl.constexpr = False, CLUSTER: gl.constexpr = 1,
+                          cluster_smem=0):
     """One tile of out^T, NC x BLOCK_N channels x BLOCK_T tokens, over K slice ``program_id(1)`` of
     ``split_k``: the partitions of the module docstring over shared memory allocated here. Axis 0 is
     rastered in groups of GROUP_T token tiles: the CTAs resident together cover ~GROUP_T token tiles
     x (SMs / GROUP_T) channel tiles, which then come from L2. With ``SILU`` the layer is a gate/up
-    pair repacked in ``silu_channel_order`` and out [M, N / 2] receives ``silu(gate) * up``."""
+    pair repacked in ``silu_channel_order`` and out [M, N / 2] receives ``silu(gate) * up``.
+    ``CLUSTER`` (one channel group, = ``split_k``): the K slices of a tile are one cluster along axis
+    0 and sum as in ``awq_wgmma_t``; the producer is then a full warpgroup (its first warp issues),
+    so that every warp of the CTA runs a partition and arrives on the cluster barrier (a lone
+    producer warp leaves three idle warps that never would)."""
     KT: gl.constexpr = x_desc.block_type.shape[0]
     BT: gl.constexpr = x_desc.block_type.shape[1]
     BK: gl.constexpr = x_desc.block_type.shape[2]
@@ -176,14 +198,21 @@ def awq_wgmma_t_ws_kernel(x_desc, w_desc, zs_desc, out_ptr, ws_ptr, cnt_ptr, M, 
     gl.static_assert(NC * KC == 2 or NC * KC == 4, "2 or 4 consumer warpgroups")
     gl.static_assert(STAGES % KC == 0, "a ring slot always serves the same K phase")
 
-    pid = gl.program_id(0)
+    gl.static_assert(CLUSTER == 1 or NC == 1, "a cluster sums one channel group's tile")
+    PRODUCER_WARPS: gl.constexpr = 4 if CLUSTER > 1 else 1
+    if CLUSTER > 1:
+        pid = gl.program_id(0) // CLUSTER
+        pid_s = gl.program_id(0) % CLUSTER
+        init_push_barrier(smem_address(cluster_smem))
+    else:
+        pid = gl.program_id(0)
+        pid_s = gl.program_id(1)
     n_tiles = N // (NC * BN)
     in_group = GROUP_T * n_tiles
     first_t = (pid // in_group) * GROUP_T
     size = gl.minimum(gl.cdiv(M, BT) - first_t, GROUP_T)
     pid_t = first_t + (pid % in_group) % size
     pid_n = (pid % in_group) // size
-    pid_s = gl.program_id(1)
     off_t = pid_t * BT
 
     x_bufs = gl.allocate_shared_memory(gl.float16, [STAGES, KT, BT, BK], x_desc.layout)
@@ -210,31 +239,31 @@ def awq_wgmma_t_ws_kernel(x_desc, w_desc, zs_desc, out_ptr, ws_ptr, cnt_ptr, M, 
     if NC * KC == 2:
         gl.warp_specialize([
             (_consumer, (0, x_bufs, w_bufs, z_bufs, ready, empty, red_bufs, red_bars, out_ptr, ws_ptr, cnt_ptr, M, N,
-                         stride_om, split_k, pid_n, pid_t, pid_s, off_t, n_steps, G, NC, KC, SPLIT, PDL, SILU,
-                         DEFER)),
+                         stride_om, split_k, pid_n, pid_t, pid_s, off_t, n_steps, cluster_smem, G, NC, KC, SPLIT,
+                         PDL, SILU, DEFER, CLUSTER)),
             (_consumer, (1, x_bufs, w_bufs, z_bufs, ready, empty, red_bufs, red_bars, out_ptr, ws_ptr, cnt_ptr, M, N,
-                         stride_om, split_k, pid_n, pid_t, pid_s, off_t, n_steps, G, NC, KC, SPLIT, PDL, SILU,
-                         DEFER)),
+                         stride_om, split_k, pid_n, pid_t, pid_s, off_t, n_steps, cluster_smem, G, NC, KC, SPLIT,
+                         PDL, SILU, DEFER, CLUSTER)),
             (_producer, (x_desc, w_desc, zs_desc, x_bufs, w_bufs, z_bufs, ready, empty, pid_n, off_t, kt_lo, n_steps,
-                         G, NC, PDL)),
-        ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
+                         G, NC, PDL, CLUSTER)),
+        ], [4, PRODUCER_WARPS], [CONSUMER_REGS, PRODUCER_REGS])
     else:
         gl.warp_specialize([
             (_consumer, (0, x_bufs, w_bufs, z_bufs, ready, empty, red_bufs, red_bars, out_ptr, ws_ptr, cnt_ptr, M, N,
-                         stride_om, split_k, pid_n, pid_t, pid_s, off_t, n_steps, G, NC, KC, SPLIT, PDL, SILU,
-                         DEFER)),
+                         stride_om, split_k, pid_n, pid_t, pid_s, off_t, n_steps, cluster_smem, G, NC, KC, SPLIT,
+                         PDL, SILU, DEFER, CLUSTER)),
             (_consumer, (1, x_bufs, w_bufs, z_bufs, ready, empty, red_bufs, red_bars, out_ptr, ws_ptr, cnt_ptr, M, N,
-                         stride_om, split_k, pid_n, pid_t, pid_s, off_t, n_steps, G, NC, KC, SPLIT, PDL, SILU,
-                         DEFER)),
+                         stride_om, split_k, pid_n, pid_t, pid_s, off_t, n_steps, cluster_smem, G, NC, KC, SPLIT,
+                         PDL, SILU, DEFER, CLUSTER)),
             (_consumer, (2, x_bufs, w_bufs, z_bufs, ready, empty, red_bufs, red_bars, out_ptr, ws_ptr, cnt_ptr, M, N,
-                         stride_om, split_k, pid_n, pid_t, pid_s, off_t, n_steps, G, NC, KC, SPLIT, PDL, SILU,
-                         DEFER)),
+                         stride_om, split_k, pid_n, pid_t, pid_s, off_t, n_steps, cluster_smem, G, NC, KC, SPLIT,
+                         PDL, SILU, DEFER, CLUSTER)),
             (_consumer, (3, x_bufs, w_bufs, z_bufs, ready, empty, red_bufs, red_bars, out_ptr, ws_ptr, cnt_ptr, M, N,
-                         stride_om, split_k, pid_n, pid_t, pid_s, off_t, n_steps, G, NC, KC, SPLIT, PDL, SILU,
-                         DEFER)),
+                         stride_om, split_k, pid_n, pid_t, pid_s, off_t, n_steps, cluster_smem, G, NC, KC, SPLIT,
+                         PDL, SILU, DEFER, CLUSTER)),
             (_producer, (x_desc, w_desc, zs_desc, x_bufs, w_bufs, z_bufs, ready, empty, pid_n, off_t, kt_lo, n_steps,
-                         G, NC, PDL)),
-        ], [4, 4, 4, 1], [CONSUMER_REGS, CONSUMER_REGS, CONSUMER_REGS, PRODUCER_REGS])
+                         G, NC, PDL, CLUSTER)),
+        ], [4, 4, 4, PRODUCER_WARPS], [CONSUMER_REGS, CONSUMER_REGS, CONSUMER_REGS, PRODUCER_REGS])
 
 
 def check_config(n: int, k: int, group: int, cfg: WgmmaTConfig) -> int:
@@ -260,12 +289,20 @@ def wgmma_t_ws_gemm(x: torch.Tensor, words: torch.Tensor, zs: torch.Tensor, cfg:
     n = zs.shape[1]
     group = k // zs.shape[0]
     kt = check_config(n, k, group, cfg)
-    split, ws, counters = split_k_buffers(x, n, kt, cfg, out, zs, counters)
     x_desc, w_desc, zs_desc = descriptors(x, words, zs, cfg, kt)
-    grid = (triton.cdiv(m, cfg.block_t) * (n // cfg.cta_channels), split)
+    split = nonempty_split(k // (BLOCK_K * kt), cfg.split_k)
+    tiles = triton.cdiv(m, cfg.block_t) * (n // cfg.cta_channels)
+    consts = dict(G=group, STAGES=cfg.stages, NC=cfg.channel_groups, KC=cfg.k_phases, SPLIT=split > 1,
+                  SILU=silu_and_mul, CONSUMER_REGS=consumer_regs(cfg.consumers), num_warps=cfg.num_warps,
+                  maxnreg=max_regs(cfg.consumers), **pdl_launch(x.device, m))
+    if (cfg.consumers == 2 and cfg.k_phases == 2   # one channel group; four consumers' epilogue would spill
+            and cluster_reduces(split, cfg.block_n, cfg.block_t, silu_and_mul, WS_CLUSTER_MAX_T)
+            and launch_clustered(awq_wgmma_t_ws_kernel, (tiles, 1, 1), split,
+                                 cluster_smem_bytes(cfg.block_n, cfg.block_t), x.device, x_desc, w_desc, zs_desc,
+                                 out, out, zs, m, n, k, out.stride(0), split, CLUSTER=split, **consts)):
+        return out
+    split, ws, counters = split_k_buffers(x, n, kt, cfg, out, zs, counters)
     defer = split_k_partials and split > 1
-    awq_wgmma_t_ws_kernel[grid](x_desc, w_desc, zs_desc, out, ws, counters, m, n, k, out.stride(0), split, G=group,
-                                STAGES=cfg.stages, NC=cfg.channel_groups, KC=cfg.k_phases, SPLIT=split > 1,
-                                SILU=silu_and_mul, CONSUMER_REGS=consumer_regs(cfg.consumers), DEFER=defer,
-                                num_warps=cfg.num_warps, maxnreg=max_regs(cfg.consumers), **pdl_launch(x.device, m))
+    awq_wgmma_t_ws_kernel[(tiles, split)](x_desc, w_desc, zs_desc, out, ws, counters, m, n, k, out.stride(0), split,
+                                          DEFER=defer, **consts)
     return SplitKPartials(ws, out.dtype) if defer else out

@@ -67,11 +67,11 @@ def smem_address(offset):
 
 
 @gluon.jit
-def init_arrival_barrier(bar):
-    """At the kernel's start: thread 0 initialises the mbarrier at shared address ``bar`` (one
-    arrival, plus the bytes expected) and fences the initialisation for the cluster; then every
-    thread arrives on the cluster barrier without waiting (``wait_for_cluster`` waits later, by
-    when every peer's mbarrier is long initialised)."""
+def init_push_barrier(bar):
+    """At the kernel's start, thread 0: initialise the mbarrier at shared address ``bar`` (one
+    arrival, plus the bytes expected) and fence the initialisation for the cluster. Every thread
+    then arrives on the cluster barrier (``arrive_cluster``); ``wait_for_cluster`` waits later, by
+    when every peer's mbarrier is long initialised."""
     gl.inline_asm_elementwise("""{
 .reg .pred p;
 .reg .b32 t;
@@ -79,14 +79,23 @@ mov.u32 t, %tid.x;
 setp.eq.u32 p, t, 0;
 @p mbarrier.init.shared::cta.b64 [$1], 1;
 @p fence.mbarrier_init.release.cluster;
-barrier.cluster.arrive.relaxed.aligned;
 mov.b32 $0, 0;
 }""", "=r,r", [bar], dtype=gl.int32, is_pure=False, pack=1)
 
 
 @gluon.jit
+def arrive_cluster():
+    """Arrive on the cluster barrier without waiting (relaxed). Every thread of every CTA of the
+    cluster must arrive before any ``wait_for_cluster`` returns: in a warp-specialised kernel each
+    partition arrives at its start (code before ``warp_specialize`` runs in the default partition
+    only)."""
+    gl.inline_asm_elementwise("barrier.cluster.arrive.relaxed.aligned; // $0", "=r", [], dtype=gl.int32,
+                              is_pure=False, pack=1)
+
+
+@gluon.jit
 def wait_for_cluster():
-    """Wait (acquire) for every thread of the cluster to have arrived (``init_arrival_barrier``)."""
+    """Wait (acquire) for every thread of the cluster to have arrived (``arrive_cluster``)."""
     gl.inline_asm_elementwise("barrier.cluster.wait.aligned; // $0", "=r", [], dtype=gl.int32, is_pure=False,
                               pack=1)
 
