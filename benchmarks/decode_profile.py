@@ -1,12 +1,13 @@
-"""Where a batch-1 decode step spends its time: wall clock against GPU kernel time, per rank.
+"""Where a decode step (batch 1 unless ``--batch``) spends its time: wall clock against GPU kernel time, per rank.
 
 For each configuration: time per output token without the profiler, then the same generation under
 ``LLM.start_profile()``: the sum of kernel times per token on every rank (the rest of the wall time
 is the GPU waiting for the host: scheduling, input preparation, sampling, the driver/worker hop)
 and rank 0's top kernels.
 
-With ``--breakdown`` (TP=1 only) it also replays the batch-1 decode graph by itself: its GPU time,
-and the host time of the replay call, against the engine's whole step.
+With ``--breakdown`` (TP=1 only) it also replays the decode graph of that batch by itself: its GPU
+time, and the host time of the replay call, against the engine's whole step (the steadiest measure
+of a kernel change in decode: two runs agree within ~0.5%, where e2e tok/s moves by up to 20%).
 
     python benchmarks/decode_profile.py --model llama-2-13b --quantization awq --tp 1 2
     python benchmarks/decode_profile.py --model llama-2-70b --quantization awq --tp 2 4 --no-table   # issue 7
@@ -30,9 +31,10 @@ COMM_KERNELS = ("allreduce", "all_reduce", "allgather", "all_gather", "one_shot"
 FUSED_COMM_KERNELS = ("add_rms_norm",)
 
 
-def graph_breakdown(llm: LLM, wall_us: float) -> None:
-    """GPU and host time of the batch-1 graph alone (its static inputs as the last step left them)."""
-    graph, _ = llm.llm_engine.executor.worker.runner.graphs.graphs[1]
+def graph_breakdown(llm: LLM, wall_us: float, batch: int) -> None:
+    """GPU and host time of the decode graph of ``batch`` sequences alone (its static inputs as the
+    last step left them)."""
+    graph, _ = llm.llm_engine.executor.worker.runner.graphs.graphs[batch]
     torch.cuda.synchronize()
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     start.record()
@@ -49,26 +51,27 @@ def graph_breakdown(llm: LLM, wall_us: float) -> None:
         host.append(1e6 * (now() - t))
         torch.cuda.synchronize()
     host.sort()
-    print(f"  batch-1 graph alone: {gpu_us:.0f} us GPU per replay (back to back); replay() call returns after "
+    print(f"  batch-{batch} graph alone: {gpu_us:.0f} us GPU per replay (back to back); replay() call returns after "
           f"{host[len(host) // 2]:.0f} us of host time; the engine's step: {wall_us:.0f} us "
           f"({wall_us - gpu_us:.0f} us beyond the graph)", flush=True)
 
 
-def profile(model: str, quant: str | None, dtype: str, tp: int, n_out: int, table: bool, breakdown: bool) -> None:
+def profile(model: str, quant: str | None, dtype: str, tp: int, n_out: int, table: bool, breakdown: bool,
+            batch: int) -> None:
     llm = LLM(shape_dir(model), load_format="dummy", skip_tokenizer_init=True, dtype=dtype, quantization=quant,
-              tensor_parallel_size=tp, max_model_len=2048, max_num_seqs=8)
+              tensor_parallel_size=tp, max_model_len=2048, max_num_seqs=max(8, batch))
     vocab = llm.llm_engine.config.model.vocab_size
     params = SamplingParams(temperature=0, max_tokens=n_out, ignore_eos=True)
-    llm.generate(random_prompts(1, 32, vocab, seed=1), params, use_tqdm=False)
+    llm.generate(random_prompts(batch, 32, vocab, seed=1), params, use_tqdm=False)
     start = now()
-    llm.generate(random_prompts(1, 32, vocab, seed=2), params, use_tqdm=False)
+    llm.generate(random_prompts(batch, 32, vocab, seed=2), params, use_tqdm=False)
     wall_us = 1e6 * (now() - start) / n_out
     if breakdown and tp == 1:
-        graph_breakdown(llm, wall_us)   # before the profiler: once it has run, graph launches block
+        graph_breakdown(llm, wall_us, batch)   # before the profiler: once it has run, graph launches block
     llm.start_profile()
-    llm.generate(random_prompts(1, 32, vocab, seed=3), params, use_tqdm=False)
+    llm.generate(random_prompts(batch, 32, vocab, seed=3), params, use_tqdm=False)
     ranks = llm.stop_profile()
-    label = f"{model} {quant or dtype} TP={tp}"
+    label = f"{model} {quant or dtype} TP={tp} batch {batch}"
     kernel = [r["device_time_us"] / n_out for r in ranks]
     print(f"{label}: {wall_us:.0f} us/token wall; kernel time per token by rank: "
           + ", ".join(f"{k:.0f}" for k in kernel) + f" us ({100 * max(kernel) / wall_us:.0f}% of wall)", flush=True)
@@ -100,11 +103,12 @@ def main() -> None:
     p.add_argument("--output-len", type=int, default=64)
     p.add_argument("--no-table", action="store_true")
     p.add_argument("--breakdown", action="store_true", help="TP=1: time the decode graph by itself too")
+    p.add_argument("--batch", type=int, default=1, help="sequences decoded together (a captured graph size)")
     args = p.parse_args()
     print(f"device: {device_name()} x{torch.cuda.device_count()}  torch {torch.__version__}", flush=True)
     quant = None if args.quantization in ("none", "") else args.quantization
     for tp in args.tp:
-        profile(args.model, quant, args.dtype, tp, args.output_len, not args.no_table, args.breakdown)
+        profile(args.model, quant, args.dtype, tp, args.output_len, not args.no_table, args.breakdown, args.batch)
 
 
 if __name__ == "__main__":

@@ -16,10 +16,12 @@ e2e_decode() {
   grep -E "${3:-^decode|^prefill|failed}" "$OUT/e2e_$1.log" | sed "s/^/$1 /"
 }
 
-# graph_alone TAG ROOT: the 7B AWQ batch-1 decode graph of the tree at ROOT replayed alone (PDL on),
-# log to $OUT/graph_TAG.log, its "graph alone" line printed with TAG in front.
+# graph_alone TAG ROOT: the 7B AWQ decode graph (batch GRAPH_BATCH, default 1) of the tree at ROOT
+# replayed alone (PDL on), log to $OUT/graph_TAG.log, its "graph alone" line printed with TAG in
+# front. This tree's decode_profile.py drives the other tree's package.
 graph_alone() {
-  (cd "$2/benchmarks" && PYTHONPATH="$(cd .. && pwd):$PYTHONPATH" timeout 120 python decode_profile.py \
-     --model llama-2-7b --output-len 32 --breakdown --no-table > "$OUT/graph_$1.log" 2>&1)
+  local script=$PWD/benchmarks/decode_profile.py
+  (cd "$2/benchmarks" && PYTHONPATH="$(cd .. && pwd):$PYTHONPATH" timeout 120 python "$script" \
+     --model llama-2-7b --output-len 32 --breakdown --no-table --batch "${GRAPH_BATCH:-1}" > "$OUT/graph_$1.log" 2>&1)
   grep -h "graph alone" "$OUT/graph_$1.log" | sed "s/^ */$1: /" | cut -c1-100
 }

@@ -25,7 +25,8 @@ done
 [ -z "$LAYERS" ] && exit 0
 for entry in "${roots[@]}"; do
   name=${entry%%:*}
+  mkdir -p "$OUT/sweep_$name"
   (cd "${entry#*:}/benchmarks" && PYTHONPATH="$(cd .. && pwd):$PYTHONPATH" timeout 150 python kernels.py --wgmma-t \
-     --wgmma-t-models llama2-7b --wgmma-t-layers $LAYERS --ms ${MS:-1 16 64} --out-dir /tmp > "$OUT/kernels_$name.log" 2>&1)
+     --wgmma-t-models llama2-7b --wgmma-t-layers $LAYERS --ms ${MS:-1 16 64} --out-dir "$OUT/sweep_$name" > "$OUT/kernels_$name.log" 2>&1)
   grep -E "^llama|Error|error" "$OUT/kernels_$name.log" | sed "s/^/$name /"
 done
