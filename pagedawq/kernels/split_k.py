@@ -8,10 +8,11 @@ them once anyway, so those GEMMs can hand over their partials and the norm adds 
 loads its input: no counter, fence or reload at the end of the GEMM.
 
 Where the "wgmma_t" K slices sum as a thread-block cluster instead (``awq_wgmma_t.cluster_reduces``:
-up to 32-token tiles), the GEMM returns the sum even when partials were asked for: that was faster
-still in decode (H100, session 12: 7B batch-1 graph 1863-1867 against 1901-1905 us). Partials are
-handed over where the slices do not cluster (33-64 tokens in the warp-specialised kernel, splits of
-3 or 16, larger token tiles).
+up to 32-token tiles in the one-warpgroup kernel, 64 in the warp-specialised K-phase kernel of one
+channel group), the GEMM returns the sum even when partials were asked for: that was faster still
+in decode (H100, session 12: 7B batch-1 graph 1863-1867 against 1901-1905 us; session 13: batch 64
+even). Partials are handed over where the slices do not cluster (splits of 3 or 16, two channel
+groups a CTA, larger token tiles).
 """
 from __future__ import annotations
 
