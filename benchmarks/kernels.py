@@ -317,7 +317,7 @@ WGMMA_T_DEPTHS = {8: ((8, 1), (4, 2), (2, 4), (3, 4), (4, 4)), 16: ((8, 1), (4, 
 
 
 def ws_small_variants(m: int, n: int, k: int, sms: int) -> list:
-    """Warp-specialised configs at up to 64 tokens around ``ws_small_config``'s: channel groups x K
+    """Warp-specialised configs at up to 128 tokens around ``ws_small_config``'s: channel groups x K
     phases of 1 x 2, 1 x 4, 2 x 1 and 2 x 2 (``awq_configs.k_phase_config``: split-K to one CTA an
     SM, and twice that), steps of 4 K tiles also at 32 tokens."""
     block_t = next(t for t in awq_configs.WGMMA_T_BLOCK_TS if m <= t)
@@ -342,7 +342,8 @@ def wgmma_t_candidates(m: int, n: int, k: int, sms: int) -> list:
     tokens: both its token tiles, 128-channel consumers (each with split-K where the CTAs fill less
     than a wave), and the one-warpgroup 64 x 256 and 128 x 128 it replaced. Up to 64 tokens: the
     warp-specialised variants with K phases (``ws_small_variants``) and the one-warpgroup rule's
-    config with its split-K, half and twice that."""
+    config with its split-K, half and twice that; at 65-128 tokens those K-phase variants and the
+    one-warpgroup candidates above."""
     base = awq_configs.wgmma_t_config(m, n, k, sms)
     ws = [awq_configs.WgmmaTConfig(bn, bt, stages=3, k_tiles=kt, consumers=2)
           for bn, bt, kt in ((64, 256, 1), (64, 128, 2), (128, 128, 2), (64, 64, 4))]
@@ -352,13 +353,14 @@ def wgmma_t_candidates(m: int, n: int, k: int, sms: int) -> list:
         return ws + split + [awq_configs.WgmmaTConfig(64, 256, stages=st, k_tiles=kt) for st, kt in WGMMA_T_DEPTHS[256]] \
             + [awq_configs.WgmmaTConfig(128, 128, stages=2, k_tiles=2)]
     base = awq_configs.one_warpgroup_config(m, n, k, sms)
-    if m <= awq_configs.WS_SMALL_M_MAX:
-        return ws_small_variants(m, n, k, sms) + list(dict.fromkeys(
+    small = ws_small_variants(m, n, k, sms) if m <= awq_configs.WS_SMALL_M_MAX else []
+    if m <= 64:
+        return small + list(dict.fromkeys(
             [base, replace(base, split_k=max(1, base.split_k // 2)), replace(base, split_k=2 * base.split_k)]))
     splits = {base.split_k, max(1, base.split_k // 2)}
     if base.split_k >= awq_configs.WGMMA_MAX_SPLIT:   # capped: try more slices of at least 8 K tiles
         splits |= {s for s in (8, 16) if k // 64 >= 8 * s}
-    out = [replace(base, stages=st, k_tiles=kt, split_k=sp) for sp in sorted(splits)
+    out = small + [replace(base, stages=st, k_tiles=kt, split_k=sp) for sp in sorted(splits)
            for st, kt in WGMMA_T_DEPTHS[base.block_t]]
     if n % 128 == 0 and base.block_t <= 128:
         out += [replace(base, block_n=128, stages=st, k_tiles=kt, split_k=sp)

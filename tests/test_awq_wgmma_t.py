@@ -153,7 +153,7 @@ def test_warp_specialised_kernel_compiles_for_sm90_without_coupling_its_consumer
     assert s["loops"] == [{"hgmma": 4 * kt * block_n // 64, "wait_all": 1, "cta_barriers": 0}] * (nc * kc)
 
 
-@pytest.mark.parametrize("block_t,kt,kc,stages", [(8, 4, 2, 8), (64, 2, 2, 6), (32, 2, 2, 4)])
+@pytest.mark.parametrize("block_t,kt,kc,stages", [(8, 4, 2, 8), (64, 2, 2, 6), (32, 2, 2, 4), (128, 2, 2, 4)])
 def test_warp_specialised_kernel_sums_split_k_in_a_cluster(block_t, kt, kc, stages):
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     proc = subprocess.run([sys.executable, "-m", "tests.wgmma_sass", "ws", "64", str(block_t), f"kt={kt}", "nc=1",
@@ -227,9 +227,9 @@ def test_config_choice():
     assert one_warpgroup_config(16, 12288, 4096, sms).split_k == 2       # 192 tiles
     assert one_warpgroup_config(16, 22016, 4096, sms).split_k == 1       # 344 tiles
     assert one_warpgroup_config(16, 4096, 11008, sms).split_k == 4       # 64 tiles: capped at 4
-    assert wgmma_t_config(128, 4096, 11008, sms).split_k == 4      # 64 tiles: halving would leave < 1 per SM
+    assert one_warpgroup_config(128, 4096, 11008, sms).split_k == 4      # 64 tiles: halving would leave < 1 per SM
     assert wgmma_t_config(128, 12288, 4096, sms).split_k == 1     # 192 tiles: 2, halved (a program per SM left)
-    assert wgmma_t_config(128, 4096, 4096, sms).split_k == 2       # 64 tiles: 4, halved (slices < 32 K tiles)
+    assert one_warpgroup_config(128, 4096, 4096, sms).split_k == 2       # 64 tiles: 4, halved (slices < 32 K tiles)
     assert one_warpgroup_config(1, 1280, 8192, sms).split_k == 12        # 20 tiles: up to 16 slices of >= 10 K tiles
     assert one_warpgroup_config(1, 8192, 1024, sms).split_k == 1         # 16 K tiles: no slices of >= 10
     assert one_warpgroup_config(16, 1024, 512, sms).split_k == 1         # 8 K tiles: no split
@@ -241,7 +241,8 @@ def test_config_choice():
 def test_small_m_config_choice():
     """At 33-64 tokens, layers of at most two 64-channel tiles an SM get the warp-specialised kernel
     with two K phases: one channel group a CTA (two where one would need more CTAs than SMs), split-K
-    up to a CTA an SM with >= 2 steps a consumer, as many ring slots as fit up to 8."""
+    up to a CTA an SM with >= 2 steps a consumer, as many ring slots as fit up to 8. At 65-128 tokens
+    only one channel group whose K slices sum as a cluster (2, 4 or 8 of them)."""
     from pagedawq.kernels.awq_configs import SMEM_BYTES, k_tiles_per_step, wgmma_t_config, ws_smem_bytes
     sms = 132
 
@@ -253,11 +254,15 @@ def test_small_m_config_choice():
     assert shape(wgmma_t_config(64, 1280, 8192, sms)) == (64, 1, 2, 6, 2, 8)     # 20 tiles: 6 slices of 4+ steps
     assert shape(wgmma_t_config(64, 1536, 576, sms)) == (64, 1, 2, 2, 2, 8)      # SmolLM2 gate_up: 9 K tiles, run 1 a step
     assert wgmma_t_config(64, 22016, 4096, sms).consumers == 1   # 344 tiles: one-warpgroup programs fill the GPU
-    assert wgmma_t_config(65, 4096, 11008, sms).consumers == 1   # above 64 tokens
+    assert shape(wgmma_t_config(65, 4096, 11008, sms)) == (128, 1, 2, 2, 2, 4)     # down at 65-128 tokens
+    assert shape(wgmma_t_config(128, 4096, 4096, sms)) == (128, 1, 2, 2, 2, 4)     # o
+    assert wgmma_t_config(128, 12288, 4096, sms).consumers == 1    # qkv: two channel groups, no cluster
+    assert wgmma_t_config(128, 5120, 6912, sms).consumers == 1     # 13B/TP2 down: 80 tiles, no split
+    assert wgmma_t_config(129, 4096, 11008, sms).consumers == 1    # above 128 tokens
     assert wgmma_t_config(64, 1024, 192, sms).consumers == 1     # 3 K tiles: not two steps a consumer
     # up to 32 tokens one warpgroup (faster alone at 17-32; at 1-16 faster alone, slower in decode)
     assert [wgmma_t_config(m, 4096, 11008, sms).consumers for m in (1, 16, 32)] == [1, 1, 1]
-    for m, n, k in ((64, 12288, 4096), (64, 4096, 11008), (64, 8192, 8192)):   # the ring fits the shared memory
+    for m, n, k in ((64, 12288, 4096), (64, 4096, 11008), (64, 8192, 8192), (128, 4096, 11008)):   # the ring fits
         c = wgmma_t_config(m, n, k, sms)
         assert ws_smem_bytes(c, k_tiles_per_step(k, 64, c), 64) <= SMEM_BYTES
 
@@ -299,6 +304,7 @@ CONFIGS = [TConfig(64, 8, stages=8), TConfig(64, 16, stages=2, k_tiles=4), TConf
            # ... with K phases (consumers of one channel group taking turns over K) and split-K
            TConfig(64, 8, stages=8, split_k=2, k_tiles=4, consumers=2, k_phases=2),
            TConfig(64, 64, stages=6, split_k=2, k_tiles=2, consumers=2, k_phases=2),
+           TConfig(64, 128, stages=4, split_k=2, k_tiles=2, consumers=2, k_phases=2),
            TConfig(64, 16, stages=8, k_tiles=4, consumers=4, k_phases=2),
            TConfig(64, 64, stages=6, split_k=3, k_tiles=2, consumers=4, k_phases=2),
            TConfig(64, 32, stages=4, split_k=2, k_tiles=2, consumers=4, k_phases=4),
@@ -368,21 +374,21 @@ def test_gpu_awq_gemm_takes_the_path_with_repacked_weights_and_in_a_cuda_graph()
 @pytest.mark.gpu
 def test_gpu_split_k_partials_for_the_norm_after_a_row_parallel_layer():
     """awq_gemm_split_k_partials: a split-K launch whose slices do not sum as a cluster (7B down at
-    128 tokens) hands over its partials, which the fused add + RMSNorm turns into the same bits as
+    256 tokens) hands over its partials, which the fused add + RMSNorm turns into the same bits as
     after awq_gemm, also in a CUDA graph; one whose slices do (1-16 tokens: one warpgroup a program;
-    64: the K-phase kernel), or without split-K (a wide layer), returns the output itself."""
+    64-128: the K-phase kernel), or without split-K (a wide layer), returns the output itself."""
     from pagedawq.kernels import fused_ops
     from pagedawq.kernels.awq_gemm import awq_gemm, awq_gemm_split_k_partials, repack_for_wgmma_t
     from pagedawq.kernels.split_k import SplitKPartials
     down, wide = _layer(11008, 4096, 128, seed=3, device="cuda"), _layer(4096, 22016, 128, seed=4, device="cuda")
     weight = torch.rand(4096, device="cuda").half() + 0.5
-    for m in (1, 16, 64, 128):
+    for m in (1, 16, 64, 128, 256):
         x = torch.randn(m, 11008, device="cuda", dtype=torch.float16) * 0.1
         residual = torch.randn(m, 4096, device="cuda", dtype=torch.float16)
         repacked = repack_for_wgmma_t(*down)
         parts = awq_gemm_split_k_partials(x, *down, repacked)
         summed = awq_gemm(x, *down, repacked=repacked)
-        if m <= 64:
+        if m <= 128:
             assert isinstance(parts, torch.Tensor) and torch.equal(parts, summed)
         else:
             assert isinstance(parts, SplitKPartials) and parts.slices.shape[0] > 1

@@ -43,8 +43,9 @@ WGMMA_T_M_MIN = 1    # the "wgmma_t" path serves every M from here: it beat the 
                      # specialised) dequantize + cuBLAS at 4096 (H100, 2026-11-26)
 WS_M_MIN = 257       # from here on: the warp-specialised kernel (awq_wgmma_t_ws) where N % 128 == 0
 WS_MAX_SPLIT = 8     # split-K slices of the warp-specialised kernel above 256 tokens (narrow layers)
-WS_SMALL_M_MAX = 64  # up to here: the warp-specialised kernel with K phases where channel tiles are few ...
-WS_SMALL_BLOCK_TS = (64,)   # ... at these token tiles only (see ws_small_config)
+WS_SMALL_M_MAX = 128  # up to here: the warp-specialised kernel with K phases where channel tiles are few ...
+WS_SMALL_BLOCK_TS = (64, 128)   # ... at these token tiles only (see ws_small_config)
+WS_SMALL_CLUSTER_SIZES = (2, 4, 8)   # above 64 tokens only where its K slices sum as a cluster of these
 WS_SMALL_STAGES_MAX = 8
 SMEM_BYTES = 227 * 1024   # the most shared memory of an H100 CTA
 WGMMA_T_BLOCK_TS = (8, 16, 32, 64, 128, 256)          # token tiles: wgmma's N, a multiple of 8 up to 256
@@ -541,7 +542,7 @@ def ws_smem_bytes(cfg: WgmmaTConfig, kt: int, group: int) -> int:
 
 
 def ws_small_config(m: int, n: int, k: int, sms: int) -> WgmmaTConfig | None:
-    """The warp-specialised kernel with K phases at 33-64 tokens (``WS_SMALL_BLOCK_TS``) where the
+    """The warp-specialised kernel with K phases at 33-128 tokens (``WS_SMALL_BLOCK_TS``) where the
     layer's 64-channel tiles are at most two an SM (``down``, ``o`` and ``qkv``-like layers; None for
     wider ones such as a gate/up pair, where the one-warpgroup programs, two an SM, fill the GPU):
 
@@ -564,7 +565,15 @@ def ws_small_config(m: int, n: int, k: int, sms: int) -> WgmmaTConfig | None:
     the CTA's registers capped at 96 a thread (so it could share an SM with the kernels around it),
     1911-1915 without the producer's early ``launch_dependents`` (then 13.3 us alone: the alone gain
     is mostly the next launch's PDL prologue overlapping this one) and 1893-1907 with 4 slots.
-    At 17-32 tokens the one-warpgroup kernel was faster alone on 7 of the 12 layers."""
+    At 17-32 tokens the one-warpgroup kernel was faster alone on 7 of the 12 layers.
+
+    At 65-128 tokens only with one channel group and a split whose slices sum as a cluster
+    (``WS_SMALL_CLUSTER_SIZES``, ``awq_wgmma_t_ws.WS_CLUSTER_MAX_T``; session 13, H100): 7B down at 128
+    tokens 24.6-25.0 us against 31.5-32.2 for the one-warpgroup kernel with its global reduction
+    (1.54x cuBLAS against 1.18x), o 14.0 against 17.8; the batch-96 and batch-128 decode graphs as
+    before (5966 against 5969 us; 5685-5690 against 5664-5696), where the one-warpgroup o/down handed
+    their partials to the norm. With two channel groups (qkv-like layers, no cluster) it was not
+    measured at these token counts."""
     if m > WS_SMALL_M_MAX or n % 64:
         return None
     block_t = next(t for t in WGMMA_T_BLOCK_TS if m <= t)
@@ -572,7 +581,10 @@ def ws_small_config(m: int, n: int, k: int, sms: int) -> WgmmaTConfig | None:
     nc = next((c for c in (1, 2) if n % (64 * c) == 0 and tiles // c <= sms), None)
     if nc is None or block_t not in WS_SMALL_BLOCK_TS:
         return None
-    return k_phase_config(block_t, n, k, sms, nc, 2, 4 if block_t <= 16 else 2)
+    cfg = k_phase_config(block_t, n, k, sms, nc, 2, 4 if block_t <= 16 else 2)
+    if block_t > 64 and (cfg is None or nc > 1 or cfg.split_k not in WS_SMALL_CLUSTER_SIZES):
+        return None
+    return cfg
 
 
 def k_phase_config(block_t: int, n: int, k: int, sms: int, nc: int, kc: int, k_tiles: int) -> WgmmaTConfig | None:

@@ -53,10 +53,11 @@ GROUP_T = gl.constexpr(8)              # token tiles a raster group
 FOUR_CONSUMER_GROUP_SCALE_MAX_T = gl.constexpr(32)
 PRODUCER_REGS = gl.constexpr(24)       # the least setmaxnreg allows; the producer holds only scalars
 # Token tiles up to which the K slices of a CTA of two K-phase consumers sum as a cluster (the
-# configs of 33-64 tokens; one CTA an SM whatever the partial buffer). H100, session 13: 7B down at
-# 64 tokens 18.1-18.6 us against 19.8-20.0 with global partials, o 10.8 against 13.1; the batch-64
-# decode graph as before (3698-3710 us against 3704-3709: decode handed o/down partials to the norm).
-WS_CLUSTER_MAX_T = 64
+# configs of 33-128 tokens; one CTA an SM whatever the partial buffer). H100, session 13: 7B down at
+# 64 tokens 18.1-18.6 us against 19.8-20.0 with global partials, o 10.8 against 13.1; at 128 tokens
+# see ``awq_configs.ws_small_config``; the batch-64 decode graph as before (3698-3710 us against
+# 3704-3709: decode handed o/down partials to the norm).
+WS_CLUSTER_MAX_T = 128
 
 
 def max_regs(consumers: int) -> int:
