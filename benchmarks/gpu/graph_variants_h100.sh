@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The batch-1 decode graph replayed alone (7B AWQ, PDL on; decode_profile.py --breakdown), for this
+# The batch-1 (GRAPH_BATCH) decode graph replayed alone (7B AWQ, PDL on; decode_profile.py --breakdown), for this
 # tree and for variants of it made by sed, each timed RUNS times (default 2) in turn: the measure
 # that ranked small-M kernel candidates the way decode does in sessions 9-10 (two runs agree within
 # ~0.5%). One variant a line of VARIANTS: "name|file|sed expression", e.g.
