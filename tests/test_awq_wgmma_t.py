@@ -259,6 +259,9 @@ def test_small_m_config_choice():
     assert wgmma_t_config(128, 12288, 4096, sms).consumers == 1    # qkv: two channel groups, no cluster
     assert wgmma_t_config(128, 5120, 6912, sms).consumers == 1     # 13B/TP2 down: 80 tiles, no split
     assert wgmma_t_config(129, 4096, 11008, sms).consumers == 1    # above 128 tokens
+    from pagedawq.kernels.awq_configs import WS_SMALL_CLUSTER_SIZES
+    from pagedawq.kernels.clusters import CLUSTER_SIZES
+    assert WS_SMALL_CLUSTER_SIZES == CLUSTER_SIZES   # the pure-Python rule mirrors what clusters.py launches
     assert wgmma_t_config(64, 1024, 192, sms).consumers == 1     # 3 K tiles: not two steps a consumer
     # up to 32 tokens one warpgroup (faster alone at 17-32; at 1-16 faster alone, slower in decode)
     assert [wgmma_t_config(m, 4096, 11008, sms).consumers for m in (1, 16, 32)] == [1, 1, 1]
