@@ -343,7 +343,7 @@ def wgmma_t_candidates(m: int, n: int, k: int, sms: int) -> list:
     than a wave), and the one-warpgroup 64 x 256 and 128 x 128 it replaced. Up to 64 tokens: the
     warp-specialised variants with K phases (``ws_small_variants``) and the one-warpgroup rule's
     config with its split-K, half and twice that (and 2 and 4 where its split is none of the cluster
-    sizes); at 65-128 tokens those K-phase variants and the
+    sizes), and 128 channels in twice its slices; at 65-128 tokens those K-phase variants and the
     one-warpgroup candidates above."""
     base = awq_configs.wgmma_t_config(m, n, k, sms)
     ws = [awq_configs.WgmmaTConfig(bn, bt, stages=3, k_tiles=kt, consumers=2)
@@ -359,8 +359,11 @@ def wgmma_t_candidates(m: int, n: int, k: int, sms: int) -> list:
         # a split that does not sum as a cluster (3 on 13B/TP2 qkv, 120 tiles) also gets the
         # neighbouring cluster sizes
         near = [replace(base, split_k=s) for s in (2, 4) if base.split_k not in (1, 2, 4, 8)]
+        # 128 channels a program (two wgmmas sharing each x tile) in twice the slices: as many programs
+        wide = [replace(base, block_n=128, split_k=2 * base.split_k)] if n % 128 == 0 and base.split_k <= 4 else []
         return small + list(dict.fromkeys(
-            [base, replace(base, split_k=max(1, base.split_k // 2)), replace(base, split_k=2 * base.split_k), *near]))
+            [base, replace(base, split_k=max(1, base.split_k // 2)), replace(base, split_k=2 * base.split_k), *near,
+             *wide]))
     splits = {base.split_k, max(1, base.split_k // 2)}
     if base.split_k >= awq_configs.WGMMA_MAX_SPLIT:   # capped: try more slices of at least 8 K tiles
         splits |= {s for s in (8, 16) if k // 64 >= 8 * s}
