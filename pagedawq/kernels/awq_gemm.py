@@ -131,17 +131,8 @@ def awq_gemm_silu_and_mul(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.
     """``silu(x @ W_gate) * (x @ W_up)`` [M, N/2] for a gate/up layer ``W = [W_gate | W_up]`` [K, N]:
     one kernel where ``repacked`` (``repack_for_wgmma_t(..., silu_and_mul=True)``) serves x (the
     "wgmma_t" path, its epilogue doing the activation), else ``awq_gemm`` then ``silu_and_mul``."""
-    group = _check(x, qweight, qzeros, scales)
-    m, k = x.shape
-    n = qweight.shape[1] * PACK_FACTOR
-    if repacked is not None and wgmma_t_usable(x, n, k, group, scales.dtype):
-        module = wgmma_t_module()
-        try:
-            return _launch_wgmma_t(module, x, n, repacked, torch.empty((m, n // 2), dtype=x.dtype, device=x.device),
-                                   None, silu_and_mul=True)
-        except module.BUILD_ERRORS as e:
-            _disable_wgmma_t(e)
-    return ops.silu_and_mul(awq_gemm(x, qweight, qzeros, scales))
+    fused = _wgmma_t_if_usable(x, qweight, qzeros, scales, repacked, silu_and_mul=True)
+    return fused if fused is not None else ops.silu_and_mul(awq_gemm(x, qweight, qzeros, scales))
 
 
 def awq_gemm_split_k_partials(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor,
@@ -150,17 +141,28 @@ def awq_gemm_split_k_partials(x: torch.Tensor, qweight: torch.Tensor, qzeros: to
     the "wgmma_t" path serves x with split-K whose slices do not sum as a cluster
     (``awq_wgmma_t.cluster_reduces``), its K slices' partials, which spares the GEMM its reduction;
     otherwise ``awq_gemm``'s output."""
+    out = _wgmma_t_if_usable(x, qweight, qzeros, scales, repacked, split_k_partials=True)
+    return out if out is not None else awq_gemm(x, qweight, qzeros, scales, repacked=repacked)
+
+
+def _wgmma_t_if_usable(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor,
+                       repacked: tuple[torch.Tensor, torch.Tensor] | None, silu_and_mul: bool = False,
+                       split_k_partials: bool = False) -> torch.Tensor | SplitKPartials | None:
+    """The "wgmma_t" launch of the variants above with its default config, or None where that path
+    does not serve x (no repacked weights, ``wgmma_t_usable`` false, or its kernel does not build,
+    which turns the path off with a warning): the caller then computes the product otherwise."""
     group = _check(x, qweight, qzeros, scales)
     m, k = x.shape
     n = qweight.shape[1] * PACK_FACTOR
-    if m and repacked is not None and wgmma_t_usable(x, n, k, group, scales.dtype):
-        module = wgmma_t_module()
-        try:
-            return _launch_wgmma_t(module, x, n, repacked, torch.empty((m, n), dtype=x.dtype, device=x.device),
-                                   None, split_k_partials=True)
-        except module.BUILD_ERRORS as e:
-            _disable_wgmma_t(e)
-    return awq_gemm(x, qweight, qzeros, scales, repacked=repacked)
+    if repacked is None or not wgmma_t_usable(x, n, k, group, scales.dtype):
+        return None
+    module = wgmma_t_module()
+    out = torch.empty((m, n // 2 if silu_and_mul else n), dtype=x.dtype, device=x.device)
+    try:
+        return _launch_wgmma_t(module, x, n, repacked, out, None, silu_and_mul, split_k_partials)
+    except module.BUILD_ERRORS as e:
+        _disable_wgmma_t(e)
+        return None
 
 
 def default_path(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, group: int,
