@@ -42,7 +42,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from pagedawq.kernels.awq_configs import WgmmaTConfig, k_tiles_per_step  # noqa: E402
 from pagedawq.kernels.awq_wgmma_t import (_griddep, _load_weights, _load_x, _unpack_a, _unpack_buf,  # noqa: E402
                                           _write_tile,
-                                          descriptors, split_k_buffers, words_layout)
+                                          descriptors, k_slices, split_k_buffers, words_layout)
 from pagedawq.kernels.pdl import pdl_launch  # noqa: E402
 
 
@@ -200,7 +200,8 @@ def mma_v2_direct_gemm(x, words, zs, cfg: WgmmaTConfig, out, counters=None):
     m, k = x.shape
     n = zs.shape[1]
     group = k // zs.shape[0]
-    split, ws, counters = split_k_buffers(x, n, 1, cfg, out, zs, counters)
+    split = k_slices(k, 1, cfg)
+    ws, counters = split_k_buffers(x, n, split, cfg, out, zs, counters)
     grid = (n // cfg.block_n, triton.cdiv(m, cfg.block_t), split)
     awq_mma_v2_direct_kernel[grid](x, words, zs, out, ws, counters, m, n, k, x.stride(0), out.stride(0), split,
                                    G=group, W_LAYOUT=words_layout(cfg.block_n), BANDS=cfg.block_n // 16,
@@ -213,7 +214,8 @@ def mma_v2_gemm(x, words, zs, cfg: WgmmaTConfig, out, counters=None):
     n = zs.shape[1]
     group = k // zs.shape[0]
     kt = k_tiles_per_step(k, group, cfg)
-    split, ws, counters = split_k_buffers(x, n, kt, cfg, out, zs, counters)
+    split = k_slices(k, kt, cfg)
+    ws, counters = split_k_buffers(x, n, split, cfg, out, zs, counters)
     x_desc, w_desc, zs_desc = descriptors(x, words, zs, cfg, kt)
     grid = (n // cfg.block_n, triton.cdiv(m, cfg.block_t), split)
     awq_mma_v2_kernel[grid](x_desc, w_desc, zs_desc, out, ws, counters, m, n, k, out.stride(0), split,

@@ -570,18 +570,22 @@ def output_tiles(m: int, n: int, cfg: WgmmaTConfig) -> int:
     return triton.cdiv(m, cfg.block_t) * (n // cfg.block_n)
 
 
-def split_k_buffers(x: torch.Tensor, n: int, kt: int, cfg: WgmmaTConfig, out: torch.Tensor, zs: torch.Tensor,
-                    counters: torch.Tensor | None) -> tuple[int, torch.Tensor, torch.Tensor]:
-    """The K slices of a launch (``cfg.split_k`` made nonempty for steps of ``kt`` K tiles) and the
-    kernels' workspace and counter arguments: with split-K a fresh fp32 workspace [split, M, N] and
-    the caller's counters (a zeroed int32 one per output tile), else placeholders never touched."""
-    m, k = x.shape
-    split = nonempty_split(k // (BLOCK_K * kt), cfg.split_k)
+def k_slices(k: int, kt: int, cfg: WgmmaTConfig) -> int:
+    """The K slices of a launch: ``cfg.split_k`` made nonempty for steps of ``kt`` K tiles."""
+    return nonempty_split(k // (BLOCK_K * kt), cfg.split_k)
+
+
+def split_k_buffers(x: torch.Tensor, n: int, split: int, cfg: WgmmaTConfig, out: torch.Tensor, zs: torch.Tensor,
+                    counters: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The kernels' workspace and counter arguments for ``split`` K slices (``k_slices``): with
+    split-K a fresh fp32 workspace [split, M, N] and the caller's counters (a zeroed int32 one per
+    output tile), else placeholders never touched."""
+    m = x.shape[0]
     if split == 1:
-        return 1, out, zs
+        return out, zs
     if counters is None or counters.numel() < output_tiles(m, n, cfg):
         raise ValueError("split-K needs a zeroed int32 counter per output tile")
-    return split, torch.empty((split, m, n), dtype=torch.float32, device=x.device), counters
+    return torch.empty((split, m, n), dtype=torch.float32, device=x.device), counters
 
 
 def descriptors(x: torch.Tensor, words: torch.Tensor, zs: torch.Tensor, cfg: WgmmaTConfig, kt: int):
@@ -622,7 +626,7 @@ def wgmma_t_gemm(x: torch.Tensor, words: torch.Tensor, zs: torch.Tensor, cfg: Wg
     group = k // zs.shape[0]
     kt = k_tiles_per_step(k, group, cfg)
     x_desc, w_desc, zs_desc = descriptors(x, words, zs, cfg, kt)
-    split = nonempty_split(k // (BLOCK_K * kt), cfg.split_k)
+    split = k_slices(k, kt, cfg)
     consts = dict(G=group, W_LAYOUT=words_layout(cfg.block_n), STAGES=cfg.stages, SPLIT=split > 1, SILU=silu_and_mul,
                   num_warps=cfg.num_warps, **pdl_launch(x.device, m))
     tiles = (n // cfg.block_n, triton.cdiv(m, cfg.block_t))
@@ -631,7 +635,7 @@ def wgmma_t_gemm(x: torch.Tensor, words: torch.Tensor, zs: torch.Tensor, cfg: Wg
                                  x.device, x_desc, w_desc, zs_desc, out, out, zs, m, n, k, out.stride(0), split,
                                  CLUSTER=split, **consts)):
         return out
-    split, ws, counters = split_k_buffers(x, n, kt, cfg, out, zs, counters)
+    ws, counters = split_k_buffers(x, n, split, cfg, out, zs, counters)
     defer = split_k_partials and split > 1
     awq_wgmma_t_kernel[(*tiles, split)](x_desc, w_desc, zs_desc, out, ws, counters, m, n, k, out.stride(0), split,
                                         DEFER=defer, **consts)

@@ -40,10 +40,10 @@ from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, mbarrier
 
-from pagedawq.kernels.awq_configs import WgmmaTConfig, k_tiles_per_step, nonempty_split
+from pagedawq.kernels.awq_configs import WgmmaTConfig, k_tiles_per_step
 from pagedawq.kernels.awq_wgmma_t import (GROUP_SCALE_MAX_T, _cluster_sum_tile, _cta_barrier, _griddep, _mma_step,
-                                          _tma_load, _write_tile, BLOCK_K, cluster_reduces, cluster_smem_bytes,
-                                          descriptors, split_k_buffers, words_layout)
+                                          _tma_load, _write_tile, cluster_reduces, cluster_smem_bytes, descriptors,
+                                          k_slices, split_k_buffers, words_layout)
 from pagedawq.kernels.clusters import arrive_cluster, init_push_barrier, launch_clustered, smem_address
 from pagedawq.kernels.pdl import pdl_launch
 from pagedawq.kernels.split_k import SplitKPartials
@@ -291,7 +291,7 @@ def wgmma_t_ws_gemm(x: torch.Tensor, words: torch.Tensor, zs: torch.Tensor, cfg:
     group = k // zs.shape[0]
     kt = check_config(n, k, group, cfg)
     x_desc, w_desc, zs_desc = descriptors(x, words, zs, cfg, kt)
-    split = nonempty_split(k // (BLOCK_K * kt), cfg.split_k)
+    split = k_slices(k, kt, cfg)
     tiles = triton.cdiv(m, cfg.block_t) * (n // cfg.cta_channels)
     consts = dict(G=group, STAGES=cfg.stages, NC=cfg.channel_groups, KC=cfg.k_phases, SPLIT=split > 1,
                   SILU=silu_and_mul, CONSUMER_REGS=consumer_regs(cfg.consumers), num_warps=cfg.num_warps,
@@ -302,7 +302,7 @@ def wgmma_t_ws_gemm(x: torch.Tensor, words: torch.Tensor, zs: torch.Tensor, cfg:
                                  cluster_smem_bytes(cfg.block_n, cfg.block_t), x.device, x_desc, w_desc, zs_desc,
                                  out, out, zs, m, n, k, out.stride(0), split, CLUSTER=split, **consts)):
         return out
-    split, ws, counters = split_k_buffers(x, n, kt, cfg, out, zs, counters)
+    ws, counters = split_k_buffers(x, n, split, cfg, out, zs, counters)
     defer = split_k_partials and split > 1
     awq_wgmma_t_ws_kernel[(tiles, split)](x_desc, w_desc, zs_desc, out, ws, counters, m, n, k, out.stride(0), split,
                                           DEFER=defer, **consts)
