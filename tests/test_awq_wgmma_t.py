@@ -231,6 +231,14 @@ def test_config_choice():
     assert wgmma_t_config(128, 12288, 4096, sms).split_k == 1     # 192 tiles: 2, halved (a program per SM left)
     assert one_warpgroup_config(128, 4096, 4096, sms).split_k == 2       # 64 tiles: 4, halved (slices < 32 K tiles)
     assert one_warpgroup_config(1, 1280, 8192, sms).split_k == 12        # 20 tiles: up to 16 slices of >= 10 K tiles
+    # up to 32 tokens a split of 3 (120 or 128 tiles) becomes 2, which sums as a cluster; 64 tokens keep 3
+    assert [one_warpgroup_config(m, 7680, 5120, sms).split_k for m in (1, 16, 32, 64)] == [2, 2, 2, 3]
+    assert one_warpgroup_config(16, 8192, 3584, sms).split_k == 2        # 70B/TP8 down: 128 tiles
+    from pagedawq.kernels.awq_configs import CLUSTER_MAX_T
+    from pagedawq.kernels.awq_wgmma_t import CLUSTER_MAX_T as KERNEL_CLUSTER_MAX_T, cluster_reduces
+    assert CLUSTER_MAX_T == KERNEL_CLUSTER_MAX_T   # the pure-Python rule mirrors the kernel's
+    assert all(cluster_reduces(one_warpgroup_config(m, n, k, sms).split_k, 64, 16, False)
+               for m in (1, 16) for n, k in ((7680, 5120), (8192, 3584), (4096, 11008), (12288, 4096)))
     assert one_warpgroup_config(1, 8192, 1024, sms).split_k == 1         # 16 K tiles: no slices of >= 10
     assert one_warpgroup_config(16, 1024, 512, sms).split_k == 1         # 8 K tiles: no split
     assert [(c.stages, c.k_tiles) for c in (one_warpgroup_config(m, 4096, 4096, sms) for m in (8, 32, 64, 128))] == \

@@ -46,6 +46,7 @@ WS_MAX_SPLIT = 8     # split-K slices of the warp-specialised kernel above 256 t
 WS_SMALL_M_MAX = 128  # up to here: the warp-specialised kernel with K phases where channel tiles are few ...
 WS_SMALL_BLOCK_TS = (64, 128)   # ... at these token tiles only (see ws_small_config)
 WS_SMALL_CLUSTER_SIZES = (2, 4, 8)   # above 64 tokens only where its K slices sum as a cluster (clusters.CLUSTER_SIZES)
+CLUSTER_MAX_T = 32   # token tiles whose one-warpgroup K slices sum as a cluster (awq_wgmma_t.CLUSTER_MAX_T)
 WS_SMALL_STAGES_MAX = 8
 SMEM_BYTES = 227 * 1024   # the most shared memory of an H100 CTA
 WGMMA_T_BLOCK_TS = (8, 16, 32, 64, 128, 256)          # token tiles: wgmma's N, a multiple of 8 up to 256
@@ -481,7 +482,9 @@ def one_warpgroup_config(m: int, n: int, k: int, sms: int) -> WgmmaTConfig:
     * split-K until there are two programs per SM at M <= 128 and one above, in slices of at least
       10 K tiles (shorter ones lost on the 1024 x 8192 layer), at most 4 (16 for the narrowest
       layers at M <= 16, where 4 left most SMs idle); halved at the 128-token tile where a program
-      per SM remains or the slices would be under 32 K tiles;
+      per SM remains or the slices would be under 32 K tiles; up to ``CLUSTER_MAX_T`` tokens, 3 and
+      5-7 slices rounded down to 2 or 4, which sum as a cluster (13B/TP=2 qkv, 120 tiles, at M = 1 /
+      16: 3 slices 12.5 / 13.3 us, 2 slices 11.3 / 11.6; H100, session 14);
     * pipeline steps of 4 K tiles for the memory-bound small tiles, 2 at 64-128 tokens, 1 at 256
       (each step waits for its wgmmas, so a longer step spreads that latency), 2-3 steps deep.
     """
@@ -493,6 +496,8 @@ def one_warpgroup_config(m: int, n: int, k: int, sms: int) -> WgmmaTConfig:
     split = min(cap, -(-want // tiles), max(1, k // 64 // 10))
     if block_t == 128 and block_n == 64 and (tiles * (split // 2) >= sms or k // 64 < 32 * split):
         split //= 2
+    if block_t <= CLUSTER_MAX_T and split in (3, 5, 6, 7):
+        split = 1 << (split.bit_length() - 1)   # slices that sum as a cluster, not through global memory
     stages, k_tiles = (2, 4) if block_t <= 32 else (2, 2) if block_t <= 128 else (3, 1)
     return WgmmaTConfig(block_n, block_t, stages=stages, split_k=nonempty_split(k // 64, split), k_tiles=k_tiles)
 
