@@ -5,7 +5,7 @@ For each configuration: time per output token without the profiler, then the sam
 is the GPU waiting for the host: scheduling, input preparation, sampling, the driver/worker hop)
 and rank 0's top kernels.
 
-With ``--breakdown`` (TP=1 only) it also replays the decode graph of that batch by itself: its GPU
+With ``--breakdown`` it also replays (on every rank at once) the decode graph of that batch by itself: its GPU
 time, and the host time of the replay call, against the engine's whole step (the steadiest measure
 of a kernel change in decode: two runs agree within ~0.5%, where e2e tok/s moves by up to 20%).
 
@@ -32,28 +32,12 @@ FUSED_COMM_KERNELS = ("add_rms_norm",)
 
 
 def graph_breakdown(llm: LLM, wall_us: float, batch: int) -> None:
-    """GPU and host time of the decode graph of ``batch`` sequences alone (its static inputs as the
-    last step left them)."""
-    graph, _ = llm.llm_engine.executor.worker.runner.graphs.graphs[batch]
-    torch.cuda.synchronize()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(50):
-        graph.replay()
-    end.record()
-    end.synchronize()
-    gpu_us = start.elapsed_time(end) * 1000 / 50
-    host = []
-    for _ in range(20):
-        torch.cuda.synchronize()
-        t = now()
-        graph.replay()
-        host.append(1e6 * (now() - t))
-        torch.cuda.synchronize()
-    host.sort()
-    print(f"  batch-{batch} graph alone: {gpu_us:.0f} us GPU per replay (back to back); replay() call returns after "
-          f"{host[len(host) // 2]:.0f} us of host time; the engine's step: {wall_us:.0f} us "
-          f"({wall_us - gpu_us:.0f} us beyond the graph)", flush=True)
+    """GPU time of the decode graph of ``batch`` sequences alone on every rank (its static inputs as
+    the last step left them), and the host time of the replay call, against the engine's whole step."""
+    for r in llm.llm_engine.time_decode_graph(batch):
+        print(f"  batch-{batch} graph alone (rank {r['rank']}): {r['gpu_us']:.0f} us GPU per replay (back to back); "
+              f"replay() call returns after {r['host_us']:.0f} us of host time; the engine's step: {wall_us:.0f} us "
+              f"({wall_us - r['gpu_us']:.0f} us beyond the graph)", flush=True)
 
 
 def profile(model: str, quant: str | None, dtype: str, tp: int, n_out: int, table: bool, breakdown: bool,
@@ -66,7 +50,7 @@ def profile(model: str, quant: str | None, dtype: str, tp: int, n_out: int, tabl
     start = now()
     llm.generate(random_prompts(batch, 32, vocab, seed=2), params, use_tqdm=False)
     wall_us = 1e6 * (now() - start) / n_out
-    if breakdown and tp == 1:
+    if breakdown:
         graph_breakdown(llm, wall_us, batch)   # before the profiler: once it has run, graph launches block
     llm.start_profile()
     llm.generate(random_prompts(batch, 32, vocab, seed=3), params, use_tqdm=False)
@@ -102,7 +86,7 @@ def main() -> None:
     p.add_argument("--tp", type=int, nargs="+", default=[1])
     p.add_argument("--output-len", type=int, default=64)
     p.add_argument("--no-table", action="store_true")
-    p.add_argument("--breakdown", action="store_true", help="TP=1: time the decode graph by itself too")
+    p.add_argument("--breakdown", action="store_true", help="time the decode graph by itself too (every rank)")
     p.add_argument("--batch", type=int, default=1, help="sequences decoded together (a captured graph size)")
     args = p.parse_args()
     print(f"device: {device_name()} x{torch.cuda.device_count()}  torch {torch.__version__}", flush=True)

@@ -1,7 +1,8 @@
 """Tensor parallelism on real GPUs in one process: correctness and speed, TP=1 against TP=2.
 
 * a random-weight GQA model (float32): greedy tokens at TP=2 equal TP=1;
-* a Llama-2-13B-shaped AWQ model (random weights): decode latency at batch 1 and offline throughput;
+* a Llama-2-13B-shaped AWQ model (random weights): decode latency at batch 1 (and the batch-1 decode
+  graph replayed alone on every rank: the step's device time without the host) and offline throughput;
 * with ``--compare-allreduce``, TP latency again with every all-reduce on NCCL (no symmetric memory).
 
     python benchmarks/tp_suite.py --tp 2 --num-prompts 1000 --compare-allreduce [--no-async-scheduling]
@@ -75,6 +76,10 @@ def speed(model: str, tp: int, quant: str | None, num_prompts: int, nccl_only: b
     llm.generate(random_prompts(1, 32, vocab, seed=2), params, use_tqdm=False)
     ms = 1000 * (now() - start) / 128
     log(f"latency  {model} {label} batch 1: {ms:.2f} ms/token ({1000 / ms:.0f} tok/s)")
+    # the step's device time without the host: every rank replays its batch-1 decode graph at once
+    graph = llm.llm_engine.time_decode_graph(1)
+    log(f"graph    {model} {label} batch 1 alone: " + ", ".join(f"rank {r['rank']} {r['gpu_us'] / 1000:.2f}"
+                                                               for r in graph) + " ms GPU per replay")
     if num_prompts:
         prompts = random_prompts(num_prompts, 512, vocab, seed=3)
         sp = [SamplingParams(temperature=1.0, max_tokens=128, ignore_eos=True, seed=i) for i in range(num_prompts)]

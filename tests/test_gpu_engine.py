@@ -70,6 +70,16 @@ def test_triton_path_equals_torch_path_and_graphs_equal_eager(models):
     assert toks(run(path, async_scheduling=True, max_num_batched_tokens=32)) == reference
 
 
+def test_decode_graph_timing_replays_the_captured_graph(models):
+    with LLM(str(models["llama"]), device="cuda", skip_tokenizer_init=True, gpu_memory_utilization=0.3,
+             dtype="float32", max_num_seqs=4) as llm:
+        llm.generate(prompts(), GREEDY, use_tqdm=False)
+        (r,) = llm.llm_engine.time_decode_graph(4, replays=5)
+        assert r["rank"] == 0 and r["gpu_us"] > 0 and r["host_us"] > 0
+        with pytest.raises(ValueError, match=r"no decode graph of batch 3 on this rank \(captured: \[1, 2, 4\]\)"):
+            llm.llm_engine.time_decode_graph(3)
+
+
 @pytest.mark.parametrize("dtype, tol", [("float16", 0.05), ("bfloat16", 0.3)])
 def test_half_precision_tracks_transformers(models, dtype, tol):
     import transformers

@@ -240,12 +240,14 @@ def test_shutdown_survives_ray_errors_while_the_process_ends(gqa_model, monkeypa
     assert killed == workers   # one failure does not leave the other workers running
 
 
-def test_profile_reports_every_rank(gqa_model, tmp_path):
+def test_profile_reports_every_rank_and_graph_timing_needs_graphs(gqa_model, tmp_path):
     with LLM(str(gqa_model[0]), device="cpu", dtype="float32", tensor_parallel_size=2, skip_tokenizer_init=True,
              kv_cache_memory_bytes=8 * 2**20) as llm:
         llm.start_profile()
         llm.generate([{"prompt_token_ids": [5, 6, 7]}], GREEDY, use_tqdm=False)
         summaries = llm.stop_profile(str(tmp_path))
+        with pytest.raises(Exception, match="no decode graph of batch 1 on this rank"):   # CPU: no CUDA graphs
+            llm.llm_engine.time_decode_graph(1)
     assert [s["rank"] for s in summaries] == [0, 1]
     for s in summaries:
         assert "aten::" in s["table"]   # the ops the rank ran

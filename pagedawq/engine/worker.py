@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 
 import torch
 
@@ -136,6 +137,33 @@ class Worker:
                 "device_time_us": sum(kernels.values()),
                 "kernel_time_us": dict(sorted(kernels.items(), key=lambda kv: -kv[1])),
                 "table": prof.key_averages().table(sort_by=sort_key, row_limit=30)}
+
+    def time_decode_graph(self, batch: int, replays: int = 50) -> dict:
+        """GPU time of this rank's captured decode graph of ``batch`` sequences replayed back to back
+        (its static inputs as the last step left them), and the host time of one replay call. Called
+        on every rank at once (``collective_rpc``), the ranks' graphs meet in their all-reduces as in
+        a step, so at TP > 1 this is the step's device time without the host in between."""
+        graphs = self.runner.graphs if self.runner is not None else None
+        if graphs is None or batch not in graphs.graphs:
+            raise ValueError(f"no decode graph of batch {batch} on this rank (captured: "
+                             f"{sorted(graphs.graphs) if graphs is not None else 'none'})")
+        graph, _ = graphs.graphs[batch]
+        torch.cuda.synchronize(self.device)
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(replays):
+            graph.replay()
+        end.record()
+        end.synchronize()
+        host = []
+        for _ in range(20):
+            torch.cuda.synchronize(self.device)
+            t = time.perf_counter()
+            graph.replay()
+            host.append(1e6 * (time.perf_counter() - t))
+        torch.cuda.synchronize(self.device)
+        return {"rank": self.rank, "gpu_us": start.elapsed_time(end) * 1000 / replays,
+                "host_us": sorted(host)[len(host) // 2]}
 
     def ping(self) -> int:
         return os.getpid()
