@@ -93,6 +93,27 @@ def now() -> float:
     return time.perf_counter()
 
 
+def decode_step_s(llm, batch: int, n_in: int, n_out: int) -> float:
+    """Seconds a decode step of ``batch`` sequences takes in ``LLM.generate``: a generation of
+    ``n_out`` tokens after an ``n_in``-token prompt (warmed up once), less its prefill step (timed
+    alone on fresh prompts), over the ``n_out - 1`` decode steps. Time to first token is not in it."""
+    from pagedawq import SamplingParams
+    vocab = llm.llm_engine.config.model.vocab_size
+    params = SamplingParams(temperature=0, max_tokens=n_out, ignore_eos=True)
+    llm.generate(random_prompts(batch, n_in, vocab, seed=1), params, use_tqdm=False)
+    start = now()
+    llm.generate(random_prompts(batch, n_in, vocab, seed=2), params, use_tqdm=False)
+    total = now() - start
+    eng = llm.llm_engine
+    for i, p in enumerate(random_prompts(batch, n_in, vocab, seed=3)):
+        eng.add_request(f"prefill-only-{batch}-{i}", p, SamplingParams(temperature=0, max_tokens=1, ignore_eos=True))
+    start = now()
+    while eng.has_unfinished_requests():
+        eng.step()
+    prefill = now() - start
+    return max(total - prefill, 1e-9) / (n_out - 1)
+
+
 def device_name() -> str:
     if torch.cuda.is_available():
         return torch.cuda.get_device_name()

@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 
 import torch
-from common import device_name, now, random_prompts, shape_dir
+from common import decode_step_s, device_name, random_prompts, shape_dir
 
 from pagedawq import LLM, SamplingParams
 
@@ -41,20 +42,17 @@ def graph_breakdown(llm: LLM, wall_us: float, batch: int) -> None:
 
 
 def profile(model: str, quant: str | None, dtype: str, tp: int, n_out: int, table: bool, breakdown: bool,
-            batch: int) -> None:
+            batch: int, trace_dir: str | None = None) -> None:
     llm = LLM(shape_dir(model), load_format="dummy", skip_tokenizer_init=True, dtype=dtype, quantization=quant,
               tensor_parallel_size=tp, max_model_len=2048, max_num_seqs=max(8, batch))
     vocab = llm.llm_engine.config.model.vocab_size
     params = SamplingParams(temperature=0, max_tokens=n_out, ignore_eos=True)
-    llm.generate(random_prompts(batch, 32, vocab, seed=1), params, use_tqdm=False)
-    start = now()
-    llm.generate(random_prompts(batch, 32, vocab, seed=2), params, use_tqdm=False)
-    wall_us = 1e6 * (now() - start) / n_out
+    wall_us = 1e6 * decode_step_s(llm, batch, 32, n_out)   # a decode step, prefill not included
     if breakdown:
         graph_breakdown(llm, wall_us, batch)   # before the profiler: once it has run, graph launches block
     llm.start_profile()
-    llm.generate(random_prompts(batch, 32, vocab, seed=3), params, use_tqdm=False)
-    ranks = llm.stop_profile()
+    llm.generate(random_prompts(batch, 32, vocab, seed=4), params, use_tqdm=False)
+    ranks = llm.stop_profile(os.path.join(trace_dir, f"tp{tp}") if trace_dir else None)
     label = f"{model} {quant or dtype} TP={tp} batch {batch}"
     kernel = [r["device_time_us"] / n_out for r in ranks]
     print(f"{label}: {wall_us:.0f} us/token wall; kernel time per token by rank: "
@@ -88,11 +86,13 @@ def main() -> None:
     p.add_argument("--no-table", action="store_true")
     p.add_argument("--breakdown", action="store_true", help="time the decode graph by itself too (every rank)")
     p.add_argument("--batch", type=int, default=1, help="sequences decoded together (a captured graph size)")
+    p.add_argument("--trace-dir", default=None, help="write each rank's Chrome trace to DIR/tp<N>/rank<R>.json")
     args = p.parse_args()
     print(f"device: {device_name()} x{torch.cuda.device_count()}  torch {torch.__version__}", flush=True)
     quant = None if args.quantization in ("none", "") else args.quantization
     for tp in args.tp:
-        profile(args.model, quant, args.dtype, tp, args.output_len, not args.no_table, args.breakdown, args.batch)
+        profile(args.model, quant, args.dtype, tp, args.output_len, not args.no_table, args.breakdown, args.batch,
+                args.trace_dir)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ import time
 from contextlib import contextmanager
 
 import torch
-from common import device_name, now, random_prompts, shape_dir
+from common import decode_step_s, device_name, now, random_prompts, shape_dir
 
 from pagedawq import LLM, SamplingParams
 
@@ -45,21 +45,7 @@ def engine(model: str, **kw) -> LLM:
 
 
 def decode_tok_s(llm: LLM, batch: int, n_in: int, n_out: int) -> float:
-    vocab = llm.llm_engine.config.model.vocab_size
-    params = SamplingParams(temperature=0, max_tokens=n_out, ignore_eos=True)
-    llm.generate(random_prompts(batch, n_in, vocab, seed=1), params, use_tqdm=False)
-    start = now()
-    llm.generate(random_prompts(batch, n_in, vocab, seed=2), params, use_tqdm=False)
-    total = now() - start
-    # Subtract the prefill step so the number is decode speed.
-    eng = llm.llm_engine
-    for i, p in enumerate(random_prompts(batch, n_in, vocab, seed=3)):
-        eng.add_request(f"pf{batch}-{i}", p, SamplingParams(temperature=0, max_tokens=1, ignore_eos=True))
-    start = now()
-    while eng.has_unfinished_requests():
-        eng.step()
-    prefill = now() - start
-    return batch * (n_out - 1) / max(total - prefill, 1e-9)
+    return batch / decode_step_s(llm, batch, n_in, n_out)
 
 
 def prefill_ms(llm: LLM, n_tokens: int) -> float:

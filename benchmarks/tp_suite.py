@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import torch
-from common import device_name, now, random_prompts, shape_dir
+from common import decode_step_s, device_name, now, random_prompts, shape_dir
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pagedawq import LLM, SamplingParams  # noqa: E402
@@ -70,11 +70,7 @@ def speed(model: str, tp: int, quant: str | None, num_prompts: int, nccl_only: b
     label += " async" if llm.llm_engine.async_scheduling else ""
     label += " tuned" if tune_kernels else ""
     vocab = llm.llm_engine.config.model.vocab_size
-    params = SamplingParams(temperature=0, max_tokens=128, ignore_eos=True)
-    llm.generate(random_prompts(1, 32, vocab, seed=1), params, use_tqdm=False)
-    start = now()
-    llm.generate(random_prompts(1, 32, vocab, seed=2), params, use_tqdm=False)
-    ms = 1000 * (now() - start) / 128
+    ms = 1000 * decode_step_s(llm, 1, 32, 128)   # prefill not included: decode latency per token
     log(f"latency  {model} {label} batch 1: {ms:.2f} ms/token ({1000 / ms:.0f} tok/s)")
     # the step's device time without the host: every rank replays its batch-1 decode graph at once
     graph = llm.llm_engine.time_decode_graph(1)
