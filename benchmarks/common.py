@@ -93,25 +93,28 @@ def now() -> float:
     return time.perf_counter()
 
 
-def decode_step_s(llm, batch: int, n_in: int, n_out: int) -> float:
-    """Seconds a decode step of ``batch`` sequences takes in ``LLM.generate``: a generation of
-    ``n_out`` tokens after an ``n_in``-token prompt (warmed up once), less its prefill step (timed
-    alone on fresh prompts), over the ``n_out - 1`` decode steps. Time to first token is not in it."""
+def decode_timing(llm, batch: int, n_in: int, n_out: int) -> tuple[float, float]:
+    """(seconds a decode step of ``batch`` sequences takes, seconds each ``LLM.generate`` call costs
+    beyond its decode steps) after ``n_in``-token prompts. Two generations, of ``n_out`` and of
+    ``n_out // 4`` tokens (each on fresh prompts, after one warm-up), differ only in decode steps, so
+    their difference over the step count is the step; the rest of a call (prefill, the asynchronous
+    pipeline's start and end, the call's own bookkeeping) is the second number. Time to first
+    token is in neither."""
     from pagedawq import SamplingParams
     vocab = llm.llm_engine.config.model.vocab_size
-    params = SamplingParams(temperature=0, max_tokens=n_out, ignore_eos=True)
-    llm.generate(random_prompts(batch, n_in, vocab, seed=1), params, use_tqdm=False)
-    start = now()
-    llm.generate(random_prompts(batch, n_in, vocab, seed=2), params, use_tqdm=False)
-    total = now() - start
-    eng = llm.llm_engine
-    for i, p in enumerate(random_prompts(batch, n_in, vocab, seed=3)):
-        eng.add_request(f"prefill-only-{batch}-{i}", p, SamplingParams(temperature=0, max_tokens=1, ignore_eos=True))
-    start = now()
-    while eng.has_unfinished_requests():
-        eng.step()
-    prefill = now() - start
-    return max(total - prefill, 1e-9) / (n_out - 1)
+    short = max(2, n_out // 4)
+    if n_out <= short:
+        raise ValueError(f"decode_timing needs n_out > {short}, got {n_out}")
+
+    def generate(n: int, seed: int) -> float:
+        params = SamplingParams(temperature=0, max_tokens=n, ignore_eos=True)
+        start = now()
+        llm.generate(random_prompts(batch, n_in, vocab, seed=seed), params, use_tqdm=False)
+        return now() - start
+    generate(n_out, seed=1)
+    t_long, t_short = generate(n_out, seed=2), generate(short, seed=3)
+    step = max(t_long - t_short, 1e-9) / (n_out - short)
+    return step, t_short - (short - 1) * step
 
 
 def device_name() -> str:

@@ -21,7 +21,7 @@ import gc
 import os
 
 import torch
-from common import decode_step_s, device_name, random_prompts, shape_dir
+from common import decode_timing, device_name, random_prompts, shape_dir
 
 from pagedawq import LLM, SamplingParams
 
@@ -47,7 +47,7 @@ def profile(model: str, quant: str | None, dtype: str, tp: int, n_out: int, tabl
               tensor_parallel_size=tp, max_model_len=2048, max_num_seqs=max(8, batch))
     vocab = llm.llm_engine.config.model.vocab_size
     params = SamplingParams(temperature=0, max_tokens=n_out, ignore_eos=True)
-    wall_us = 1e6 * decode_step_s(llm, batch, 32, n_out)   # a decode step, prefill not included
+    wall_us = 1e6 * decode_timing(llm, batch, 32, n_out)[0]   # a decode step; prefill and the call's ends apart
     if breakdown:
         graph_breakdown(llm, wall_us, batch)   # before the profiler: once it has run, graph launches block
     llm.start_profile()

@@ -25,7 +25,7 @@ import time
 from contextlib import contextmanager
 
 import torch
-from common import decode_step_s, device_name, now, random_prompts, shape_dir
+from common import decode_timing, device_name, now, random_prompts, shape_dir
 
 from pagedawq import LLM, SamplingParams
 
@@ -45,7 +45,7 @@ def engine(model: str, **kw) -> LLM:
 
 
 def decode_tok_s(llm: LLM, batch: int, n_in: int, n_out: int) -> float:
-    return batch / decode_step_s(llm, batch, n_in, n_out)
+    return batch / decode_timing(llm, batch, n_in, n_out)[0]
 
 
 def prefill_ms(llm: LLM, n_tokens: int) -> float:

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import torch
-from common import decode_step_s, device_name, now, random_prompts, shape_dir
+from common import decode_timing, device_name, now, random_prompts, shape_dir
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pagedawq import LLM, SamplingParams  # noqa: E402
@@ -70,8 +70,10 @@ def speed(model: str, tp: int, quant: str | None, num_prompts: int, nccl_only: b
     label += " async" if llm.llm_engine.async_scheduling else ""
     label += " tuned" if tune_kernels else ""
     vocab = llm.llm_engine.config.model.vocab_size
-    ms = 1000 * decode_step_s(llm, 1, 32, 128)   # prefill not included: decode latency per token
-    log(f"latency  {model} {label} batch 1: {ms:.2f} ms/token ({1000 / ms:.0f} tok/s)")
+    step, fixed = decode_timing(llm, 1, 32, 128)   # a decode step; prefill and the call's ends apart
+    ms = 1000 * step
+    log(f"latency  {model} {label} batch 1: {ms:.2f} ms/token ({1000 / ms:.0f} tok/s); each generate() call "
+        f"{1000 * fixed:.1f} ms beyond its decode steps")
     # the step's device time without the host: every rank replays its batch-1 decode graph at once
     graph = llm.llm_engine.time_decode_graph(1)
     log(f"graph    {model} {label} batch 1 alone: " + ", ".join(f"rank {r['rank']} {r['gpu_us'] / 1000:.2f}"
