@@ -94,27 +94,32 @@ def now() -> float:
 
 
 def decode_timing(llm, batch: int, n_in: int, n_out: int) -> tuple[float, float]:
-    """(seconds a decode step of ``batch`` sequences takes, seconds each ``LLM.generate`` call costs
-    beyond its decode steps) after ``n_in``-token prompts. Two generations, of ``n_out`` and of
-    ``n_out // 4`` tokens (each on fresh prompts, after one warm-up), differ only in decode steps, so
-    their difference over the step count is the step; the rest of a call (prefill, the asynchronous
-    pipeline's start and end, the call's own bookkeeping) is the second number. Time to first
-    token is in neither."""
+    """(seconds a decode step of ``batch`` sequences takes, seconds the whole generation costs beyond
+    ``n_out`` such steps) after ``n_in``-token prompts, warmed up once. The step is the engine's
+    steady pace: host time over the middle half of the steps (by then each ``step()`` returns as the
+    device finishes the step before, with the next one already launched). The second number holds
+    the prefill (time to first token) and the asynchronous pipeline's start and end: a difference
+    of whole ``generate`` calls would mix these into the step (on the H100 they varied by tens of
+    milliseconds a call, session 14)."""
     from pagedawq import SamplingParams
-    vocab = llm.llm_engine.config.model.vocab_size
-    short = max(2, n_out // 4)
-    if n_out <= short:
-        raise ValueError(f"decode_timing needs n_out > {short}, got {n_out}")
-
-    def generate(n: int, seed: int) -> float:
-        params = SamplingParams(temperature=0, max_tokens=n, ignore_eos=True)
-        start = now()
-        llm.generate(random_prompts(batch, n_in, vocab, seed=seed), params, use_tqdm=False)
-        return now() - start
-    generate(n_out, seed=1)
-    t_long, t_short = generate(n_out, seed=2), generate(short, seed=3)
-    step = max(t_long - t_short, 1e-9) / (n_out - short)
-    return step, t_short - (short - 1) * step
+    eng = llm.llm_engine
+    vocab = eng.config.model.vocab_size
+    params = SamplingParams(temperature=0, max_tokens=n_out, ignore_eos=True)
+    llm.generate(random_prompts(batch, n_in, vocab, seed=1), params, use_tqdm=False)
+    for i, prompt in enumerate(random_prompts(batch, n_in, vocab, seed=2)):
+        eng.add_request(f"decode-timing-{batch}-{i}", prompt, params)
+    first, last = n_out // 4, n_out - n_out // 4
+    if last - first < 2:
+        raise ValueError(f"decode_timing needs n_out >= 8, got {n_out}")
+    marks, steps, start = {}, 0, now()
+    while eng.has_unfinished_requests():
+        eng.step()
+        steps += 1
+        if steps in (first, last):
+            marks[steps] = time.perf_counter()
+    total = now() - start
+    step = (marks[last] - marks[first]) / (last - first)
+    return step, total - n_out * step
 
 
 def device_name() -> str:
