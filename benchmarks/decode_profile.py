@@ -1,6 +1,7 @@
 """Where a decode step (batch 1 unless ``--batch``) spends its time: wall clock against GPU kernel time, per rank.
 
-For each configuration: time per output token without the profiler, then the same generation under
+For each configuration: the decode step at the engine's steady pace without the profiler
+(``common.decode_timing``), then a generation under
 ``LLM.start_profile()``: the sum of kernel times per token on every rank (the rest of the wall time
 is the GPU waiting for the host: scheduling, input preparation, sampling, the driver/worker hop)
 and rank 0's top kernels.

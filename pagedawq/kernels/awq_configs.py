@@ -46,7 +46,12 @@ WS_MAX_SPLIT = 8     # split-K slices of the warp-specialised kernel above 256 t
 WS_SMALL_M_MAX = 128  # up to here: the warp-specialised kernel with K phases where channel tiles are few ...
 WS_SMALL_BLOCK_TS = (64, 128)   # ... at these token tiles only (see ws_small_config)
 WS_SMALL_CLUSTER_SIZES = (2, 4, 8)   # above 64 tokens only where its K slices sum as a cluster (clusters.CLUSTER_SIZES)
-CLUSTER_MAX_T = 32   # token tiles whose one-warpgroup K slices sum as a cluster (awq_wgmma_t.CLUSTER_MAX_T)
+# Token tiles up to which the one-warpgroup kernel's split-K slices sum as a cluster
+# (``awq_wgmma_t.cluster_reduces``). H100, 2026-11-26 (benchmarks/notes/awq_gemm.md, session 12): at
+# 1-16 tokens 7B o 7.8 -> 6.7-6.8 us, qkv 14.6 -> 13.1, down 13.8 -> 13.0-13.2, the batch-1 decode graph
+# 0.98x; at 128 tokens 7B down 31.9 -> 41 us (33 KB of partials beside a 74 KB program, clusters of 4
+# to place), though 70B/TP=8 qkv gained there (18.0 -> 14.2).
+CLUSTER_MAX_T = 32
 WS_SMALL_STAGES_MAX = 8
 SMEM_BYTES = 227 * 1024   # the most shared memory of an H100 CTA
 WGMMA_T_BLOCK_TS = (8, 16, 32, 64, 128, 256)          # token tiles: wgmma's N, a multiple of 8 up to 256

@@ -50,7 +50,7 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma, warpgroup_mma, warpgroup_mma_wait
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
-from pagedawq.kernels.awq_configs import WgmmaTConfig, k_tiles_per_step, nonempty_split
+from pagedawq.kernels.awq_configs import CLUSTER_MAX_T, WgmmaTConfig, k_tiles_per_step, nonempty_split
 from pagedawq.kernels.awq_kernels import _CONSTRAINTS_SCALED, _F16X8, _UNPACK_F16_SCALED
 from pagedawq.kernels.clusters import (CLUSTER_SIZES, arrive_cluster, init_push_barrier, launch_clustered,
                                        load_shared, push_pairs, smem_address, wait_for_bytes, wait_for_cluster)
@@ -101,11 +101,6 @@ _cta_barrier = getattr(gl, "thread_barrier", None) or gl.barrier
 # stops choosing this path.
 BUILD_ERRORS = (triton.CompilationError, AttributeError, TypeError, ImportError)
 
-# Token tiles up to which split-K slices sum as a cluster. H100, 2026-11-26 (benchmarks/notes/awq_gemm.md,
-# session 12): at 1-16 tokens 7B o 7.8 -> 6.7-6.8 us, qkv 14.6 -> 13.1, down 13.8 -> 13.0-13.2, the
-# batch-1 decode graph 0.98x; at 128 tokens 7B down 31.9 -> 41 us (33 KB of partials beside a 74 KB
-# program, clusters of 4 to place), though 70B/TP=8 qkv gained there (18.0 -> 14.2).
-CLUSTER_MAX_T = 32
 BLOCK_K = 64
 BAND = 16          # rows of W^T per warp (one wgmma row slice)
 BAND_WORDS = 128   # int32 words of one band and K tile: 16 rows x 64 k x 4 bits
