@@ -358,7 +358,7 @@ def wgmma_t_candidates(m: int, n: int, k: int, sms: int) -> list:
     if m <= 64:
         # a split that does not sum as a cluster (3 on 13B/TP2 qkv, 120 tiles) also gets the
         # neighbouring cluster sizes
-        near = [replace(base, split_k=s) for s in (2, 4) if base.split_k not in (1, 2, 4, 8)]
+        near = [replace(base, split_k=s) for s in (2, 4) if base.split_k not in (1, *awq_configs.WS_SMALL_CLUSTER_SIZES)]
         # 128 channels a program (two wgmmas sharing each x tile) in twice the slices: as many programs
         wide = [replace(base, block_n=128, split_k=2 * base.split_k)] if n % 128 == 0 and base.split_k <= 4 else []
         return small + list(dict.fromkeys(

@@ -45,7 +45,7 @@ WS_M_MIN = 257       # from here on: the warp-specialised kernel (awq_wgmma_t_ws
 WS_MAX_SPLIT = 8     # split-K slices of the warp-specialised kernel above 256 tokens (narrow layers)
 WS_SMALL_M_MAX = 128  # up to here: the warp-specialised kernel with K phases where channel tiles are few ...
 WS_SMALL_BLOCK_TS = (64, 128)   # ... at these token tiles only (see ws_small_config)
-WS_SMALL_CLUSTER_SIZES = (2, 4, 8)   # above 64 tokens only where its K slices sum as a cluster (clusters.CLUSTER_SIZES)
+WS_SMALL_CLUSTER_SIZES = (2, 4, 8)   # the cluster sizes the kernels launch (clusters.CLUSTER_SIZES)
 # Token tiles up to which the one-warpgroup kernel's split-K slices sum as a cluster
 # (``awq_wgmma_t.cluster_reduces``). H100, 2026-11-26 (benchmarks/notes/awq_gemm.md, session 12): at
 # 1-16 tokens 7B o 7.8 -> 6.7-6.8 us, qkv 14.6 -> 13.1, down 13.8 -> 13.0-13.2, the batch-1 decode graph
@@ -501,8 +501,8 @@ def one_warpgroup_config(m: int, n: int, k: int, sms: int) -> WgmmaTConfig:
     split = min(cap, -(-want // tiles), max(1, k // 64 // 10))
     if block_t == 128 and block_n == 64 and (tiles * (split // 2) >= sms or k // 64 < 32 * split):
         split //= 2
-    if block_t <= CLUSTER_MAX_T and split in (3, 5, 6, 7):
-        split = 1 << (split.bit_length() - 1)   # slices that sum as a cluster, not through global memory
+    if block_t <= CLUSTER_MAX_T and min(WS_SMALL_CLUSTER_SIZES) < split < max(WS_SMALL_CLUSTER_SIZES):
+        split = max(c for c in WS_SMALL_CLUSTER_SIZES if c <= split)   # slices that sum as a cluster
     stages, k_tiles = (2, 4) if block_t <= 32 else (2, 2) if block_t <= 128 else (3, 1)
     return WgmmaTConfig(block_n, block_t, stages=stages, split_k=nonempty_split(k // 64, split), k_tiles=k_tiles)
 
