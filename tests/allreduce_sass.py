@@ -20,19 +20,19 @@ ALIGNED = [["tt.divisibility", 16]]   # what Triton infers at launch for 16-byte
 
 def sass(kernel: str) -> list[str]:
     """fp16, rank 0 of 2, pointers and sizes 16-byte multiples (as the engine calls it)."""
-    common = {"RANK": 0, "WORLD": 2, "PROGRAMS": one_shot.PROGRAMS, "USE_ASM": True}
+    common = {"RANK": 0, "WORLD": 2, "PROGRAMS": one_shot.PROGRAMS}
     if kernel == "plain":
         fn = one_shot._one_shot_all_reduce_kernel
-        sig = {"x_ptr": "*fp16", "out_ptr": "*fp16", "buffer_ptrs": "*i64", "signal_pad_ptrs": "*i64", "numel": "i32",
+        sig = {"x_ptr": "*fp16", "out_ptr": "*fp16", "buffer_ptrs": "*i64", "epochs_ptr": "*i32", "numel": "i32",
                "capacity": "i32"}
-        constexprs = {**common, "BLOCK": one_shot.BLOCK, "THREADS": 32 * one_shot.NUM_WARPS}
+        constexprs = {**common, "BLOCK": one_shot.BLOCK}
         attrs, warps = {(i,): ALIGNED for i in range(6)}, one_shot.NUM_WARPS
     else:
         fn = one_shot._one_shot_all_reduce_add_rms_norm_kernel
         sig = {"x_ptr": "*fp16", "residual_ptr": "*fp16", "weight_ptr": "*fp16", "out_ptr": "*fp16",
-               "residual_out_ptr": "*fp16", "buffer_ptrs": "*i64", "signal_pad_ptrs": "*i64", "rows": "i32",
+               "residual_out_ptr": "*fp16", "buffer_ptrs": "*i64", "epochs_ptr": "*i32", "rows": "i32",
                "hidden": "i32", "capacity": "i32", "eps": "fp32"}
-        constexprs = {**common, "BLOCK_H": 4096, "THREADS": 32 * 16, "PDL": False}
+        constexprs = {**common, "BLOCK_H": 4096, "PDL": False}
         attrs, warps = {(i,): ALIGNED for i in (0, 1, 2, 3, 4, 5, 6, 8, 9)}, 16
     src = ASTSource(fn, {**sig, **{name: "constexpr" for name in constexprs}}, constexprs=constexprs, attrs=attrs)
     return disassemble(triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps}))

@@ -4,7 +4,7 @@ A row-parallel layer at batch 1 all-reduces a few kilobytes twice per transforme
 ring/tree protocols pay ~10-20 us of fixed cost per call there. With P2P-mapped symmetric buffers
 the ranks can instead exchange their partial sums directly and add them in one kernel
 (``pagedawq.kernels.one_shot_allreduce``: each rank pushes its input into every peer's buffer,
-then sums locally). PyTorch
+then sums locally as the values arrive). PyTorch
 allocates the buffers and maps them into every peer; the kernel is ours because PyTorch's own
 one-shot kernel has no float16 (the AutoAWQ dtype). No NVLink multicast is involved.
 
@@ -63,13 +63,15 @@ class SymmMemAllReduce:
         world_size = dist.get_world_size(group)
         self.buffer = symm_mem.empty(one_shot.buffer_elements(self.max_numel, world_size), dtype=dtype, device=device)
         handle = symm_mem.rendezvous(self.buffer, self.group_name)
-        pad_needed = one_shot.signal_pad_ints(handle.world_size) * 4
-        if handle.signal_pad_size < pad_needed:
-            raise RuntimeError(f"signal pads of {handle.signal_pad_size} bytes; {pad_needed} are needed")
         self.rank, self.world_size = handle.rank, handle.world_size
-        # Every rank's buffer and signal-pad address, as the kernels read them.
+        # Every receive slot starts empty, on every rank, before any peer pushes into it (a push that
+        # this fill overwrote would leave its receiver waiting for ever).
+        self.buffer.fill_(one_shot.EMPTY)
+        torch.cuda.synchronize(device)
+        dist.barrier(group)
+        # Every rank's buffer address, as the kernels read them, and this rank's call counters.
         self.buffer_ptrs = torch.tensor(handle.buffer_ptrs, dtype=torch.int64, device=device)
-        self.signal_pad_ptrs = torch.tensor(handle.signal_pad_ptrs, dtype=torch.int64, device=device)
+        self.epochs = torch.zeros(one_shot.PROGRAMS, dtype=torch.int32, device=device)
         self.fuse_add_rms_norm = False   # until ``try_create`` has checked it against the unfused path
 
     def can_reduce(self, x: torch.Tensor) -> bool:
@@ -85,7 +87,7 @@ class SymmMemAllReduce:
         """Sum ``x`` over the ranks, in place."""
         self._check_fits(x)
         flat = x.view(-1)
-        one_shot.one_shot_all_reduce(flat, flat, self.buffer_ptrs, self.signal_pad_ptrs, self.rank, self.world_size,
+        one_shot.one_shot_all_reduce(flat, flat, self.buffer_ptrs, self.epochs, self.rank, self.world_size,
                                      self.max_numel)
         return x
 
@@ -99,23 +101,22 @@ class SymmMemAllReduce:
                      ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(rms_norm(sum_ranks(x) + residual) * weight, sum_ranks(x) + residual)`` in one kernel."""
         self._check_fits(x)
-        return one_shot.one_shot_all_reduce_add_rms_norm(x, residual, weight, eps, self.buffer_ptrs,
-                                                         self.signal_pad_ptrs, self.rank, self.world_size,
-                                                         self.max_numel)
+        return one_shot.one_shot_all_reduce_add_rms_norm(x, residual, weight, eps, self.buffer_ptrs, self.epochs,
+                                                         self.rank, self.world_size, self.max_numel)
 
 
-# A probe that spins longer than this means the peers never see each other's flags.
+# A probe that spins longer than this means the peers never see each other's pushes.
 PROBE_TIMEOUT_S = 60.0
 
 
 class AllReduceProbeTimeout(RuntimeError):
-    """The start-up probe's kernel did not finish: the GPUs do not see each other's signals."""
+    """The start-up probe's kernel did not finish: the GPUs do not see each other's pushes."""
 
 
 def wait_for_device(event, timeout_s: float) -> None:
     """Wait for ``event`` (anything with ``query()``) for at most ``timeout_s``.
 
-    A one-shot kernel whose peers cannot signal it spins for ever, and the NCCL vote that would
+    A one-shot kernel whose peers cannot reach its memory spins for ever, and the NCCL vote that would
     report it queues behind it: instead of hanging the engine's start-up, the rank fails with the
     way out (an error in a worker ends the engine's start with EngineDeadError)."""
     deadline = time.monotonic() + timeout_s
@@ -130,7 +131,7 @@ def wait_for_device(event, timeout_s: float) -> None:
 def _check_on_device(launch: Callable[[], Callable[[], bool]], differs: str) -> tuple[bool, str]:
     """(ok, why not) of a start-up check: ``launch`` enqueues the kernels and returns the comparison,
     which runs only once the device has finished them (a comparison would wait for ever on a
-    kernel whose peers never signal; the wait here raises instead)."""
+    kernel whose peers' pushes never arrive; the wait here raises instead)."""
     try:
         compare = launch()
         done = torch.cuda.Event()
