@@ -6,6 +6,13 @@ head GEMM (one a step, named by ``--step-kernel``), and for the steps in the mid
 generation it prints the step period (start to start), the time the device was busy (kernels
 merged, so PDL overlaps count once), and each kernel's time and count per step.
 
+With PDL a kernel starts while the one before still runs and waits for it inside, so kernel times
+add up past the period. The "exposed" columns split the period instead: each kernel is charged
+from the end of the latest kernel that ended before it (or its own start, after an idle gap) to
+its own end. In a chain where every kernel waits for the one before, that is the time the step
+got longer by it; idle time is reported apart. (Session 15: the 13B TP=2 step's GEMMs were
+exposed 1459 us of 2505, the fused all-reduce + norm 502.)
+
     python benchmarks/trace_steps.py out/tp1/rank0.json out/tp2/rank0.json
 """
 from __future__ import annotations
@@ -25,26 +32,33 @@ def kernels(path: str) -> list[dict]:
                   key=lambda e: e["ts"])
 
 
-def step_summary(ks: list[dict], step_kernel: str, skip: int) -> tuple[float, float, dict[str, tuple[float, float]]]:
-    """(median step period us, busy us a step, {kernel: (us a step, launches a step)}) over the
-    steps between the ``skip``-th mark and the ``skip``-th from the end."""
+def step_summary(ks: list[dict], step_kernel: str, skip: int
+                 ) -> tuple[float, float, float, dict[str, tuple[float, float, float]]]:
+    """(median step period us, busy us a step, idle us a step, {kernel: (us a step, launches a
+    step, exposed us a step)}) over the steps between the ``skip``-th mark and the ``skip``-th
+    from the end."""
     marks = [e["ts"] for e in ks if e["name"].startswith(step_kernel)]
     if len(marks) < 2 * skip + 2:
         raise SystemExit(f"only {len(marks)} '{step_kernel}' launches: too few steps to skip {skip} at each end")
     lo, hi = marks[skip], marks[-skip - 1]
     steps = len(marks) - 2 * skip - 1
     periods = sorted(b - a for a, b in zip(marks[skip:-skip - 1], marks[skip + 1:-skip]))
-    by_name: dict[str, list[float]] = collections.defaultdict(lambda: [0.0, 0.0])
-    busy, end = 0.0, lo
-    for e in ks:
-        start, stop = e["ts"], e["ts"] + e["dur"]
-        if not lo <= start < hi:
-            continue
-        busy += max(0.0, stop - max(start, end))
-        end = max(end, stop)
+    inside = [e for e in ks if lo <= e["ts"] < hi]
+    by_name: dict[str, list[float]] = collections.defaultdict(lambda: [0.0, 0.0, 0.0])
+    for e in inside:
         by_name[e["name"]][0] += e["dur"] / steps
         by_name[e["name"]][1] += 1 / steps
-    return periods[len(periods) // 2], busy / steps, {k: tuple(v) for k, v in by_name.items()}
+    busy = idle = 0.0
+    end = lo
+    for e in sorted(inside, key=lambda e: e["ts"] + e["dur"]):   # in the order they ended
+        start, stop = e["ts"], e["ts"] + e["dur"]
+        if stop <= end:
+            continue
+        idle += max(0.0, start - end)
+        busy += stop - max(start, end)
+        by_name[e["name"]][2] += (stop - max(start, end)) / steps
+        end = stop
+    return periods[len(periods) // 2], busy / steps, idle / steps, {k: tuple(v) for k, v in by_name.items()}
 
 
 def main() -> None:
@@ -55,12 +69,13 @@ def main() -> None:
     p.add_argument("--top", type=int, default=20)
     args = p.parse_args()
     columns = [step_summary(kernels(t), args.step_kernel, args.skip) for t in args.traces]
-    for t, (period, busy, _) in zip(args.traces, columns):
-        print(f"{t}: step period {period:.0f} us, device busy {busy:.0f} us a step")
-    names = sorted({n for _, _, c in columns for n in c}, key=lambda n: -sum(c.get(n, (0, 0))[0] for _, _, c in columns))
-    print(f"{'kernel (us a step, launches a step)':<64}" + "".join(f"{i:>16}" for i in range(len(columns))))
+    for t, (period, busy, idle, _) in zip(args.traces, columns):
+        print(f"{t}: step period {period:.0f} us, device busy {busy:.0f} us a step, idle {idle:.0f}")
+    names = sorted({n for *_, c in columns for n in c}, key=lambda n: -sum(c.get(n, (0, 0, 0))[0] for *_, c in columns))
+    print(f"{'kernel (us a step, launches a step, exposed us a step)':<58}" + "".join(f"{i:>24}" for i in range(len(columns))))
     for n in names[:args.top]:
-        print(f"{n[:62]:<64}" + "".join(f"{c.get(n, (0, 0))[0]:>10.0f} {c.get(n, (0, 0))[1]:>5.0f}" for _, _, c in columns))
+        print(f"{n[:56]:<58}" + "".join(f"{c.get(n, (0, 0, 0))[0]:>10.0f} {c.get(n, (0, 0, 0))[1]:>5.0f} "
+                                        f"{c.get(n, (0, 0, 0))[2]:>7.0f}" for *_, c in columns))
 
 
 if __name__ == "__main__":
