@@ -18,7 +18,9 @@ One one-way trip over the link a call and nothing else. The version before (sess
 flag in every peer's signal pad after its pushes: a release store, which waits for the pushes to
 be acknowledged, then the flag's own trip, i.e. two more link latencies a call. (The empty value is
 TensorRT-LLM's "Lamport" all-reduce idea; the kernels are ours.) Measured on 2 x H100 (NVLink, in a
-CUDA graph, 2026-11-26), with flags: 5.0 us at 8 KiB and 13.0 at 1 MiB, against 11.4 / 20.3 for NCCL.
+CUDA graph, benchmarks/RESULTS.md "Session 15"): 3.0 us at 8 KiB and 3.8 at 128 KiB, against 4.6 /
+5.4 with flags and 11.1 / 11.6 for NCCL; the Llama-2-13B AWQ TP=2 decode step 2.32-2.38 ms against
+2.51 with flags.
 
 No barrier is needed: the slots alternate between two parities by call, and a peer can only write
 slot parity ``e % 2`` again in call ``e + 2``, which it starts only after it has received this
