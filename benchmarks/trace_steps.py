@@ -14,6 +14,7 @@ got longer by it; idle time is reported apart. (Session 15: the 13B TP=2 step's 
 exposed 1459 us of 2505, the fused all-reduce + norm 502.)
 
     python benchmarks/trace_steps.py out/tp1/rank0.json out/tp2/rank0.json
+    python benchmarks/trace_steps.py out/tp2/rank0.json --sequence 40   # one step, kernel by kernel
 """
 from __future__ import annotations
 
@@ -61,13 +62,36 @@ def step_summary(ks: list[dict], step_kernel: str, skip: int
     return periods[len(periods) // 2], busy / steps, idle / steps, {k: tuple(v) for k, v in by_name.items()}
 
 
+def step_sequence(ks: list[dict], step_kernel: str, count: int) -> list[tuple[str, float, float, float]]:
+    """The first ``count`` kernels from the middle step's mark on, in launch order: (name, start,
+    end, exposed) in us, times from the mark; exposed as in ``step_summary``."""
+    marks = [i for i, e in enumerate(ks) if e["name"].startswith(step_kernel)]
+    if not marks:
+        raise SystemExit(f"no '{step_kernel}' launch in the trace")
+    first = marks[len(marks) // 2]
+    t0, end, rows = ks[first]["ts"], ks[first]["ts"], []
+    for e in ks[first:first + count]:
+        stop = e["ts"] + e["dur"]
+        rows.append((e["name"], e["ts"] - t0, stop - t0, max(0.0, stop - max(end, e["ts"]))))
+        end = max(end, stop)
+    return rows
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("traces", nargs="+", help="rank traces (.json or .json.gz), one column each")
     p.add_argument("--step-kernel", default="nvjet", help="name prefix of the kernel launched once a step")
     p.add_argument("--skip", type=int, default=10, help="steps left out at each end")
     p.add_argument("--top", type=int, default=20)
+    p.add_argument("--sequence", type=int, default=0, metavar="N",
+                   help="instead: the first N kernels of the middle step, one a line (start, end, exposed)")
     args = p.parse_args()
+    if args.sequence:
+        for t in args.traces:
+            print(f"{t}: {'kernel':<50}{'start':>9}{'end':>9}{'exposed':>9} (us from the step's mark)")
+            for name, start, stop, exposed in step_sequence(kernels(t), args.step_kernel, args.sequence):
+                print(f"  {name[:48]:<50}{start:>9.1f}{stop:>9.1f}{exposed:>9.1f}")
+        return
     columns = [step_summary(kernels(t), args.step_kernel, args.skip) for t in args.traces]
     for t, (period, busy, idle, _) in zip(args.traces, columns):
         print(f"{t}: step period {period:.0f} us, device busy {busy:.0f} us a step, idle {idle:.0f}")
