@@ -59,6 +59,7 @@ def step_summary(ks: list[dict], step_kernel: str, skip: int
         busy += stop - max(start, end)
         by_name[e["name"]][2] += (stop - max(start, end)) / steps
         end = stop
+    idle += max(0.0, hi - end)   # after the window's last kernel, up to the next step's mark
     return periods[len(periods) // 2], busy / steps, idle / steps, {k: tuple(v) for k, v in by_name.items()}
 
 
