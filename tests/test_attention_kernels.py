@@ -221,6 +221,31 @@ def test_decode_split_kv_matches_reference(num_kv_splits, num_q_heads, num_kv_he
     assert rel_err(out, batch.reference(q, 0.125)) < TOLERANCE[torch.float32]
 
 
+@pytest.mark.parametrize("rotary", [False, True])
+def test_prefill_padded_as_its_cuda_graph_pads_it_matches_the_unpadded_one(rotary):
+    """``engine.cuda_graphs.PrefillGraphs`` replays a 5-token prefill (after a cached prefix) in a
+    graph of 16 tokens: the 11 padded tokens carry slot -1, the query start stays at 5, and the
+    kernels are sized for 16. The real tokens' attention and the cache must be as without padding."""
+    gen = torch.Generator().manual_seed(8)
+    batch = Batch([5], [20], 16, 3, 64, torch.float32, gen)
+    q, k, v = _qkv(16, 9, 3, 64, torch.float32, gen)   # rows 5-15: the padded tokens' garbage
+    scale = 0.125
+    positions = torch.arange(20, 36).to(DEVICE)
+    rope = Rope(positions, _cos_sin(64).to(DEVICE)) if rotary else None
+    backend = get_backend("triton", 4096)
+    cache = batch.kv_cache.clone()
+    want = backend.forward(q[:5].clone(), k[:5].clone(), v[:5].clone(), cache, batch.metadata, scale,
+                           Rope(positions[:5], rope.cos_sin_cache) if rotary else None)
+    md = batch.metadata
+    padded = AttentionMetadata(
+        slot_mapping=torch.cat([md.slot_mapping, torch.full((11,), -1, dtype=torch.int64, device=DEVICE)]),
+        query_start_loc=md.query_start_loc, seq_lens=md.seq_lens, block_tables=md.block_tables, max_query_len=16,
+        max_seq_len=4096, query_lens_cpu=[16], seq_lens_cpu=[4096], graph_capture=True)
+    got = backend.forward(q, k, v, batch.kv_cache, padded, scale, rope)
+    assert torch.equal(got[:5], want)
+    assert torch.equal(batch.kv_cache.nan_to_num(7.0), cache.nan_to_num(7.0))   # the padded tokens wrote nothing
+
+
 def test_prefill_kernel_also_serves_decode_batches():
     gen = torch.Generator().manual_seed(11)
     batch = Batch([1] * 3, [70, 1, 33], 16, 3, 64, torch.float16, gen)
