@@ -246,6 +246,45 @@ def test_prefill_padded_as_its_cuda_graph_pads_it_matches_the_unpadded_one(rotar
     assert torch.equal(batch.kv_cache.nan_to_num(7.0), cache.nan_to_num(7.0))   # the padded tokens wrote nothing
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("num_q_heads,num_kv_heads,num_kv_splits", [(9, 3, 1), (9, 3, 4), (4, 4, 16)])
+def test_decode_with_rotary_inside_equals_rotary_write_then_decode(dtype, num_q_heads, num_kv_heads, num_kv_splits):
+    """decode_attention(..., rotary=...): the kernel rotates q and the new keys and writes the new
+    keys and values itself; the same bits as the separate rotary + cache-write kernel before the
+    decode kernel, for any split count (the new token's split writes it), and a padding row
+    (context 0, slot -1) writes and reads nothing."""
+    gen = torch.Generator().manual_seed(num_q_heads + 10 * num_kv_splits)
+    batch = Batch([1] * 4, [70, 0, 130, 15], 16, num_kv_heads, 64, dtype, gen)
+    md = batch.metadata
+    md.seq_lens[1] = 0                        # a padded row, as in a CUDA graph
+    md.slot_mapping[1] = -1
+    q, k, v = _qkv(4, num_q_heads, num_kv_heads, 64, dtype, gen)
+    rope = Rope(md.seq_lens.long().clamp_min(1) - 1, _cos_sin(64).to(DEVICE))
+    assert pa.rotary_fusable(q, k, v, batch.kv_cache)
+    cache = batch.kv_cache.clone()
+    q_ref, k_ref = q.clone(), k.clone()
+    cache_ops.rotary_embedding_write_kv_cache(rope.positions, q_ref, k_ref, v, rope.cos_sin_cache, cache,
+                                              md.slot_mapping)
+    want = pa.decode_attention(q_ref, cache, md, 0.125, num_kv_splits=num_kv_splits)
+    q_in = q.clone()
+    got = pa.decode_attention(q, batch.kv_cache, md, 0.125, num_kv_splits=num_kv_splits,
+                              rotary=pa.DecodeRotary(rope.positions, rope.cos_sin_cache, k, v))
+    assert torch.equal(got[[0, 2, 3]], want[[0, 2, 3]])
+    assert torch.equal(batch.kv_cache.nan_to_num(7.0), cache.nan_to_num(7.0))
+    assert torch.equal(q, q_in)                # q is read, not rotated in place
+
+
+def test_decode_with_rotary_refuses_what_it_cannot_fuse():
+    q = torch.zeros(2, 4, 48)
+    cache = torch.zeros(2, 3, 16, 2, 48)
+    k = v = torch.zeros(2, 2, 48)
+    assert not pa.rotary_fusable(q, k, v, cache)          # head size 48: not a power of two
+    q, cache, k = torch.zeros(2, 4, 64), torch.zeros(2, 3, 16, 2, 64), torch.zeros(2, 64, 2).transpose(1, 2)
+    assert not pa.rotary_fusable(q, k, k, cache)          # heads not packed
+    with pytest.raises(ValueError, match="rotary_fusable"):
+        pa.decode_attention(q, cache, None, 0.125, rotary=pa.DecodeRotary(torch.zeros(2), torch.zeros(8, 64), k, k))
+
+
 def test_prefill_kernel_also_serves_decode_batches():
     gen = torch.Generator().manual_seed(11)
     batch = Batch([1] * 3, [70, 1, 33], 16, 3, 64, torch.float16, gen)
