@@ -26,6 +26,20 @@ from pagedawq.attention.metadata import AttentionMetadata, forward_context
 logger = logging.getLogger(__name__)
 
 
+def capture_forward(model: nn.Module, input_ids: torch.Tensor, positions: torch.Tensor, metadata: AttentionMetadata,
+                    pool) -> tuple[torch.cuda.CUDAGraph, torch.Tensor]:
+    """One forward on the static buffers captured as a graph (in memory pool ``pool``, if any), after
+    two eager runs that compile and autotune outside the capture; returns it and its output."""
+    with forward_context(metadata):
+        for _ in range(2):
+            model(input_ids, positions)
+        torch.cuda.synchronize()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=pool):
+            out = model(input_ids, positions)
+    return graph, out
+
+
 def capture_sizes(max_num_seqs: int) -> list[int]:
     sizes = [1, 2, 4, 8] + list(range(16, 257, 16))
     return [s for s in sizes if s <= max(1, max_num_seqs)] or [1]
@@ -59,14 +73,7 @@ class DecodeGraphs:
         start = time.perf_counter()
         pool = None
         for bs in reversed(self.sizes):   # largest first, so smaller graphs reuse its memory pool
-            metadata = self._metadata(bs)
-            with forward_context(metadata):
-                for _ in range(2):   # compile / autotune outside the capture
-                    self.model(self.input_ids[:bs], self.positions[:bs])
-                torch.cuda.synchronize()
-                graph = torch.cuda.CUDAGraph()
-                with torch.cuda.graph(graph, pool=pool):
-                    out = self.model(self.input_ids[:bs], self.positions[:bs])
+            graph, out = capture_forward(self.model, self.input_ids[:bs], self.positions[:bs], self._metadata(bs), pool)
             pool = graph.pool()
             self.graphs[bs] = (graph, out)
         self.pool = pool
@@ -134,14 +141,8 @@ class PrefillGraphs:
         for tokens in reversed(self.sizes):
             self.query_start_loc[1] = tokens
             self.seq_lens[0] = tokens
-            metadata = self._metadata(tokens)
-            with forward_context(metadata):
-                for _ in range(2):   # compile / autotune outside the capture
-                    self.model(self.input_ids[:tokens], self.positions[:tokens])
-                torch.cuda.synchronize()
-                graph = torch.cuda.CUDAGraph()
-                with torch.cuda.graph(graph, pool=pool):
-                    out = self.model(self.input_ids[:tokens], self.positions[:tokens])
+            graph, out = capture_forward(self.model, self.input_ids[:tokens], self.positions[:tokens],
+                                         self._metadata(tokens), pool)
             pool = graph.pool()
             self.graphs[tokens] = (graph, out)
         torch.cuda.synchronize()
