@@ -158,7 +158,8 @@ def test_compiled_kernel_pushes_and_polls_whole_vectors_without_fences(kernel):
     """The sm_90 SASS (compiled in a process without the Triton interpreter; no GPU needed): the
     pushes are 16-byte stores, the receive loop's polls 16-byte loads that bypass L1 (volatile),
     and nothing waits for the link: no memory barrier, no system-scope flag, no CTA barrier
-    between the pushes and the first poll (the peers' values are their own signal)."""
+    between the pushes and the first poll (the peers' values are their own signal); the epoch is
+    stored behind a CTA barrier."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     proc = subprocess.run([sys.executable, "-m", "tests.allreduce_sass", kernel], cwd=Path(__file__).parents[1],
                           env=env, capture_output=True, text=True, timeout=300)
@@ -169,6 +170,11 @@ def test_compiled_kernel_pushes_and_polls_whole_vectors_without_fences(kernel):
     assert pushes and all("STG.E.128" in ops[i] for i in pushes)
     assert not any("MEMBAR" in op or ".STRONG.SYS" in op and "STG" in op for op in ops)
     assert not any("BAR.SYNC" in op for op in ops[max(pushes):min(polls)])
+    # the epoch store, last, right after a CTA barrier (no branch back, no load between): no warp
+    # may store the advanced epoch while another has yet to read the old one
+    last_store = max(i for i, op in enumerate(ops) if "STG" in op)
+    barrier = max(i for i, op in enumerate(ops[:last_store]) if "BAR.SYNC" in op)
+    assert not any("BRA" in op or "LDG" in op for op in ops[barrier:last_store])
 
 
 def test_one_shot_size_limit_falls_with_the_rank_count():

@@ -89,6 +89,10 @@ def _epoch(epochs_ptr):
 
 @triton.jit
 def _finish(epochs_ptr, epoch):
+    """Store the program's epoch once every thread has read the old one: a warp that ran ahead
+    (a program without rows has no other barrier) must not let a later one read it advanced, or the
+    count would gain two in a call and the program's parity would part from its peers'."""
+    tl.debug_barrier()
     tl.store(epochs_ptr + tl.program_id(0), epoch)
 
 
