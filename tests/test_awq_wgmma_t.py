@@ -181,6 +181,40 @@ def test_split_k_slices_sum_as_a_cluster_where_it_was_measured_to_pay():
     assert not cluster_reduces(1, 64, 8, False)
 
 
+def test_split_k_launch_clusters_or_falls_back_to_the_workspace(monkeypatch):
+    """``launch_split_k`` (both kernels' launch): clustered launches put the slices in clusters along
+    axis 0 and return the summed output; otherwise, or where the device cannot give the cluster
+    memory, the slices take the grid's next axis with a workspace, handed over with split_k_partials."""
+    from pagedawq.kernels import awq_wgmma_t
+    from pagedawq.kernels.split_k import SplitKPartials
+    launches, clustered = [], []
+
+    class Kernel:
+        def __getitem__(self, grid):
+            return lambda *args, **kw: launches.append((grid, args, kw))
+
+    def launch_clustered(kernel, grid, cluster, extra, device, *args, **kw):
+        clustered.append((grid, cluster, kw["CLUSTER"]))
+        return cluster != 8   # 8: "the device cannot give that memory"
+
+    monkeypatch.setattr(awq_wgmma_t, "launch_clustered", launch_clustered)
+    cfg = TConfig(64, 8, split_k=4)
+    x, zs = torch.zeros(3, 256), torch.zeros(2, 128, dtype=torch.int32)
+    out, counters = torch.zeros(3, 128), torch.zeros(2, dtype=torch.int32)
+
+    def launch(tiles, split, is_clustered, partials=False):
+        return awq_wgmma_t.launch_split_k(Kernel(), tiles, split, is_clustered, cfg, x, ("xd", "wd", "zd"), zs, out,
+                                          counters, partials, G=64)
+    assert launch((2, 1), 4, True) is out and clustered[-1] == ((2, 1, 1), 4, 4) and not launches
+    assert launch((2,), 8, True) is out and clustered[-1] == ((2, 1), 8, 8)       # refused: the workspace
+    grid, args, kw = launches[-1]
+    assert grid == (2, 8) and args[:4] == ("xd", "wd", "zd", out) and args[5] is counters and not kw["DEFER"]
+    assert args[4].shape == (8, 3, 128) and args[6:] == (3, 128, 256, 128, 8) and kw["G"] == 64
+    parts = launch((2, 1), 4, False, partials=True)
+    assert isinstance(parts, SplitKPartials) and launches[-1][0] == (2, 1, 4) and launches[-1][2]["DEFER"]
+    assert launch((2, 1), 1, False, partials=True) is out and launches[-1][1][4] is out   # no split: no workspace
+
+
 def test_tiles_the_kernel_cannot_run_are_refused():
     from pagedawq.kernels.awq_wgmma_t import wgmma_t_gemm
     x = torch.zeros(8, 256, dtype=torch.float16)

@@ -625,15 +625,28 @@ def wgmma_t_gemm(x: torch.Tensor, words: torch.Tensor, zs: torch.Tensor, cfg: Wg
     consts = dict(G=group, W_LAYOUT=words_layout(cfg.block_n), STAGES=cfg.stages, SPLIT=split > 1, SILU=silu_and_mul,
                   num_warps=cfg.num_warps, **pdl_launch(x.device, m))
     tiles = (n // cfg.block_n, triton.cdiv(m, cfg.block_t))
-    if (cluster_reduces(split, cfg.block_n, cfg.block_t, silu_and_mul)
-            and launch_clustered(awq_wgmma_t_kernel, (*tiles, 1), split, cluster_smem_bytes(cfg.block_n, cfg.block_t),
-                                 x.device, x_desc, w_desc, zs_desc, out, out, zs, m, n, k, out.stride(0), split,
-                                 CLUSTER=split, **consts)):
+    clustered = cluster_reduces(split, cfg.block_n, cfg.block_t, silu_and_mul)
+    return launch_split_k(awq_wgmma_t_kernel, tiles, split, clustered, cfg, x, (x_desc, w_desc, zs_desc), zs, out,
+                          counters, split_k_partials, **consts)
+
+
+def launch_split_k(kernel, tiles: tuple[int, ...], split: int, clustered: bool, cfg: WgmmaTConfig, x: torch.Tensor,
+                   descs: tuple, zs: torch.Tensor, out: torch.Tensor, counters: torch.Tensor | None,
+                   split_k_partials: bool, **consts) -> torch.Tensor | SplitKPartials:
+    """Launch a "wgmma_t" kernel (this module's or ``awq_wgmma_t_ws``'s: the same arguments) over
+    its ``tiles`` grid with ``split`` K slices: where ``clustered`` (``cluster_reduces``) as clusters
+    of the slices, which sum in distributed shared memory (``launch_clustered``; if the device
+    cannot give that memory, as below); else with the slices on the grid's next axis, summed through
+    a global workspace or, with ``split_k_partials``, handed over as ``SplitKPartials``."""
+    m, k = x.shape
+    n = zs.shape[1]
+    if clustered and launch_clustered(kernel, (*tiles, 1), split, cluster_smem_bytes(cfg.block_n, cfg.block_t),
+                                      x.device, *descs, out, out, zs, m, n, k, out.stride(0), split, CLUSTER=split,
+                                      **consts):
         return out
     ws, counters = split_k_buffers(x, n, split, cfg, out, zs, counters)
     defer = split_k_partials and split > 1
-    awq_wgmma_t_kernel[(*tiles, split)](x_desc, w_desc, zs_desc, out, ws, counters, m, n, k, out.stride(0), split,
-                                        DEFER=defer, **consts)
+    kernel[(*tiles, split)](*descs, out, ws, counters, m, n, k, out.stride(0), split, DEFER=defer, **consts)
     return SplitKPartials(ws, out.dtype) if defer else out
 
 

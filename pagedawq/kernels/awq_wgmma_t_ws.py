@@ -42,9 +42,9 @@ from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared,
 
 from pagedawq.kernels.awq_configs import WgmmaTConfig, k_tiles_per_step
 from pagedawq.kernels.awq_wgmma_t import (GROUP_SCALE_MAX_T, _cluster_sum_tile, _cta_barrier, _griddep, _mma_step,
-                                          _tma_load, _write_tile, cluster_reduces, cluster_smem_bytes, descriptors,
-                                          k_slices, split_k_buffers, words_layout)
-from pagedawq.kernels.clusters import arrive_cluster, init_push_barrier, launch_clustered, smem_address
+                                          _tma_load, _write_tile, cluster_reduces, descriptors, k_slices,
+                                          launch_split_k, words_layout)
+from pagedawq.kernels.clusters import arrive_cluster, init_push_barrier, smem_address
 from pagedawq.kernels.pdl import pdl_launch
 from pagedawq.kernels.split_k import SplitKPartials
 
@@ -296,14 +296,8 @@ def wgmma_t_ws_gemm(x: torch.Tensor, words: torch.Tensor, zs: torch.Tensor, cfg:
     consts = dict(G=group, STAGES=cfg.stages, NC=cfg.channel_groups, KC=cfg.k_phases, SPLIT=split > 1,
                   SILU=silu_and_mul, CONSUMER_REGS=consumer_regs(cfg.consumers), num_warps=cfg.num_warps,
                   maxnreg=max_regs(cfg.consumers), **pdl_launch(x.device, m))
-    if (cfg.consumers == 2 and cfg.k_phases == 2   # one channel group; four consumers' epilogue would spill
-            and cluster_reduces(split, cfg.block_n, cfg.block_t, silu_and_mul, WS_CLUSTER_MAX_T)
-            and launch_clustered(awq_wgmma_t_ws_kernel, (tiles, 1, 1), split,
-                                 cluster_smem_bytes(cfg.block_n, cfg.block_t), x.device, x_desc, w_desc, zs_desc,
-                                 out, out, zs, m, n, k, out.stride(0), split, CLUSTER=split, **consts)):
-        return out
-    ws, counters = split_k_buffers(x, n, split, cfg, out, zs, counters)
-    defer = split_k_partials and split > 1
-    awq_wgmma_t_ws_kernel[(tiles, split)](x_desc, w_desc, zs_desc, out, ws, counters, m, n, k, out.stride(0), split,
-                                          DEFER=defer, **consts)
-    return SplitKPartials(ws, out.dtype) if defer else out
+    # one channel group (four consumers' epilogue would spill) whose slices sum as a cluster
+    clustered = (cfg.consumers == 2 and cfg.k_phases == 2
+                 and cluster_reduces(split, cfg.block_n, cfg.block_t, silu_and_mul, WS_CLUSTER_MAX_T))
+    return launch_split_k(awq_wgmma_t_ws_kernel, (tiles,), split, clustered, cfg, x, (x_desc, w_desc, zs_desc), zs,
+                          out, counters, split_k_partials, **consts)
