@@ -221,6 +221,70 @@ def test_decode_split_kv_matches_reference(num_kv_splits, num_q_heads, num_kv_he
     assert rel_err(out, batch.reference(q, 0.125)) < TOLERANCE[torch.float32]
 
 
+@pytest.mark.parametrize("rotary", [False, True])
+def test_prefill_padded_as_its_cuda_graph_pads_it_matches_the_unpadded_one(rotary):
+    """``engine.cuda_graphs.PrefillGraphs`` replays a 5-token prefill (after a cached prefix) in a
+    graph of 16 tokens: the 11 padded tokens carry slot -1, the query start stays at 5, and the
+    kernels are sized for 16. The real tokens' attention and the cache must be as without padding."""
+    gen = torch.Generator().manual_seed(8)
+    batch = Batch([5], [20], 16, 3, 64, torch.float32, gen)
+    q, k, v = _qkv(16, 9, 3, 64, torch.float32, gen)   # rows 5-15: the padded tokens' garbage
+    scale = 0.125
+    positions = torch.arange(20, 36).to(DEVICE)
+    rope = Rope(positions, _cos_sin(64).to(DEVICE)) if rotary else None
+    backend = get_backend("triton", 4096)
+    cache = batch.kv_cache.clone()
+    want = backend.forward(q[:5].clone(), k[:5].clone(), v[:5].clone(), cache, batch.metadata, scale,
+                           Rope(positions[:5], rope.cos_sin_cache) if rotary else None)
+    md = batch.metadata
+    padded = AttentionMetadata(
+        slot_mapping=torch.cat([md.slot_mapping, torch.full((11,), -1, dtype=torch.int64, device=DEVICE)]),
+        query_start_loc=md.query_start_loc, seq_lens=md.seq_lens, block_tables=md.block_tables, max_query_len=16,
+        max_seq_len=4096, query_lens_cpu=[16], seq_lens_cpu=[4096], graph_capture=True)
+    got = backend.forward(q, k, v, batch.kv_cache, padded, scale, rope)
+    assert torch.equal(got[:5], want)
+    assert torch.equal(batch.kv_cache.nan_to_num(7.0), cache.nan_to_num(7.0))   # the padded tokens wrote nothing
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("num_q_heads,num_kv_heads,num_kv_splits", [(9, 3, 1), (9, 3, 4), (4, 4, 16)])
+def test_decode_with_rotary_inside_equals_rotary_write_then_decode(dtype, num_q_heads, num_kv_heads, num_kv_splits):
+    """decode_attention(..., rotary=...): the kernel rotates q and the new keys and writes the new
+    keys and values itself; the same bits as the separate rotary + cache-write kernel before the
+    decode kernel, for any split count (the new token's split writes it), and a padding row
+    (context 0, slot -1) writes and reads nothing."""
+    gen = torch.Generator().manual_seed(num_q_heads + 10 * num_kv_splits)
+    batch = Batch([1] * 4, [70, 0, 130, 15], 16, num_kv_heads, 64, dtype, gen)
+    md = batch.metadata
+    md.seq_lens[1] = 0                        # a padded row, as in a CUDA graph
+    md.slot_mapping[1] = -1
+    q, k, v = _qkv(4, num_q_heads, num_kv_heads, 64, dtype, gen)
+    rope = Rope(md.seq_lens.long().clamp_min(1) - 1, _cos_sin(64).to(DEVICE))
+    assert pa.rotary_fusable(q, k, v, batch.kv_cache)
+    cache = batch.kv_cache.clone()
+    q_ref, k_ref = q.clone(), k.clone()
+    cache_ops.rotary_embedding_write_kv_cache(rope.positions, q_ref, k_ref, v, rope.cos_sin_cache, cache,
+                                              md.slot_mapping)
+    want = pa.decode_attention(q_ref, cache, md, 0.125, num_kv_splits=num_kv_splits)
+    q_in = q.clone()
+    got = pa.decode_attention(q, batch.kv_cache, md, 0.125, num_kv_splits=num_kv_splits,
+                              rotary=pa.DecodeRotary(rope.positions, rope.cos_sin_cache, k, v))
+    assert torch.equal(got[[0, 2, 3]], want[[0, 2, 3]])
+    assert torch.equal(batch.kv_cache.nan_to_num(7.0), cache.nan_to_num(7.0))
+    assert torch.equal(q, q_in)                # q is read, not rotated in place
+
+
+def test_decode_with_rotary_refuses_what_it_cannot_fuse():
+    q = torch.zeros(2, 4, 48)
+    cache = torch.zeros(2, 3, 16, 2, 48)
+    k = v = torch.zeros(2, 2, 48)
+    assert not pa.rotary_fusable(q, k, v, cache)          # head size 48: not a power of two
+    q, cache, k = torch.zeros(2, 4, 64), torch.zeros(2, 3, 16, 2, 64), torch.zeros(2, 64, 2).transpose(1, 2)
+    assert not pa.rotary_fusable(q, k, k, cache)          # heads not packed
+    with pytest.raises(ValueError, match="rotary_fusable"):
+        pa.decode_attention(q, cache, None, 0.125, rotary=pa.DecodeRotary(torch.zeros(2), torch.zeros(8, 64), k, k))
+
+
 def test_prefill_kernel_also_serves_decode_batches():
     gen = torch.Generator().manual_seed(11)
     batch = Batch([1] * 3, [70, 1, 33], 16, 3, 64, torch.float16, gen)

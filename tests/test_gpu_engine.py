@@ -70,6 +70,30 @@ def test_triton_path_equals_torch_path_and_graphs_equal_eager(models):
     assert toks(run(path, async_scheduling=True, max_num_batched_tokens=32)) == reference
 
 
+def test_prefill_graphs_equal_eager_prefills(models):
+    """One prompt at a time, so that each prefill is one sequence of 3-65 new tokens: the CUDA
+    graphs of 16, 32 and 64 tokens (padded) take 3-64, eager steps 65, and a prefix-cache hit
+    replays the rest of a prompt after its cached blocks."""
+    path = models["llama"]
+    ps = prompts(seed=3, lengths=(3, 16, 17, 40, 64, 65))
+
+    def generate(batch: list, **kw) -> list:
+        with LLM(str(path), device="cuda", dtype="float32", skip_tokenizer_init=True, gpu_memory_utilization=0.3,
+                 **kw) as llm:
+            runner = llm.llm_engine.executor.worker.runner
+            assert (runner.prefill_graphs is not None) == ("enforce_eager" not in kw)
+            return [llm.generate(p, GREEDY, use_tqdm=False)[0] for p in batch]
+
+    eager = generate(ps, enforce_eager=True)
+    graphed = generate(ps)
+    assert toks(graphed) == toks(eager)
+    for g, e in zip(graphed, eager):
+        for lg, le in zip(g.outputs[0].logprobs, e.outputs[0].logprobs):
+            assert all(abs(lg[t].logprob - le[t].logprob) < 1e-4 for t in le)
+    # the 40-token prompt twice with prefix caching: the second prefill starts after 32 cached tokens
+    assert toks(generate([ps[3], ps[3]], enable_prefix_caching=True)) == [toks(eager)[3]] * 2
+
+
 def test_decode_graph_timing_replays_the_captured_graph(models):
     with LLM(str(models["llama"]), device="cuda", skip_tokenizer_init=True, gpu_memory_utilization=0.3,
              dtype="float32", max_num_seqs=4) as llm:

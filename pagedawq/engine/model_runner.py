@@ -16,7 +16,7 @@ from pagedawq.attention.backend import get_backend
 from pagedawq.attention.metadata import AttentionMetadata, forward_context
 from pagedawq.config import EngineConfig
 from pagedawq.distributed.parallel_state import broadcast_from_rank0, get_tp_size
-from pagedawq.engine.cuda_graphs import DecodeGraphs
+from pagedawq.engine.cuda_graphs import DecodeGraphs, PrefillGraphs
 from pagedawq.engine.host_staging import HostStaging
 from pagedawq.engine.sampler import DeviceSample, RequestSamplingState, Sampler, TokenLogprobs
 from pagedawq.engine.scheduler import PENDING_TOKEN, SchedulerOutput
@@ -75,6 +75,7 @@ class ModelRunner:
         self.attn_layers = [m for m in model.modules() if isinstance(m, Attention)]
         self.kv_caches: list[torch.Tensor] = []
         self.graphs: DecodeGraphs | None = None
+        self.prefill_graphs: PrefillGraphs | None = None
 
     # ---- KV cache ---------------------------------------------------------------------------
     def kv_cache_shape(self, num_blocks: int) -> tuple[int, ...]:
@@ -100,9 +101,14 @@ class ModelRunner:
             if self.config.resolved_attention_backend != "triton":
                 logger.warning("CUDA graphs need the triton attention backend; running eagerly")
                 return
-            self.graphs = DecodeGraphs(self.model, self.device, self.config.scheduler.max_num_seqs,
-                                       self.config.scheduler.max_model_len, self.block_size)
+            sched = self.config.scheduler
+            self.graphs = DecodeGraphs(self.model, self.device, sched.max_num_seqs, sched.max_model_len,
+                                       self.block_size)
             self.graphs.capture()
+            if PrefillGraphs.enabled():
+                self.prefill_graphs = PrefillGraphs(self.model, self.device, sched.max_model_len, self.block_size,
+                                                    sched.max_num_batched_tokens)
+                self.prefill_graphs.capture(self.graphs.pool)
 
     # ---- inputs -----------------------------------------------------------------------------
     def prepare_inputs(self, sched: SchedulerOutput) -> BatchInputs:
@@ -174,6 +180,8 @@ class ModelRunner:
         batch = self.prepare_inputs(sched)
         if self.graphs is not None and self.graphs.can_run(len(sched.seqs), batch.metadata):
             hidden = self.graphs.run(batch.input_ids, batch.positions, batch.metadata)
+        elif self.prefill_graphs is not None and self.prefill_graphs.can_run(batch.metadata):
+            hidden = self.prefill_graphs.run(batch.input_ids, batch.positions, batch.metadata)
         else:
             with forward_context(batch.metadata):
                 hidden = self.model(batch.input_ids, batch.positions)

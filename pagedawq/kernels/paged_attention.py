@@ -23,6 +23,11 @@ Design notes (why it looks like this):
   ``(num_seqs, Hkv, num_splits)`` depends only on host integers: pass a fixed ``num_kv_splits``
   (e.g. ``choose_num_kv_splits(batch, Hkv, max_model_len)``) and the launch is CUDA-graph safe
   for any context length. With one split the decode kernel writes the output directly.
+* **Decode rotary.** Given the step's rotary inputs (``decode_attention(..., rotary=...)``), the decode
+  kernel rotates its query heads in registers and the program whose split holds the new token
+  rotates that token's key and writes it and its value to the cache before reading its keys:
+  one launch a layer fewer than the separate rotary + cache-write kernel, which prefill keeps.
+  Same roundings as that kernel, so the same bits.
 
 All softmax arithmetic is float32 (online softmax in base 2); dots take fp16/bf16 operands with
 float32 accumulation, or exact float32 (``input_precision="ieee"``) for float32 inputs.
@@ -30,12 +35,14 @@ float32 accumulation, or exact float32 (``input_precision="ieee"``) for float32 
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 
 import torch
 import triton
 import triton.language as tl
 
 from pagedawq.attention.metadata import AttentionMetadata
+from pagedawq.kernels.fused_ops import rotary_cos_sin
 from pagedawq.kernels.pdl import pdl_launch, pdl_start
 
 _LOG2E = 1.4426950408889634
@@ -159,15 +166,30 @@ def _prefill_kernel(
 
 
 @triton.jit
+def _rotate(x1, x2, cos, sin):
+    """Neox rotary of a head's halves ``x1, x2`` ([..., HALF]) by ``cos, sin`` ([HALF], float32),
+    rounded to their dtype as ``fused_ops.rotate_heads`` rounds; returned joined, [..., 2 HALF]."""
+    x1f, x2f = x1.to(tl.float32), x2.to(tl.float32)
+    r1 = (x1f * cos - x2f * sin).to(x1.dtype)
+    r2 = (x2f * cos + x1f * sin).to(x1.dtype)
+    joined = tl.permute(tl.join(r1, r2), (0, 2, 1))   # [..., 2, HALF]: halves in order
+    return tl.reshape(joined, (joined.shape[0], 2 * joined.shape[2]))
+
+
+@triton.jit
 def _decode_kernel(
     out_ptr, part_out_ptr, part_lse_ptr, q_ptr, cache_ptr, block_tables_ptr, seq_lens_ptr, query_start_loc_ptr,
     num_q_heads, qk_scale,
     stride_qt, stride_qh, stride_ot, stride_oh,
     stride_c_kv, stride_c_block, stride_c_slot, stride_c_head, stride_bt,
+    positions_ptr, cos_sin_ptr, k_ptr, v_ptr, slot_mapping_ptr, stride_cs, stride_kt, stride_vt,
     GROUP: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_N: tl.constexpr, PAGE_SIZE: tl.constexpr,
     HEAD_DIM: tl.constexpr, DIM_PAD: tl.constexpr, NUM_SPLITS: tl.constexpr, IEEE: tl.constexpr,
-    PDL: tl.constexpr,
+    PDL: tl.constexpr, ROTARY: tl.constexpr = False,
 ):
+    """One (sequence, KV head, split) of a decode batch. With ``ROTARY`` (``HEAD_DIM`` a power of
+    two), q is read unrotated and rotated here, and the program whose split holds the new token
+    (position ``seq_len - 1``) first writes its rotated key and its value at its slot (-1: none)."""
     pdl_start(PDL)
     seq = tl.program_id(0)
     kv_head = tl.program_id(1)
@@ -183,7 +205,27 @@ def _decode_kernel(
     head = kv_head * GROUP + rows
     io_mask = (rows < GROUP)[:, None] & (dims[None, :] < HEAD_DIM)
     token = tl.load(query_start_loc_ptr + seq).to(tl.int64)
-    q = tl.load(q_ptr + token * stride_qt + (head * stride_qh)[:, None] + dims[None, :], mask=io_mask, other=0.0)
+    if ROTARY:
+        HALF: tl.constexpr = HEAD_DIM // 2
+        half = tl.arange(0, HALF)
+        cos, sin = rotary_cos_sin(positions_ptr, token, cos_sin_ptr, stride_cs, HALF, HALF)
+        q_row = q_ptr + token * stride_qt + (head * stride_qh)[:, None] + half[None, :]
+        h_mask = (rows < GROUP)[:, None]
+        q = _rotate(tl.load(q_row, mask=h_mask, other=0.0), tl.load(q_row + HALF, mask=h_mask, other=0.0),
+                    cos[None, :], sin[None, :])
+        slot = tl.load(slot_mapping_ptr + token)
+        if (seq_len > 0) & (split == (seq_len - 1) // tl.maximum(split_len, 1)) & (slot >= 0):
+            k_row = k_ptr + token * stride_kt + kv_head * HEAD_DIM + half[None, :]
+            k = _rotate(tl.load(k_row), tl.load(k_row + HALF), cos[None, :], sin[None, :])
+            dst = cache_ptr + (slot // PAGE_SIZE) * stride_c_block + (slot % PAGE_SIZE) * stride_c_slot \
+                + kv_head * stride_c_head + dims[None, :]
+            tl.store(dst, k.to(cache_ptr.dtype.element_ty))
+            v = tl.load(v_ptr + token * stride_vt + kv_head * HEAD_DIM + dims[None, :])
+            tl.store(dst + stride_c_kv, v.to(cache_ptr.dtype.element_ty))
+            tl.debug_barrier()   # the key and value written, by every thread, before the loop reads them
+    else:
+        q = tl.load(q_ptr + token * stride_qt + (head * stride_qh)[:, None] + dims[None, :], mask=io_mask,
+                    other=0.0)
 
     m_i = tl.full([BLOCK_H], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_H], tl.float32)
@@ -319,16 +361,45 @@ def prefill_attention(q: torch.Tensor, kv_cache: torch.Tensor, metadata: Attenti
     return out
 
 
+@dataclass(frozen=True)
+class DecodeRotary:
+    """The new tokens' rotary inputs and keys and values, for ``decode_attention`` to rotate q and
+    the keys itself and write the keys and values to the cache (``rotary_fusable`` says when)."""
+    positions: torch.Tensor       # [T]
+    cos_sin_cache: torch.Tensor   # [max_position, D]: cos then sin (neox)
+    k: torch.Tensor               # [T, Hkv, D], unrotated
+    v: torch.Tensor               # [T, Hkv, D]
+
+
+def _packed_heads(x: torch.Tensor) -> bool:
+    return x.dim() == 3 and x.stride(2) == 1 and x.stride(1) == x.shape[2]
+
+
+def rotary_fusable(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_cache: torch.Tensor) -> bool:
+    """Whether the decode kernel can take the rotary and the cache write (``DecodeRotary``): a
+    power-of-two head size (its halves are whole tiles) and the keys and values of each token
+    with their heads packed (any row stride), as the fused QKV output has them."""
+    d = q.shape[-1]
+    return (d >= 16 and d & (d - 1) == 0 and q.stride(-1) == 1 and _packed_heads(k) and _packed_heads(v)
+            and k.shape[1:] == v.shape[1:] == tuple(kv_cache.shape[3:]))
+
+
 def decode_attention(q: torch.Tensor, kv_cache: torch.Tensor, metadata: AttentionMetadata, scale: float,
                      out: torch.Tensor | None = None, *, num_kv_splits: int | None = None,
                      block_n: int | None = None, num_warps: int | None = None,
-                     num_stages: int | None = None) -> torch.Tensor:
+                     num_stages: int | None = None, rotary: DecodeRotary | None = None) -> torch.Tensor:
     """Split-KV attention for a batch whose every sequence has exactly one new token.
 
     ``num_kv_splits`` defaults to ``choose_num_kv_splits(num_seqs, Hkv, metadata.max_seq_len)``,
     which changes with the batch's longest context: under CUDA graphs pass a fixed value instead
     (see the module docstring). Any value >= 1 gives the same result.
-    """
+
+    With ``rotary`` (where ``rotary_fusable``), q and the new keys are unrotated: the kernel
+    rotates them and writes the new keys and values at ``metadata.slot_mapping`` first, with the
+    bits of ``cache_ops.rotary_embedding_write_kv_cache`` followed by this function (q is not
+    rotated in place, which nothing after attention reads)."""
+    if rotary is not None and not rotary_fusable(q, rotary.k, rotary.v, kv_cache):
+        raise ValueError("decode_attention cannot rotate these q/k/v (see rotary_fusable)")
     q, out, group = _prepare(q, kv_cache, out)
     num_seqs = metadata.num_seqs
     if num_seqs == 0:
@@ -350,14 +421,17 @@ def decode_attention(q: torch.Tensor, kv_cache: torch.Tensor, metadata: Attentio
     else:
         part_out = part_lse = out  # not read or written with one split
     pdl = pdl_launch(q.device, num_seqs)
+    r = rotary
     _decode_kernel[(num_seqs, num_kv_heads, num_kv_splits)](
         out, part_out, part_lse, q, kv_cache, metadata.block_tables, metadata.seq_lens, metadata.query_start_loc,
         num_q_heads, scale * _LOG2E,
         q.stride(0), q.stride(1), out.stride(0), out.stride(1),
         *_cache_strides(kv_cache), metadata.block_tables.stride(0),
+        *((r.positions, r.cos_sin_cache, r.k, r.v, metadata.slot_mapping, r.cos_sin_cache.stride(0), r.k.stride(0),
+           r.v.stride(0)) if r is not None else (q, q, q, q, q, 0, 0, 0)),
         GROUP=group, BLOCK_H=max(16, triton.next_power_of_2(group)), BLOCK_N=block_n, PAGE_SIZE=page_size,
         HEAD_DIM=head_dim, DIM_PAD=dim_pad, NUM_SPLITS=num_kv_splits, IEEE=q.dtype == torch.float32,
-        **pdl,
+        ROTARY=r is not None, **pdl,
         num_warps=num_warps or 4, num_stages=num_stages or 2,
     )
     if num_kv_splits > 1:
