@@ -45,7 +45,27 @@ def capture_sizes(max_num_seqs: int) -> list[int]:
     return [s for s in sizes if s <= max(1, max_num_seqs)] or [1]
 
 
-class DecodeGraphs:
+class _StaticTokens:
+    """The token-level static buffers every captured forward reads (``input_ids``, ``positions``,
+    ``slot_mapping``, set by the subclass) and their filling before a replay."""
+    input_ids: torch.Tensor
+    positions: torch.Tensor
+    slot_mapping: torch.Tensor
+
+    def _stage_tokens(self, sizes: list[int], input_ids: torch.Tensor, positions: torch.Tensor,
+                      slot_mapping: torch.Tensor) -> int:
+        """Copy a batch's tokens in and pad them to the next of ``sizes`` (padding slots -1: they
+        write nothing to the KV cache); returns that size."""
+        n = input_ids.shape[0]
+        padded = next(s for s in sizes if s >= n)
+        self.input_ids[:n].copy_(input_ids)
+        self.positions[:n].copy_(positions)
+        self.slot_mapping[:n].copy_(slot_mapping)
+        self.slot_mapping[n:padded].fill_(-1)
+        return padded
+
+
+class DecodeGraphs(_StaticTokens):
     def __init__(self, model: nn.Module, device: torch.device, max_num_seqs: int, max_model_len: int,
                  block_size: int) -> None:
         self.model = model
@@ -86,11 +106,7 @@ class DecodeGraphs:
 
     def run(self, input_ids: torch.Tensor, positions: torch.Tensor, metadata: AttentionMetadata) -> torch.Tensor:
         n = input_ids.shape[0]
-        bs = next(s for s in self.sizes if s >= n)
-        self.input_ids[:n].copy_(input_ids)
-        self.positions[:n].copy_(positions)
-        self.slot_mapping[:n].copy_(metadata.slot_mapping)
-        self.slot_mapping[n:bs].fill_(-1)
+        bs = self._stage_tokens(self.sizes, input_ids, positions, metadata.slot_mapping)
         self.seq_lens[:n].copy_(metadata.seq_lens)
         self.seq_lens[n:bs].zero_()
         width = metadata.block_tables.shape[1]
@@ -104,7 +120,7 @@ class DecodeGraphs:
 PREFILL_GRAPH_TOKENS = (16, 32, 64)
 
 
-class PrefillGraphs:
+class PrefillGraphs(_StaticTokens):
     """Graphs of one sequence's prefill of 16, 32 or 64 new tokens (``PREFILL_GRAPH_TOKENS``), with
     any context before them. ``PAGEDAWQ_DISABLE_PREFILL_GRAPHS=1`` runs such prefills eagerly."""
 
@@ -155,11 +171,7 @@ class PrefillGraphs:
 
     def run(self, input_ids: torch.Tensor, positions: torch.Tensor, metadata: AttentionMetadata) -> torch.Tensor:
         n = input_ids.shape[0]
-        tokens = next(t for t in self.sizes if t >= n)
-        self.input_ids[:n].copy_(input_ids)
-        self.positions[:n].copy_(positions)
-        self.slot_mapping[:n].copy_(metadata.slot_mapping)
-        self.slot_mapping[n:tokens].fill_(-1)
+        tokens = self._stage_tokens(self.sizes, input_ids, positions, metadata.slot_mapping)
         self.query_start_loc[1:].copy_(metadata.query_start_loc[1:])
         self.seq_lens.copy_(metadata.seq_lens)
         width = metadata.block_tables.shape[1]
