@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Where a batch-1 AWQ GEMM's warps stall, per SASS instruction (ncu warp-state sampling; session 16
 # found ~38% of warp cycles in an L1TEX-scoreboard wait in a loop without global loads). Each line
-# of RUNS is "K N [CONFIG]" (CONFIG as ncu_gemm.py --config; none: awq_gemm's choice); the default
+# of SHAPES is "K N [CONFIG]" (CONFIG as ncu_gemm.py --config; none: awq_gemm's choice); the default
 # compares, on 13B/TP=2 qkv at M = 1, the rule's 2-step ring, a 4-step ring and the K-phase
 # kernel, and the rule on 7B down. Per run: the ncu report's per-instruction CSV
 # ($OUT/stalls_<i>.csv) and its 25 instructions with the most samples. One GPU, ~4 minutes.
 source benchmarks/gpu/env.sh
-RUNS=${RUNS:-"5120 7680
+SHAPES=${SHAPES:-"5120 7680
 5120 7680 64,8,4,2,4
 5120 7680 64,8,8,1,4,2,2
 11008 4096"}
@@ -21,4 +21,4 @@ while read -r k n cfg; do
   ncu --import "$rep.ncu-rep" --page source --csv --print-source sass > "$OUT/stalls_$i.csv" 2>&1 \
     || ncu --import "$rep.ncu-rep" --page details --print-details all > "$OUT/stalls_$i.csv" 2>&1
   python benchmarks/stall_table.py "$OUT/stalls_$i.csv" --top 25 | sed "s/^/run $i: /" | cut -c1-200
-done <<< "$RUNS"
+done <<< "$SHAPES"
