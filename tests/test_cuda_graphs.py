@@ -80,3 +80,8 @@ def test_the_switch_turns_them_off(monkeypatch):
 @pytest.mark.parametrize("max_tokens,sizes", [(16, [16]), (40, [16, 32])])
 def test_sizes_stop_at_the_longest_step(max_tokens, sizes):
     assert _graphs(max_tokens).sizes == sizes
+
+
+def test_no_size_past_the_first_that_holds_the_longest_prompt():
+    graphs = PrefillGraphs(torch.nn.Identity(), torch.device("cpu"), max_model_len=20, block_size=16, max_tokens=512)
+    assert graphs.sizes == [16, 32]

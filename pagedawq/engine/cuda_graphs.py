@@ -127,7 +127,9 @@ class PrefillGraphs(_StaticTokens):
     def __init__(self, model: nn.Module, device: torch.device, max_model_len: int, block_size: int,
                  max_tokens: int) -> None:
         self.model = model
-        self.sizes = [t for t in PREFILL_GRAPH_TOKENS if t <= max_tokens]
+        # up to the longest step, and no size past the first that holds the longest prompt
+        self.sizes = [t for i, t in enumerate(PREFILL_GRAPH_TOKENS)
+                      if t <= max_tokens and (i == 0 or PREFILL_GRAPH_TOKENS[i - 1] < max_model_len)]
         self.max_blocks = -(-max_model_len // block_size)
         self.max_model_len = max_model_len
         top = self.sizes[-1] if self.sizes else 0
