@@ -23,9 +23,12 @@ def number(text: str) -> float:
 
 
 def read_table(text: str) -> tuple[list[str], list[dict[str, str]]]:
-    """Header and rows of ncu's CSV; lines before the header (ncu's notes) are skipped."""
+    """Header and rows of ncu's CSV. Lines before the header are skipped: ncu's notes and, in
+    ncu 2025's source page, a ``"Kernel Name","<name>",`` line. The header is the first quoted line
+    naming an "Address" column, else the first quoted line."""
     lines = text.splitlines()
-    start = next((i for i, ln in enumerate(lines) if ln.startswith('"') and "," in ln), 0)
+    quoted = [i for i, ln in enumerate(lines) if ln.startswith('"') and "," in ln]
+    start = next((i for i in quoted if lines[i].startswith('"Address"')), quoted[0] if quoted else 0)
     reader = csv.DictReader(io.StringIO("\n".join(lines[start:])))
     return list(reader.fieldnames or []), list(reader)
 
@@ -39,7 +42,7 @@ def top_rows(header: list[str], table: list[dict[str, str]], top: int) -> list[s
     """One line per instruction, most samples first: share of all samples, address, SASS, the three
     largest stall columns."""
     col = samples_column(header)
-    stalls = [c for c in header if "stall" in c.lower() and "sampl" not in c.lower()]
+    stalls = [c for c in header if "stall" in c.lower() and "sampl" not in c.lower() and "not issued" not in c.lower()]
     total = sum(number(r[col]) for r in table) or 1.0
     out = []
     for r in sorted(table, key=lambda r: -number(r[col]))[:top]:

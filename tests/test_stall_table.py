@@ -9,6 +9,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import stall_table  # noqa: E402
 
 CSV = '''==PROF== a note ncu prints first
+"Kernel Name","awq_wgmma_t_kernel",
 "Address","Source","Warp Stall Sampling (All Samples)","Warp Stall Sampling (Not-issued Samples)","stall_long_sb","stall_wait"
 "0x10","LDS.128 R8, [R4]","30","25","20","5"
 "0x20","SYNCS.PHASECHK.TRANS64.TRYWAIT P0, [UR4], R9","1,200","1,100","1,000","40"
