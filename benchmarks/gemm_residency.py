@@ -1,0 +1,69 @@
+"""Is a small-M AWQ GEMM bound by DRAM or by its SMs? Each layer's time with its weights streamed
+from DRAM (calls rotating over copies >= 4x L2, as ``kernels.py`` and a decode step do) against
+the same calls on one copy that stays resident in L2.
+
+If the L2-resident call is about as slow, the programs' own step chain (wait, unpack, wgmma, wait)
+bounds the kernel and fewer instructions a step pay; if it is much faster, the DRAM stream does and
+only more or better-placed bytes in flight pay. ``--config`` adds "wgmma_t" configs (as
+``ncu_gemm.py --config``) next to ``awq_gemm``'s choice. Layers whose weights exceed half of L2 are
+skipped for the resident column.
+
+    python benchmarks/gemm_residency.py [--ms 1 16] [--config 64,8,4,2,4 ...]
+"""
+from __future__ import annotations
+
+import argparse
+
+import torch
+from kernels import Layer, graph_time_us
+from ncu_gemm import parse_config
+
+from pagedawq.kernels.awq_gemm import _counters, awq_gemm
+from pagedawq.kernels.awq_wgmma_t import output_tiles, wgmma_t_gemm
+
+LAYERS = [("7b down", 11008, 4096), ("7b o", 4096, 4096), ("7b qkv", 4096, 12288),
+          ("13b/tp2 qkv", 5120, 7680), ("13b/tp2 down", 6912, 5120), ("13b/tp2 o", 2560, 5120)]
+
+
+def row_times(layer: Layer, m: int, cfg) -> tuple[float, float]:
+    """(µs from DRAM, µs resident in L2) of one config (None: awq_gemm's choice) at M = m."""
+    x = layer.x(m)
+    out = torch.empty(m, layer.n, dtype=torch.float16, device="cuda")
+    if cfg is None:
+        fns = [lambda w=w, r=r: awq_gemm(x, *w, out=out, repacked=r) for w, r in zip(layer.int4, layer.repacked)]
+    else:
+        cnt = _counters(x.device, output_tiles(m, layer.n, cfg))
+        fns = [lambda p=p: wgmma_t_gemm(x, *p, cfg, out, cnt) for p in layer.repacked]
+    fns[0]()
+    err = layer.rel_err(m, out)
+    if err > 2e-3:
+        raise AssertionError(f"{cfg}: relative error {err:.1e}")
+    l2 = torch.cuda.get_device_properties(0).L2_cache_size
+    resident = graph_time_us([fns[0]] * 8) if layer.bytes(m) < l2 // 2 else float("nan")
+    return graph_time_us(fns), resident
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--ms", type=int, nargs="+", default=[1, 16])
+    p.add_argument("--config", type=parse_config, nargs="*", default=[])
+    args = p.parse_args()
+    print(f"{'layer':<14}{'M':>4} {'config':<44}{'DRAM us':>9}{'L2 us':>8}{'L2/DRAM':>9}{'DRAM GB/s':>10}")
+    for name, k, n in LAYERS:
+        layer = Layer(k, n, seed=k + n)
+        for m in args.ms:
+            for cfg in [None, *args.config]:
+                if cfg is not None and n % cfg.cta_channels:
+                    continue
+                dram, res = row_times(layer, m, cfg)
+                label = "awq_gemm" if cfg is None else ",".join(str(v) for v in (
+                    cfg.block_n, cfg.block_t, cfg.stages, cfg.split_k, cfg.k_tiles, cfg.consumers, cfg.k_phases))
+                print(f"{name:<14}{m:>4} {label:<44}{dram:>9.2f}{res:>8.2f}{res / dram:>9.2f}"
+                      f"{layer.bytes(m) / dram / 1e3:>10.0f}", flush=True)
+            layer._ref.clear()
+        del layer
+        torch.cuda.empty_cache()
+
+
+if __name__ == "__main__":
+    main()
