@@ -5,24 +5,33 @@ the same calls on one copy that stays resident in L2.
 If the L2-resident call is about as slow, the programs' own step chain (wait, unpack, wgmma, wait)
 bounds the kernel and fewer instructions a step pay; if it is much faster, the DRAM stream does and
 only more or better-placed bytes in flight pay. ``--config`` adds "wgmma_t" configs (as
-``ncu_gemm.py --config``) next to ``awq_gemm``'s choice. Layers whose weights exceed half of L2 are
-skipped for the resident column.
+``ncu_gemm.py --config``) next to ``awq_gemm``'s choice, and ``--variant`` the rule's config of
+each row with some fields replaced (e.g. ``k_tiles=8`` or ``stages=3,k_tiles=8``). Layers whose
+weights exceed half of L2 are skipped for the resident column.
 
-    python benchmarks/gemm_residency.py [--ms 1 16] [--config 64,8,4,2,4 ...]
+    python benchmarks/gemm_residency.py [--ms 1 16] [--config 64,8,4,2,4 ...] [--variant k_tiles=8 ...]
 """
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 
 import torch
 from kernels import Layer, graph_time_us
 from ncu_gemm import parse_config
 
+from pagedawq.kernels.awq_configs import wgmma_t_config
 from pagedawq.kernels.awq_gemm import _counters, awq_gemm
 from pagedawq.kernels.awq_wgmma_t import output_tiles, wgmma_t_gemm
 
-LAYERS = [("7b down", 11008, 4096), ("7b o", 4096, 4096), ("7b qkv", 4096, 12288),
-          ("13b/tp2 qkv", 5120, 7680), ("13b/tp2 down", 6912, 5120), ("13b/tp2 o", 2560, 5120)]
+LAYERS = [("7b down", 11008, 4096), ("7b o", 4096, 4096), ("7b qkv", 4096, 12288), ("7b gate_up", 4096, 22016),
+          ("13b/tp2 qkv", 5120, 7680), ("13b/tp2 down", 6912, 5120), ("13b/tp2 o", 2560, 5120),
+          ("13b/tp2 gate_up", 5120, 13824)]
+
+
+def parse_variant(text: str) -> dict[str, int]:
+    """``field=value[,field=value]`` -> the WgmmaTConfig fields to replace in the rule's config."""
+    return {f: int(v) for f, v in (item.split("=") for item in text.split(","))}
 
 
 def row_times(layer: Layer, m: int, cfg) -> tuple[float, float]:
@@ -47,12 +56,18 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ms", type=int, nargs="+", default=[1, 16])
     p.add_argument("--config", type=parse_config, nargs="*", default=[])
+    p.add_argument("--variant", type=parse_variant, nargs="*", default=[])
+    p.add_argument("--layers", nargs="*", default=None, help="names from LAYERS (default: all)")
     args = p.parse_args()
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
     print(f"{'layer':<14}{'M':>4} {'config':<44}{'DRAM us':>9}{'L2 us':>8}{'L2/DRAM':>9}{'DRAM GB/s':>10}")
     for name, k, n in LAYERS:
+        if args.layers and name not in args.layers:
+            continue
         layer = Layer(k, n, seed=k + n)
         for m in args.ms:
-            for cfg in [None, *args.config]:
+            variants = [replace(wgmma_t_config(m, n, k, sms), **v) for v in args.variant]
+            for cfg in [None, *args.config, *variants]:
                 if cfg is not None and n % cfg.cta_channels:
                     continue
                 dram, res = row_times(layer, m, cfg)
