@@ -10,6 +10,12 @@ each row with some fields replaced (e.g. ``k_tiles=8`` or ``stages=3,k_tiles=8``
 weights exceed half of L2 are skipped for the resident column.
 
     python benchmarks/gemm_residency.py [--ms 1 16] [--config 64,8,4,2,4 ...] [--variant k_tiles=8 ...]
+    python benchmarks/gemm_residency.py --fit 4096 7680   # awq_gemm at M = 1 over K = 1024-16384
+
+``--fit N``: for each N, ``awq_gemm``'s time at M = 1 (from DRAM) over a range of K, and the
+least-squares line time = fixed + bytes / rate: the fixed part is what each call pays whatever its
+size (launch, the wait for the previous kernel, the first data, the reduction and the tail), the
+rate what its stream reaches once running.
 """
 from __future__ import annotations
 
@@ -52,16 +58,48 @@ def row_times(layer: Layer, m: int, cfg) -> tuple[float, float]:
     return graph_time_us(fns), resident
 
 
+def line(points: list[tuple[float, float]]) -> str:
+    """The least-squares ``fixed us + bytes / GB/s`` through (MB, us) points."""
+    xs, ys = torch.tensor([p[0] for p in points]), torch.tensor([p[1] for p in points])
+    slope = float(((xs - xs.mean()) * (ys - ys.mean())).sum() / ((xs - xs.mean()) ** 2).sum())
+    return f"{float(ys.mean()) - slope * float(xs.mean()):.2f} us + bytes / {1e3 / slope:.0f} GB/s"
+
+
+def fit(ns: list[int], ks: list[int]) -> None:
+    """awq_gemm and fp16 cuBLAS at M = 1 over ``ks``, and each one's line (see the module docstring)."""
+    print(f"{'N':>6}{'K':>7}{'AWQ MB':>8}{'AWQ us':>8}{'fp16 MB':>8}{'cuBLAS us':>10}")
+    for n in ns:
+        awq, ref = [], []
+        for k in ks:
+            layer = Layer(k, n, seed=k + n)
+            x = layer.x(1)
+            out = torch.empty(1, n, dtype=torch.float16, device="cuda")
+            awq.append((layer.bytes(1) / 1e6, row_times(layer, 1, None)[0]))
+            ref.append((k * n * 2 / 1e6, graph_time_us([lambda w=w: torch.matmul(x, w, out=out) for w in layer.fp16])))
+            print(f"{n:>6}{k:>7}{awq[-1][0]:>8.1f}{awq[-1][1]:>8.2f}{ref[-1][0]:>8.1f}{ref[-1][1]:>10.2f}", flush=True)
+            del layer
+            torch.cuda.empty_cache()
+        print(f"N={n}: awq_gemm {line(awq)}; cuBLAS {line(ref)}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ms", type=int, nargs="+", default=[1, 16])
     p.add_argument("--config", type=parse_config, nargs="*", default=[])
     p.add_argument("--variant", type=parse_variant, nargs="*", default=[])
     p.add_argument("--layers", nargs="*", default=None, help="names from LAYERS (default: all)")
+    p.add_argument("--shapes", nargs="*", default=None, metavar="K,N", help="these shapes instead of LAYERS")
+    p.add_argument("--fit", type=int, nargs="*", default=None, metavar="N")
+    p.add_argument("--fit-ks", type=int, nargs="+", default=[1024, 2048, 4096, 8192, 16384])
     args = p.parse_args()
+    if args.fit:
+        fit(args.fit, args.fit_ks)
+        return
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     print(f"{'layer':<14}{'M':>4} {'config':<44}{'DRAM us':>9}{'L2 us':>8}{'L2/DRAM':>9}{'DRAM GB/s':>10}")
-    for name, k, n in LAYERS:
+    layers = [(f"{k}x{n}", k, n) for k, n in (map(int, sh.split(",")) for sh in args.shapes)] if args.shapes \
+        else LAYERS
+    for name, k, n in layers:
         if args.layers and name not in args.layers:
             continue
         layer = Layer(k, n, seed=k + n)
