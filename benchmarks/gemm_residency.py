@@ -2,9 +2,9 @@
 from DRAM (calls rotating over copies >= 4x L2, as ``kernels.py`` and a decode step do) against
 the same calls on one copy that stays resident in L2.
 
-If the L2-resident call is about as slow, the programs' own step chain (wait, unpack, wgmma, wait)
-bounds the kernel and fewer instructions a step pay; if it is much faster, the DRAM stream does and
-only more or better-placed bytes in flight pay. ``--config`` adds "wgmma_t" configs (as
+If the L2-resident call is about as slow, the kernel's own pace bounds it (its programs' step
+chain, and how the programs are placed on the SMs); if it is much faster, the DRAM stream does and
+only more bytes in flight pay. (H100, session 17: 2-18% faster in L2 on the 7B and 13B/TP2 layers.) ``--config`` adds "wgmma_t" configs (as
 ``ncu_gemm.py --config``) next to ``awq_gemm``'s choice, and ``--variant`` the rule's config of
 each row with some fields replaced (e.g. ``k_tiles=8`` or ``stages=3,k_tiles=8``). Layers whose
 weights exceed half of L2 are skipped for the resident column.
@@ -89,7 +89,8 @@ def main() -> None:
     p.add_argument("--variant", type=parse_variant, nargs="*", default=[])
     p.add_argument("--layers", nargs="*", default=None, help="names from LAYERS (default: all)")
     p.add_argument("--shapes", nargs="*", default=None, metavar="K,N", help="these shapes instead of LAYERS")
-    p.add_argument("--fit", type=int, nargs="*", default=None, metavar="N")
+    p.add_argument("--fit", type=int, nargs="*", default=None, metavar="N",
+                   help="fit fixed + bytes / rate over --fit-ks for these N instead of the layer table")
     p.add_argument("--fit-ks", type=int, nargs="+", default=[1024, 2048, 4096, 8192, 16384])
     args = p.parse_args()
     if args.fit:
