@@ -97,6 +97,15 @@ def fused_add_rms_norm(x: torch.Tensor | SplitKPartials, residual: torch.Tensor,
 
 
 @triton.jit
+def rotate_halves(x1, x2, cos, sin):
+    """Neox rotary of a head's halves ``x1, x2`` by ``cos, sin`` (float32, broadcastable), in float32
+    and rounded to x's dtype: the roundings every rotary here shares (the rotary kernels and the
+    decode attention kernel's, which must give the same bits)."""
+    x1f, x2f = x1.to(tl.float32), x2.to(tl.float32)
+    return (x1f * cos - x2f * sin).to(x1.dtype), (x2f * cos + x1f * sin).to(x1.dtype)
+
+
+@triton.jit
 def rotate_heads(x_ptr, row, stride_row, num_heads, cos, sin,
                  HEAD_SIZE: tl.constexpr, HALF: tl.constexpr, HALF_PAD: tl.constexpr, HEADS_PAD: tl.constexpr):
     """Rotate the heads of row ``row`` in place; returns the rotated halves ([HEADS_PAD, HALF_PAD],
@@ -105,11 +114,8 @@ def rotate_heads(x_ptr, row, stride_row, num_heads, cos, sin,
     cols = tl.arange(0, HALF_PAD)
     mask = (heads[:, None] < num_heads) & (cols[None, :] < HALF)
     ptr = x_ptr + row * stride_row + heads[:, None] * HEAD_SIZE + cols[None, :]
-    x1 = tl.load(ptr, mask=mask, other=0.0)
-    x2 = tl.load(ptr + HALF, mask=mask, other=0.0)
-    x1f, x2f = x1.to(tl.float32), x2.to(tl.float32)
-    r1 = (x1f * cos[None, :] - x2f * sin[None, :]).to(x1.dtype)
-    r2 = (x2f * cos[None, :] + x1f * sin[None, :]).to(x1.dtype)
+    r1, r2 = rotate_halves(tl.load(ptr, mask=mask, other=0.0), tl.load(ptr + HALF, mask=mask, other=0.0),
+                           cos[None, :], sin[None, :])
     tl.store(ptr, r1, mask=mask)
     tl.store(ptr + HALF, r2, mask=mask)
     return r1, r2, mask

@@ -42,7 +42,7 @@ import triton
 import triton.language as tl
 
 from pagedawq.attention.metadata import AttentionMetadata
-from pagedawq.kernels.fused_ops import rotary_cos_sin
+from pagedawq.kernels.fused_ops import rotary_cos_sin, rotate_halves
 from pagedawq.kernels.pdl import pdl_launch, pdl_start
 
 _LOG2E = 1.4426950408889634
@@ -167,11 +167,9 @@ def _prefill_kernel(
 
 @triton.jit
 def _rotate(x1, x2, cos, sin):
-    """Neox rotary of a head's halves ``x1, x2`` ([..., HALF]) by ``cos, sin`` ([HALF], float32),
-    rounded to their dtype as ``fused_ops.rotate_heads`` rounds; returned joined, [..., 2 HALF]."""
-    x1f, x2f = x1.to(tl.float32), x2.to(tl.float32)
-    r1 = (x1f * cos - x2f * sin).to(x1.dtype)
-    r2 = (x2f * cos + x1f * sin).to(x1.dtype)
+    """``fused_ops.rotate_halves`` of a head's halves ``x1, x2`` ([..., HALF]) by ``cos, sin``
+    ([HALF], float32), returned joined, [..., 2 HALF]."""
+    r1, r2 = rotate_halves(x1, x2, cos, sin)
     joined = tl.permute(tl.join(r1, r2), (0, 2, 1))   # [..., 2, HALF]: halves in order
     return tl.reshape(joined, (joined.shape[0], 2 * joined.shape[2]))
 
