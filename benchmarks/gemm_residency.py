@@ -26,6 +26,7 @@ import torch
 from kernels import Layer, graph_time_us
 from ncu_gemm import parse_config
 
+from pagedawq.kernels import clusters
 from pagedawq.kernels.awq_configs import wgmma_t_config
 from pagedawq.kernels.awq_gemm import _counters, awq_gemm
 from pagedawq.kernels.awq_wgmma_t import output_tiles, wgmma_t_gemm
@@ -92,7 +93,10 @@ def main() -> None:
     p.add_argument("--fit", type=int, nargs="*", default=None, metavar="N",
                    help="fit fixed + bytes / rate over --fit-ks for these N instead of the layer table")
     p.add_argument("--fit-ks", type=int, nargs="+", default=[1024, 2048, 4096, 8192, 16384])
+    p.add_argument("--cluster-policy", choices=sorted(clusters.SCHEDULING_POLICIES), default=clusters.SCHEDULING_POLICY,
+                   help="how the driver places the CTAs of a clustered split-K launch")
     args = p.parse_args()
+    clusters.SCHEDULING_POLICY = args.cluster_policy
     if args.fit:
         fit(args.fit, args.fit_ks)
         return

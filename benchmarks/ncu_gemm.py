@@ -17,6 +17,7 @@ import argparse
 import torch
 from kernels import Layer
 
+from pagedawq.kernels import clusters
 from pagedawq.kernels.awq_configs import WgmmaTConfig
 from pagedawq.kernels.awq_gemm import _counters, awq_gemm
 from pagedawq.kernels.awq_wgmma_t import output_tiles, wgmma_t_gemm
@@ -40,7 +41,10 @@ def main() -> None:
     p.add_argument("--config", type=parse_config, default=None,
                    help="block_n,block_t,stages,split_k,k_tiles[,consumers,k_phases] (default: awq_gemm's choice)")
     p.add_argument("--calls", type=int, default=6, help="launches (ncu's --launch-skip picks one)")
+    p.add_argument("--cluster-policy", choices=sorted(clusters.SCHEDULING_POLICIES), default=clusters.SCHEDULING_POLICY,
+                   help="how the driver places the CTAs of a clustered split-K launch")
     args = p.parse_args()
+    clusters.SCHEDULING_POLICY = args.cluster_policy
     layer = Layer(args.k, args.n, seed=args.k + args.n)
     x = layer.x(args.m)
     out = torch.empty(args.m, args.n, dtype=torch.float16, device="cuda")

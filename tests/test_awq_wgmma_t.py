@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 import torch
@@ -278,6 +279,42 @@ def test_config_choice():
     assert (lambda c: (c.stages, c.k_tiles))(wgmma_t_config(512, 4032, 4096, sms)) == (3, 1)   # 64 x 256
 
 
+def test_a_part_filled_last_wave_goes_to_a_second_launch_of_smaller_tiles_or_k_slices():
+    from pagedawq.kernels.awq_configs import _ws_wave_time, wgmma_t_config, ws_wave_tail
+    sms = 132
+    cfg = wgmma_t_config(1024, 22016, 4096, sms)   # 7B gate_up: 688 CTAs of 256 x 128, 5.2 waves run as 6
+    assert (cfg.cta_channels, cfg.block_t, cfg.split_k) == (256, 128, 1)
+    n_main, tail = ws_wave_tail(1024, 22016, 4096, sms, cfg)
+    assert n_main == 82 * 256      # 82 channel tiles x 8 token tiles = 656 CTAs: 5 waves (less 4 CTAs)
+    assert (tail.block_n, tail.block_t, tail.consumers, tail.split_k) == (64, 128, 2, 2)   # 128 CTAs
+    one_cta = _ws_wave_time(1024, 256, 4096, sms, cfg)
+    assert _ws_wave_time(1024, 22016, 4096, sms, cfg) == 6 * one_cta
+    assert _ws_wave_time(1024, 22016 - n_main, 4096, sms, tail) == pytest.approx(one_cta / 4 / 0.9)
+    # at 2048 tokens the last 1024 channels need no K slices: 64 x 128 tiles are a wave
+    n_main, tail = ws_wave_tail(2048, 22016, 4096, sms, wgmma_t_config(2048, 22016, 4096, sms))
+    assert n_main == 82 * 256 and (tail.cta_channels, tail.split_k) == (128, 1)
+    # none: a last wave 91% full (7B qkv: 384 CTAs), exactly whole waves, no whole wave (13B down at
+    # 512 tokens: 80 CTAs), a split config, the small-M kernels
+    for m, n, k in ((1024, 12288, 4096), (2048, 4096, 11008), (512, 5120, 13824), (256, 22016, 4096),
+                    (16, 4096, 11008)):
+        assert ws_wave_tail(m, n, k, sms, wgmma_t_config(m, n, k, sms)) is None, (m, n, k)
+    assert ws_wave_tail(1024, 1280, 8192, 132, wgmma_t_config(1024, 1280, 8192, sms)) is None
+    assert ws_wave_tail(1024, 22016, 4096, sms, replace(cfg, split_k=2)) is None
+
+
+def test_channel_slices_are_the_repacked_layer_cut_at_a_channel():
+    from pagedawq.kernels.awq_wgmma_t import channel_slices
+    words, zs = repack(*_layer(128, 384, 64, seed=5))
+    (w0, z0), (w1, z1) = channel_slices(words, zs, 256)
+    assert w0.shape == (2, 16, BAND_WORDS) and w1.shape == (2, 8, BAND_WORDS)
+    assert w1.stride() == (24 * BAND_WORDS, BAND_WORDS, 1)       # views: TMA takes the strides
+    assert torch.equal(torch.cat([w0, w1], 1).flatten(), words.flatten())
+    assert torch.equal(torch.cat([z0, z1], 1), zs) and z1.data_ptr() == zs.data_ptr() + 256 * 4
+    for bad in (64, 0, 384):
+        with pytest.raises(ValueError, match="multiple of 128 inside"):
+            channel_slices(words, zs, bad)
+
+
 def test_small_m_config_choice():
     """At 33-64 tokens, layers of at most two 64-channel tiles an SM get the warp-specialised kernel
     with two K phases: one channel group a CTA (two where one would need more CTAs than SMs), split-K
@@ -492,6 +529,25 @@ def _silu_and_mul_ref(x: torch.Tensor, layer) -> torch.Tensor:
     h = (x.double() @ dequantize_awq(*layer).double()).half().float()
     g, u = h.chunk(2, dim=-1)
     return (g / (1 + torch.exp(-g)) * u).double()
+
+
+@hopper
+@pytest.mark.gpu
+def test_gpu_a_last_wave_in_a_second_launch_matches_float64_plain_and_with_the_silu_epilogue():
+    from pagedawq.kernels.awq_configs import wgmma_t_config, ws_wave_tail
+    from pagedawq.kernels.awq_gemm import _sm_count, awq_gemm, awq_gemm_silu_and_mul, repack_for_wgmma_t
+    sms = _sm_count(torch.device("cuda", torch.cuda.current_device()))
+    for k, n, ms in ((4096, 22016, (1024, 1330, 2048)), (13824, 5120, (960, 1737))):
+        layer = _layer(k, n, 128, seed=k + n + 2, device="cuda")
+        repacked, paired = repack_for_wgmma_t(*layer), repack_for_wgmma_t(*layer, silu_and_mul=True)
+        for m in ms:
+            assert ws_wave_tail(m, n, k, sms, wgmma_t_config(m, n, k, sms)) is not None, (k, n, m)
+            x = ((torch.randn(m, k, device="cuda") + 0.1) / 8).half()
+            out = torch.full((m, n), float("nan"), dtype=torch.float16, device="cuda")
+            awq_gemm(x, *layer, out=out, repacked=repacked)
+            assert not torch.isnan(out).any() and _rel_err(out, x, layer) < 2e-3, (k, n, m)
+            got, ref = awq_gemm_silu_and_mul(x, *layer, paired).double(), _silu_and_mul_ref(x, layer)
+            assert ((got - ref).norm() / ref.norm()).item() < 2e-3, (k, n, m)
 
 
 @hopper

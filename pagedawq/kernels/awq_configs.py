@@ -536,6 +536,38 @@ def ws_config(m: int, n: int, k: int, sms: int) -> WgmmaTConfig:
                         split_k=nonempty_split(k // 64, split))
 
 
+def ws_wave_tail(m: int, n: int, k: int, sms: int, cfg: WgmmaTConfig) -> tuple[int, WgmmaTConfig] | None:
+    """Where a large-M warp-specialised launch (``ws_config``: one CTA an SM, no split) would end
+    in a part-filled wave: the output channels its whole waves cover (``n_main``, the first ones)
+    and ``ws_config``'s config for the rest, whose smaller tiles or K slices spread that last
+    wave's work over the SMs it would have left idle (the data-parallel + split-K tail of stream-K
+    schedules). Taken where, by ``_ws_wave_time``, the rest takes at most 3/4 of a main CTA's time
+    (the second launch and its split-K sum cost the rest); else None.
+
+    7B gate_up at M = 1024 has 688 CTAs of 128 x 128 tiles: 5.2 waves run as 6. Its first 656 CTAs
+    then run as 5 waves and its last 1024 channels as 64 x 128 tiles in 2 K slices (128 CTAs, ~0.28
+    of a main CTA's time)."""
+    if cfg.consumers < 2 or cfg.k_phases != 1 or cfg.split_k != 1 or m < WS_M_MIN:
+        return None
+    t_tiles = -(-m // cfg.block_t)
+    waves, last = divmod(t_tiles * (n // cfg.cta_channels), sms)
+    n_main = waves * sms // t_tiles * cfg.cta_channels
+    if last == 0 or n_main == 0:
+        return None
+    tail = ws_config(m, n - n_main, k, sms)
+    if _ws_wave_time(m, n - n_main, k, sms, tail) > 0.75 * _ws_wave_time(m, cfg.cta_channels, k, sms, cfg):
+        return None
+    return n_main, tail
+
+
+def _ws_wave_time(m: int, n: int, k: int, sms: int, cfg: WgmmaTConfig) -> float:
+    """A warp-specialised launch's time by the wave model: its waves (one CTA an SM) times a CTA's
+    MACs over its tile's relative speed (``WS_TILES``)."""
+    split = max(1, cfg.split_k)
+    ctas = -(-m // cfg.block_t) * (n // cfg.cta_channels) * split
+    return -(-ctas // sms) * cfg.cta_channels * cfg.block_t * k / split / WS_TILES[(cfg.block_n, cfg.block_t)][1]
+
+
 def ws_smem_bytes(cfg: WgmmaTConfig, kt: int, group: int) -> int:
     """Shared memory of a warp-specialised CTA: the ring (a slot: a step's x and each channel
     group's words and zero/scale rows), the buffer through which K phases 1 .. k_phases - 1 hand

@@ -21,7 +21,8 @@ import triton
 
 from pagedawq.kernels.awq_configs import (DEFAULT_SMS, WGMMA_T_M_MIN, GemmConfig, GemvConfig,
                                           WgmmaTConfig, choose, fit_block_k, get_config, gemv_block_m, gemv_config,
-                                          gemv_params, nonempty_split, reduction_chunk, wgmma_t_config)
+                                          gemv_params, nonempty_split, reduction_chunk, wgmma_t_config,
+                                          ws_wave_tail)
 from pagedawq.kernels import ops
 from pagedawq.kernels.awq_kernels import awq_dequant_kernel, awq_gemm_kernel, awq_gemv_kernel
 from pagedawq.kernels.split_k import SplitKPartials
@@ -334,12 +335,29 @@ def _launch_wgmma_t(module, x: torch.Tensor, n: int, repacked: tuple[torch.Tenso
                     config: WgmmaTConfig | None, silu_and_mul: bool = False, split_k_partials: bool = False
                     ) -> torch.Tensor | SplitKPartials:
     """``module.wgmma_t_gemm`` for x on a layer of N outputs, with ``config`` (default:
-    ``wgmma_t_config``'s for the shape) and, for split-K, the device's arrival counters."""
+    ``wgmma_t_config``'s for the shape, and where its last wave would be less than half full, that
+    wave's channels in a second launch split along K) and, for split-K, the device's arrival
+    counters."""
     m, k = x.shape
     if not isinstance(config, WgmmaTConfig):
         config = wgmma_t_config(m, n, k, _sm_count(x.device))
+        tail = ws_wave_tail(m, n, k, _sm_count(x.device), config)
+        if tail is not None:
+            return _launch_with_tail(module, x, repacked, out, config, *tail, silu_and_mul)
     counters = _counters(x.device, module.output_tiles(m, n, config)) if config.split_k > 1 else None
     return module.wgmma_t_gemm(x, *repacked, config, out, counters, silu_and_mul, split_k_partials)
+
+
+def _launch_with_tail(module, x: torch.Tensor, repacked: tuple[torch.Tensor, torch.Tensor], out: torch.Tensor,
+                      config: WgmmaTConfig, n_main: int, tail_config: WgmmaTConfig, silu_and_mul: bool) -> torch.Tensor:
+    """Two launches (``awq_configs.ws_wave_tail``): channels ``[0, n_main)`` in whole waves with
+    ``config``, the rest split along K with ``tail_config``, which sums its slices itself."""
+    main, rest = module.channel_slices(*repacked, n_main)
+    cut = n_main // 2 if silu_and_mul else n_main
+    module.wgmma_t_gemm(x, *main, config, out[:, :cut], None, silu_and_mul)
+    counters = _counters(x.device, module.output_tiles(x.shape[0], rest[1].shape[1], tail_config))
+    module.wgmma_t_gemm(x, *rest, tail_config, out[:, cut:], counters, silu_and_mul)
+    return out
 
 
 def _disable_wgmma_t(error: Exception) -> None:

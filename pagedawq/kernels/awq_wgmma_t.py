@@ -583,17 +583,30 @@ def split_k_buffers(x: torch.Tensor, n: int, split: int, cfg: WgmmaTConfig, out:
     return torch.empty((split, m, n), dtype=torch.float32, device=x.device), counters
 
 
+def channel_slices(words: torch.Tensor, zs: torch.Tensor, n0: int
+                   ) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    """``repack``'s tensors split at output channel ``n0`` (a multiple of 128): views (words
+    [K/64, channels/16, 128], zero/scale rows [K/G, channels]) of channels ``[0, n0)`` and
+    ``[n0, N)``, which ``wgmma_t_gemm`` takes as a layer of their own (TMA follows their strides)."""
+    n = zs.shape[1]
+    if n0 % 128 or not 0 < n0 < n:
+        raise ValueError(f"a channel split point must be a multiple of 128 inside (0, {n}), got {n0}")
+    w3 = words.view(-1, n // BAND, BAND_WORDS)
+    return (w3[:, :n0 // BAND], zs[:, :n0]), (w3[:, n0 // BAND:], zs[:, n0:])
+
+
 def descriptors(x: torch.Tensor, words: torch.Tensor, zs: torch.Tensor, cfg: WgmmaTConfig, kt: int):
     """TMA descriptors of x (a [K/64, M, 64] view: K tile t of x is x3[t], so one 3-D box [KT, BLOCK_T, 64]
     loads a step's KT tiles; TMA takes the strides as they are), the words ([K/64, N/16, 128], box
-    [KT, BLOCK_N / 16, 128]: one warpgroup's) and the zero/scale rows (box [rows a step, BLOCK_N])."""
+    [KT, BLOCK_N / 16, 128]: one warpgroup's) and the zero/scale rows (box [rows a step, BLOCK_N]).
+    The words and zero/scale rows may be a ``channel_slices`` view."""
     m, k = x.shape
     n = zs.shape[1]
     x_l, w_l, z_l = shared_layouts(cfg, kt)
     x3 = x.as_strided((k // BLOCK_K, m, BLOCK_K), (BLOCK_K, x.stride(0), 1))
+    w3 = words if words.dim() == 3 else words.view(k // BLOCK_K, n // BAND, BAND_WORDS)
     return (TensorDescriptor.from_tensor(x3, [kt, cfg.block_t, BLOCK_K], x_l),
-            TensorDescriptor.from_tensor(words.view(k // BLOCK_K, n // BAND, BAND_WORDS),
-                                         [kt, cfg.block_n // BAND, BAND_WORDS], w_l),
+            TensorDescriptor.from_tensor(w3, [kt, cfg.block_n // BAND, BAND_WORDS], w_l),
             TensorDescriptor.from_tensor(zs, [max(1, BLOCK_K * kt // (k // zs.shape[0])), cfg.block_n], z_l))
 
 

@@ -14,9 +14,19 @@ then multiplies grid axis 0 by the cluster size and sets the cluster attribute, 
 as its own program, reading its rank in the cluster as ``program_id(0) % cluster``. The kernel gets
 ``extra_smem`` bytes of dynamic shared memory past what Triton allocated, at the byte offset passed
 as its ``cluster_smem`` argument (relative to ``global_smem``, Triton's dynamic shared memory).
+
+Triton's launcher asks the driver to *spread* each cluster's CTAs over the SMs. With clusters of 4
+that leaves some SMs without a CTA and gives others three (session 17, ncu's ``sm__ctas_launched``),
+so the split layers stream more slowly than unsplit ones. ``SCHEDULING_POLICY`` picks the policy a
+clustered launch asks for instead, through a launcher built from Triton's own with that one value
+changed (``_launcher_with_policy``). Asking for *load balancing* places 7B down's 64 clusters of 4
+at 1-2 CTAs an SM, and the GEMM takes 12.36 us instead of 12.76 at M = 1 (12.85 against 13.63 at
+M = 16; H100, session 18, ``benchmarks/gpu/cluster_policy_h100.sh``).
 """
 from __future__ import annotations
 
+import logging
+import threading
 from functools import lru_cache
 
 import torch
@@ -24,11 +34,21 @@ from triton.runtime import driver
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 
+logger = logging.getLogger(__name__)
+
 # Portable cluster sizes (more than 8 CTAs needs a per-kernel opt-in).
 CLUSTER_SIZES = (2, 4, 8)
 # Dynamic shared memory a kernel may use without the opt-in attribute, which Triton's loader sets
 # (to the device's maximum) only for kernels that allocate more than this themselves.
 _DEFAULT_SMEM = 48 * 1024
+
+# The CUclusterSchedulingPolicy a clustered launch asks for (a process-wide choice, read when a
+# kernel specialisation is first launched clustered): "spread" is what Triton's launcher asks.
+SCHEDULING_POLICY = "load_balancing"
+SCHEDULING_POLICIES = {"default": "CU_CLUSTER_SCHEDULING_POLICY_DEFAULT",
+                       "spread": "CU_CLUSTER_SCHEDULING_POLICY_SPREAD",
+                       "load_balancing": "CU_CLUSTER_SCHEDULING_POLICY_LOAD_BALANCING"}
+_LAUNCHER_LOCK = threading.Lock()
 
 
 @lru_cache(maxsize=None)
@@ -95,7 +115,47 @@ def _prepare_clustered(kernel, grid: tuple[int, int, int], cluster: int, extra_s
         return -1
     num_warps = compiled.packed_metadata[0]
     compiled.packed_metadata = (num_warps, cluster, total)   # this compiled kernel only runs clustered
+    if SCHEDULING_POLICY != "spread":
+        compiled._init_handles()
+        compiled._run = _launcher_with_policy(compiled, SCHEDULING_POLICY) or compiled._run
     return offset
+
+
+def _launcher_with_policy(compiled, policy: str):
+    """Triton's launcher for ``compiled`` with the cluster scheduling policy it asks for replaced by
+    ``policy`` (a key of ``SCHEDULING_POLICIES``), or None (logged) where this Triton's launcher source
+    does not name the spread policy once: the stock launcher then stays."""
+    if policy not in SCHEDULING_POLICIES:
+        raise ValueError(f"cluster scheduling policy {policy!r} is not one of {sorted(SCHEDULING_POLICIES)}")
+    from triton.backends.nvidia import driver as nvidia_driver
+    stock = getattr(nvidia_driver, "make_launcher", None)
+    spread = SCHEDULING_POLICIES["spread"]
+    if stock is None:
+        _warn_once("this Triton builds no launcher source per kernel; clusters launch with its own policy")
+        return None
+    found = []
+
+    def make_launcher(*args, **kwargs):
+        src = stock(*args, **kwargs)
+        found.append(src.count(spread) == 1)
+        return src.replace(spread, SCHEDULING_POLICIES[policy])
+
+    with _LAUNCHER_LOCK:
+        nvidia_driver.make_launcher = make_launcher
+        try:
+            launcher = driver.active.launcher_cls(compiled.src, compiled.metadata)
+        finally:
+            nvidia_driver.make_launcher = stock
+    if found != [True]:
+        _warn_once(f"this Triton's launcher does not name {spread} once; clusters launch with its own policy")
+        return None
+    return launcher
+
+
+@lru_cache(maxsize=None)
+def _warn_once(message: str) -> None:
+    """Log ``message`` once a process (every clustered specialisation would repeat it)."""
+    logger.warning(message)
 
 
 @gluon.jit
