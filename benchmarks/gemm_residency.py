@@ -6,7 +6,8 @@ If the L2-resident call is about as slow, the kernel's own pace bounds it (its p
 chain, and how the programs are placed on the SMs); if it is much faster, the DRAM stream does and
 only more bytes in flight pay. (H100, session 17: 2-18% faster in L2 on the 7B and 13B/TP2 layers.) ``--config`` adds "wgmma_t" configs (as
 ``ncu_gemm.py --config``) next to ``awq_gemm``'s choice, and ``--variant`` the rule's config of
-each row with some fields replaced (e.g. ``k_tiles=8`` or ``stages=3,k_tiles=8``). Layers whose
+each row with some fields replaced (e.g. ``k_tiles=8`` or ``stages=3,k_tiles=8``); with ``--with-tail``
+those launch as ``awq_gemm`` would split a part-filled last wave off them (``ws_wave_tail``). Layers whose
 weights exceed half of L2 are skipped for the resident column.
 
     python benchmarks/gemm_residency.py [--ms 1 16] [--config 64,8,4,2,4 ...] [--variant k_tiles=8 ...]
@@ -27,8 +28,8 @@ from kernels import Layer, graph_time_us
 from ncu_gemm import parse_config
 
 from pagedawq.kernels import clusters
-from pagedawq.kernels.awq_configs import wgmma_t_config
-from pagedawq.kernels.awq_gemm import _counters, awq_gemm
+from pagedawq.kernels.awq_configs import wgmma_t_config, ws_wave_tail
+from pagedawq.kernels.awq_gemm import _counters, _launch_with_tail, awq_gemm, wgmma_t_module
 from pagedawq.kernels.awq_wgmma_t import output_tiles, wgmma_t_gemm
 
 LAYERS = [("7b down", 11008, 4096), ("7b o", 4096, 4096), ("7b qkv", 4096, 12288), ("7b gate_up", 4096, 22016),
@@ -41,12 +42,16 @@ def parse_variant(text: str) -> dict[str, int]:
     return {f: int(v) for f, v in (item.split("=") for item in text.split(","))}
 
 
-def row_times(layer: Layer, m: int, cfg) -> tuple[float, float]:
-    """(µs from DRAM, µs resident in L2) of one config (None: awq_gemm's choice) at M = m."""
+def row_times(layer: Layer, m: int, cfg, tail: tuple | None = None) -> tuple[float, float]:
+    """(µs from DRAM, µs resident in L2) of one config (None: awq_gemm's choice) at M = m; with
+    ``tail`` (``ws_wave_tail``'s plan for cfg), cfg's whole waves and the rest as awq_gemm splits them."""
     x = layer.x(m)
     out = torch.empty(m, layer.n, dtype=torch.float16, device="cuda")
     if cfg is None:
         fns = [lambda w=w, r=r: awq_gemm(x, *w, out=out, repacked=r) for w, r in zip(layer.int4, layer.repacked)]
+    elif tail is not None:
+        module = wgmma_t_module()
+        fns = [lambda p=p: _launch_with_tail(module, x, p, out, cfg, *tail, False) for p in layer.repacked]
     else:
         cnt = _counters(x.device, output_tiles(m, layer.n, cfg))
         fns = [lambda p=p: wgmma_t_gemm(x, *p, cfg, out, cnt) for p in layer.repacked]
@@ -93,6 +98,8 @@ def main() -> None:
     p.add_argument("--fit", type=int, nargs="*", default=None, metavar="N",
                    help="fit fixed + bytes / rate over --fit-ks for these N instead of the layer table")
     p.add_argument("--fit-ks", type=int, nargs="+", default=[1024, 2048, 4096, 8192, 16384])
+    p.add_argument("--with-tail", action="store_true",
+                   help="launch each --config / --variant as awq_gemm would split it (ws_wave_tail), where it does")
     p.add_argument("--cluster-policy", choices=sorted(clusters.SCHEDULING_POLICIES), default=clusters.SCHEDULING_POLICY,
                    help="how the driver places the CTAs of a clustered split-K launch")
     args = p.parse_args()
@@ -113,9 +120,12 @@ def main() -> None:
             for cfg in [None, *args.config, *variants]:
                 if cfg is not None and n % cfg.cta_channels:
                     continue
-                dram, res = row_times(layer, m, cfg)
+                tail = ws_wave_tail(m, n, k, sms, cfg) if args.with_tail and cfg is not None else None
+                dram, res = row_times(layer, m, cfg, tail)
                 label = "awq_gemm" if cfg is None else ",".join(str(v) for v in (
                     cfg.block_n, cfg.block_t, cfg.stages, cfg.split_k, cfg.k_tiles, cfg.consumers, cfg.k_phases))
+                if tail is not None:
+                    label += f" +{n - tail[0]} ch split {tail[1].split_k}"
                 print(f"{name:<14}{m:>4} {label:<44}{dram:>9.2f}{res:>8.2f}{res / dram:>9.2f}"
                       f"{layer.bytes(m) / dram / 1e3:>10.0f}", flush=True)
             layer._ref.clear()

@@ -258,6 +258,18 @@ def _two_gpu_worker(rank: int, port: int) -> None:
             rank0 = fused[0].clone()
             dist.broadcast(rank0, src=0)
             assert torch.equal(fused[0], rank0), "ranks disagree"
+        # The greedy-token exchange (its own key buffer) gives every rank the argmax of the
+        # gathered logits, over 32000 tokens split 16000 a rank, for decode and prefill-sized batches.
+        from pagedawq.kernels import greedy_exchange
+        for rows in (1, 7, 256):
+            shared = torch.Generator().manual_seed(rows)
+            full = torch.randn(rows, 32000, generator=shared).to(device="cuda", dtype=torch.float16)
+            full[:, 15990:16010] = full.max()   # ties across the two slices: the first token wins
+            tokens = reducer.greedy_tokens(full[:, 16000 * rank:16000 * (rank + 1)], 16000 * rank)
+            assert torch.equal(tokens, full.float().argmax(dim=-1)), rows
+            keys = greedy_exchange.row_keys(full[:, 16000 * rank:16000 * (rank + 1)], 16000 * rank)
+            dist.all_reduce(keys, op=dist.ReduceOp.MAX)
+            assert torch.equal(greedy_exchange.tokens_of_keys(keys), tokens), rows
         # Replays of a graph of three all-reduces (an odd count: a replay's first call has the parity
         # of the previous replay's last), with new inputs each time.
         xs = [torch.zeros(5120, device="cuda", dtype=torch.float16) for _ in range(3)]

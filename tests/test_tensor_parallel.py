@@ -170,6 +170,17 @@ def _shard_worker(rank: int, world: int, port: int, x: torch.Tensor, expected: l
     head.weight_loader(head.weight, table)
     ids = torch.tensor([0, 17, 25, 49])
     errors.append(("embedding", False, float((emb(ids) - table[ids]).abs().max())))
+    # greedy tokens without gathering the logits: 51 tokens, so the last slice has a padding row
+    # (logit 0) that must not win over the real, negative logits; the best token in two slices
+    # (3 and 30): the first wins
+    negative = -torch.rand(51, 16, generator=torch.Generator().manual_seed(3)) - 0.1
+    negative[3] = negative[30] = -0.01
+    greedy_head = ParallelLMHead(51, 16, torch.float32)
+    greedy_head.weight_loader(greedy_head.weight, negative)
+    hidden = torch.stack([torch.ones(16), torch.rand(16, generator=torch.Generator().manual_seed(4)) + 0.1])
+    got = greedy_head.greedy_tokens(hidden)
+    errors.append(("greedy tokens", False, float((got != torch.tensor([3, int((hidden[1] @ negative.t()).argmax())]))
+                                                 .sum())))
     errors.append(("lm_head", False, float((head.compute_logits(x[:, :16]) - x[:, :16] @ table.t()).abs().max())))
     queue.put((rank, errors))
 
@@ -201,7 +212,7 @@ def test_every_parallel_layer_matches_unsharded(world):
     for p in procs:
         p.join(timeout=30)
     for rank, errors in results:
-        assert len(errors) == 12
+        assert len(errors) == 13
         for kind, quantized, err in errors:
             assert err < 1e-4, (rank, kind, quantized, err)
 

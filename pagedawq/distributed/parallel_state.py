@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from pagedawq.kernels import ops
+from pagedawq.kernels import greedy_exchange, ops
 from pagedawq.kernels.split_k import SplitKPartials
 
 logger = logging.getLogger(__name__)
@@ -93,6 +93,21 @@ def broadcast_from_rank0(x: torch.Tensor) -> torch.Tensor:
     if _state.size > 1:
         dist.broadcast(x, src=0, group=_state.group)
     return x
+
+
+def greedy_tokens(logits: torch.Tensor, start: int) -> torch.Tensor:
+    """The greedy token (int64 [rows]) of each row of vocabulary-parallel ``logits`` [rows, V_rank]
+    (this rank's columns are tokens ``start ..``): what the argmax of the all-gathered logits gives,
+    the same on every rank, without gathering them. Each rank's best (logit, token) meets the
+    others' in the symmetric-memory exchange where it runs, else in a MAX all-reduce
+    (``pagedawq.kernels.greedy_exchange``)."""
+    fast = _state.small_allreduce
+    if fast is not None and fast.can_exchange_greedy(logits):
+        return fast.greedy_tokens(logits, start)
+    keys = greedy_exchange.row_keys(logits, start)
+    if _state.size > 1:
+        dist.all_reduce(keys, op=dist.ReduceOp.MAX, group=_state.group)
+    return greedy_exchange.tokens_of_keys(keys)
 
 
 def all_gather(x: torch.Tensor, dim: int = -1) -> torch.Tensor:

@@ -25,6 +25,7 @@ from collections.abc import Callable
 import torch
 import torch.distributed as dist
 
+from pagedawq.kernels import greedy_exchange as greedy
 from pagedawq.kernels import one_shot_allreduce as one_shot
 
 logger = logging.getLogger(__name__)
@@ -44,6 +45,8 @@ def default_max_bytes(world_size: int) -> int:
 
 # Widest row the fused all-reduce + residual add + RMSNorm takes (one program holds a whole row).
 MAX_FUSED_HIDDEN = 16384
+# Most sampled rows a greedy-token exchange takes (more go through the MAX all-reduce).
+KEY_ROWS = 1024
 
 
 class SymmMemAllReduce:
@@ -75,6 +78,15 @@ class SymmMemAllReduce:
         self.buffer_ptrs = torch.tensor(handle.buffer_ptrs, dtype=torch.int64, device=device)
         self.epochs = torch.zeros(one_shot.PROGRAMS, dtype=torch.int32, device=device)
         self.fuse_add_rms_norm = False   # until ``try_create`` has checked it against the unfused path
+        # The greedy-token exchange's own buffer of int64 keys and its programs' counters.
+        self.keys = symm_mem.empty(greedy.buffer_elements(KEY_ROWS, world_size), dtype=torch.int64, device=device)
+        key_handle = symm_mem.rendezvous(self.keys, self.group_name)
+        self.keys.fill_(greedy.EMPTY)
+        torch.cuda.synchronize(device)
+        dist.barrier(group)
+        self.key_ptrs = torch.tensor(key_handle.buffer_ptrs, dtype=torch.int64, device=device)
+        self.key_epochs = torch.zeros(greedy.PROGRAMS, dtype=torch.int32, device=device)
+        self.exchange_greedy = False   # until ``try_create`` has checked it against the MAX all-reduce
 
     def can_reduce(self, x: torch.Tensor) -> bool:
         return x.dtype == self.dtype and x.is_contiguous() and x.numel() <= self.max_numel
@@ -92,6 +104,17 @@ class SymmMemAllReduce:
         one_shot.one_shot_all_reduce(flat, flat, self.buffer_ptrs, self.epochs, self.rank, self.world_size,
                                      self.max_numel)
         return x
+
+    def can_exchange_greedy(self, logits: torch.Tensor) -> bool:
+        """Whether ``greedy_tokens`` takes these [rows, V_rank] logits: enabled (its start-up check
+        passed) and at most ``KEY_ROWS`` rows."""
+        return self.exchange_greedy and logits.dim() == 2 and logits.shape[0] <= KEY_ROWS
+
+    def greedy_tokens(self, logits: torch.Tensor, start: int) -> torch.Tensor:
+        """The greedy token of each row of the vocabulary-parallel ``logits`` (this rank's columns are
+        tokens ``start ..``), the same on every rank (``greedy_exchange``)."""
+        return greedy.greedy_exchange(logits, start, self.key_ptrs, self.key_epochs, self.rank, self.world_size,
+                                      KEY_ROWS)
 
     def can_fuse_add_rms_norm(self, x: torch.Tensor) -> bool:
         """Whether ``add_rms_norm`` takes ``x``: enabled (its start-up check passed), a contiguous
@@ -189,6 +212,7 @@ def try_create(group: dist.ProcessGroup, device: torch.device, dtype: torch.dtyp
     logger.info("all-reduces up to %d KiB use the symmetric-memory one-shot kernel",
                 reducer.max_numel * dtype.itemsize // 1024)
     reducer.fuse_add_rms_norm = _fused_add_rms_norm_agrees(reducer, group, device, dtype)
+    reducer.exchange_greedy = _greedy_exchange_agrees(reducer, group, device, dtype)
     return reducer
 
 
@@ -215,4 +239,31 @@ def _fused_add_rms_norm_agrees(reducer: SymmMemAllReduce, group: dist.ProcessGro
                        reason or "another rank could not use it")
         return False
     logger.info("the all-reduce after each row-parallel layer is fused with the residual add and RMSNorm")
+    return True
+
+
+def _greedy_exchange_agrees(reducer: SymmMemAllReduce, group: dist.ProcessGroup, device: torch.device,
+                            dtype: torch.dtype) -> bool:
+    """Check the greedy-token exchange against the MAX all-reduce of the same keys, on every rank,
+    with ties inside and across the ranks' slices: the tokens must be equal. If not (or if it
+    fails), greedy rows take the all-reduce. ``PAGEDAWQ_DISABLE_GREEDY_EXCHANGE=1`` turns it off."""
+    if os.environ.get("PAGEDAWQ_DISABLE_GREEDY_EXCHANGE") == "1":
+        return False
+    rank = dist.get_rank(group)
+    gen = torch.Generator(device="cpu").manual_seed(99)   # the same on every rank: ties across slices
+    logits = torch.randint(-4, 4, (5, 300), generator=gen).to(device=device, dtype=dtype)
+    logits[:, rank::7] += rank % 2    # and some that differ between ranks
+    expected = greedy.row_keys(logits, rank * 300)
+    dist.all_reduce(expected, op=dist.ReduceOp.MAX, group=group)
+    expected = greedy.tokens_of_keys(expected)
+
+    def launch() -> Callable[[], bool]:
+        got = [reducer.greedy_tokens(logits, rank * 300) for _ in range(3)]   # the epochs and parities advance
+        return lambda: all(torch.equal(g, expected) for g in got)
+    ok, reason = _check_on_device(launch, "its tokens differ from the MAX all-reduce's")
+    if not _all_agree(ok, group, device):
+        logger.warning("greedy-token exchange unavailable (%s); greedy rows all-reduce their keys through NCCL",
+                       reason or "another rank could not use it")
+        return False
+    logger.info("greedy rows exchange their best tokens through symmetric memory")
     return True

@@ -18,7 +18,7 @@ from pagedawq.config import EngineConfig
 from pagedawq.distributed.parallel_state import broadcast_from_rank0, get_tp_size
 from pagedawq.engine.cuda_graphs import DecodeGraphs, PrefillGraphs
 from pagedawq.engine.host_staging import HostStaging
-from pagedawq.engine.sampler import DeviceSample, RequestSamplingState, Sampler, TokenLogprobs
+from pagedawq.engine.sampler import DeviceSample, RequestSamplingState, Sampler, TokenLogprobs, argmax_of_raw_logits
 from pagedawq.engine.scheduler import PENDING_TOKEN, SchedulerOutput
 from pagedawq.models.layers.attention import Attention
 
@@ -72,6 +72,11 @@ class ModelRunner:
         # With tensor parallelism and asynchronous scheduling every rank needs those tokens (for
         # its embedding lookup), so rank 0 broadcasts them on the device after each sample.
         self.share_sampled_tokens = get_tp_size() > 1 and config.async_scheduling
+        # With tensor parallelism, a batch whose every row takes the argmax of its raw logits gets its
+        # tokens on every rank from the ranks' best (logit, token) pairs (``model.greedy_tokens``):
+        # no logits gathered, no tokens broadcast. Every rank tracks which requests those are.
+        self.gather_free_greedy = get_tp_size() > 1
+        self.argmax_requests: set[str] = set()
         self.attn_layers = [m for m in model.modules() if isinstance(m, Attention)]
         self.kv_caches: list[torch.Tensor] = []
         self.graphs: DecodeGraphs | None = None
@@ -159,6 +164,10 @@ class ModelRunner:
     def _update_states(self, sched: SchedulerOutput) -> None:
         for rid in sched.finished_request_ids:
             self.states.pop(rid, None)
+            self.argmax_requests.discard(rid)
+        if self.gather_free_greedy:
+            self.argmax_requests.update(new.request_id for new in sched.new_requests
+                                        if argmax_of_raw_logits(new.sampling_params))
         if self.is_driver:
             for new in sched.new_requests:
                 self.states[new.request_id] = RequestSamplingState.create(
@@ -187,8 +196,14 @@ class ModelRunner:
                 hidden = self.model(batch.input_ids, batch.positions)
         if not batch.sample_request_ids:
             return PendingOutput([], None) if self.is_driver else None
-        logits = self.model.compute_logits(hidden[batch.logits_indices])
         self.last_sampled_rows = {rid: i for i, rid in enumerate(batch.sample_request_ids)}
+        if self.gather_free_greedy and self.argmax_requests.issuperset(batch.sample_request_ids):
+            self.last_sampled = self.model.greedy_tokens(hidden[batch.logits_indices])
+            if not self.is_driver:
+                return None
+            states = [self.states[rid] for rid in batch.sample_request_ids]
+            return PendingOutput(batch.sample_request_ids, DeviceSample(states, self.last_sampled, None))
+        logits = self.model.compute_logits(hidden[batch.logits_indices])
         if not self.is_driver:
             if self.share_sampled_tokens:
                 self.last_sampled = broadcast_from_rank0(
@@ -214,8 +229,9 @@ class ModelRunner:
     @torch.inference_mode()
     def warm_up(self) -> None:
         """Compile now the kernel variants of a short prefill chunk (a prefix-cache hit, the tail
-        of a chunked prompt), which neither the profile run nor the decode graphs use, so that no
-        request pays for the compilation in its time to first token."""
+        of a chunked prompt), which neither the profile run nor the decode graphs use, and the
+        tensor-parallel greedy exchange, so that no request pays for the compilation in its time
+        to first token."""
         self._dummy_forward([2], num_logits=1)
 
     def _dummy_forward(self, lens: list[int], num_logits: int) -> None:
@@ -233,3 +249,5 @@ class ModelRunner:
         with forward_context(metadata):
             hidden = self.model(input_ids, positions)
         self.model.compute_logits(hidden[:num_logits]).float().softmax(-1)
+        if self.gather_free_greedy:
+            self.model.greedy_tokens(hidden[:num_logits])

@@ -53,6 +53,13 @@ def uses_token_history(params: SamplingParams) -> bool:
                 or params.min_tokens)
 
 
+def argmax_of_raw_logits(params: SamplingParams) -> bool:
+    """Whether a request's next token is the argmax of its raw logits (greedy, no penalty, no
+    ``min_tokens`` ban, no logprobs): with tensor parallelism such rows need no gathered logits
+    (``ModelRunner``, ``greedy_tokens``)."""
+    return params.greedy and params.logprobs is None and not uses_token_history(params)
+
+
 def _apply_penalties(logits: torch.Tensor, states: list[RequestSamplingState]) -> torch.Tensor:
     rows = [i for i, s in enumerate(states)
             if s.params.repetition_penalty != 1.0 or s.params.presence_penalty or s.params.frequency_penalty]

@@ -82,13 +82,13 @@ def _empty_like(v):
 
 
 @triton.jit
-def _epoch(epochs_ptr):
-    """This program's epoch for the call (its previous one + 1; ``_finish`` stores it back)."""
+def program_epoch(epochs_ptr):
+    """This program's epoch for the call (its previous one + 1; ``store_epoch`` stores it back)."""
     return tl.load(epochs_ptr + tl.program_id(0), volatile=True) + 1
 
 
 @triton.jit
-def _finish(epochs_ptr, epoch):
+def store_epoch(epochs_ptr, epoch):
     """Store the program's epoch once every thread has read the old one: a warp that ran ahead
     (a program without rows has no other barrier) must not let a later one read it advanced, or the
     count would gain two in a call and the program's parity would part from its peers'."""
@@ -149,7 +149,7 @@ def _one_shot_all_reduce_kernel(x_ptr, out_ptr, buffer_ptrs, epochs_ptr, numel, 
                                 BLOCK: tl.constexpr):
     pid = tl.program_id(0)
     offs = tl.arange(0, BLOCK)
-    epoch = _epoch(epochs_ptr)
+    epoch = program_epoch(epochs_ptr)
     for start in range(pid * BLOCK, numel, PROGRAMS * BLOCK):
         idx = start + offs
         mask = idx < numel
@@ -159,7 +159,7 @@ def _one_shot_all_reduce_kernel(x_ptr, out_ptr, buffer_ptrs, epochs_ptr, numel, 
         mask = idx < numel
         acc = _sum_ranks(_load_own(x_ptr, idx, mask), buffer_ptrs, idx, mask, epoch, capacity, RANK, WORLD)
         tl.store(out_ptr + idx, acc.to(out_ptr.dtype.element_ty), mask=mask)
-    _finish(epochs_ptr, epoch)
+    store_epoch(epochs_ptr, epoch)
 
 
 @triton.jit
@@ -174,7 +174,7 @@ def _one_shot_all_reduce_add_rms_norm_kernel(x_ptr, residual_ptr, weight_ptr, ou
     pid = tl.program_id(0)
     cols = tl.arange(0, BLOCK_H)
     mask = cols < hidden
-    epoch = _epoch(epochs_ptr)
+    epoch = program_epoch(epochs_ptr)
     for row in range(pid, rows, PROGRAMS):
         off = row * hidden + cols
         _push(_load_own(x_ptr, off, mask), off, mask, epoch, buffer_ptrs, capacity, RANK, WORLD)
@@ -190,7 +190,7 @@ def _one_shot_all_reduce_add_rms_norm_kernel(x_ptr, residual_ptr, weight_ptr, ou
         hf = h.to(tl.float32)
         inv_rms = tl.math.rsqrt(tl.sum(hf * hf, 0) / hidden + eps)
         tl.store(out_ptr + off, (hf * inv_rms * w).to(dt), mask=mask)
-    _finish(epochs_ptr, epoch)
+    store_epoch(epochs_ptr, epoch)
 
 
 def _check(x: torch.Tensor, capacity: int) -> None:

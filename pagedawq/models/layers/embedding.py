@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pagedawq.distributed.parallel_state import all_gather, all_reduce, get_tp_rank, get_tp_size
+from pagedawq.distributed.parallel_state import all_gather, all_reduce, get_tp_rank, get_tp_size, greedy_tokens
 from pagedawq.quant.base import set_weight_attrs
 
 
@@ -45,3 +45,10 @@ class ParallelLMHead(VocabParallelEmbedding):
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         logits = all_gather(F.linear(hidden, self.weight), dim=-1)
         return logits[..., : self.vocab_size]
+
+    def greedy_tokens(self, hidden: torch.Tensor) -> torch.Tensor:
+        """``compute_logits(hidden).float().argmax(-1)``, the same on every rank, without gathering
+        the logits: each rank's best over its slice (padding rows left out) meets the others'
+        (``parallel_state.greedy_tokens``)."""
+        real = max(0, min(self.per_rank, self.vocab_size - self.start))
+        return greedy_tokens(F.linear(hidden, self.weight[:real]), self.start)

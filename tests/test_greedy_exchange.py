@@ -1,0 +1,101 @@
+"""Greedy tokens of vocabulary-parallel logits without gathering them (``pagedawq.kernels.greedy_exchange``).
+
+The keys: the largest of the ranks' keys is the token ``argmax`` gives on the whole row (first
+index on ties, negative zero, infinities, padding-only slices). The kernel: one process plays one
+rank of a group whose peers have already pushed their keys into this rank's receive slots (as in
+test_one_shot_allreduce.py); it must return the tokens, push its own keys into each peer's slot
+for it, empty the slots it read, advance its programs' epochs and write nothing else. Without CUDA
+the kernel runs in Triton's interpreter.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.triton_interpreter import interpret_without_cuda
+
+CUDA = interpret_without_cuda("pagedawq.kernels.one_shot_allreduce", "pagedawq.kernels.greedy_exchange")
+DEVICE = "cuda" if CUDA else "cpu"
+
+from pagedawq.kernels import greedy_exchange as greedy  # noqa: E402
+
+
+def _slices(vocab: int, world: int) -> list[tuple[int, int]]:
+    """(start, real columns) of each rank's slice, as ``VocabParallelEmbedding`` splits the vocabulary."""
+    per_rank = -(-vocab // world)
+    return [(r * per_rank, max(0, min(per_rank, vocab - r * per_rank))) for r in range(world)]
+
+
+def _logits(rows: int, vocab: int, dtype: torch.dtype, seed: int) -> torch.Tensor:
+    """Random logits with ties (small integers), negative zeros and infinities."""
+    gen = torch.Generator().manual_seed(seed)
+    logits = torch.randint(-6, 3, (rows, vocab), generator=gen).to(dtype)
+    logits[logits == 0] = -0.0
+    logits[:, ::11] = float("-inf")
+    logits[0] = -0.0                       # a row of (negative) zeros: token 0
+    if rows > 2:
+        logits[2] = float("-inf")          # nothing finite: token 0
+        logits[1, vocab - 1] = float("inf")
+    return logits
+
+
+@pytest.mark.parametrize("vocab,world", [(50, 2), (51, 2), (101, 3), (9, 8)])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
+def test_the_largest_key_is_the_argmax_of_the_whole_row(vocab, world, dtype):
+    logits = _logits(7, vocab, dtype, seed=vocab + world)
+    keys = torch.stack([greedy.row_keys(logits[:, s:s + n], s) for s, n in _slices(vocab, world)])
+    got = greedy.tokens_of_keys(keys.max(dim=0).values)
+    assert torch.equal(got, logits.float().argmax(dim=-1))
+    assert got[0] == 0 and got[2] == 0 and got[1] == vocab - 1
+
+
+def _peers_arrived(rank: int, world: int, keys: list[torch.Tensor], capacity: int, epoch: int):
+    """Every rank's key buffer (empty) with the peers' keys in this rank's slots of the epoch's
+    parity; this rank's epochs at ``epoch - 1``; the address table."""
+    buffers = [torch.full((greedy.buffer_elements(capacity, world),), greedy.EMPTY, dtype=torch.int64, device=DEVICE)
+               for _ in range(world)]
+    for peer in range(world):
+        if peer != rank:
+            start = _slot(epoch, peer, world, capacity)
+            buffers[rank][start:start + len(keys[peer])] = keys[peer]
+    epochs = torch.full((greedy.PROGRAMS,), epoch - 1, dtype=torch.int32, device=DEVICE)
+    return buffers, epochs, torch.tensor([b.data_ptr() for b in buffers], dtype=torch.int64, device=DEVICE)
+
+
+def _slot(epoch: int, src: int, world: int, capacity: int) -> int:
+    return ((epoch & 1) * world + src) * capacity
+
+
+@pytest.mark.parametrize("rank,world,rows,vocab", [(0, 2, 1, 5000), (1, 2, 12, 51), (2, 3, 20, 6001),
+                                                   (3, 4, 3, 40)])
+@pytest.mark.parametrize("epoch", [1, 2])
+def test_one_rank_of_the_exchange(rank, world, rows, vocab, epoch):
+    logits = _logits(rows, vocab, torch.float16, seed=rows + vocab).to(DEVICE)
+    slices = _slices(vocab, world)
+    keys = [greedy.row_keys(logits[:, s:s + n], s) for s, n in slices]
+    capacity = rows + 5
+    buffers, epochs, ptrs = _peers_arrived(rank, world, keys, capacity, epoch)
+    start, real = slices[rank]
+    # this rank's slice as the LM head leaves it: a view of a wider buffer (row stride > columns)
+    wide = torch.full((rows, real + 3), float("nan"), dtype=torch.float16, device=DEVICE)
+    wide[:, :real] = logits[:, start:start + real]
+    got = greedy.greedy_exchange(wide[:, :real], start, ptrs, epochs, rank, world, capacity)
+    assert torch.equal(got.cpu(), logits.float().argmax(dim=-1).cpu())
+    assert epochs.eq(epoch).all()                                         # every program's epoch advanced
+    assert buffers[rank].eq(greedy.EMPTY).all()                           # the slots it read are empty again
+    for peer in range(world):
+        if peer != rank:
+            at = _slot(epoch, rank, world, capacity)
+            assert torch.equal(buffers[peer][at:at + rows], keys[rank])   # its keys pushed, as row_keys packs them
+            rest = torch.cat([buffers[peer][:at], buffers[peer][at + rows:]])
+            assert rest.eq(greedy.EMPTY).all()                            # and nothing else written
+
+
+def test_bad_arguments():
+    ptrs = torch.zeros(2, dtype=torch.int64)
+    epochs = torch.zeros(greedy.PROGRAMS, dtype=torch.int32)
+    with pytest.raises(ValueError, match="rows exceed"):
+        greedy.greedy_exchange(torch.zeros(9, 4), 0, ptrs, epochs, 0, 2, capacity=8)
+    with pytest.raises(ValueError, match="unit column stride"):
+        greedy.greedy_exchange(torch.zeros(4, 6)[:, ::2], 0, ptrs, epochs, 0, 2, capacity=8)
+    assert greedy.greedy_exchange(torch.zeros(0, 4), 0, ptrs, epochs, 0, 2, capacity=8).shape == (0,)
