@@ -233,13 +233,9 @@ def _fused_add_rms_norm_agrees(reducer: SymmMemAllReduce, group: dist.ProcessGro
         expected = ops.fused_add_rms_norm(reducer(x.clone()), residual, weight, 1e-5)
         got = reducer.add_rms_norm(x, residual, weight, 1e-5)
         return lambda: all(torch.equal(g, e) for g, e in zip(got, expected))
-    ok, reason = _check_on_device(launch, "its result differs from the unfused path's")
-    if not _all_agree(ok, group, device):
-        logger.warning("fused all-reduce + RMSNorm unavailable (%s); the norms run after the all-reduce",
-                       reason or "another rank could not use it")
-        return False
-    logger.info("the all-reduce after each row-parallel layer is fused with the residual add and RMSNorm")
-    return True
+    return _agreed(_check_on_device(launch, "its result differs from the unfused path's"), group, device,
+                   "fused all-reduce + RMSNorm", "the norms run after the all-reduce",
+                   "the all-reduce after each row-parallel layer is fused with the residual add and RMSNorm")
 
 
 def _greedy_exchange_agrees(reducer: SymmMemAllReduce, group: dist.ProcessGroup, device: torch.device,
@@ -260,10 +256,18 @@ def _greedy_exchange_agrees(reducer: SymmMemAllReduce, group: dist.ProcessGroup,
     def launch() -> Callable[[], bool]:
         got = [reducer.greedy_tokens(logits, rank * 300) for _ in range(3)]   # the epochs and parities advance
         return lambda: all(torch.equal(g, expected) for g in got)
-    ok, reason = _check_on_device(launch, "its tokens differ from the MAX all-reduce's")
+    return _agreed(_check_on_device(launch, "its tokens differ from the MAX all-reduce's"), group, device,
+                   "greedy-token exchange", "greedy rows all-reduce their keys through NCCL",
+                   "greedy rows exchange their best tokens through symmetric memory")
+
+
+def _agreed(check: tuple[bool, str], group: dist.ProcessGroup, device: torch.device, what: str, otherwise: str,
+            enabled: str) -> bool:
+    """Whether a start-up check (``_check_on_device``'s (ok, why not)) passed on every rank; logs
+    that ``what`` is used, or why not and what is used ``otherwise``."""
+    ok, reason = check
     if not _all_agree(ok, group, device):
-        logger.warning("greedy-token exchange unavailable (%s); greedy rows all-reduce their keys through NCCL",
-                       reason or "another rank could not use it")
+        logger.warning("%s unavailable (%s); %s", what, reason or "another rank could not use it", otherwise)
         return False
-    logger.info("greedy rows exchange their best tokens through symmetric memory")
+    logger.info(enabled)
     return True

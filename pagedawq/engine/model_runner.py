@@ -1,7 +1,8 @@
 """Turns a SchedulerOutput into flat tensors, runs one forward, samples (rank 0).
 
-Model-agnostic: it knows the batch layout (see ``attention/metadata.py``) and the model's two
-entry points, ``model(input_ids, positions) -> hidden`` and ``model.compute_logits(hidden)``.
+Model-agnostic: it knows the batch layout (see ``attention/metadata.py``) and the model's entry
+points, ``model(input_ids, positions) -> hidden``, ``model.compute_logits(hidden)`` and, with tensor
+parallelism, ``model.greedy_tokens(hidden)`` (the argmax rows without gathering the logits).
 """
 from __future__ import annotations
 

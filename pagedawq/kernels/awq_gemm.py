@@ -335,9 +335,8 @@ def _launch_wgmma_t(module, x: torch.Tensor, n: int, repacked: tuple[torch.Tenso
                     config: WgmmaTConfig | None, silu_and_mul: bool = False, split_k_partials: bool = False
                     ) -> torch.Tensor | SplitKPartials:
     """``module.wgmma_t_gemm`` for x on a layer of N outputs, with ``config`` (default:
-    ``wgmma_t_config``'s for the shape, and where its last wave would be less than half full, that
-    wave's channels in a second launch split along K) and, for split-K, the device's arrival
-    counters."""
+    ``wgmma_t_config``'s for the shape, and where its last wave would be part-filled, that wave's
+    channels in a second launch: ``ws_wave_tail``) and, for split-K, the device's arrival counters."""
     m, k = x.shape
     if not isinstance(config, WgmmaTConfig):
         config = wgmma_t_config(m, n, k, _sm_count(x.device))
@@ -351,7 +350,8 @@ def _launch_wgmma_t(module, x: torch.Tensor, n: int, repacked: tuple[torch.Tenso
 def _launch_with_tail(module, x: torch.Tensor, repacked: tuple[torch.Tensor, torch.Tensor], out: torch.Tensor,
                       config: WgmmaTConfig, n_main: int, tail_config: WgmmaTConfig, silu_and_mul: bool) -> torch.Tensor:
     """Two launches (``awq_configs.ws_wave_tail``): channels ``[0, n_main)`` in whole waves with
-    ``config``, the rest split along K with ``tail_config``, which sums its slices itself."""
+    ``config``, the rest with ``tail_config`` (smaller tiles or K slices). Both write the summed
+    output, so a caller that asked for split-K partials gets the output tensor."""
     main, rest = module.channel_slices(*repacked, n_main)
     cut = n_main // 2 if silu_and_mul else n_main
     module.wgmma_t_gemm(x, *main, config, out[:, :cut], None, silu_and_mul)
