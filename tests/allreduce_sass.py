@@ -1,7 +1,8 @@
-"""Compile the one-shot all-reduce kernels for sm_90 without a GPU and print their SASS as JSON
-(run as a script, outside the Triton interpreter: tests/test_one_shot_allreduce.py).
+"""Compile the one-shot all-reduce kernels and the greedy-token exchange for sm_90 without a GPU
+and print their SASS as JSON (run as a script, outside the Triton interpreter:
+tests/test_one_shot_allreduce.py, tests/test_greedy_exchange.py).
 
-    python -m tests.allreduce_sass plain|fused
+    python -m tests.allreduce_sass plain|fused|greedy
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
+from pagedawq.kernels import greedy_exchange as greedy
 from pagedawq.kernels import one_shot_allreduce as one_shot
 from tests.wgmma_sass import disassemble
 
@@ -19,7 +21,7 @@ ALIGNED = [["tt.divisibility", 16]]   # what Triton infers at launch for 16-byte
 
 
 def sass(kernel: str) -> list[str]:
-    """fp16, rank 0 of 2, pointers and sizes 16-byte multiples (as the engine calls it)."""
+    """fp16, rank 0 of 2, pointers (and the all-reduces' sizes) 16-byte multiples (as the engine calls them)."""
     common = {"RANK": 0, "WORLD": 2, "PROGRAMS": one_shot.PROGRAMS}
     if kernel == "plain":
         fn = one_shot._one_shot_all_reduce_kernel
@@ -27,6 +29,12 @@ def sass(kernel: str) -> list[str]:
                "capacity": "i32"}
         constexprs = {**common, "BLOCK": one_shot.BLOCK}
         attrs, warps = {(i,): ALIGNED for i in range(6)}, one_shot.NUM_WARPS
+    elif kernel == "greedy":
+        fn = greedy._greedy_exchange_kernel
+        sig = {"logits_ptr": "*fp16", "stride": "i32", "rows": "i32", "valid": "i32", "start": "i32",
+               "out_ptr": "*i64", "buffer_ptrs": "*i64", "epochs_ptr": "*i32", "capacity": "i32"}
+        constexprs = {**common, "PROGRAMS": greedy.PROGRAMS, "BLOCK": greedy.BLOCK_V}
+        attrs, warps = {(i,): ALIGNED for i in (0, 1, 3, 5, 6, 7)}, greedy.NUM_WARPS   # stride, valid: V / ranks
     else:
         fn = one_shot._one_shot_all_reduce_add_rms_norm_kernel
         sig = {"x_ptr": "*fp16", "residual_ptr": "*fp16", "weight_ptr": "*fp16", "out_ptr": "*fp16",
