@@ -66,25 +66,14 @@ class SymmMemAllReduce:
                 warnings.simplefilter("ignore", FutureWarning)
                 symm_mem.enable_symm_mem_for_group(self.group_name)
         world_size = dist.get_world_size(group)
-        self.buffer = symm_mem.empty(one_shot.buffer_elements(self.max_numel, world_size), dtype=dtype, device=device)
-        handle = symm_mem.rendezvous(self.buffer, self.group_name)
+        self.buffer, self.buffer_ptrs, handle = _receive_buffer(
+            symm_mem, group, one_shot.buffer_elements(self.max_numel, world_size), dtype, one_shot.EMPTY, device)
         self.rank, self.world_size = handle.rank, handle.world_size
-        # Every receive slot starts empty, on every rank, before any peer pushes into it (a push that
-        # this fill overwrote would leave its receiver waiting for ever).
-        self.buffer.fill_(one_shot.EMPTY)
-        torch.cuda.synchronize(device)
-        dist.barrier(group)
-        # Every rank's buffer address, as the kernels read them, and this rank's call counters.
-        self.buffer_ptrs = torch.tensor(handle.buffer_ptrs, dtype=torch.int64, device=device)
-        self.epochs = torch.zeros(one_shot.PROGRAMS, dtype=torch.int32, device=device)
+        self.epochs = torch.zeros(one_shot.PROGRAMS, dtype=torch.int32, device=device)   # this rank's call counters
         self.fuse_add_rms_norm = False   # until ``try_create`` has checked it against the unfused path
         # The greedy-token exchange's own buffer of int64 keys and its programs' counters.
-        self.keys = symm_mem.empty(greedy.buffer_elements(KEY_ROWS, world_size), dtype=torch.int64, device=device)
-        key_handle = symm_mem.rendezvous(self.keys, self.group_name)
-        self.keys.fill_(greedy.EMPTY)
-        torch.cuda.synchronize(device)
-        dist.barrier(group)
-        self.key_ptrs = torch.tensor(key_handle.buffer_ptrs, dtype=torch.int64, device=device)
+        self.keys, self.key_ptrs, _ = _receive_buffer(
+            symm_mem, group, greedy.buffer_elements(KEY_ROWS, world_size), torch.int64, greedy.EMPTY, device)
         self.key_epochs = torch.zeros(greedy.PROGRAMS, dtype=torch.int32, device=device)
         self.exchange_greedy = False   # until ``try_create`` has checked it against the MAX all-reduce
 
@@ -128,6 +117,19 @@ class SymmMemAllReduce:
         self._check_fits(x)
         return one_shot.one_shot_all_reduce_add_rms_norm(x, residual, weight, eps, self.buffer_ptrs, self.epochs,
                                                          self.rank, self.world_size, self.max_numel)
+
+
+def _receive_buffer(symm_mem, group: dist.ProcessGroup, numel: int, dtype: torch.dtype, empty, device: torch.device):
+    """A symmetric buffer of ``numel`` elements mapped into every rank, filled with the kernels'
+    ``empty`` value on every rank before any peer can push into it (a push that the fill overwrote
+    would leave its receiver waiting for ever); returns it, every rank's address of it (int64, on
+    the device, as the kernels read them) and the rendezvous handle."""
+    buffer = symm_mem.empty(numel, dtype=dtype, device=device)
+    handle = symm_mem.rendezvous(buffer, group.group_name)
+    buffer.fill_(empty)
+    torch.cuda.synchronize(device)
+    dist.barrier(group)
+    return buffer, torch.tensor(handle.buffer_ptrs, dtype=torch.int64, device=device), handle
 
 
 # A probe that spins longer than this means the peers never see each other's pushes.

@@ -536,6 +536,7 @@ def ws_config(m: int, n: int, k: int, sms: int) -> WgmmaTConfig:
                         split_k=nonempty_split(k // 64, split))
 
 
+@lru_cache(maxsize=4096)
 def ws_wave_tail(m: int, n: int, k: int, sms: int, cfg: WgmmaTConfig) -> tuple[int, WgmmaTConfig] | None:
     """Where a large-M warp-specialised launch (``ws_config``: one CTA an SM, no split) would end
     in a part-filled wave: the output channels its whole waves cover (``n_main``, the first ones)
