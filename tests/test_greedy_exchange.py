@@ -111,8 +111,8 @@ def test_compiled_kernel_reads_whole_vectors_and_polls_without_fences():
     """The sm_90 SASS (compiled in a process without the Triton interpreter; no GPU needed), as
     launched with a slice width and row stride that are multiples of 16 (16000 or 64128 tokens a
     rank): 16-byte loads of the logits; 8-byte pushes of the keys before the first poll; polls that
-    bypass L1 (volatile); no memory barrier (the keys are their own signal); the epoch stored last,
-    right after a CTA barrier."""
+    bypass L1 (volatile); no memory barrier (the keys are their own signal); slots emptied only
+    after a CTA barrier; the epoch stored last, right after a CTA barrier."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     proc = subprocess.run([sys.executable, "-m", "tests.allreduce_sass", "greedy"], cwd=Path(__file__).parents[1],
                           env=env, capture_output=True, text=True, timeout=300)
@@ -123,6 +123,14 @@ def test_compiled_kernel_reads_whole_vectors_and_polls_without_fences():
     pushes = [i for i, op in enumerate(ops) if "STG.E.64" in op and i < min(polls)]
     assert polls and pushes
     assert not any("MEMBAR" in op for op in ops)
+    # Every thread polls a slot (the key is a scalar) and one thread empties it: only after a CTA
+    # barrier, or a warp still polling would wait for ever for a key already taken (session 19's
+    # hang at 4 ranks). The same for the row's output, which every thread read as its own key.
+    empties = [i for i, op in enumerate(ops) if "STG.E.64" in op and i > min(polls)]
+    assert empties
+    for i in empties:
+        last_poll = max(p for p in polls if p < i)
+        assert any("BAR.SYNC" in op for op in ops[last_poll:i]), ops[last_poll:i + 1]
     last_store = max(i for i, op in enumerate(ops) if "STG" in op)
     assert "STG.E " in ops[last_store]   # the 4-byte epoch
     barrier = max(i for i, op in enumerate(ops[:last_store]) if "BAR.SYNC" in op)

@@ -221,15 +221,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _two_gpu_worker(rank: int, port: int) -> None:
+def _gpu_worker(rank: int, world: int, port: int) -> None:
     import torch.distributed as dist
 
-    from pagedawq.distributed.symm_mem_allreduce import SymmMemAllReduce
+    from pagedawq.distributed.symm_mem_allreduce import SymmMemAllReduce, wait_for_device
     torch.cuda.set_device(rank)
-    dist.init_process_group("nccl", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2,
+    dist.init_process_group("nccl", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
                             device_id=torch.device("cuda", rank))
     try:
-        # Room for the largest call below (640 KiB); the engine's default buffer is 128 KiB at 2 ranks.
+        # Room for the largest call below (640 KiB); the engine's default buffer is smaller.
         reducer = SymmMemAllReduce(dist.group.WORLD, torch.device("cuda", rank), torch.float16, max_bytes=1 << 20)
         with pytest.raises(ValueError, match="exceed the symmetric buffer"):
             reducer(torch.zeros(reducer.max_numel + 1, device="cuda", dtype=torch.float16))
@@ -259,17 +259,25 @@ def _two_gpu_worker(rank: int, port: int) -> None:
             dist.broadcast(rank0, src=0)
             assert torch.equal(fused[0], rank0), "ranks disagree"
         # The greedy-token exchange (its own key buffer) gives every rank the argmax of the
-        # gathered logits, over 32000 tokens split 16000 a rank, for decode and prefill-sized batches.
+        # gathered logits, 16000 tokens a rank (and 128, the slice whose quick keys made a warp
+        # poll a slot another had emptied: a hang at 4 ranks), for decode and prefill-sized batches,
+        # many calls in a row; a call that does not finish fails the test instead of hanging it.
         from pagedawq.kernels import greedy_exchange
-        for rows in (1, 7, 256):
-            shared = torch.Generator().manual_seed(rows)
-            full = torch.randn(rows, 32000, generator=shared).to(device="cuda", dtype=torch.float16)
-            full[:, 15990:16010] = full.max()   # ties across the two slices: the first token wins
-            tokens = reducer.greedy_tokens(full[:, 16000 * rank:16000 * (rank + 1)], 16000 * rank)
-            assert torch.equal(tokens, full.float().argmax(dim=-1)), rows
-            keys = greedy_exchange.row_keys(full[:, 16000 * rank:16000 * (rank + 1)], 16000 * rank)
-            dist.all_reduce(keys, op=dist.ReduceOp.MAX)
-            assert torch.equal(greedy_exchange.tokens_of_keys(keys), tokens), rows
+        for per_rank, dtype, calls in ((16000, torch.float16, 1), (128, torch.float32, 20)):
+            for rows in (1, 7, 256):
+                shared = torch.Generator().manual_seed(rows)
+                full = torch.randn(rows, per_rank * world, generator=shared).to(device="cuda", dtype=dtype)
+                full[:, per_rank - 10:per_rank + 10] = full.max()   # ties across slices: the first token wins
+                mine = full[:, per_rank * rank:per_rank * (rank + 1)]
+                for _ in range(calls):
+                    tokens = reducer.greedy_tokens(mine, per_rank * rank)
+                    done = torch.cuda.Event()
+                    done.record()
+                    wait_for_device(done, 30)
+                    assert torch.equal(tokens, full.float().argmax(dim=-1)), (per_rank, rows)
+                keys = greedy_exchange.row_keys(mine, per_rank * rank)
+                dist.all_reduce(keys, op=dist.ReduceOp.MAX)
+                assert torch.equal(greedy_exchange.tokens_of_keys(keys), tokens), (per_rank, rows)
         # Replays of a graph of three all-reduces (an odd count: a replay's first call has the parity
         # of the previous replay's last), with new inputs each time.
         xs = [torch.zeros(5120, device="cuda", dtype=torch.float16) for _ in range(3)]
@@ -298,8 +306,10 @@ def _two_gpu_worker(rank: int, port: int) -> None:
 
 
 @pytest.mark.skipif(not CUDA or torch.cuda.device_count() < 2, reason="needs two CUDA devices")
-def test_two_gpus_match_nccl_and_each_other():
+def test_all_gpus_match_nccl_and_each_other():
+    """One rank per GPU present (2 on the 2-GPU hosts, 4 on the 4-GPU ones)."""
     import torch.multiprocessing as mp
     os.environ.setdefault("NCCL_NVLS_ENABLE", "0")
     os.environ.setdefault("TORCH_SYMM_MEM_DISABLE_MULTICAST", "1")
-    mp.spawn(_two_gpu_worker, args=(_free_port(),), nprocs=2)
+    world = torch.cuda.device_count()
+    mp.spawn(_gpu_worker, args=(world, _free_port()), nprocs=world)

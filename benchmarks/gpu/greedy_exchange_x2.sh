@@ -5,7 +5,7 @@
 # graph of this tree and .abmain (main) at TP=1 and TP=2, RUNS rounds alternating.
 # carry: [".raycarry", ".abmain"]. Two GPUs, ~6 minutes.
 source benchmarks/gpu/env.sh
-timeout 150 python -m pytest -q -rf --tb=short tests/test_one_shot_allreduce.py -k two_gpus > "$OUT/tests.log" 2>&1
+timeout 150 python -m pytest -q -rf --tb=short tests/test_one_shot_allreduce.py -k all_gpus > "$OUT/tests.log" 2>&1
 tail -2 "$OUT/tests.log"
 (cd benchmarks && timeout 200 python tp_suite.py --sizes 2 --num-prompts 0 > "$OUT/tp_check.log" 2>&1)
 grep -E "correctness|latency|graph|greedy|symmetric|failed|rror" "$OUT/tp_check.log" | cut -c1-160

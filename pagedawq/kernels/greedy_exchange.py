@@ -15,8 +15,9 @@ calls a decode step, ~10 µs each on NVLink, which a TP=1 step does not pay. For
 The keys meet either through a MAX all-reduce (NCCL or gloo: ``tokens_of_keys(all_reduce(row_keys))``),
 or through one kernel over symmetric memory (``greedy_exchange``). That kernel uses the protocol of
 ``one_shot_allreduce``: each program pushes its rows' keys into every peer's receive slot of the
-call's parity, then reads its own slots until no key is empty. The empty value here is -1, which no
-key takes, since negative zero is made positive before it is encoded.
+call's parity, then reads its own slots until no key is empty, and empties them once all its
+threads have read them. The empty value here is -1, which no key takes, since negative zero is made
+positive before it is encoded.
 """
 from __future__ import annotations
 
@@ -97,8 +98,14 @@ def _greedy_exchange_kernel(logits_ptr, stride, rows, valid, start, out_ptr, buf
                 key = tl.load(slot, volatile=True)
                 while key == -1:   # EMPTY
                     key = tl.load(slot, volatile=True)
-                tl.store(slot, tl.full((), -1, tl.int64))
                 best = tl.maximum(best, key)
+        # A scalar is every thread's: each thread polls the slots, and one thread stores. Empty
+        # them (and overwrite this row's key) only once every thread has read them: a warp still
+        # polling a slot emptied under it would wait for ever (it did, at 4 ranks, session 19).
+        tl.debug_barrier()
+        for src in tl.static_range(WORLD):
+            if src != RANK:
+                tl.store(own + (parity * WORLD + src) * capacity + row, tl.full((), -1, tl.int64))
         tl.store(out_ptr + row, 4294967295 - (best & 4294967295))
     store_epoch(epochs_ptr, epoch)
 
