@@ -1,6 +1,6 @@
-"""The driver-to-worker step channel: replies come back in rank order, a worker's exception and a
-worker's death both end the driver's wait with EngineDeadError, and a stranger without the token
-cannot take a rank's place."""
+"""The driver-to-worker step channel: replies come back in rank order, a worker's exception, a
+worker's death and a stuck worker all end the driver's wait with EngineDeadError, and a stranger
+without the token cannot take a rank's place."""
 from __future__ import annotations
 
 import socket
@@ -10,15 +10,21 @@ import time
 
 import pytest
 
+from pagedawq.engine.executor import step_channel
 from pagedawq.engine.executor.step_channel import STOP, DriverChannel, serve_worker
 from pagedawq.errors import EngineDeadError
+
+
+_UNSTICK = threading.Event()   # releases the ranks a test left stuck
 
 
 def _handler(rank: int):
     def handle(method, *args, **kwargs):
         if method == "boom" and rank == 0:   # one rank fails, the other answers normally
             raise ValueError(f"rank {rank} exploded")
-        if method in ("echo", "boom"):
+        if method == "stick" and rank in args[0]:   # these ranks never answer (until released)
+            _UNSTICK.wait()
+        if method in ("echo", "boom", "stick"):
             return (rank, args, kwargs)
         raise AttributeError(method)
     return handle
@@ -62,6 +68,30 @@ def test_worker_exception_surfaces_with_its_traceback():
     finally:
         chan.broadcast((STOP, (), {}, ()))
         chan.close()
+
+
+@pytest.mark.parametrize("stuck", [(1,), (0, 1)])
+def test_a_stuck_rank_is_an_error_not_a_hang(monkeypatch, stuck):
+    """A rank silent long after its peer answered (a kernel waiting for ever on the device), or
+    no answer at all, ends the wait with an error naming the rank and the command."""
+    monkeypatch.setattr(step_channel, "STRAGGLER_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(step_channel, "COMMAND_TIMEOUT_S", 3.0)
+    _UNSTICK.clear()
+    chan, threads = _start(2)
+    try:
+        start = time.monotonic()
+        limit = "within 1 s of rank" if len(stuck) == 1 else "within 3 s"
+        with pytest.raises(EngineDeadError, match=rf"rank\(s\) \{list(stuck)}\ did not answer 'stick' {limit}.*stuck"):
+            chan.broadcast(("stick", (stuck,), {}, (0, 1)))
+            chan.gather((0, 1), check_alive=lambda: None, command="'stick'")
+        assert time.monotonic() - start < 10
+    finally:
+        _UNSTICK.set()
+        chan.broadcast((STOP, (), {}, ()))
+        chan.close()
+    for t in threads:
+        t.join(5)
+        assert not t.is_alive()
 
 
 def test_error_of_a_rank_not_asked_to_reply_surfaces_at_the_next_call():

@@ -94,7 +94,7 @@ class ChannelExecutor(Executor):
             raise EngineDeadError("the tensor-parallel workers have been shut down")
         ranks = tuple(range(self.channel.world_size)) if reply_ranks is None else tuple(reply_ranks)
         self.channel.broadcast((method, args, kwargs or {}, ranks))
-        replies = self.channel.gather(ranks, self._check_alive)
+        replies = self.channel.gather(ranks, self._check_alive, command=f"'{method}'")
         return [replies[r] for r in ranks]
 
     # ---- asynchronous scheduling (the default on CUDA) -----------------------------------------

@@ -89,3 +89,6 @@ class MultiprocExecutor(ChannelExecutor):
                                JOIN_TIMEOUT_S)
                 proc.terminate()
                 proc.join(JOIN_TIMEOUT_S)
+                if proc.is_alive():   # SIGTERM handled or blocked: a stuck rank must still go
+                    proc.kill()
+                    proc.join(JOIN_TIMEOUT_S)

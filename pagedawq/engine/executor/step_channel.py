@@ -9,17 +9,23 @@ polling, which matters when the CPU ranks share two cores), and only the ranks a
 write back.
 
 Failure is visible, never a hang: a worker process that dies closes its socket (EOF, or a reset
-when the kernel aborts the connection of a killed process), and a worker that raises sends its traceback; either ends the driver's wait with :class:`EngineDeadError`.
+when the kernel aborts the connection of a killed process), and a worker that raises sends its
+traceback; either ends the driver's wait with :class:`EngineDeadError`. So does a worker that is
+alive but stuck (a device kernel waiting for peers that moved on, a collective the others never
+made): its peers answer the same command and it does not (``STRAGGLER_TIMEOUT_S``), or no rank
+answers at all (``COMMAND_TIMEOUT_S``).
 Connections are authenticated with a per-engine random token, since the driver unpickles what it
 receives.
 """
 from __future__ import annotations
 
 import hmac
+import os
 import pickle
 import selectors
 import socket
 import struct
+import time
 import traceback
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -28,6 +34,15 @@ from pagedawq.errors import EngineDeadError
 
 _HEADER = struct.Struct("!Q")
 STOP = "__stop__"
+
+# Ranks run the same program in lockstep (every collective waits for all), so they answer a command
+# within moments of each other: a rank still silent this long after a peer answered is stuck.
+STRAGGLER_TIMEOUT_S = float(os.environ.get("PAGEDAWQ_STRAGGLER_TIMEOUT_S", "300"))
+# No command takes this long, the first steps' kernel compiles and graph captures included.
+COMMAND_TIMEOUT_S = float(os.environ.get("PAGEDAWQ_COMMAND_TIMEOUT_S", "1800"))
+_STUCK_HINT = ("it is alive but stuck, most likely in a device kernel waiting for peers that moved on "
+               "or in a collective the others did not make. If it recurs, PAGEDAWQ_DISABLE_SYMM_MEM_ALLREDUCE=1 "
+               "keeps every collective on NCCL; please report it")
 
 
 def _send_frame(sock: socket.socket, obj: Any) -> None:
@@ -113,14 +128,19 @@ class DriverChannel:
             except OSError as e:
                 raise EngineDeadError(f"a tensor-parallel worker died (rank {rank}: {e})") from e
 
-    def gather(self, ranks: Iterable[int], check_alive: Callable[[], None]) -> dict[int, Any]:
-        """Replies of ``ranks``. Any rank may instead report an error or close its socket; either
-        raises at once. ``check_alive`` runs about once a second while nothing arrives."""
+    def gather(self, ranks: Iterable[int], check_alive: Callable[[], None], command: str = "the command"
+               ) -> dict[int, Any]:
+        """Replies of ``ranks`` to ``command``. Any rank may instead report an error or close its
+        socket; either raises at once. ``check_alive`` runs about once a second while nothing
+        arrives. A rank silent ``STRAGGLER_TIMEOUT_S`` after another answered, or no answer in
+        ``COMMAND_TIMEOUT_S``, raises too (a stuck rank)."""
         wanted, replies = set(ranks), {}
+        start, first_reply = time.monotonic(), None
         while wanted - replies.keys():
             events = self._selector.select(timeout=1.0)
             if not events:
                 check_alive()
+            self._check_progress(command, wanted - replies.keys(), sorted(replies), start, first_reply)
             for key, _ in events:
                 rank = key.data
                 ok, reply = _recv_frame(key.fileobj)
@@ -130,7 +150,22 @@ class DriverChannel:
                 if status == "error":
                     raise EngineDeadError(f"tensor-parallel rank {rank} failed:\n{value}")
                 replies[rank] = value
+                first_reply = first_reply or time.monotonic()
         return replies
+
+    @staticmethod
+    def _check_progress(command: str, silent: set[int], answered: list[int], start: float,
+                        first_reply: float | None) -> None:
+        now = time.monotonic()
+        if first_reply is not None and now - first_reply > STRAGGLER_TIMEOUT_S:
+            raise EngineDeadError(
+                f"tensor-parallel rank(s) {sorted(silent)} did not answer {command} within "
+                f"{STRAGGLER_TIMEOUT_S:.0f} s of rank(s) {answered}: {_STUCK_HINT} "
+                "(PAGEDAWQ_STRAGGLER_TIMEOUT_S sets the limit)")
+        if now - start > COMMAND_TIMEOUT_S:
+            raise EngineDeadError(
+                f"tensor-parallel rank(s) {sorted(silent)} did not answer {command} within {COMMAND_TIMEOUT_S:.0f} s: "
+                f"{_STUCK_HINT} (PAGEDAWQ_COMMAND_TIMEOUT_S sets the limit)")
 
     def close(self) -> None:
         for sock in self._socks:
