@@ -16,7 +16,7 @@ cd benchmarks
 if [ -z "$PAGEDAWQ_DISABLE_SYMM_MEM_ALLREDUCE" ] && [ -z "$CHECK_ONLY" ]; then
   timeout 45 python allreduce.py --world-size 4 --dtype float16 > "$OUT/allreduce_w4.log" 2>&1; grep -v Warn "$OUT/allreduce_w4.log" | tail -10
 fi
-timeout 240 python tp_suite.py --model llama-2-70b --tp 4 --sizes 4 --num-prompts 1000 > "$OUT/tp_70b.log" 2>&1
+timeout 330 python tp_suite.py --model llama-2-70b --tp 4 --sizes 4 --num-prompts 1000 > "$OUT/tp_70b.log" 2>&1
 grep -E "^latency|^throughput|^correct|failed|^\[" "$OUT/tp_70b.log"
 [ -n "$CHECK_ONLY" ] && exit 0
 # (this one run starts its ranks without Ray, which also checks the mp executor on GPUs)

@@ -1,0 +1,8 @@
+# Stack dumps of every Python process every HANG_DUMP_S seconds (hang bisection on the GPU host).
+import faulthandler
+import os
+_d = os.environ.get("HANG_DUMP_DIR")
+if _d:
+    os.makedirs(_d, exist_ok=True)
+    _f = open(os.path.join(_d, f"{os.getpid()}.txt"), "w")
+    faulthandler.dump_traceback_later(int(os.environ.get("HANG_DUMP_S", "40")), repeat=True, file=_f)
