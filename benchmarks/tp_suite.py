@@ -48,15 +48,27 @@ def correctness(tp: int, backend: str | None = None) -> None:
     for label, model, dtype in (("fp32", path, "float32"), ("AWQ g64 fp16", awq_path, "float16")):
         outs = {}
         for size in (1, tp):
+            # TP=1 also returns its top two logprobs a token (greedy all the same), to tell a near-tie
+            # where the sizes part; TP > 1 keeps the gather-free greedy path (no logprobs).
+            sp = SamplingParams(temperature=0, max_tokens=32, ignore_eos=True, logprobs=2 if size == 1 else None)
             llm = LLM(str(model), dtype=dtype, tensor_parallel_size=size, skip_tokenizer_init=True,
                       gpu_memory_utilization=0.3, distributed_executor_backend=backend if size > 1 else None)
-            outs[size] = [o.outputs[0].token_ids for o in llm.generate(prompts, params, use_tqdm=False)]
+            outs[size] = [o.outputs[0] for o in llm.generate(prompts, sp, use_tqdm=False)]
             close(llm)
-        same = sum(a == b for a, b in zip(outs[1], outs[tp]))
+        pairs = [(a.token_ids, b.token_ids) for a, b in zip(outs[1], outs[tp])]
+        same = sum(a == b for a, b in pairs)
         # where a pair first differs (fp16 sums in another order may flip a near-tie late in a sequence)
-        first = [next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), len(a)) for a, b in zip(outs[1], outs[tp])]
+        first = [next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), len(a)) for a, b in pairs]
+        gaps = [top_two_gap(o.logprobs[i]) for o, i in zip(outs[1], first) if i < params.max_tokens]
         log(f"correctness: random GQA model {label}, TP={tp} greedy tokens equal TP=1 for {same}/{len(prompts)} "
-            f"prompts (equal prefix lengths {first} of {params.max_tokens})")
+            f"prompts (equal prefix lengths {first} of {params.max_tokens})"
+            + (f"; TP=1's top-two logprob gap where they part: {', '.join(f'{g:.4f}' for g in gaps)}" if gaps else ""))
+
+
+def top_two_gap(logprobs: dict) -> float:
+    """The best token's logprob minus the runner-up's (0: a tie, which rounding may break either way)."""
+    best, second = sorted((lp.logprob for lp in logprobs.values()), reverse=True)[:2]
+    return best - second
 
 
 def speed(model: str, tp: int, quant: str | None, num_prompts: int, nccl_only: bool = False,
