@@ -34,13 +34,13 @@ logger = logging.getLogger(__name__)
 def default_max_bytes(world_size: int) -> int:
     """Largest all-reduce the one-shot kernel takes; larger ones go to NCCL, whose
     bandwidth-optimal algorithms win there. Each rank sends its copy to every peer, so the crossover
-    falls as ranks are added. At 2 ranks, 512 KiB: on 2 x H100 (benchmarks/allreduce.py, fp16, in
-    a CUDA graph, session 15) the kernel took 5.2 / 9.0 / 16.3 us at 256 KiB / 512 KiB / 1 MiB
-    against NCCL's 14.0 / 15.8 / 19.8, so a 13B prefill of up to 51 tokens also skips NCCL's host
-    path (~10 ms of a 32-token TP=2 prefill's host time went to its 81 NCCL calls, profiled).
-    From 3 ranks, 256 KiB / ranks, the crossovers measured on H200s with the kernel before (between
-    64 and 128 KiB at 4 ranks; 8 ranks not measured)."""
-    return 512 << 10 if world_size == 2 else (256 << 10) // max(world_size, 1)
+    falls as ranks are added: 1 MiB / ranks. Measured (benchmarks/allreduce.py, fp16, in a CUDA
+    graph): at 2 ranks (2 x H100, session 15) the kernel took 5.2 / 9.0 / 16.3 us at 256 KiB /
+    512 KiB / 1 MiB against NCCL's 14.0 / 15.8 / 19.8, so a 13B prefill of up to 51 tokens also
+    skips NCCL's host path (~10 ms of a 32-token TP=2 prefill's host time went to its 81 NCCL
+    calls, profiled); at 4 ranks (4 x H100, session 19) 6.6 / 11.4 / 20.8 us at 128 / 256 / 512 KiB
+    against NCCL's 16.9 / 17.1 / 20.5. 3 and 8 ranks are not measured."""
+    return (1 << 20) // max(world_size, 1)
 
 
 # Widest row the fused all-reduce + residual add + RMSNorm takes (one program holds a whole row).
