@@ -94,6 +94,17 @@ def test_a_stuck_rank_is_an_error_not_a_hang(monkeypatch, stuck):
         assert not t.is_alive()
 
 
+def test_time_limits_from_the_environment(monkeypatch):
+    monkeypatch.setenv("PAGEDAWQ_STRAGGLER_TIMEOUT_S", "12.5")
+    assert step_channel.seconds_from_env("PAGEDAWQ_STRAGGLER_TIMEOUT_S", 300.0) == 12.5
+    monkeypatch.delenv("PAGEDAWQ_STRAGGLER_TIMEOUT_S")
+    assert step_channel.seconds_from_env("PAGEDAWQ_STRAGGLER_TIMEOUT_S", 300.0) == 300.0
+    for bad in ("ten", "0", "-5", "nan"):
+        monkeypatch.setenv("PAGEDAWQ_COMMAND_TIMEOUT_S", bad)
+        with pytest.raises(ValueError, match="PAGEDAWQ_COMMAND_TIMEOUT_S must be a positive number of seconds"):
+            step_channel.seconds_from_env("PAGEDAWQ_COMMAND_TIMEOUT_S", 1800.0)
+
+
 def test_error_of_a_rank_not_asked_to_reply_surfaces_at_the_next_call():
     chan, _ = _start(2)
     try:

@@ -35,11 +35,26 @@ from pagedawq.errors import EngineDeadError
 _HEADER = struct.Struct("!Q")
 STOP = "__stop__"
 
+
+def seconds_from_env(name: str, default: float) -> float:
+    """A time limit from the environment variable ``name`` (``default`` when unset)."""
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = float("nan")
+    if not seconds > 0:
+        raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+    return seconds
+
+
 # Ranks run the same program in lockstep (every collective waits for all), so they answer a command
 # within moments of each other: a rank still silent this long after a peer answered is stuck.
-STRAGGLER_TIMEOUT_S = float(os.environ.get("PAGEDAWQ_STRAGGLER_TIMEOUT_S", "300"))
+STRAGGLER_TIMEOUT_S = seconds_from_env("PAGEDAWQ_STRAGGLER_TIMEOUT_S", 300.0)
 # No command takes this long, the first steps' kernel compiles and graph captures included.
-COMMAND_TIMEOUT_S = float(os.environ.get("PAGEDAWQ_COMMAND_TIMEOUT_S", "1800"))
+COMMAND_TIMEOUT_S = seconds_from_env("PAGEDAWQ_COMMAND_TIMEOUT_S", 1800.0)
 _STUCK_HINT = ("it is alive but stuck, most likely in a device kernel waiting for peers that moved on "
                "or in a collective the others did not make. If it recurs, PAGEDAWQ_DISABLE_SYMM_MEM_ALLREDUCE=1 "
                "keeps every collective on NCCL; please report it")
