@@ -25,7 +25,7 @@ from dataclasses import replace
 
 import torch
 from kernels import Layer, graph_time_us
-from ncu_gemm import parse_config
+from ncu_gemm import CONFIG_FIELDS, parse_config
 
 from pagedawq.kernels import clusters
 from pagedawq.kernels.awq_configs import wgmma_t_config, ws_wave_tail
@@ -122,8 +122,7 @@ def main() -> None:
                     continue
                 tail = ws_wave_tail(m, n, k, sms, cfg) if args.with_tail and cfg is not None else None
                 dram, res = row_times(layer, m, cfg, tail)
-                label = "awq_gemm" if cfg is None else ",".join(str(v) for v in (
-                    cfg.block_n, cfg.block_t, cfg.stages, cfg.split_k, cfg.k_tiles, cfg.consumers, cfg.k_phases))
+                label = "awq_gemm" if cfg is None else ",".join(str(getattr(cfg, f)) for f in CONFIG_FIELDS)
                 if tail is not None:
                     label += f" +{n - tail[0]} ch split {tail[1].split_k}"
                 print(f"{name:<14}{m:>4} {label:<44}{dram:>9.2f}{res:>8.2f}{res / dram:>9.2f}"

@@ -339,8 +339,9 @@ def _launch_wgmma_t(module, x: torch.Tensor, n: int, repacked: tuple[torch.Tenso
     channels in a second launch: ``ws_wave_tail``) and, for split-K, the device's arrival counters."""
     m, k = x.shape
     if not isinstance(config, WgmmaTConfig):
-        config = wgmma_t_config(m, n, k, _sm_count(x.device))
-        tail = ws_wave_tail(m, n, k, _sm_count(x.device), config)
+        sms = _sm_count(x.device)
+        config = wgmma_t_config(m, n, k, sms)
+        tail = ws_wave_tail(m, n, k, sms, config)
         if tail is not None:
             return _launch_with_tail(module, x, repacked, out, config, *tail, silu_and_mul)
     counters = _counters(x.device, module.output_tiles(m, n, config)) if config.split_k > 1 else None

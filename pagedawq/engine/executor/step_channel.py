@@ -155,7 +155,7 @@ class DriverChannel:
             events = self._selector.select(timeout=1.0)
             if not events:
                 check_alive()
-            self._check_progress(command, wanted - replies.keys(), sorted(replies), start, first_reply)
+            self._check_progress(command, wanted, replies, start, first_reply)
             for key, _ in events:
                 rank = key.data
                 ok, reply = _recv_frame(key.fileobj)
@@ -169,18 +169,20 @@ class DriverChannel:
         return replies
 
     @staticmethod
-    def _check_progress(command: str, silent: set[int], answered: list[int], start: float,
+    def _check_progress(command: str, wanted: set[int], replies: dict[int, Any], start: float,
                         first_reply: float | None) -> None:
+        """Raise if the ranks ``gather`` still waits for look stuck (the lists are built only then:
+        this runs on every step's wait)."""
         now = time.monotonic()
         if first_reply is not None and now - first_reply > STRAGGLER_TIMEOUT_S:
             raise EngineDeadError(
-                f"tensor-parallel rank(s) {sorted(silent)} did not answer {command} within "
-                f"{STRAGGLER_TIMEOUT_S:.0f} s of rank(s) {answered}: {_STUCK_HINT} "
+                f"tensor-parallel rank(s) {sorted(wanted - replies.keys())} did not answer {command} within "
+                f"{STRAGGLER_TIMEOUT_S:.0f} s of rank(s) {sorted(replies)}: {_STUCK_HINT} "
                 "(PAGEDAWQ_STRAGGLER_TIMEOUT_S sets the limit)")
         if now - start > COMMAND_TIMEOUT_S:
             raise EngineDeadError(
-                f"tensor-parallel rank(s) {sorted(silent)} did not answer {command} within {COMMAND_TIMEOUT_S:.0f} s: "
-                f"{_STUCK_HINT} (PAGEDAWQ_COMMAND_TIMEOUT_S sets the limit)")
+                f"tensor-parallel rank(s) {sorted(wanted - replies.keys())} did not answer {command} within "
+                f"{COMMAND_TIMEOUT_S:.0f} s: {_STUCK_HINT} (PAGEDAWQ_COMMAND_TIMEOUT_S sets the limit)")
 
     def close(self) -> None:
         for sock in self._socks:

@@ -19,6 +19,7 @@ class VocabParallelEmbedding(nn.Module):
         self.tp_rank, self.tp_size = get_tp_rank(), get_tp_size()
         self.per_rank = -(-vocab_size // self.tp_size)
         self.start = self.tp_rank * self.per_rank
+        self.real_rows = max(0, min(self.per_rank, vocab_size - self.start))   # the rest pads the last rank
         self.weight = nn.Parameter(torch.empty(self.per_rank, hidden_size, dtype=params_dtype), requires_grad=False)
         set_weight_attrs(self.weight, dict(weight_loader=self.weight_loader))
 
@@ -50,5 +51,4 @@ class ParallelLMHead(VocabParallelEmbedding):
         """``compute_logits(hidden).float().argmax(-1)``, the same on every rank, without gathering
         the logits: each rank's best over its slice (padding rows left out) meets the others'
         (``parallel_state.greedy_tokens``)."""
-        real = max(0, min(self.per_rank, self.vocab_size - self.start))
-        return greedy_tokens(F.linear(hidden, self.weight[:real]), self.start)
+        return greedy_tokens(F.linear(hidden, self.weight[:self.real_rows]), self.start)
