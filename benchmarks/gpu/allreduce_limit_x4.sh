@@ -6,9 +6,8 @@
 # time and all-reduce share, and the decode graph replayed alone). carry: [".raycarry"]; ~8 minutes.
 source benchmarks/gpu/env.sh
 old=/tmp/variant_old_limit
-rm -rf "$old" && mkdir -p "$old" && git ls-files -co --exclude-standard | tar -cf - -T - | tar -xf - -C "$old"
-sed -i 's|return (1 << 20) // max(world_size, 1)|return (1 << 18) // max(world_size, 1)|' "$old/pagedawq/distributed/symm_mem_allreduce.py"
-cmp -s pagedawq/distributed/symm_mem_allreduce.py "$old/pagedawq/distributed/symm_mem_allreduce.py" && echo "old-limit sed changed nothing"
+variant_tree "$old" pagedawq/distributed/symm_mem_allreduce.py \
+  's|return (1 << 20) // max(world_size, 1)|return (1 << 18) // max(world_size, 1)|' || exit 1
 for b in ${BATCHES:-16 8}; do
   for t in tree:. old:$old; do
     (cd "${t#*:}/benchmarks" && PYTHONPATH="$(cd .. && pwd):$PYTHONPATH" timeout 140 python decode_profile.py --model llama-2-70b \

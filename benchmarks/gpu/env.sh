@@ -25,3 +25,12 @@ graph_alone() {
      --model llama-2-7b --output-len 32 --breakdown --no-table --batch "${GRAPH_BATCH:-1}" > "$OUT/graph_$1.log" 2>&1)
   grep -h "graph alone" "$OUT/graph_$1.log" | sed "s/^ */$1: /" | cut -c1-100
 }
+
+# variant_tree DIR FILE EXPR: a copy of this tree (tracked and untracked, not ignored files) at DIR
+# with FILE edited by the sed expression EXPR, or with "cp:PATH" copied over it; fails (status 1,
+# with a message) where that changed nothing.
+variant_tree() {
+  rm -rf "$1" && mkdir -p "$1" && git ls-files -co --exclude-standard | tar -cf - -T - | tar -xf - -C "$1"
+  if [[ $3 == cp:* ]]; then cp "${3#cp:}" "$1/$2"; else sed -i "$3" "$1/$2"; fi
+  if cmp -s "$2" "$1/$2"; then echo "$(basename "$1"): the edit changed nothing in $2, skipped"; return 1; fi
+}

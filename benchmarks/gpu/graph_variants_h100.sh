@@ -11,11 +11,7 @@ source benchmarks/gpu/env.sh
 roots=("tree:." $ROOTS)   # ROOTS: more trees as "name:dir", e.g. "main:.abmain" (carried)
 while IFS='|' read -r name file expr; do
   [ -z "$name" ] && continue
-  dir=/tmp/variant_$name
-  rm -rf "$dir" && mkdir -p "$dir" && git ls-files -co --exclude-standard | tar -cf - -T - | tar -xf - -C "$dir"
-  if [[ $expr == cp:* ]]; then cp "${expr#cp:}" "$dir/$file"; else sed -i "$expr" "$dir/$file"; fi
-  if cmp -s "$file" "$dir/$file"; then echo "$name: the sed changed nothing in $file, skipped"; continue; fi
-  roots+=("$name:$dir")
+  variant_tree "/tmp/variant_$name" "$file" "$expr" && roots+=("$name:/tmp/variant_$name")
 done <<< "$VARIANTS"
 for r in $(seq 1 "${RUNS:-2}"); do
   for entry in "${roots[@]}"; do

@@ -16,11 +16,7 @@ declare -A envs
 while IFS='|' read -r name file expr; do
   [ -z "$name" ] && continue
   if [ "$file" = "-" ]; then envs[$name]=$expr; roots+=("$name:."); continue; fi
-  dir=/tmp/variant_$name
-  rm -rf "$dir" && mkdir -p "$dir" && git ls-files -co --exclude-standard | tar -cf - -T - | tar -xf - -C "$dir"
-  sed -i "$expr" "$dir/$file"
-  if cmp -s "$file" "$dir/$file"; then echo "$name: the sed changed nothing in $file, skipped"; continue; fi
-  roots+=("$name:$dir")
+  variant_tree "/tmp/variant_$name" "$file" "$expr" && roots+=("$name:/tmp/variant_$name")
 done <<< "$VARIANTS"
 for r in $(seq 1 "${RUNS:-1}"); do
   for entry in "${roots[@]}"; do
