@@ -340,8 +340,19 @@ def test_small_m_config_choice():
     from pagedawq.kernels.clusters import CLUSTER_SIZES
     assert WS_SMALL_CLUSTER_SIZES == CLUSTER_SIZES   # the pure-Python rule mirrors what clusters.py launches
     assert wgmma_t_config(64, 1024, 192, sms).consumers == 1     # 3 K tiles: not two steps a consumer
-    # up to 32 tokens one warpgroup (faster alone at 17-32; at 1-16 faster alone, slower in decode)
+    # up to 32 tokens one warpgroup (faster alone at 17-32; at 1-16 faster alone, slower in decode) ...
     assert [wgmma_t_config(m, 4096, 11008, sms).consumers for m in (1, 16, 32)] == [1, 1, 1]
+    # ... but a gate/up pair with the SiLU epilogue takes K phases at 1-16 tokens where its CTAs,
+    # unsplit, fill >= 80% of the SMs: 13B/TP2 (216 tiles -> 108 CTAs of two channel groups),
+    # 70B/TP8 (112 of one); not 7B (344 tiles: one-warpgroup programs fill the GPU), nor 32 tokens,
+    # nor the same shape without the epilogue (13B qkv at TP=1, 240 tiles, lost 0.10 ms a step)
+    assert [shape(wgmma_t_config(m, 13824, 5120, sms, True)) for m in (1, 16)] == [(8, 2, 2, 1, 4, 8),
+                                                                                 (16, 2, 2, 1, 4, 8)]
+    assert shape(wgmma_t_config(1, 7168, 8192, sms, True))[:4] == (8, 1, 2, 1)
+    assert wgmma_t_config(1, 22016, 4096, sms, True).consumers == 1
+    assert wgmma_t_config(32, 13824, 5120, sms, True).consumers == 1
+    assert wgmma_t_config(1, 13824, 5120, sms).consumers == 1
+    assert wgmma_t_config(1, 15360, 5120, sms).consumers == 1
     for m, n, k in ((64, 12288, 4096), (64, 4096, 11008), (64, 8192, 8192), (128, 4096, 11008)):   # the ring fits
         c = wgmma_t_config(m, n, k, sms)
         assert ws_smem_bytes(c, k_tiles_per_step(k, 64, c), 64) <= SMEM_BYTES
@@ -386,6 +397,7 @@ CONFIGS = [TConfig(64, 8, stages=8), TConfig(64, 16, stages=2, k_tiles=4), TConf
            TConfig(64, 64, stages=6, split_k=2, k_tiles=2, consumers=2, k_phases=2),
            TConfig(64, 128, stages=4, split_k=2, k_tiles=2, consumers=2, k_phases=2),
            TConfig(64, 16, stages=8, k_tiles=4, consumers=4, k_phases=2),
+           TConfig(64, 8, stages=8, k_tiles=4, consumers=4, k_phases=2),   # unsplit at 1-16 tokens (gate_up, decode)
            TConfig(64, 64, stages=6, split_k=3, k_tiles=2, consumers=4, k_phases=2),
            TConfig(64, 32, stages=4, split_k=2, k_tiles=2, consumers=4, k_phases=4),
            TConfig(128, 64, stages=3, split_k=2, k_tiles=2, consumers=2)]
@@ -448,6 +460,34 @@ def test_gpu_awq_gemm_takes_the_path_with_repacked_weights_and_in_a_cuda_graph()
         graph.replay()
         torch.cuda.synchronize()
         assert _rel_err(out, x, layer) < 2e-3
+
+
+@hopper
+@pytest.mark.gpu
+@pytest.mark.parametrize("k,n,group", [(5120, 13824, 64), (8192, 7168, 128)])
+def test_gpu_decode_gate_up_with_k_phases_and_the_silu_epilogue(k, n, group):
+    """13B/TP=2 and 70B/TP=8 gate_up at 1-16 tokens: the K-phase kernel unsplit (two channel groups,
+    one) with the SiLU epilogue, against the activation after the plain GEMM, also from a CUDA graph."""
+    from pagedawq.kernels import ops
+    from pagedawq.kernels.awq_configs import wgmma_t_config
+    from pagedawq.kernels.awq_gemm import awq_gemm, awq_gemm_silu_and_mul, repack_for_wgmma_t
+    layer = _layer(k, n, group, seed=13, device="cuda")
+    repacked = repack_for_wgmma_t(*layer, silu_and_mul=True)
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    for m in (1, 5, 16):
+        assert wgmma_t_config(m, n, k, sms, True).k_phases == 2
+        x = ((torch.randn(m, k, device="cuda") + 0.1) / 8).half()
+        awq_gemm_silu_and_mul(x, *layer, repacked)   # compiled outside the capture
+        torch.cuda.synchronize()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            out = awq_gemm_silu_and_mul(x, *layer, repacked)
+        for _ in range(2):
+            x.copy_((torch.randn_like(x) + 0.1) / 8)
+            graph.replay()
+            torch.cuda.synchronize()
+            expected = ops.silu_and_mul(awq_gemm(x, *layer)).double()
+            assert ((out.double() - expected).norm() / expected.norm()).item() < 2e-3, m
 
 
 @hopper

@@ -44,7 +44,9 @@ WGMMA_T_M_MIN = 1    # the "wgmma_t" path serves every M from here: it beat the 
 WS_M_MIN = 257       # from here on: the warp-specialised kernel (awq_wgmma_t_ws) where N % 128 == 0
 WS_MAX_SPLIT = 8     # split-K slices of the warp-specialised kernel above 256 tokens (narrow layers)
 WS_SMALL_M_MAX = 128  # up to here: the warp-specialised kernel with K phases where channel tiles are few ...
-WS_SMALL_BLOCK_TS = (64, 128)   # ... at these token tiles only (see ws_small_config)
+WS_SMALL_BLOCK_TS = (64, 128)   # ... at these token tiles, ...
+WS_DECODE_BLOCK_TS = (8, 16)     # ... and at these for a gate/up pair with the SiLU epilogue, unsplit,
+WS_DECODE_MIN_FILL = 0.8         # where its CTAs fill this share of the SMs
 WS_SMALL_CLUSTER_SIZES = (2, 4, 8)   # the cluster sizes the kernels launch (clusters.CLUSTER_SIZES)
 # Token tiles up to which the one-warpgroup kernel's split-K slices sum as a cluster
 # (``awq_wgmma_t.cluster_reduces``). H100, 2026-11-26 (benchmarks/notes/awq_gemm.md, session 12): at
@@ -463,14 +465,14 @@ def get_config(path: str, m: int, n: int, k: int, group: int, sms: int) -> GemmC
 
 
 @lru_cache(maxsize=4096)
-def wgmma_t_config(m: int, n: int, k: int, sms: int) -> WgmmaTConfig:
+def wgmma_t_config(m: int, n: int, k: int, sms: int, silu_and_mul: bool = False) -> WgmmaTConfig:
     """Tiles of the "wgmma_t" path: above 256 tokens, where N % 128 == 0, the warp-specialised
     kernel's large tiles (``ws_config``); up to 64 tokens, where the layer has too few 64-channel
     tiles to give each SM two one-warpgroup programs, the warp-specialised kernel with split-K inside
     the CTA (``ws_small_config``); else one warpgroup a program (``one_warpgroup_config``)."""
     if m >= WS_M_MIN and n % 128 == 0:
         return ws_config(m, n, k, sms)
-    return ws_small_config(m, n, k, sms) or one_warpgroup_config(m, n, k, sms)
+    return ws_small_config(m, n, k, sms, silu_and_mul) or one_warpgroup_config(m, n, k, sms)
 
 
 def one_warpgroup_config(m: int, n: int, k: int, sms: int) -> WgmmaTConfig:
@@ -584,7 +586,7 @@ def ws_smem_bytes(cfg: WgmmaTConfig, kt: int, group: int) -> int:
     return cfg.stages * slot + handover + scratch + 8 * (2 * cfg.stages + nc) + 1024
 
 
-def ws_small_config(m: int, n: int, k: int, sms: int) -> WgmmaTConfig | None:
+def ws_small_config(m: int, n: int, k: int, sms: int, silu_and_mul: bool = False) -> WgmmaTConfig | None:
     """The warp-specialised kernel with K phases at 33-128 tokens (``WS_SMALL_BLOCK_TS``) where the
     layer's 64-channel tiles are at most two an SM (``down``, ``o`` and ``qkv``-like layers; None for
     wider ones such as a gate/up pair, where the one-warpgroup programs, two an SM, fill the GPU):
@@ -610,6 +612,14 @@ def ws_small_config(m: int, n: int, k: int, sms: int) -> WgmmaTConfig | None:
     is mostly the next launch's PDL prologue overlapping this one) and 1893-1907 with 4 slots.
     At 17-32 tokens the one-warpgroup kernel was faster alone on 7 of the 12 layers.
 
+    At 1-16 tokens (``WS_DECODE_BLOCK_TS``) only for a gate/up pair with the SiLU epilogue
+    (``silu_and_mul``), unsplit, where its CTAs fill ``WS_DECODE_MIN_FILL`` of the SMs. Session 20
+    (2 x and 4 x H100, benchmarks/RESULTS.md): taking K phases unsplit at 1-16 tokens on 13B/TP=2
+    qkv and gate_up cut the TP=2 batch-1 graph 0.03-0.08 ms on three machines, with qkv alone -0.05 /
+    +0.02 ms by machine; on the 13B qkv at TP=1 (the same kind of grid without the epilogue) it
+    added 0.10 ms; the 70B at TP=4 (o, gate_up, down) was unchanged. This rule (gate_up only) was
+    written after those calls and is not measured as such.
+
     At 65-128 tokens only with one channel group and a split whose slices sum as a cluster
     (``WS_SMALL_CLUSTER_SIZES``, ``awq_wgmma_t_ws.WS_CLUSTER_MAX_T``; session 13, H100): 7B down at 128
     tokens 24.6-25.0 us against 31.5-32.2 for the one-warpgroup kernel with its global reduction
@@ -622,9 +632,12 @@ def ws_small_config(m: int, n: int, k: int, sms: int) -> WgmmaTConfig | None:
     block_t = next(t for t in WGMMA_T_BLOCK_TS if m <= t)
     tiles = n // 64
     nc = next((c for c in (1, 2) if n % (64 * c) == 0 and tiles // c <= sms), None)
-    if nc is None or block_t not in WS_SMALL_BLOCK_TS:
+    decode = silu_and_mul and block_t in WS_DECODE_BLOCK_TS
+    if nc is None or not (decode or block_t in WS_SMALL_BLOCK_TS):
         return None
     cfg = k_phase_config(block_t, n, k, sms, nc, 2, 4 if block_t <= 16 else 2)
+    if decode and (cfg is None or cfg.split_k > 1 or tiles // nc < WS_DECODE_MIN_FILL * sms):
+        return None
     if block_t > 64 and (cfg is None or nc > 1 or cfg.split_k not in WS_SMALL_CLUSTER_SIZES):
         return None
     return cfg

@@ -340,7 +340,7 @@ def _launch_wgmma_t(module, x: torch.Tensor, n: int, repacked: tuple[torch.Tenso
     m, k = x.shape
     if not isinstance(config, WgmmaTConfig):
         sms = _sm_count(x.device)
-        config = wgmma_t_config(m, n, k, sms)
+        config = wgmma_t_config(m, n, k, sms, silu_and_mul)
         tail = ws_wave_tail(m, n, k, sms, config)
         if tail is not None:
             return _launch_with_tail(module, x, repacked, out, config, *tail, silu_and_mul)
