@@ -130,6 +130,34 @@ def test_kernel_sums_split_k_in_a_cluster_through_distributed_shared_memory(bloc
     assert s["async_shared_stores"] == 64 * block_t // 128 // 2
 
 
+@pytest.mark.parametrize("block_t,cluster", [(8, 4), (8, 1), (16, 2)])
+def test_kernel_pushes_its_output_into_every_ranks_slot(block_t, cluster):
+    """With a push target (2 ranks) the tile goes to both ranks' receive slots and nowhere else:
+    plain global stores in pairs (one a rank), no atomics, and one volatile load, the call's epoch."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run([sys.executable, "-m", "tests.wgmma_sass", "64", str(block_t), "kt=4", f"cluster={cluster}",
+                           "push"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    s = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert s["spill_stores"] == 0 and s["a_register_hazards"] == 0 and s["atomics"] == 0
+    assert s["global_stores"] and len(s["global_stores"]) % 2 == 0
+    assert all(op.startswith("STG.E") for op in s["global_stores"])
+    assert sum(".STRONG.SYS" in op for op in s["global_loads"]) == 1
+
+
+def test_only_one_token_tile_unsplit_or_clustered_pushes():
+    from pagedawq.kernels.awq_configs import wgmma_t_config
+    from pagedawq.kernels.awq_wgmma_t import can_push
+    for n, k in ((5120, 2560), (5120, 6912), (8192, 1024), (8192, 3584), (4096, 5504)):   # 13B/TP2, 70B/TP8, 7B/TP2
+        for m in (1, 8, 16):
+            assert can_push(m, k, 128, wgmma_t_config(m, n, k, 132, False)), (n, k, m)
+    one = TConfig(64, 8, stages=2, split_k=1, k_tiles=4)
+    assert can_push(8, 4096, 128, one) and not can_push(9, 4096, 128, one)     # two token tiles
+    assert not can_push(1, 4096, 128, replace(one, split_k=3))                  # slices summed through the workspace
+    assert can_push(1, 4096, 128, replace(one, split_k=4))                      # ... or as a cluster
+    assert not can_push(1, 4096, 128, replace(one, consumers=2, k_phases=2))    # warp-specialised
+
+
 @pytest.mark.parametrize("block_n,block_t,kt,nc,kc,stages,split,silu,defer", [
     (64, 256, 1, 2, 1, 3, False, False, False), (64, 128, 2, 2, 1, 3, False, True, False),
     (64, 8, 4, 1, 2, 8, True, False, False), (64, 64, 2, 2, 2, 6, True, True, False),

@@ -42,16 +42,17 @@ def _positive_zeros(t: torch.Tensor) -> torch.Tensor:
     return torch.where(_empty(t), torch.zeros_like(t), t)
 
 
-def _peers_arrived(rank: int, world: int, inputs: list[torch.Tensor], epoch: int = 1):
+def _peers_arrived(rank: int, world: int, inputs: list[torch.Tensor], epoch: int = 1, own_too: bool = False):
     """Every rank's symmetric buffer (empty), with the peers' inputs in this rank's receive slots of
-    the epoch's parity; this rank's epochs at ``epoch - 1``; the address table; and the capacity (a
-    little more than the input)."""
+    the epoch's parity (``own_too``: its own input in its own slot as well, as a pushing GEMM
+    leaves it); this rank's epochs at ``epoch - 1``; the address table; and the capacity (a little
+    more than the input)."""
     numel = inputs[0].numel()
     capacity = (numel + 64) // 8 * 8   # whole 16-byte vectors at any dtype
     buffers = [torch.full((one_shot.buffer_elements(capacity, world),), one_shot.EMPTY, dtype=inputs[0].dtype,
                           device=DEVICE) for _ in range(world)]
     for peer in range(world):
-        if peer != rank:
+        if peer != rank or own_too:
             start = _slot(epoch, peer, world, capacity)
             buffers[rank][start:start + numel] = _positive_zeros(inputs[peer].reshape(-1))
     epochs = torch.full((one_shot.PROGRAMS,), _previous(epoch), dtype=torch.int32, device=DEVICE)
@@ -153,6 +154,35 @@ def test_one_rank_of_the_all_reduce_add_rms_norm(dtype, rank, world, rows, hidde
     _check_pushed_and_emptied(rank, world, inputs, buffers, epochs, capacity, epoch=1)
 
 
+@pytest.mark.parametrize("rank,world,rows,hidden,epoch", [(0, 2, 1, 5120, 1), (1, 2, 3, 576, 2), (2, 4, 20, 256, 7)])
+def test_pushed_all_reduce_add_rms_norm_receives_every_rank_and_pushes_nothing(rank, world, rows, hidden, epoch):
+    """The fused kernel after a GEMM that pushed its output itself (``PushedOutput``): every rank's
+    values, this rank's too, come from this rank's slots, with the same bits as the fused kernel
+    that reads and pushes x; the slots are emptied, the epochs advanced, no peer's buffer written."""
+    gen = torch.Generator().manual_seed(rows * 10 + world + epoch)
+    inputs = [torch.randn(rows, hidden, generator=gen).to(dtype=torch.float16, device=DEVICE) for _ in range(world)]
+    inputs[rank][:, ::7] = -0.0
+    residual = torch.randn(rows, hidden, generator=gen).to(dtype=torch.float16, device=DEVICE)
+    weight = (1 + torch.rand(hidden, generator=gen)).to(dtype=torch.float16, device=DEVICE)
+    buffers, epochs, ptrs, capacity = _peers_arrived(rank, world, inputs, epoch)
+    expected = one_shot.one_shot_all_reduce_add_rms_norm(inputs[rank], residual, weight, 1e-5, ptrs, epochs, rank,
+                                                         world, capacity)
+    buffers, epochs, ptrs, capacity = _peers_arrived(rank, world, inputs, epoch, own_too=True)
+    pushed = one_shot.PushedOutput(inputs[rank].shape, torch.float16, residual.device)
+    got = one_shot.pushed_all_reduce_add_rms_norm(pushed, residual, weight, 1e-5, ptrs, epochs, rank, world, capacity)
+    assert all(torch.equal(g, e) for g, e in zip(got, expected))
+    assert epochs.eq(epoch).all() and all(_empty(b).all() for b in buffers)
+    with pytest.raises(ValueError, match="the residual"):
+        one_shot.pushed_all_reduce_add_rms_norm(pushed, residual[:, 1:].contiguous(), weight, 1e-5, ptrs, epochs,
+                                                rank, world, capacity)
+
+
+def test_push_table_lists_the_buffers_then_the_epochs_and_capacity():
+    ptrs = torch.tensor([1 << 40, 2 << 40], dtype=torch.int64)
+    epochs = torch.zeros(one_shot.PROGRAMS, dtype=torch.int32)
+    assert one_shot.push_table(ptrs, epochs, 4096).tolist() == [1 << 40, 2 << 40, epochs.data_ptr(), 4096]
+
+
 @pytest.mark.parametrize("kernel", ["plain", "fused"])
 def test_compiled_kernel_pushes_and_polls_whole_vectors_without_fences(kernel):
     """The sm_90 SASS (compiled in a process without the Triton interpreter; no GPU needed): the
@@ -160,11 +190,7 @@ def test_compiled_kernel_pushes_and_polls_whole_vectors_without_fences(kernel):
     and nothing waits for the link: no memory barrier, no system-scope flag, no CTA barrier
     between the pushes and the first poll (the peers' values are their own signal); the epoch is
     stored behind a CTA barrier."""
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    proc = subprocess.run([sys.executable, "-m", "tests.allreduce_sass", kernel], cwd=Path(__file__).parents[1],
-                          env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    ops = [ln.split(" ;")[0] for ln in json.loads(proc.stdout.strip().splitlines()[-1])]
+    ops = _sass(kernel)
     polls = [i for i, op in enumerate(ops) if "LDG.E.128.STRONG.SYS" in op]
     pushes = [i for i, op in enumerate(ops[:min(polls)]) if "STG" in op]
     assert pushes and all("STG.E.128" in ops[i] for i in pushes)
@@ -175,6 +201,26 @@ def test_compiled_kernel_pushes_and_polls_whole_vectors_without_fences(kernel):
     last_store = max(i for i, op in enumerate(ops) if "STG" in op)
     barrier = max(i for i, op in enumerate(ops[:last_store]) if "BAR.SYNC" in op)
     assert not any("BRA" in op or "LDG" in op for op in ops[barrier:last_store])
+
+
+def _sass(kernel: str) -> list[str]:
+    """SASS instructions of ``tests.allreduce_sass``'s kernel, compiled outside the interpreter."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run([sys.executable, "-m", "tests.allreduce_sass", kernel], cwd=Path(__file__).parents[1],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return [ln.split(" ;")[0] for ln in json.loads(proc.stdout.strip().splitlines()[-1])]
+
+
+def test_compiled_pushed_kernel_neither_waits_for_the_gemm_nor_pushes():
+    """After a GEMM that pushed its output, the fused kernel lets the next kernel be scheduled and
+    never waits for the GEMM (no griddepcontrol.wait: ACQBULK), stores nothing before its first poll
+    (no pushes of its own), and reads the residual past L1."""
+    ops = _sass("pushed")
+    assert "PREEXIT" in ops and not any("ACQBULK" in op for op in ops)
+    polls = [i for i, op in enumerate(ops) if "LDG.E.128.STRONG.SYS" in op]
+    assert polls and not any("STG" in op for op in ops[:min(polls)])
+    assert any("LDG.E.128.STRONG.GPU" in op for op in ops)
 
 
 def test_one_shot_size_limit_falls_with_the_rank_count():
@@ -259,6 +305,7 @@ def _gpu_worker(rank: int, world: int, port: int) -> None:
             rank0 = fused[0].clone()
             dist.broadcast(rank0, src=0)
             assert torch.equal(fused[0], rank0), "ranks disagree"
+        _check_pushed_gemms(reducer, rank)
         # The greedy-token exchange (its own key buffer) gives every rank the argmax of the
         # gathered logits, 16000 tokens a rank (and 128, the slice whose quick keys made a warp
         # poll a slot another had emptied: a hang at 4 ranks), for decode and prefill-sized batches,
@@ -304,6 +351,55 @@ def _gpu_worker(rank: int, world: int, port: int) -> None:
                 assert torch.equal(x, value), replay
     finally:
         dist.destroy_process_group()
+
+
+def _check_pushed_gemms(reducer, rank: int) -> None:
+    """On Hopper: a row-parallel AWQ GEMM that pushes its output into the all-reduce's slots
+    (``awq_gemm_pushed``), then the fused kernel that receives it, give the bits of the GEMM's
+    stored output through the fused kernel, and the ranks agree; eagerly and in the replays of a
+    graph of three such pairs (the slots' parity alternating). Shapes of 13B/TP=2 o and down (K
+    slices summed by clusters of 4) and 70B/TP=8 o (K unsplit), each rank its own weights."""
+    import torch.distributed as dist
+
+    from pagedawq.kernels.awq_gemm import awq_gemm, awq_gemm_pushed, repack_for_wgmma_t
+    from pagedawq.quant.pack import pack_awq_gemm, quantize_weight
+    if torch.cuda.get_device_capability()[0] != 9:
+        return
+    for k, n in ((2560, 5120), (6912, 5120), (1024, 8192)):
+        gen = torch.Generator().manual_seed(k + rank)
+        layer = [t.cuda() for t in pack_awq_gemm(*quantize_weight(torch.randn(n, k, generator=gen), group_size=128))]
+        repacked = repack_for_wgmma_t(*layer)
+        shared = torch.Generator().manual_seed(n)
+        weight = torch.rand(n, generator=shared).to("cuda", torch.float16)
+
+        def unpushed(x, residual):
+            return reducer.add_rms_norm(awq_gemm(x, *layer, repacked=repacked), residual, weight, 1e-5)
+
+        def pushed(x, residual):
+            out = awq_gemm_pushed(x, *layer, repacked, reducer.push)
+            assert out is not None, (k, n, x.shape)
+            return reducer.pushed_add_rms_norm(out, residual, weight, 1e-5)
+
+        for rows in (1, 5):
+            x = torch.randn(rows, k, generator=gen).to("cuda", torch.float16)
+            residual = torch.randn(rows, n, generator=shared).to("cuda", torch.float16)
+            got, expected = pushed(x, residual), unpushed(x, residual)
+            assert all(torch.equal(a, b) for a, b in zip(got, expected)), (k, rows)
+            rank0 = got[0].clone()
+            dist.broadcast(rank0, src=0)
+            assert torch.equal(got[0], rank0), "ranks disagree"
+        xs = [torch.zeros(1, k, device="cuda", dtype=torch.float16) for _ in range(3)]
+        res = torch.zeros(1, n, device="cuda", dtype=torch.float16)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            outs = [pushed(x, res) for x in xs]
+        for replay in range(3):
+            for x in xs:
+                x.copy_(torch.randn(1, k, generator=gen))
+            res.copy_(torch.randn(1, n, generator=shared))
+            graph.replay()
+            for x, got in zip(xs, outs):
+                assert all(torch.equal(a, b) for a, b in zip(got, unpushed(x, res))), (k, replay)
 
 
 @pytest.mark.skipif(not CUDA or torch.cuda.device_count() < 2, reason="needs two CUDA devices")

@@ -75,14 +75,19 @@ def disassemble_labelled(compiled) -> tuple[list[str], dict[str, int]]:
 
 
 def sass_t(cfg: WgmmaTConfig, split: bool = False, group: int = 128, pdl: bool = True, silu: bool = False,
-           defer: bool = False, cluster: int = 1) -> list[str]:
+           defer: bool = False, cluster: int = 1, push: bool = False) -> list[str]:
     """SASS of ``awq_wgmma_t_kernel`` for ``cfg`` (K = N = 4096); ``cluster``: its K slices summed as
-    a cluster of that many CTAs."""
-    return disassemble(_compile(awq_wgmma_t.awq_wgmma_t_kernel,
-                                {**_descs(cfg, group), **_SCALARS, "cluster_smem": "i32"},
-                                {"G": group, "W_LAYOUT": awq_wgmma_t.words_layout(cfg.block_n), "STAGES": cfg.stages,
-                                 "SPLIT": split or cluster > 1, "PDL": pdl, "SILU": silu, "num_warps": cfg.num_warps,
-                                 "DEFER": defer, "CLUSTER": cluster}, cfg.num_warps))
+    a cluster of that many CTAs; ``push``: the output pushed to 2 ranks' slots (rank 0), the push
+    table standing in for the output pointers as ``_push_gemm`` passes it."""
+    scalars = {**_SCALARS, "cluster_smem": "i32", "push_ptr": "i32"}
+    constexprs = {"G": group, "W_LAYOUT": awq_wgmma_t.words_layout(cfg.block_n), "STAGES": cfg.stages,
+                  "SPLIT": split or cluster > 1, "PDL": pdl, "SILU": silu, "num_warps": cfg.num_warps,
+                  "DEFER": defer, "CLUSTER": cluster, "PUSH_RANK": 0, "PUSH_WORLD": 0}
+    if push:
+        scalars.update(out_ptr="*i64", ws_ptr="*i64", cnt_ptr="*i64", push_ptr="*i64")
+        constexprs.update(PUSH_RANK=0, PUSH_WORLD=2)
+    return disassemble(_compile(awq_wgmma_t.awq_wgmma_t_kernel, {**_descs(cfg, group), **scalars}, constexprs,
+                                cfg.num_warps))
 
 
 def sass_ws(cfg: WgmmaTConfig, group: int = 128, silu: bool = False, split: bool = False, pdl: bool = False,
@@ -184,6 +189,14 @@ def summary(lines: list[str]) -> dict[str, int]:
             "pdl_waits": sum(ln.split()[0] == "ACQBULK" for ln in lines)}
 
 
+def push_summary(lines: list[str]) -> dict:
+    """``summary`` and, for a pushed output, its global stores and loads: the tile's stores (two
+    ranks' slots, no other output), the table and epoch loads (the epoch's volatile: .STRONG)."""
+    stores = [ln.split()[0] for ln in (_unpredicated(ln) for ln in lines) if ln.startswith("STG")]
+    loads = [ln.split()[0] for ln in (_unpredicated(ln) for ln in lines) if ln.startswith("LDG")]
+    return {**summary(lines), "global_stores": stores, "global_loads": loads}
+
+
 if __name__ == "__main__":
     args = sys.argv[1:]
     kt = int(next((v[3:] for v in args if v.startswith("kt=")), 1))
@@ -198,5 +211,6 @@ if __name__ == "__main__":
         print(json.dumps(s))
     else:
         lines = sass_t(WgmmaTConfig(int(args[0]), int(args[1]), k_tiles=kt), "split" in args, silu="silu" in args,
-                       defer="defer" in args, cluster=int(next((v[8:] for v in args if v.startswith("cluster=")), 1)))
-        print(json.dumps(summary(lines)))
+                       defer="defer" in args, cluster=int(next((v[8:] for v in args if v.startswith("cluster=")), 1)),
+                       push="push" in args)
+        print(json.dumps(push_summary(lines) if "push" in args else summary(lines)))

@@ -12,6 +12,7 @@ import torch
 import torch.distributed as dist
 
 from pagedawq.kernels import greedy_exchange, ops
+from pagedawq.kernels.one_shot_allreduce import PushedOutput, PushTarget
 from pagedawq.kernels.split_k import SplitKPartials
 
 logger = logging.getLogger(__name__)
@@ -71,13 +72,29 @@ def all_reduce(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def all_reduce_add_rms_norm(x: torch.Tensor | SplitKPartials, residual: torch.Tensor, weight: torch.Tensor,
-                            eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+def all_reduce_push_target(x: torch.Tensor, output_size: int) -> PushTarget | None:
+    """Where a row-parallel GEMM of input ``x`` [rows, K] and ``output_size`` outputs may push its
+    output for the fused all-reduce + residual add + RMSNorm after it (``RowParallelLinear``): the
+    symmetric-memory all-reduce's slots where that fused kernel takes such an output, else None.
+    Each rank decides for itself: a rank whose GEMM did not push pushes in the fused kernel, and
+    the peers receive the same values either way."""
+    fast = _state.small_allreduce
+    if fast is None or x.dim() != 2:
+        return None
+    return fast.push_target(x.shape[0], output_size, x.dtype)
+
+
+def all_reduce_add_rms_norm(x: torch.Tensor | SplitKPartials | PushedOutput, residual: torch.Tensor,
+                            weight: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
     """``residual' = all_reduce(x) + residual``; returns ``(rms_norm(residual') * weight, residual')``.
 
     What follows every row-parallel layer of a transformer block, in one kernel where the
     symmetric-memory all-reduce can fuse it (decode-sized x on CUDA), else the all-reduce and then
-    the fused add + RMSNorm. On one rank x may be a GEMM's split-K partials, which that norm adds."""
+    the fused add + RMSNorm. On one rank x may be a GEMM's split-K partials, which that norm adds;
+    on several an output its GEMM pushed into the fused kernel's receive slots
+    (``all_reduce_push_target``)."""
+    if isinstance(x, PushedOutput):
+        return _state.small_allreduce.pushed_add_rms_norm(x, residual, weight, eps)
     if _state.size == 1:
         return ops.fused_add_rms_norm(x, residual, weight, eps)
     if isinstance(x, SplitKPartials):

@@ -73,6 +73,10 @@ class SymmMemAllReduce:
         self.rank, self.world_size = handle.rank, handle.world_size
         self.epochs = torch.zeros(one_shot.PROGRAMS, dtype=torch.int32, device=device)   # this rank's call counters
         self.fuse_add_rms_norm = False   # until ``try_create`` has checked it against the unfused path
+        # Where row-parallel GEMMs push their outputs for the fused kernel (off: PAGEDAWQ_DISABLE_PUSHED_GEMMS=1).
+        self.push = one_shot.PushTarget(one_shot.push_table(self.buffer_ptrs, self.epochs, self.max_numel), self.rank,
+                                        self.world_size, self.max_numel)
+        self.push_gemms = os.environ.get("PAGEDAWQ_DISABLE_PUSHED_GEMMS") != "1"
         # The greedy-token exchange's own buffer of int64 keys and its programs' counters.
         self.keys, self.key_ptrs, _ = _receive_buffer(
             symm_mem, group, greedy.buffer_elements(KEY_ROWS, world_size), torch.int64, greedy.EMPTY, device)
@@ -112,6 +116,18 @@ class SymmMemAllReduce:
         [rows, hidden] tensor that fits the receive slots, rows short enough for one program."""
         return (self.fuse_add_rms_norm and self.can_reduce(x) and x.dim() == 2
                 and x.shape[1] <= MAX_FUSED_HIDDEN)
+
+    def push_target(self, rows: int, hidden: int, dtype: torch.dtype) -> one_shot.PushTarget | None:
+        """Where a GEMM may push a [rows, hidden] output of ``dtype`` for ``pushed_add_rms_norm``
+        (None where ``add_rms_norm`` would not take that output, or pushing is turned off)."""
+        fits = dtype == self.dtype and rows * hidden <= self.max_numel and hidden <= MAX_FUSED_HIDDEN
+        return self.push if self.push_gemms and self.fuse_add_rms_norm and fits else None
+
+    def pushed_add_rms_norm(self, x: one_shot.PushedOutput, residual: torch.Tensor, weight: torch.Tensor, eps: float
+                            ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``add_rms_norm`` of an output its GEMM pushed to ``push_target``'s slots."""
+        return one_shot.pushed_all_reduce_add_rms_norm(x, residual, weight, eps, self.buffer_ptrs, self.epochs,
+                                                       self.rank, self.world_size, self.max_numel)
 
     def add_rms_norm(self, x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float
                      ) -> tuple[torch.Tensor, torch.Tensor]:

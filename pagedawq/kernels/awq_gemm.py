@@ -25,6 +25,7 @@ from pagedawq.kernels.awq_configs import (DEFAULT_SMS, WGMMA_T_M_MIN, GemmConfig
                                           ws_wave_tail)
 from pagedawq.kernels import ops
 from pagedawq.kernels.awq_kernels import awq_dequant_kernel, awq_gemm_kernel, awq_gemv_kernel
+from pagedawq.kernels.one_shot_allreduce import PushedOutput, PushTarget
 from pagedawq.kernels.split_k import SplitKPartials
 from pagedawq.quant.pack import PACK_FACTOR, group_size_of
 
@@ -144,6 +145,29 @@ def awq_gemm_split_k_partials(x: torch.Tensor, qweight: torch.Tensor, qzeros: to
     otherwise ``awq_gemm``'s output."""
     out = _wgmma_t_if_usable(x, qweight, qzeros, scales, repacked, split_k_partials=True)
     return out if out is not None else awq_gemm(x, qweight, qzeros, scales, repacked=repacked)
+
+
+def awq_gemm_pushed(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor,
+                    repacked: tuple[torch.Tensor, torch.Tensor] | None, push: PushTarget) -> PushedOutput | None:
+    """``x @ W`` of a row-parallel layer pushed straight into the receive slots of the fused
+    all-reduce + residual add + RMSNorm after it (``awq_wgmma_t.wgmma_t_gemm``'s ``push``), where the
+    "wgmma_t" path serves x in one launch of its default config that can push (``can_push``: the
+    decode sizes); else None, and the caller computes the output itself."""
+    group = _check(x, qweight, qzeros, scales)
+    m, k = x.shape
+    n = qweight.shape[1] * PACK_FACTOR
+    if repacked is None or not wgmma_t_usable(x, n, k, group, scales.dtype):
+        return None
+    module = wgmma_t_module()
+    sms = _sm_count(x.device)
+    config = wgmma_t_config(m, n, k, sms, False)
+    if ws_wave_tail(m, n, k, sms, config) is not None or not module.can_push(m, k, group, config):
+        return None
+    try:
+        return module.wgmma_t_gemm(x, *repacked, config, None, push=push)
+    except module.BUILD_ERRORS as e:
+        _disable_wgmma_t(e)
+        return None
 
 
 def _wgmma_t_if_usable(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor,

@@ -52,6 +52,7 @@ from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 from pagedawq.kernels.awq_configs import CLUSTER_MAX_T, WgmmaTConfig, k_tiles_per_step, nonempty_split
 from pagedawq.kernels.awq_kernels import _CONSTRAINTS_SCALED, _F16X8, _UNPACK_F16_SCALED
+from pagedawq.kernels.one_shot_allreduce import PushedOutput, PushTarget
 from pagedawq.kernels.clusters import (CLUSTER_SIZES, arrive_cluster, init_push_barrier, launch_clustered,
                                        load_shared, push_pairs, smem_address, wait_for_bytes, wait_for_cluster)
 from pagedawq.kernels.pdl import pdl_launch
@@ -366,7 +367,8 @@ def _step(i, kt_lo, acc, use_acc, x_desc, w_desc, zs_desc, x_bufs, w_bufs, z_buf
 def awq_wgmma_t_kernel(x_desc, w_desc, zs_desc, out_ptr, ws_ptr, cnt_ptr, M, N, K, stride_om, split_k,
                        G: gl.constexpr, W_LAYOUT: gl.constexpr, STAGES: gl.constexpr, SPLIT: gl.constexpr,
                        PDL: gl.constexpr, SILU: gl.constexpr, num_warps: gl.constexpr, DEFER: gl.constexpr = False,
-                       CLUSTER: gl.constexpr = 1, cluster_smem=0):
+                       CLUSTER: gl.constexpr = 1, cluster_smem=0, push_ptr=0, PUSH_RANK: gl.constexpr = 0,
+                       PUSH_WORLD: gl.constexpr = 0):
     """One [BLOCK_N channels, BLOCK_T tokens] tile of out^T (program ids 0, 1) over one K slice (2),
     KT K tiles a step (the host makes KT divide the number of K tiles). With ``PDL`` (the launch has
     the programmatic-dependent attribute, ``pagedawq.kernels.pdl``) the first stages' weights are
@@ -428,15 +430,16 @@ def awq_wgmma_t_kernel(x_desc, w_desc, zs_desc, out_ptr, ws_ptr, cnt_ptr, M, N, 
 
     if CLUSTER > 1:
         _cluster_sum_tile(acc, out_ptr, M, stride_om, pid_n, pid_s, off_t, cluster_smem, CLUSTER, SILU, mma_layout,
-                          num_warps)
+                          num_warps, push_ptr, PUSH_RANK, PUSH_WORLD)
     else:
         _write_tile(acc, out_ptr, ws_ptr, cnt_ptr, M, N, stride_om, split_k, pid_n, pid_t, pid_s, off_t,
-                    mma_layout, SPLIT, SILU, num_warps, DEFER)
+                    mma_layout, SPLIT, SILU, num_warps, DEFER, push_ptr, PUSH_RANK, PUSH_WORLD)
 
 
 @gluon.jit
 def _cluster_sum_tile(acc, out_ptr, M, stride_om, tile_n, rank, off_t, cluster_smem, CLUSTER: gl.constexpr,
-                      SILU: gl.constexpr, mma_layout: gl.constexpr, num_warps: gl.constexpr):
+                      SILU: gl.constexpr, mma_layout: gl.constexpr, num_warps: gl.constexpr, push_ptr=0,
+                      PUSH_RANK: gl.constexpr = 0, PUSH_WORLD: gl.constexpr = 0):
     """The K slices of output tile ``tile_n`` are the ``CLUSTER`` CTAs of a cluster (``rank`` = slice),
     and slice r sums channels r * BN / CLUSTER .. of the tile. Each pushes every channel's partial
     to its owner's shared memory (``push_pairs``; fp32 [slice, channel, token] after the mbarrier at
@@ -445,11 +448,13 @@ def _cluster_sum_tile(acc, out_ptr, M, stride_om, tile_n, rank, off_t, cluster_s
     then exit; the owner waits for all the bytes, adds the slices in slice order from zero (the bits
     ``_write_tile``'s reduction gives) and stores its channels rounded to fp16. With ``SILU`` a chunk
     is whole 16-row bands of gate/up pairs (``silu_channel_order``), and the owner stores
-    ``silu(gate) * up`` of its pairs as ``_store_out`` does."""
+    ``silu(gate) * up`` of its pairs as ``_store_out`` does. With ``PUSH_WORLD`` the owner pushes its
+    channels instead (``_push_tile``; row stride ``stride_om``)."""
     BN: gl.constexpr = acc.shape[0]
     BT: gl.constexpr = acc.shape[1]
     CH: gl.constexpr = BN // CLUSTER
     ROW: gl.constexpr = BT + 2
+    gl.static_assert(not SILU or PUSH_WORLD == 0, "the SiLU epilogue's output is not pushed")
     bar = smem_address(cluster_smem)
     base = bar + 16
     rn = gl.arange(0, BN, layout=gl.SliceLayout(1, mma_layout))[:, None]
@@ -479,7 +484,33 @@ def _cluster_sum_tile(acc, out_ptr, M, stride_om, tile_n, rank, off_t, cluster_s
         total = gl.zeros([CH, BT], dtype=gl.float32, layout=layout)
         for s in gl.static_range(CLUSTER):
             total += load_shared(base + ((s * CH + cn) * ROW + ct) * 4)
-        gl.store(out_ptr + tok * stride_om + tile_n * BN + rank * CH + cn, total.to(gl.float16), mask=tok < M)
+        if PUSH_WORLD > 0:
+            _push_tile(total.to(gl.float16), tok, tile_n * BN + rank * CH + cn, tok < M, stride_om, push_ptr,
+                       PUSH_RANK, PUSH_WORLD)
+        else:
+            gl.store(out_ptr + tok * stride_om + tile_n * BN + rank * CH + cn, total.to(gl.float16), mask=tok < M)
+
+
+@gluon.jit
+def _push_tile(val, rows, cols, mask, stride, push_ptr, RANK: gl.constexpr, WORLD: gl.constexpr):
+    """A row-parallel layer's fp16 output tile (``val`` at ``rows * stride + cols``) stored straight
+    into the receive slot of this rank, in every rank's buffer (its own included), of the next
+    one-shot all-reduce call (``one_shot_allreduce.PushTarget``: ``push_ptr`` is its table), negative
+    zeros made positive (they mean "empty"): what that kernel would have read and pushed itself.
+    Every rank's fused all-reduce + RMSNorm receives the values as they land, without waiting for this
+    GEMM to finish. The call's epoch is read here, after the wait for the previous kernel (which
+    followed the last call's)."""
+    val = gl.where(val.to(gl.int16, bitcast=True) == -32768, gl.zeros_like(val), val)
+    epochs = gl.load(push_ptr + WORLD).to(gl.pointer_type(gl.int32))
+    capacity = gl.load(push_ptr + WORLD + 1)
+    epoch = gl.load(epochs, volatile=True) + 1
+    slot = ((epoch & 1) * WORLD + RANK).to(gl.int64) * capacity
+    for dst in gl.static_range(WORLD):
+        buf = gl.load(push_ptr + dst).to(gl.pointer_type(gl.float16))
+        # the slots start 16-byte aligned (as the all-reduce's pushes): said to the compiler, which
+        # then stores a thread's 8 consecutive channels at once (an address loaded from memory has
+        # no known alignment)
+        gl.store(gl.multiple_of(buf + slot, 16) + rows * stride + cols, val, mask=mask)
 
 
 def cluster_smem_bytes(block_n: int, block_t: int) -> int:
@@ -497,16 +528,24 @@ def _griddep(op: gl.constexpr):
 @gluon.jit
 def _write_tile(acc, out_ptr, ws_ptr, cnt_ptr, M, N, stride_om, split_k, tile_n, pid_t, pid_s, off_t,
                 mma_layout: gl.constexpr, SPLIT: gl.constexpr, SILU: gl.constexpr, num_warps: gl.constexpr,
-                DEFER: gl.constexpr = False):
+                DEFER: gl.constexpr = False, push_ptr=0, PUSH_RANK: gl.constexpr = 0, PUSH_WORLD: gl.constexpr = 0):
     """A warpgroup's fp32 tile [BN channels of tile ``tile_n``, BT tokens] to the output: stored
     (``_store_out``), or with split-K its partial to the workspace [split, M, N] and, in the last
     slice to arrive (an atomic counter per output tile, reset by that slice), the sum of the
     partials in slice order (deterministic) stored. With ``DEFER`` only the partial is stored: the
-    consumer adds the slices (``pagedawq.kernels.split_k``)."""
+    consumer adds the slices (``pagedawq.kernels.split_k``). With ``PUSH_WORLD`` (unsplit only: the
+    last slice resets the device's shared arrival counter after its store, which the all-reduce,
+    not waiting for this kernel to finish, could overtake) the tile is pushed (``_push_tile``)."""
     BN: gl.constexpr = acc.shape[0]
     BT: gl.constexpr = acc.shape[1]
     out_layout: gl.constexpr = gl.BlockedLayout([8, 1], [BN // 8, 32 * 8 // BN], [1, num_warps], [0, 1])
-    if not SPLIT:
+    if PUSH_WORLD > 0:
+        gl.static_assert(not SPLIT and not SILU, "only an unsplit tile without the SiLU epilogue is pushed")
+        rn = tile_n * BN + gl.arange(0, BN, layout=gl.SliceLayout(1, out_layout))
+        rt = off_t + gl.arange(0, BT, layout=gl.SliceLayout(0, out_layout))
+        _push_tile(gl.convert_layout(acc.to(gl.float16), out_layout), rt[None, :], rn[:, None], (rt < M)[None, :],
+                   stride_om, push_ptr, PUSH_RANK, PUSH_WORLD)
+    elif not SPLIT:
         _store_out(acc, out_ptr, tile_n, off_t, M, stride_om, mma_layout, out_layout, SILU, num_warps)
     else:
         rn = tile_n * BN + gl.arange(0, BN, layout=gl.SliceLayout(1, out_layout))
@@ -610,17 +649,30 @@ def descriptors(x: torch.Tensor, words: torch.Tensor, zs: torch.Tensor, cfg: Wgm
             TensorDescriptor.from_tensor(zs, [max(1, BLOCK_K * kt // (k // zs.shape[0])), cfg.block_n], z_l))
 
 
-def wgmma_t_gemm(x: torch.Tensor, words: torch.Tensor, zs: torch.Tensor, cfg: WgmmaTConfig, out: torch.Tensor,
-                 counters: torch.Tensor | None = None, silu_and_mul: bool = False, split_k_partials: bool = False
-                 ) -> torch.Tensor | SplitKPartials:
+def can_push(m: int, k: int, group: int, cfg: WgmmaTConfig) -> bool:
+    """Whether a launch of ``cfg`` over M tokens can push its output (``wgmma_t_gemm``'s ``push``):
+    one warpgroup a CTA, one token tile (so that every tile writes row 0: ``PushTarget``), and K
+    unsplit or split into a cluster (``_write_tile``)."""
+    split = k_slices(k, k_tiles_per_step(k, group, cfg), cfg)
+    return (cfg.consumers == 1 and m <= cfg.block_t
+            and (split == 1 or cluster_reduces(split, cfg.block_n, cfg.block_t, False)))
+
+
+def wgmma_t_gemm(x: torch.Tensor, words: torch.Tensor, zs: torch.Tensor, cfg: WgmmaTConfig, out: torch.Tensor | None,
+                 counters: torch.Tensor | None = None, silu_and_mul: bool = False, split_k_partials: bool = False,
+                 push: PushTarget | None = None) -> torch.Tensor | SplitKPartials | PushedOutput:
     """``out = x @ W`` from ``repack``'s tensors (the caller has checked ``supports``); with
     ``silu_and_mul``, W is a gate/up pair repacked in ``silu_channel_order`` and ``out [M, N / 2] =
     silu(x @ W_gate) * (x @ W_up)``. With ``split_k_partials`` a split-K launch whose slices do not
     sum as a cluster (``cluster_reduces``) returns its K slices' partials instead of filling ``out``
     (``pagedawq.kernels.split_k``; not with ``silu_and_mul``). A
-    config of several consumers runs the warp-specialised kernel (``awq_wgmma_t_ws``)."""
+    config of several consumers runs the warp-specialised kernel (``awq_wgmma_t_ws``). With ``push``
+    (``out`` None; where ``can_push``) the output goes to the receive slots of the all-reduce after a
+    row-parallel layer instead (``_push_tile``), and a ``PushedOutput`` stands for it."""
     m, k = x.shape
     n = zs.shape[1]
+    if push is not None:
+        return _push_gemm(x, words, zs, cfg, push)
     if out.shape != (m, n // 2 if silu_and_mul else n):
         raise ValueError(f"out has shape {tuple(out.shape)}, expected {(m, n // 2 if silu_and_mul else n)}")
     if silu_and_mul and split_k_partials:
@@ -641,6 +693,34 @@ def wgmma_t_gemm(x: torch.Tensor, words: torch.Tensor, zs: torch.Tensor, cfg: Wg
     clustered = cluster_reduces(split, cfg.block_n, cfg.block_t, silu_and_mul)
     return launch_split_k(awq_wgmma_t_kernel, tiles, split, clustered, cfg, x, (x_desc, w_desc, zs_desc), zs, out,
                           counters, split_k_partials, **consts)
+
+
+def _push_gemm(x: torch.Tensor, words: torch.Tensor, zs: torch.Tensor, cfg: WgmmaTConfig, push: PushTarget
+               ) -> PushedOutput:
+    """``wgmma_t_gemm`` with ``push``: one launch whose tiles go to the receive slots (rows ``N``
+    apart); the table stands in for the output, which is never stored."""
+    m, k = x.shape
+    n = zs.shape[1]
+    group = k // zs.shape[0]
+    if not can_push(m, k, group, cfg) or n % cfg.block_n:
+        raise ValueError(f"{cfg} cannot push the output of {m} tokens (one warpgroup a CTA, one token tile, K "
+                         "unsplit or summed as a cluster)")
+    if m * n > push.capacity:
+        raise ValueError(f"{m} x {n} outputs exceed the receive slots' {push.capacity}")
+    kt = k_tiles_per_step(k, group, cfg)
+    split = k_slices(k, kt, cfg)
+    descs = descriptors(x, words, zs, cfg, kt)
+    consts = dict(G=group, W_LAYOUT=words_layout(cfg.block_n), STAGES=cfg.stages, SPLIT=split > 1, SILU=False,
+                  num_warps=cfg.num_warps, push_ptr=push.table, PUSH_RANK=push.rank, PUSH_WORLD=push.world_size,
+                  **pdl_launch(x.device, m))
+    t = push.table
+    if split == 1:
+        awq_wgmma_t_kernel[(n // cfg.block_n, 1, 1)](*descs, t, t, t, m, n, k, n, 1, **consts)
+    elif not launch_clustered(awq_wgmma_t_kernel, (n // cfg.block_n, 1, 1), split,
+                              cluster_smem_bytes(cfg.block_n, cfg.block_t), x.device, *descs, t, t, t, m, n, k, n,
+                              split, CLUSTER=split, **consts):
+        raise RuntimeError("this device cannot launch the clusters the pushed GEMM needs")
+    return PushedOutput(torch.Size((m, n)), x.dtype, x.device)
 
 
 def launch_split_k(kernel, tiles: tuple[int, ...], split: int, clustered: bool, cfg: WgmmaTConfig, x: torch.Tensor,

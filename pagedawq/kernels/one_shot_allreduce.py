@@ -36,18 +36,26 @@ A second kernel fuses what follows every row-parallel all-reduce in a transforme
 residual add and the RMSNorm (``one_shot_all_reduce_add_rms_norm``), saving a launch and a pass
 over the hidden state per all-reduce. It rounds at the same points as the two unfused kernels.
 
+The row-parallel GEMM before that kernel may instead push its output tiles itself, into the slot of
+its rank in every rank's buffer, its own included (``PushTarget``, ``awq_wgmma_t``'s push epilogue;
+it returns a ``PushedOutput``). The fused kernel then receives every rank's values, its own too, as
+they land, and does not wait for the GEMM to finish: the grid's completion, the kernel's wait for
+it, and its read and push of x leave the critical path of the step (``PUSHED``).
+
 Layout of each rank's symmetric buffer, ``capacity`` = the most elements one call reduces: receive
 slot (parity p, source rank r) at ``(p * WORLD + r) * capacity``; it starts filled with negative
 zero (``EMPTY``, ``SymmMemAllReduce``). The epochs are ``PROGRAMS`` int32, zeroed at the start.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import triton
 import triton.language as tl
 
 from pagedawq.kernels.fused_ops import row_warps
-from pagedawq.kernels.pdl import pdl_launch, pdl_start
+from pagedawq.kernels.pdl import pdl_launch, pdl_start, pdl_trigger
 
 # Elements a program moves per iteration; every call runs PROGRAMS programs (the epoch argument
 # above): a few large programs beat many small ones at decode sizes.
@@ -61,6 +69,36 @@ EMPTY = -0.0
 def buffer_elements(capacity: int, world_size: int) -> int:
     """Elements of each rank's symmetric buffer for calls of up to ``capacity`` elements."""
     return 2 * world_size * capacity
+
+
+@dataclass(frozen=True)
+class PushTarget:
+    """Where a GEMM pushes a row-parallel layer's output for the fused all-reduce + residual add +
+    RMSNorm after it. ``table`` (int64, on the device, ``push_table``) holds every rank's symmetric
+    buffer address, then the address of this rank's epochs and the slots' capacity: the kernel
+    reads the call's epoch as ``epochs[0] + 1`` (program 0 of the fused kernel owns row 0, which
+    every tile of a one-token-tile GEMM writes, so that program cannot advance its epoch before
+    every tile has read it)."""
+    table: torch.Tensor
+    rank: int
+    world_size: int
+    capacity: int
+
+
+def push_table(buffer_ptrs: torch.Tensor, epochs: torch.Tensor, capacity: int) -> torch.Tensor:
+    """``PushTarget.table`` from the all-reduce's buffer addresses, epochs and slot capacity."""
+    extra = torch.tensor([epochs.data_ptr(), capacity], dtype=torch.int64, device=buffer_ptrs.device)
+    return torch.cat([buffer_ptrs, extra])
+
+
+@dataclass(frozen=True)
+class PushedOutput:
+    """A [rows, hidden] GEMM output that was never stored: its GEMM pushed it into this rank's slot
+    of every rank's buffer (``PushTarget``) for the next all-reduce call. Only
+    ``pushed_all_reduce_add_rms_norm`` consumes it, once: the slots hold it until then."""
+    shape: torch.Size
+    dtype: torch.dtype
+    device: torch.device
 
 
 @triton.jit
@@ -121,14 +159,16 @@ def _receive(ptr, mask):
 
 
 @triton.jit
-def _sum_ranks(own, buffer_ptrs, offs, mask, epoch, capacity, RANK: tl.constexpr, WORLD: tl.constexpr):
-    """float32 sum, in rank order (so all ranks get bit-identical results), of this rank's ``own``
-    values and the peers' pushed ones at ``offs``, each received as it arrives."""
-    buf = tl.load(buffer_ptrs + RANK).to(tl.pointer_type(own.dtype))
+def _sum_ranks(x_ptr, buffer_ptrs, offs, mask, epoch, capacity, RANK: tl.constexpr, WORLD: tl.constexpr,
+               OWN_PUSHED: tl.constexpr = False):
+    """float32 sum, in rank order (so all ranks get bit-identical results), of this rank's input at
+    ``offs`` (from ``x_ptr``, or with ``OWN_PUSHED`` from its own slot, where its GEMM pushed it) and
+    the peers' pushed values, each received as it arrives."""
+    buf = tl.load(buffer_ptrs + RANK).to(tl.pointer_type(x_ptr.dtype.element_ty))
     acc = tl.zeros(offs.shape, dtype=tl.float32)
     for src in tl.static_range(WORLD):
-        if src == RANK:
-            acc += own.to(tl.float32)
+        if src == RANK and not OWN_PUSHED:
+            acc += _load_own(x_ptr, offs, mask).to(tl.float32)
         else:
             slot = ((epoch & 1) * WORLD + src).to(tl.int64) * capacity
             acc += _receive(tl.multiple_of(buf + slot, 16) + offs, mask).to(tl.float32)
@@ -157,7 +197,7 @@ def _one_shot_all_reduce_kernel(x_ptr, out_ptr, buffer_ptrs, epochs_ptr, numel, 
     for start in range(pid * BLOCK, numel, PROGRAMS * BLOCK):
         idx = start + offs
         mask = idx < numel
-        acc = _sum_ranks(_load_own(x_ptr, idx, mask), buffer_ptrs, idx, mask, epoch, capacity, RANK, WORLD)
+        acc = _sum_ranks(x_ptr, buffer_ptrs, idx, mask, epoch, capacity, RANK, WORLD)
         tl.store(out_ptr + idx, acc.to(out_ptr.dtype.element_ty), mask=mask)
     store_epoch(epochs_ptr, epoch)
 
@@ -166,24 +206,35 @@ def _one_shot_all_reduce_kernel(x_ptr, out_ptr, buffer_ptrs, epochs_ptr, numel, 
 def _one_shot_all_reduce_add_rms_norm_kernel(x_ptr, residual_ptr, weight_ptr, out_ptr, residual_out_ptr,
                                              buffer_ptrs, epochs_ptr, rows, hidden, capacity, eps,
                                              RANK: tl.constexpr, WORLD: tl.constexpr, PROGRAMS: tl.constexpr,
-                                             BLOCK_H: tl.constexpr, PDL: tl.constexpr):
+                                             BLOCK_H: tl.constexpr, PDL: tl.constexpr,
+                                             PUSHED: tl.constexpr = False):
     """Rows ``pid, pid + PROGRAMS, ...`` of ``residual_out = sum_ranks(x) + residual`` and
     ``out = rms_norm(residual_out) * weight``; x, residual, out, residual_out are contiguous
-    [rows, hidden]. The same pushes and receives as the plain kernel, one row per step."""
-    pdl_start(PDL)
+    [rows, hidden]. The same pushes and receives as the plain kernel, one row per step.
+
+    With ``PUSHED`` the GEMM before pushed x itself (``PushedOutput``; ``x_ptr`` only gives the
+    dtype): every rank's values are received, this rank's too, and the kernel never waits for that
+    GEMM. It needs no other of its writes: the values are their own signal, and every kernel before
+    the GEMM finished before the GEMM computed them (it waited for its predecessor, which waited
+    for its own). The residual is read past L1 all the same."""
+    if PUSHED:
+        pdl_trigger(PDL)
+    else:
+        pdl_start(PDL)
     pid = tl.program_id(0)
     cols = tl.arange(0, BLOCK_H)
     mask = cols < hidden
     epoch = program_epoch(epochs_ptr)
-    for row in range(pid, rows, PROGRAMS):
-        off = row * hidden + cols
-        _push(_load_own(x_ptr, off, mask), off, mask, epoch, buffer_ptrs, capacity, RANK, WORLD)
+    if not PUSHED:
+        for row in range(pid, rows, PROGRAMS):
+            off = row * hidden + cols
+            _push(_load_own(x_ptr, off, mask), off, mask, epoch, buffer_ptrs, capacity, RANK, WORLD)
     w = tl.load(weight_ptr + cols, mask=mask, other=0.0).to(tl.float32)
     dt = x_ptr.dtype.element_ty
     for row in range(pid, rows, PROGRAMS):
         off = row * hidden + cols
-        r = tl.load(residual_ptr + off, mask=mask, other=0.0)
-        acc = _sum_ranks(_load_own(x_ptr, off, mask), buffer_ptrs, off, mask, epoch, capacity, RANK, WORLD)
+        r = tl.load(residual_ptr + off, mask=mask, other=0.0, cache_modifier=".cg")
+        acc = _sum_ranks(x_ptr, buffer_ptrs, off, mask, epoch, capacity, RANK, WORLD, PUSHED)
         # Rounded where the unfused path rounds: the all-reduce's output, then the new residual.
         h = (acc.to(dt).to(tl.float32) + r.to(tl.float32)).to(dt)
         tl.store(residual_out_ptr + off, h, mask=mask)
@@ -229,17 +280,37 @@ def one_shot_all_reduce_add_rms_norm(x: torch.Tensor, residual: torch.Tensor, we
     buffers as for ``one_shot_all_reduce``. Each program owns whole rows (the norm needs the row's
     sum of squares), with the warps of ``fused_ops``' row kernel so that its reduction tree, and
     hence its rounding, is the same."""
-    if x.dim() != 2 or x.shape != residual.shape or not (x.is_contiguous() and residual.is_contiguous()) \
-            or x.dtype != residual.dtype or weight.shape != (x.shape[1],):
+    if x.dim() != 2 or x.shape != residual.shape or not x.is_contiguous() or x.dtype != residual.dtype:
         raise ValueError("one_shot_all_reduce_add_rms_norm needs contiguous [rows, hidden] x and residual of "
                          "one dtype and a [hidden] weight")
     _check(x, capacity)
-    rows, hidden = x.shape
-    out, residual_out = torch.empty_like(x), torch.empty_like(x)
+    return _add_rms_norm(x, residual, weight, eps, buffer_ptrs, epochs, rank, world_size, capacity, pushed=False)
+
+
+def pushed_all_reduce_add_rms_norm(x: PushedOutput, residual: torch.Tensor, weight: torch.Tensor, eps: float,
+                                   buffer_ptrs: torch.Tensor, epochs: torch.Tensor, rank: int, world_size: int,
+                                   capacity: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``one_shot_all_reduce_add_rms_norm`` of an output its GEMM pushed (the same bits)."""
+    if tuple(x.shape) != tuple(residual.shape) or x.dtype != residual.dtype:
+        raise ValueError(f"the pushed output is {x.dtype} {tuple(x.shape)}, the residual {residual.dtype} "
+                         f"{tuple(residual.shape)}")
+    _check(residual, capacity)
+    return _add_rms_norm(residual, residual, weight, eps, buffer_ptrs, epochs, rank, world_size, capacity,
+                         pushed=True)
+
+
+def _add_rms_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float,
+                  buffer_ptrs: torch.Tensor, epochs: torch.Tensor, rank: int, world_size: int, capacity: int,
+                  pushed: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    if residual.dim() != 2 or not residual.is_contiguous() or weight.shape != (residual.shape[1],):
+        raise ValueError("the fused all-reduce + RMSNorm needs a contiguous [rows, hidden] residual and a "
+                         "[hidden] weight")
+    rows, hidden = residual.shape
+    out, residual_out = torch.empty_like(residual), torch.empty_like(residual)
     if rows:
         block = triton.next_power_of_2(hidden)
         _one_shot_all_reduce_add_rms_norm_kernel[(PROGRAMS,)](
             x, residual, weight, out, residual_out, buffer_ptrs, epochs, rows, hidden, capacity, eps,
             RANK=rank, WORLD=world_size, PROGRAMS=PROGRAMS, BLOCK_H=block, num_warps=row_warps(block),
-            **pdl_launch(x.device, rows))
+            PUSHED=pushed, **pdl_launch(residual.device, rows))
     return out, residual_out

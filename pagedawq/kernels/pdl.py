@@ -76,3 +76,12 @@ def pdl_start(PDL: tl.constexpr):
     if PDL:
         gdc_launch_dependents()
         gdc_wait()
+
+
+@triton.jit
+def pdl_trigger(PDL: tl.constexpr):
+    """First statement, instead of ``pdl_start``, of a kernel launched with ``pdl_launch``'s keywords
+    that polls for its inputs itself and must not wait for the previous kernel to finish: only lets
+    the next kernel be scheduled."""
+    if PDL:
+        gdc_launch_dependents()

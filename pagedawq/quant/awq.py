@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from pagedawq.errors import PagedAWQError
+from pagedawq.kernels.one_shot_allreduce import PushedOutput, PushTarget
 from pagedawq.kernels.split_k import SplitKPartials
 from pagedawq.quant.base import LinearMethod, QuantConfig, set_weight_attrs
 from pagedawq.quant.pack import PACK_FACTOR, dequantize_awq
@@ -129,6 +130,13 @@ class AWQLinearMethod(LinearMethod):
             return self.apply(layer, x)
         from pagedawq.kernels.awq_gemm import awq_gemm_split_k_partials
         return awq_gemm_split_k_partials(x, layer.qweight, layer.qzeros, layer.scales, repacked)
+
+    def apply_pushed(self, layer: nn.Module, x: torch.Tensor, push: PushTarget) -> PushedOutput | None:
+        repacked = getattr(layer, "wgmma_t_weights", None)
+        if not x.is_cuda or x.dim() != 2 or repacked is None:
+            return None
+        from pagedawq.kernels.awq_gemm import awq_gemm_pushed
+        return awq_gemm_pushed(x, layer.qweight, layer.qzeros, layer.scales, repacked, push)
 
     def apply_silu_and_mul(self, layer: nn.Module, x: torch.Tensor, bias: torch.Tensor | None = None
                            ) -> torch.Tensor:

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from pagedawq.kernels import ops
+from pagedawq.kernels.one_shot_allreduce import PushedOutput, PushTarget
 from pagedawq.kernels.split_k import SplitKPartials
 
 
@@ -52,6 +53,12 @@ class LinearMethod(ABC):
         """``silu(gate) * up`` of a gate/up layer's output ``[gate | up] = x @ W^T + bias`` (a method
         may do both in one kernel; ``layer.feeds_silu_and_mul`` tells it so at load time)."""
         return ops.silu_and_mul(self.apply(layer, x, bias))
+
+    def apply_pushed(self, layer: nn.Module, x: torch.Tensor, push: PushTarget) -> PushedOutput | None:
+        """``x @ W^T`` of a row-parallel layer pushed by its kernel into the receive slots of the
+        fused all-reduce + residual add + RMSNorm after it (``one_shot_allreduce.PushTarget``), or
+        None where this method's kernel cannot (the default): the layer then computes the output."""
+        return None
 
     def apply_split_k_partials(self, layer: nn.Module, x: torch.Tensor) -> torch.Tensor | SplitKPartials:
         """``x @ W^T`` for a consumer that adds split-K partials itself (the fused residual add +

@@ -10,7 +10,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from pagedawq.distributed.parallel_state import all_reduce, get_tp_rank, get_tp_size
+from pagedawq.distributed.parallel_state import all_reduce, all_reduce_push_target, get_tp_rank, get_tp_size
+from pagedawq.kernels.one_shot_allreduce import PushedOutput
+from pagedawq.kernels.split_k import SplitKPartials
 from pagedawq.quant.base import QuantConfig, set_weight_attrs
 from pagedawq.quant.unquantized import UnquantizedLinearMethod
 
@@ -141,7 +143,8 @@ class RowParallelLinear(LinearBase):
     them itself (the RMSNorm after a transformer block's o/down projection fuses the all-reduce
     with its residual add); only without a bias, which belongs after the reduction. On one rank
     those partial sums may be the split-K partials of the GEMM (``SplitKPartials``, which that
-    RMSNorm adds too)."""
+    RMSNorm adds too); on several, at decode sizes, already pushed by the GEMM into that
+    all-reduce's receive slots (``PushedOutput``)."""
 
     def __init__(self, input_size: int, output_size: int, *, bias: bool, params_dtype: torch.dtype,
                  quant_config: QuantConfig | None = None, prefix: str = "", reduce_results: bool = True) -> None:
@@ -151,6 +154,7 @@ class RowParallelLinear(LinearBase):
         if bias and not reduce_results:
             raise ValueError(f"{prefix}: a bias needs reduce_results=True (it is added after the all-reduce)")
         self.reduce_results = reduce_results
+        self.output_size = output_size
         self.input_size_per_partition = input_size // self.tp_size
         self.linear_method.create_weights(self, self.input_size_per_partition, [output_size], input_size,
                                           output_size, params_dtype, self.weight_loader)
@@ -167,11 +171,13 @@ class RowParallelLinear(LinearBase):
         size = param.shape[dim]
         _copy_into(param, loaded.narrow(dim, self.tp_rank * size, size))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor | SplitKPartials | PushedOutput:
         if not self.reduce_results:
             if self.tp_size == 1:
                 return self.linear_method.apply_split_k_partials(self, x)
-            return self.linear_method.apply(self, x)
+            push = all_reduce_push_target(x, self.output_size)
+            pushed = None if push is None else self.linear_method.apply_pushed(self, x, push)
+            return pushed if pushed is not None else self.linear_method.apply(self, x)
         y = self.linear_method.apply(self, x)
         y = all_reduce(y)
         return y if self.bias is None else y + self.bias
