@@ -377,7 +377,10 @@ def awq_wgmma_t_kernel(x_desc, w_desc, zs_desc, out_ptr, ws_ptr, cnt_ptr, M, N, 
     repacked in ``silu_channel_order`` and out [M, N / 2] receives ``silu(gate) * up``. ``DEFER``:
     the K slices' partials are left in the workspace for the consumer (``_write_tile``). ``CLUSTER``
     (= ``split_k``): the K slices of a tile are one cluster along axis 0 (``clusters``) and sum their
-    partials through distributed shared memory at byte ``cluster_smem`` (``_cluster_sum_tile``)."""
+    partials through distributed shared memory at byte ``cluster_smem`` (``_cluster_sum_tile``).
+    ``PUSH_WORLD`` > 0: the output goes to the receive slots of the all-reduce after a row-parallel
+    layer of that many ranks (``push_ptr``: ``one_shot_allreduce.PushTarget``'s table; this is rank
+    ``PUSH_RANK``), not to ``out_ptr`` (``_push_tile``)."""
     KT: gl.constexpr = x_desc.block_type.shape[0]
     BT: gl.constexpr = x_desc.block_type.shape[1]
     BK: gl.constexpr = x_desc.block_type.shape[2]
