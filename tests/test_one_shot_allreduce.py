@@ -168,7 +168,7 @@ def test_pushed_all_reduce_add_rms_norm_receives_every_rank_and_pushes_nothing(r
     expected = one_shot.one_shot_all_reduce_add_rms_norm(inputs[rank], residual, weight, 1e-5, ptrs, epochs, rank,
                                                          world, capacity)
     buffers, epochs, ptrs, capacity = _peers_arrived(rank, world, inputs, epoch, own_too=True)
-    pushed = one_shot.PushedOutput(inputs[rank].shape, torch.float16, residual.device)
+    pushed = one_shot.PushedOutput(inputs[rank].shape, torch.float16)
     got = one_shot.pushed_all_reduce_add_rms_norm(pushed, residual, weight, 1e-5, ptrs, epochs, rank, world, capacity)
     assert all(torch.equal(g, e) for g, e in zip(got, expected))
     assert epochs.eq(epoch).all() and all(_empty(b).all() for b in buffers)

@@ -153,41 +153,42 @@ def awq_gemm_pushed(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor
     all-reduce + residual add + RMSNorm after it (``awq_wgmma_t.wgmma_t_gemm``'s ``push``), where the
     "wgmma_t" path serves x in one launch of its default config that can push (``can_push``: the
     decode sizes); else None, and the caller computes the output itself."""
-    group = _check(x, qweight, qzeros, scales)
-    m, k = x.shape
-    n = qweight.shape[1] * PACK_FACTOR
-    if repacked is None or not wgmma_t_usable(x, n, k, group, scales.dtype):
-        return None
-    module = wgmma_t_module()
-    sms = _sm_count(x.device)
-    config = wgmma_t_config(m, n, k, sms, False)
-    if ws_wave_tail(m, n, k, sms, config) is not None or not module.can_push(m, k, group, config):
-        return None
-    try:
-        return module.wgmma_t_gemm(x, *repacked, config, None, push=push)
-    except module.BUILD_ERRORS as e:
-        _disable_wgmma_t(e)
-        return None
+    return _wgmma_t_if_usable(x, qweight, qzeros, scales, repacked, push=push)
 
 
 def _wgmma_t_if_usable(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor,
                        repacked: tuple[torch.Tensor, torch.Tensor] | None, silu_and_mul: bool = False,
-                       split_k_partials: bool = False) -> torch.Tensor | SplitKPartials | None:
+                       split_k_partials: bool = False, push: PushTarget | None = None
+                       ) -> torch.Tensor | SplitKPartials | PushedOutput | None:
     """The "wgmma_t" launch of the variants above with its default config, or None where that path
     does not serve x (no repacked weights, ``wgmma_t_usable`` false, or its kernel does not build,
-    which turns the path off with a warning): the caller then computes the product otherwise."""
+    which turns the path off with a warning; with ``push``, a config that cannot push): the caller
+    then computes the product otherwise."""
     group = _check(x, qweight, qzeros, scales)
     m, k = x.shape
     n = qweight.shape[1] * PACK_FACTOR
     if repacked is None or not wgmma_t_usable(x, n, k, group, scales.dtype):
         return None
     module = wgmma_t_module()
-    out = torch.empty((m, n // 2 if silu_and_mul else n), dtype=x.dtype, device=x.device)
     try:
+        if push is not None:
+            return _push_wgmma_t(module, x, n, group, repacked, push)
+        out = torch.empty((m, n // 2 if silu_and_mul else n), dtype=x.dtype, device=x.device)
         return _launch_wgmma_t(module, x, n, repacked, out, None, silu_and_mul, split_k_partials)
     except module.BUILD_ERRORS as e:
         _disable_wgmma_t(e)
         return None
+
+
+def _push_wgmma_t(module, x: torch.Tensor, n: int, group: int, repacked: tuple[torch.Tensor, torch.Tensor],
+                  push: PushTarget) -> PushedOutput | None:
+    """The pushing launch with the shape's default config, where that is one launch that can push."""
+    m, k = x.shape
+    sms = _sm_count(x.device)
+    config = wgmma_t_config(m, n, k, sms, False)
+    if ws_wave_tail(m, n, k, sms, config) is not None or not module.can_push(m, k, group, config):
+        return None
+    return module.wgmma_t_gemm(x, *repacked, config, None, push=push)
 
 
 def default_path(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, group: int,

@@ -723,7 +723,7 @@ def _push_gemm(x: torch.Tensor, words: torch.Tensor, zs: torch.Tensor, cfg: Wgmm
                               cluster_smem_bytes(cfg.block_n, cfg.block_t), x.device, *descs, t, t, t, m, n, k, n,
                               split, CLUSTER=split, **consts):
         raise RuntimeError("this device cannot launch the clusters the pushed GEMM needs")
-    return PushedOutput(torch.Size((m, n)), x.dtype, x.device)
+    return PushedOutput(torch.Size((m, n)), x.dtype)
 
 
 def launch_split_k(kernel, tiles: tuple[int, ...], split: int, clustered: bool, cfg: WgmmaTConfig, x: torch.Tensor,

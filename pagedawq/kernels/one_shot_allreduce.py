@@ -98,7 +98,6 @@ class PushedOutput:
     ``pushed_all_reduce_add_rms_norm`` consumes it, once: the slots hold it until then."""
     shape: torch.Size
     dtype: torch.dtype
-    device: torch.device
 
 
 @triton.jit
@@ -159,16 +158,17 @@ def _receive(ptr, mask):
 
 
 @triton.jit
-def _sum_ranks(x_ptr, buffer_ptrs, offs, mask, epoch, capacity, RANK: tl.constexpr, WORLD: tl.constexpr,
+def _sum_ranks(own, buffer_ptrs, offs, mask, epoch, capacity, RANK: tl.constexpr, WORLD: tl.constexpr,
                OWN_PUSHED: tl.constexpr = False):
-    """float32 sum, in rank order (so all ranks get bit-identical results), of this rank's input at
-    ``offs`` (from ``x_ptr``, or with ``OWN_PUSHED`` from its own slot, where its GEMM pushed it) and
-    the peers' pushed values, each received as it arrives."""
-    buf = tl.load(buffer_ptrs + RANK).to(tl.pointer_type(x_ptr.dtype.element_ty))
+    """float32 sum, in rank order (so all ranks get bit-identical results), of this rank's ``own``
+    values (with ``OWN_PUSHED`` received from its own slot instead, where its GEMM pushed them;
+    ``own`` then only gives the dtype) and the peers' pushed ones at ``offs``, each received as it
+    arrives."""
+    buf = tl.load(buffer_ptrs + RANK).to(tl.pointer_type(own.dtype))
     acc = tl.zeros(offs.shape, dtype=tl.float32)
     for src in tl.static_range(WORLD):
         if src == RANK and not OWN_PUSHED:
-            acc += _load_own(x_ptr, offs, mask).to(tl.float32)
+            acc += own.to(tl.float32)
         else:
             slot = ((epoch & 1) * WORLD + src).to(tl.int64) * capacity
             acc += _receive(tl.multiple_of(buf + slot, 16) + offs, mask).to(tl.float32)
@@ -197,7 +197,7 @@ def _one_shot_all_reduce_kernel(x_ptr, out_ptr, buffer_ptrs, epochs_ptr, numel, 
     for start in range(pid * BLOCK, numel, PROGRAMS * BLOCK):
         idx = start + offs
         mask = idx < numel
-        acc = _sum_ranks(x_ptr, buffer_ptrs, idx, mask, epoch, capacity, RANK, WORLD)
+        acc = _sum_ranks(_load_own(x_ptr, idx, mask), buffer_ptrs, idx, mask, epoch, capacity, RANK, WORLD)
         tl.store(out_ptr + idx, acc.to(out_ptr.dtype.element_ty), mask=mask)
     store_epoch(epochs_ptr, epoch)
 
@@ -234,7 +234,11 @@ def _one_shot_all_reduce_add_rms_norm_kernel(x_ptr, residual_ptr, weight_ptr, ou
     for row in range(pid, rows, PROGRAMS):
         off = row * hidden + cols
         r = tl.load(residual_ptr + off, mask=mask, other=0.0, cache_modifier=".cg")
-        acc = _sum_ranks(x_ptr, buffer_ptrs, off, mask, epoch, capacity, RANK, WORLD, PUSHED)
+        if PUSHED:
+            own = r   # (its dtype only: this rank's values are in its own slot)
+        else:
+            own = _load_own(x_ptr, off, mask)
+        acc = _sum_ranks(own, buffer_ptrs, off, mask, epoch, capacity, RANK, WORLD, PUSHED)
         # Rounded where the unfused path rounds: the all-reduce's output, then the new residual.
         h = (acc.to(dt).to(tl.float32) + r.to(tl.float32)).to(dt)
         tl.store(residual_out_ptr + off, h, mask=mask)
