@@ -349,6 +349,45 @@ def test_row_parallel_layer_on_one_rank_hands_split_k_partials_to_the_norm(monke
     assert torch.allclose(res, 2 * (slices[0] + slices[1] + slices[2]) + residual)
 
 
+def test_row_parallel_layer_on_several_ranks_lets_its_gemm_push_for_the_norm(monkeypatch):
+    """On several ranks a row-parallel layer whose norm takes the fused all-reduce asks its linear
+    method to push the output (``apply_pushed``) with the all-reduce's target; what it returns, a
+    ``PushedOutput``, goes to the pushed norm. Without a target (too many rows for the slots), or
+    where the method cannot push (the dense one: None), the layer computes the output itself."""
+    from pagedawq.distributed import parallel_state
+    from pagedawq.kernels.one_shot_allreduce import PushedOutput, PushTarget
+    from pagedawq.models.layers.linear import RowParallelLinear
+    calls = []
+    target = PushTarget(torch.zeros(5, dtype=torch.int64), 0, 2, 64)
+
+    class FakeFastAllReduce:
+        def push_target(self, rows, hidden, dtype):
+            calls.append(("target", rows, hidden))
+            return target if rows * hidden <= target.capacity else None
+
+        def pushed_add_rms_norm(self, x, residual, weight, eps):
+            calls.append(("pushed norm", tuple(x.shape)))
+            return residual, residual
+
+    monkeypatch.setattr(parallel_state._state, "size", 2)
+    monkeypatch.setattr(parallel_state._state, "small_allreduce", FakeFastAllReduce())
+    layer = RowParallelLinear(32, 8, bias=False, params_dtype=torch.float32, reduce_results=False)
+    layer.weight.data.normal_()
+    x = torch.randn(3, 16)
+    assert torch.equal(layer(x), x @ layer.weight.T)   # the dense method cannot push
+    assert calls == [("target", 3, 8)]
+
+    def push(lay, inp, to):
+        calls.append(("gemm", to is target))
+        return PushedOutput(torch.Size((inp.shape[0], 8)), inp.dtype)
+    monkeypatch.setattr(layer.linear_method, "apply_pushed", push, raising=False)
+    calls.clear()
+    out = layer(x)
+    parallel_state.all_reduce_add_rms_norm(out, torch.zeros(3, 8), torch.ones(8), 1e-6)
+    assert isinstance(layer(torch.randn(9, 16)), torch.Tensor)   # 9 x 8 outputs exceed the slots
+    assert calls == [("target", 3, 8), ("gemm", True), ("pushed norm", (3, 8)), ("target", 9, 8)]
+
+
 def test_gate_up_layer_applies_silu_and_mul_through_its_linear_method():
     """``forward_silu_and_mul`` (what the Llama MLP calls) is ``silu_and_mul(forward(x))``: dense with a
     bias and AWQ on the CPU (on Hopper the AWQ method fuses the two: tests/test_awq_wgmma_t.py)."""
