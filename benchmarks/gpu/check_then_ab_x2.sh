@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# A change to the TP=2 decode path, checked and then timed against another tree, in one call:
+# the 2-GPU all-reduce test and the fused-op tests on the GPU (pytest -k TESTS, default
+# "all_gpus or pushed or vocab"), tp_suite's TP=2 correctness check (greedy tokens against TP=1),
+# then this tree against ROOT_A (default .abmain) on the 13B step and graph at TP=1 and TP=2
+# (ab_tp_x2.sh, RUNS rounds, default 2). Stops at the first failure.
+# carry: [".raycarry", ".abmain"]; ~9 minutes.
+source benchmarks/gpu/env.sh
+timeout 200 python -m pytest -q tests/test_one_shot_allreduce.py tests/test_fused_ops.py \
+  -k "${TESTS:-all_gpus or pushed or vocab}" -x > "$OUT/tests.log" 2>&1
+tail -2 "$OUT/tests.log"; grep -q " passed" "$OUT/tests.log" && ! grep -q "failed" "$OUT/tests.log" || exit 1
+(cd benchmarks && timeout 240 python tp_suite.py --sizes 2 --num-prompts 0 > "$OUT/tp_check.log" 2>&1) || { tail -20 "$OUT/tp_check.log"; exit 1; }
+grep -iE "^correct" "$OUT/tp_check.log" | cut -c1-160
+TESTS= RUNS=${RUNS:-2} SIZES="1 2" bash benchmarks/gpu/ab_tp_x2.sh
