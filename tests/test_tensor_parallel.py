@@ -355,8 +355,9 @@ def test_row_parallel_layer_on_several_ranks_lets_its_gemm_push_for_the_norm(mon
     ``PushedOutput``, goes to the pushed norm. Without a target (too many rows for the slots), or
     where the method cannot push (the dense one: None), the layer computes the output itself."""
     from pagedawq.distributed import parallel_state
-    from pagedawq.kernels.one_shot_allreduce import PushedOutput, PushTarget
     from pagedawq.models.layers.linear import RowParallelLinear
+    # the classes parallel_state holds (tests/test_one_shot_allreduce.py may reload their module)
+    PushedOutput, PushTarget = parallel_state.PushedOutput, parallel_state.PushTarget
     calls = []
     target = PushTarget(torch.zeros(5, dtype=torch.int64), 0, 2, 64)
 
