@@ -663,7 +663,7 @@ def can_push(m: int, k: int, group: int, cfg: WgmmaTConfig) -> bool:
 
 def wgmma_t_gemm(x: torch.Tensor, words: torch.Tensor, zs: torch.Tensor, cfg: WgmmaTConfig, out: torch.Tensor | None,
                  counters: torch.Tensor | None = None, silu_and_mul: bool = False, split_k_partials: bool = False,
-                 push: PushTarget | None = None) -> torch.Tensor | SplitKPartials | PushedOutput:
+                 push: PushTarget | None = None) -> torch.Tensor | SplitKPartials | PushedOutput | None:
     """``out = x @ W`` from ``repack``'s tensors (the caller has checked ``supports``); with
     ``silu_and_mul``, W is a gate/up pair repacked in ``silu_channel_order`` and ``out [M, N / 2] =
     silu(x @ W_gate) * (x @ W_up)``. With ``split_k_partials`` a split-K launch whose slices do not
@@ -671,7 +671,8 @@ def wgmma_t_gemm(x: torch.Tensor, words: torch.Tensor, zs: torch.Tensor, cfg: Wg
     (``pagedawq.kernels.split_k``; not with ``silu_and_mul``). A
     config of several consumers runs the warp-specialised kernel (``awq_wgmma_t_ws``). With ``push``
     (``out`` None; where ``can_push``) the output goes to the receive slots of the all-reduce after a
-    row-parallel layer instead (``_push_tile``), and a ``PushedOutput`` stands for it."""
+    row-parallel layer instead (``_push_tile``), and a ``PushedOutput`` stands for it (None where the
+    launch cannot be made, ``_push_gemm``)."""
     m, k = x.shape
     n = zs.shape[1]
     if push is not None:
@@ -699,9 +700,11 @@ def wgmma_t_gemm(x: torch.Tensor, words: torch.Tensor, zs: torch.Tensor, cfg: Wg
 
 
 def _push_gemm(x: torch.Tensor, words: torch.Tensor, zs: torch.Tensor, cfg: WgmmaTConfig, push: PushTarget
-               ) -> PushedOutput:
+               ) -> PushedOutput | None:
     """``wgmma_t_gemm`` with ``push``: one launch whose tiles go to the receive slots (rows ``N``
-    apart); the table stands in for the output, which is never stored."""
+    apart); the table stands in for the output, which is never stored. None, launching nothing,
+    where the device cannot give a split launch's clusters their memory (the caller then computes
+    the output itself: a split summed through the workspace cannot push)."""
     m, k = x.shape
     n = zs.shape[1]
     group = k // zs.shape[0]
@@ -722,7 +725,7 @@ def _push_gemm(x: torch.Tensor, words: torch.Tensor, zs: torch.Tensor, cfg: Wgmm
     elif not launch_clustered(awq_wgmma_t_kernel, (n // cfg.block_n, 1, 1), split,
                               cluster_smem_bytes(cfg.block_n, cfg.block_t), x.device, *descs, t, t, t, m, n, k, n,
                               split, CLUSTER=split, **consts):
-        raise RuntimeError("this device cannot launch the clusters the pushed GEMM needs")
+        return None   # the device cannot give the clusters' memory: nothing launched, nothing pushed
     return PushedOutput(torch.Size((m, n)), x.dtype)
 
 
