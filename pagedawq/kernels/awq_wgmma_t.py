@@ -687,16 +687,24 @@ def wgmma_t_gemm(x: torch.Tensor, words: torch.Tensor, zs: torch.Tensor, cfg: Wg
     if n % cfg.block_n or cfg.block_n not in (64, 128) or cfg.block_n * cfg.block_t > 64 * 256:
         raise ValueError(f"BLOCK_N = {cfg.block_n} must be 64 or 128 and divide N = {n}, with BLOCK_N x BLOCK_T "
                          f"<= 64 x 256 (fp32 accumulators of one warpgroup), got BLOCK_T = {cfg.block_t}")
+    descs, split, consts = _launch_args(x, words, zs, cfg, silu_and_mul)
+    tiles = (n // cfg.block_n, triton.cdiv(m, cfg.block_t))
+    clustered = cluster_reduces(split, cfg.block_n, cfg.block_t, silu_and_mul)
+    return launch_split_k(awq_wgmma_t_kernel, tiles, split, clustered, cfg, x, descs, zs, out, counters,
+                          split_k_partials, **consts)
+
+
+def _launch_args(x: torch.Tensor, words: torch.Tensor, zs: torch.Tensor, cfg: WgmmaTConfig, silu_and_mul: bool
+                 ) -> tuple[tuple, int, dict]:
+    """What every launch of ``awq_wgmma_t_kernel`` for ``cfg`` takes: the TMA descriptors, the
+    number of K slices, and the compile-time arguments and launch keywords."""
+    m, k = x.shape
     group = k // zs.shape[0]
     kt = k_tiles_per_step(k, group, cfg)
-    x_desc, w_desc, zs_desc = descriptors(x, words, zs, cfg, kt)
     split = k_slices(k, kt, cfg)
     consts = dict(G=group, W_LAYOUT=words_layout(cfg.block_n), STAGES=cfg.stages, SPLIT=split > 1, SILU=silu_and_mul,
                   num_warps=cfg.num_warps, **pdl_launch(x.device, m))
-    tiles = (n // cfg.block_n, triton.cdiv(m, cfg.block_t))
-    clustered = cluster_reduces(split, cfg.block_n, cfg.block_t, silu_and_mul)
-    return launch_split_k(awq_wgmma_t_kernel, tiles, split, clustered, cfg, x, (x_desc, w_desc, zs_desc), zs, out,
-                          counters, split_k_partials, **consts)
+    return descriptors(x, words, zs, cfg, kt), split, consts
 
 
 def _push_gemm(x: torch.Tensor, words: torch.Tensor, zs: torch.Tensor, cfg: WgmmaTConfig, push: PushTarget
@@ -713,12 +721,8 @@ def _push_gemm(x: torch.Tensor, words: torch.Tensor, zs: torch.Tensor, cfg: Wgmm
                          "unsplit or summed as a cluster)")
     if m * n > push.capacity:
         raise ValueError(f"{m} x {n} outputs exceed the receive slots' {push.capacity}")
-    kt = k_tiles_per_step(k, group, cfg)
-    split = k_slices(k, kt, cfg)
-    descs = descriptors(x, words, zs, cfg, kt)
-    consts = dict(G=group, W_LAYOUT=words_layout(cfg.block_n), STAGES=cfg.stages, SPLIT=split > 1, SILU=False,
-                  num_warps=cfg.num_warps, push_ptr=push.table, PUSH_RANK=push.rank, PUSH_WORLD=push.world_size,
-                  **pdl_launch(x.device, m))
+    descs, split, consts = _launch_args(x, words, zs, cfg, False)
+    consts.update(push_ptr=push.table, PUSH_RANK=push.rank, PUSH_WORLD=push.world_size)
     t = push.table
     if split == 1:
         awq_wgmma_t_kernel[(n // cfg.block_n, 1, 1)](*descs, t, t, t, m, n, k, n, 1, **consts)
