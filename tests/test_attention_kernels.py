@@ -250,9 +250,13 @@ def test_prefill_padded_as_its_cuda_graph_pads_it_matches_the_unpadded_one(rotar
 @pytest.mark.parametrize("num_q_heads,num_kv_heads,num_kv_splits", [(9, 3, 1), (9, 3, 4), (4, 4, 16)])
 def test_decode_with_rotary_inside_equals_rotary_write_then_decode(dtype, num_q_heads, num_kv_heads, num_kv_splits):
     """decode_attention(..., rotary=...): the kernel rotates q and the new keys and writes the new
-    keys and values itself; the same bits as the separate rotary + cache-write kernel before the
-    decode kernel, for any split count (the new token's split writes it), and a padding row
-    (context 0, slot -1) writes and reads nothing."""
+    keys and values itself; the same cache bits as the separate rotary + cache-write kernel before
+    the decode kernel, for any split count (the new token's split writes it), and a padding row
+    (context 0, slot -1) writes and reads nothing. The outputs have the same bits too, except for
+    fp16 on a GPU: there Triton packs the tensor-core operands of q . k in another order when q
+    comes from registers (sm_90 TTGIR: kWidth 4 against 2 when q is loaded), which adds the fp32
+    products in another order (H100, 2026-11-27: 2 of the 6 cases differed); they then agree to
+    fp16 rounding."""
     gen = torch.Generator().manual_seed(num_q_heads + 10 * num_kv_splits)
     batch = Batch([1] * 4, [70, 0, 130, 15], 16, num_kv_heads, 64, dtype, gen)
     md = batch.metadata
@@ -269,9 +273,12 @@ def test_decode_with_rotary_inside_equals_rotary_write_then_decode(dtype, num_q_
     q_in = q.clone()
     got = pa.decode_attention(q, batch.kv_cache, md, 0.125, num_kv_splits=num_kv_splits,
                               rotary=pa.DecodeRotary(rope.positions, rope.cos_sin_cache, k, v))
-    assert torch.equal(got[[0, 2, 3]], want[[0, 2, 3]])
     assert torch.equal(batch.kv_cache.nan_to_num(7.0), cache.nan_to_num(7.0))
     assert torch.equal(q, q_in)                # q is read, not rotated in place
+    if CUDA and dtype == torch.float16:
+        assert rel_err(got[[0, 2, 3]], want[[0, 2, 3]]) < TOLERANCE[dtype]
+    else:
+        assert torch.equal(got[[0, 2, 3]], want[[0, 2, 3]])
 
 
 def test_decode_with_rotary_refuses_what_it_cannot_fuse():

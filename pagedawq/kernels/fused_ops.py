@@ -100,9 +100,12 @@ def fused_add_rms_norm(x: torch.Tensor | SplitKPartials, residual: torch.Tensor,
 def rotate_halves(x1, x2, cos, sin):
     """Neox rotary of a head's halves ``x1, x2`` by ``cos, sin`` (float32, broadcastable), in float32
     and rounded to x's dtype: the roundings every rotary here shares (the rotary kernels and the
-    decode attention kernel's, which must give the same bits)."""
+    decode attention kernel's, which must give the same bits). The fused multiply-adds are spelled
+    out because the compiler contracts ``a * b - c * d`` as it likes, kernel by kernel: left to it,
+    a float32 decode with the rotary inside differed from the cache-write kernel + decode on an
+    H100 (2026-11-27, ``test_decode_with_rotary_inside_equals_rotary_write_then_decode``)."""
     x1f, x2f = x1.to(tl.float32), x2.to(tl.float32)
-    return (x1f * cos - x2f * sin).to(x1.dtype), (x2f * cos + x1f * sin).to(x1.dtype)
+    return tl.fma(x1f, cos, -(x2f * sin)).to(x1.dtype), tl.fma(x2f, cos, x1f * sin).to(x1.dtype)
 
 
 @triton.jit
