@@ -244,6 +244,11 @@ def main() -> None:
         for ctx in (2048, 8192):
             bench_decode(f"decode B=1 ctx={ctx} 32q/32kv", 1, ctx, 32, 32, copy_gbs,
                          [dict(num_kv_splits=s) for s in (4, 16, 32)] if sweep else [])
+        # The 13B at TP=2 and TP=1 in a batch-1 decode of short contexts: the engine's decode graphs
+        # take their split count from max_model_len (27 and 14 at 4096), where one split would do.
+        for heads, graph_splits in ((20, 27), (40, 14)):
+            bench_decode(f"decode B=1 ctx=128 {heads}q/{heads}kv (13B, graphs: {graph_splits} splits)", 1, 128, heads,
+                         heads, copy_gbs, [dict(num_kv_splits=s) for s in (2, 4, graph_splits)] if sweep else [])
         bench_decode("decode B=64 ctx=2048 32q/8kv", 64, 2048, 32, 8, copy_gbs,
                      [dict(num_kv_splits=2)] if sweep else [])
         bench_decode("decode B=1 ctx=8192 32q/8kv", 1, 8192, 32, 8, copy_gbs,
