@@ -27,7 +27,8 @@ Design notes (why it looks like this):
   kernel rotates its query heads in registers and the program whose split holds the new token
   rotates that token's key and writes it and its value to the cache before reading its keys:
   one launch a layer fewer than the separate rotary + cache-write kernel, which prefill keeps.
-  Same roundings as that kernel, so the same bits.
+  Same roundings as that kernel, so the cache gets the same bits. The output has them too, except
+  in fp16 on a GPU: Triton packs the q . k operands of a q from registers in another order.
 
 All softmax arithmetic is float32 (online softmax in base 2); dots take fp16/bf16 operands with
 float32 accumulation, or exact float32 (``input_precision="ieee"``) for float32 inputs.
