@@ -27,10 +27,14 @@ graph_alone() {
 }
 
 # variant_tree DIR FILE EXPR: a copy of this tree (tracked and untracked, not ignored files) at DIR
-# with FILE edited by the sed expression EXPR, or with "cp:PATH" copied over it; fails (status 1,
-# with a message) where that changed nothing.
+# with FILE edited by the sed expression EXPR, or with "cp:PATH" copied over it, or with the patch
+# "patch:PATH" applied (FILE: one file it changes); fails (status 1, with a message) where that
+# changed nothing.
 variant_tree() {
+  local root=$PWD
   rm -rf "$1" && mkdir -p "$1" && git ls-files -co --exclude-standard | tar -cf - -T - | tar -xf - -C "$1"
-  if [[ $3 == cp:* ]]; then cp "${3#cp:}" "$1/$2"; else sed -i "$3" "$1/$2"; fi
+  if [[ $3 == cp:* ]]; then cp "${3#cp:}" "$1/$2"
+  elif [[ $3 == patch:* ]]; then (cd "$1" && git apply "$root/${3#patch:}")
+  else sed -i "$3" "$1/$2"; fi
   if cmp -s "$2" "$1/$2"; then echo "$(basename "$1"): the edit changed nothing in $2, skipped"; return 1; fi
 }
