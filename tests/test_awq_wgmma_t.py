@@ -156,15 +156,15 @@ def test_only_one_token_tile_unsplit_or_clustered_pushes():
     assert not can_push(1, 4096, 128, replace(one, split_k=3))                  # slices summed through the workspace
     assert can_push(1, 4096, 128, replace(one, split_k=4))                      # ... or as a cluster
     assert not can_push(1, 4096, 128, replace(one, consumers=2, k_phases=2))    # warp-specialised
-    from pagedawq.kernels.awq_wgmma_t import wgmma_t_gemm
+    from pagedawq.kernels.awq_wgmma_t import wgmma_t_gemm_pushed
     from pagedawq.kernels.one_shot_allreduce import PushTarget
     words, zs = repack(*_layer(256, 128, 64, seed=3))
     target = PushTarget(torch.zeros(5, dtype=torch.int64), 0, 2, 1024)
     with pytest.raises(ValueError, match="cannot push the output of 9 tokens"):
-        wgmma_t_gemm(torch.zeros(9, 256, dtype=torch.float16), words, zs, one, None, push=target)
+        wgmma_t_gemm_pushed(torch.zeros(9, 256, dtype=torch.float16), words, zs, one, target)
     with pytest.raises(ValueError, match="exceed the receive slots"):
-        wgmma_t_gemm(torch.zeros(8, 256, dtype=torch.float16), words, zs, replace(one, block_t=16), None,
-                     push=PushTarget(target.table, 0, 2, 1000))
+        wgmma_t_gemm_pushed(torch.zeros(8, 256, dtype=torch.float16), words, zs, replace(one, block_t=16),
+                            PushTarget(target.table, 0, 2, 1000))
 
 
 @pytest.mark.parametrize("block_n,block_t,kt,nc,kc,stages,split,silu,defer", [

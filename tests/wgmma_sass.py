@@ -78,7 +78,7 @@ def sass_t(cfg: WgmmaTConfig, split: bool = False, group: int = 128, pdl: bool =
            defer: bool = False, cluster: int = 1, push: bool = False) -> list[str]:
     """SASS of ``awq_wgmma_t_kernel`` for ``cfg`` (K = N = 4096); ``cluster``: its K slices summed as
     a cluster of that many CTAs; ``push``: the output pushed to 2 ranks' slots (rank 0), the push
-    table standing in for the output pointers as ``_push_gemm`` passes it."""
+    table standing in for the output pointers as ``wgmma_t_gemm_pushed`` passes it."""
     scalars = {**_SCALARS, "cluster_smem": "i32", "push_ptr": "i32"}
     constexprs = {"G": group, "W_LAYOUT": awq_wgmma_t.words_layout(cfg.block_n), "STAGES": cfg.stages,
                   "SPLIT": split or cluster > 1, "PDL": pdl, "SILU": silu, "num_warps": cfg.num_warps,

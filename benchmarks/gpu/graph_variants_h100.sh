@@ -4,7 +4,8 @@
 # that ranked small-M kernel candidates the way decode does in sessions 9-10 (two runs agree within
 # ~0.5%). One variant a line of VARIANTS: "name|file|sed expression", e.g.
 #   VARIANTS='gs32|pagedawq/kernels/awq_wgmma_t.py|s/^GROUP_SCALE_MAX_T = gl.constexpr(64)/GROUP_SCALE_MAX_T = gl.constexpr(32)/'
-# "cp:PATH" in place of the sed copies the file at PATH (in this tree) over it. A sed that changes
+# "cp:PATH" in place of the sed copies the file at PATH (in this tree) over it; "patch:PATH" applies
+# that patch (env.sh's variant_tree). A sed that changes
 # nothing is reported and the variant skipped. With LAYERS (e.g. "down"), each
 # root's kernels.py --wgmma-t rows for those 7B layers at MS (default 1 16 64) follow its graph runs.
 source benchmarks/gpu/env.sh

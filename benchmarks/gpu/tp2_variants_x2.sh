@@ -2,8 +2,9 @@
 # The 13B AWQ batch-1 decode step and graph at TP=2 (tp_suite.py --sizes SIZES, default 2) for this
 # tree and for variants of it, each run RUNS times (default 1) in turn; with TRACE=1 first a Chrome
 # trace of this tree at TP=2, summarised by trace_steps.py (exposed time a kernel). One variant a
-# line of VARIANTS: "name|file|sed expression" (a copy of the tree with the file edited, as
-# graph_variants_h100.sh) or "name|-|VAR=value ..." (this tree under those environment variables).
+# line of VARIANTS: "name|file|sed expression" (a copy of the tree with the file edited, or with
+# "cp:PATH" / "patch:PATH" for the expression: env.sh's variant_tree) or "name|-|VAR=value ..."
+# (this tree under those environment variables).
 # TP_TIMEOUT: seconds a run (default 120). carry: [".raycarry"].
 source benchmarks/gpu/env.sh
 if [ -n "$TRACE" ]; then

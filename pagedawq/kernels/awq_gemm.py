@@ -150,7 +150,7 @@ def awq_gemm_split_k_partials(x: torch.Tensor, qweight: torch.Tensor, qzeros: to
 def awq_gemm_pushed(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor,
                     repacked: tuple[torch.Tensor, torch.Tensor] | None, push: PushTarget) -> PushedOutput | None:
     """``x @ W`` of a row-parallel layer pushed straight into the receive slots of the fused
-    all-reduce + residual add + RMSNorm after it (``awq_wgmma_t.wgmma_t_gemm``'s ``push``), where the
+    all-reduce + residual add + RMSNorm after it (``awq_wgmma_t.wgmma_t_gemm_pushed``), where the
     "wgmma_t" path serves x in one launch of its default config that can push (``can_push``: the
     decode sizes); else None, and the caller computes the output itself."""
     return _wgmma_t_if_usable(x, qweight, qzeros, scales, repacked, push=push)
@@ -188,7 +188,7 @@ def _push_wgmma_t(module, x: torch.Tensor, n: int, group: int, repacked: tuple[t
     config = wgmma_t_config(m, n, k, sms, False)
     if ws_wave_tail(m, n, k, sms, config) is not None or not module.can_push(m, k, group, config):
         return None
-    return module.wgmma_t_gemm(x, *repacked, config, None, push=push)
+    return module.wgmma_t_gemm_pushed(x, *repacked, config, push)
 
 
 def default_path(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, group: int,

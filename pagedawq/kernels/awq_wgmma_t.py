@@ -653,7 +653,7 @@ def descriptors(x: torch.Tensor, words: torch.Tensor, zs: torch.Tensor, cfg: Wgm
 
 
 def can_push(m: int, k: int, group: int, cfg: WgmmaTConfig) -> bool:
-    """Whether a launch of ``cfg`` over M tokens can push its output (``wgmma_t_gemm``'s ``push``):
+    """Whether a launch of ``cfg`` over M tokens can push its output (``wgmma_t_gemm_pushed``):
     one warpgroup a CTA, one token tile (so that every tile writes row 0: ``PushTarget``), and K
     unsplit or split into a cluster (``_write_tile``)."""
     split = k_slices(k, k_tiles_per_step(k, group, cfg), cfg)
@@ -661,22 +661,18 @@ def can_push(m: int, k: int, group: int, cfg: WgmmaTConfig) -> bool:
             and (split == 1 or cluster_reduces(split, cfg.block_n, cfg.block_t, False)))
 
 
-def wgmma_t_gemm(x: torch.Tensor, words: torch.Tensor, zs: torch.Tensor, cfg: WgmmaTConfig, out: torch.Tensor | None,
-                 counters: torch.Tensor | None = None, silu_and_mul: bool = False, split_k_partials: bool = False,
-                 push: PushTarget | None = None) -> torch.Tensor | SplitKPartials | PushedOutput | None:
+def wgmma_t_gemm(x: torch.Tensor, words: torch.Tensor, zs: torch.Tensor, cfg: WgmmaTConfig, out: torch.Tensor,
+                 counters: torch.Tensor | None = None, silu_and_mul: bool = False, split_k_partials: bool = False
+                 ) -> torch.Tensor | SplitKPartials:
     """``out = x @ W`` from ``repack``'s tensors (the caller has checked ``supports``); with
     ``silu_and_mul``, W is a gate/up pair repacked in ``silu_channel_order`` and ``out [M, N / 2] =
     silu(x @ W_gate) * (x @ W_up)``. With ``split_k_partials`` a split-K launch whose slices do not
     sum as a cluster (``cluster_reduces``) returns its K slices' partials instead of filling ``out``
     (``pagedawq.kernels.split_k``; not with ``silu_and_mul``). A
-    config of several consumers runs the warp-specialised kernel (``awq_wgmma_t_ws``). With ``push``
-    (``out`` None; where ``can_push``) the output goes to the receive slots of the all-reduce after a
-    row-parallel layer instead (``_push_tile``), and a ``PushedOutput`` stands for it (None where the
-    launch cannot be made, ``_push_gemm``)."""
+    config of several consumers runs the warp-specialised kernel (``awq_wgmma_t_ws``). A row-parallel
+    layer's output can go to the next all-reduce's receive slots instead: ``wgmma_t_gemm_pushed``."""
     m, k = x.shape
     n = zs.shape[1]
-    if push is not None:
-        return _push_gemm(x, words, zs, cfg, push)
     if out.shape != (m, n // 2 if silu_and_mul else n):
         raise ValueError(f"out has shape {tuple(out.shape)}, expected {(m, n // 2 if silu_and_mul else n)}")
     if silu_and_mul and split_k_partials:
@@ -707,10 +703,11 @@ def _launch_args(x: torch.Tensor, words: torch.Tensor, zs: torch.Tensor, cfg: Wg
     return descriptors(x, words, zs, cfg, kt), split, consts
 
 
-def _push_gemm(x: torch.Tensor, words: torch.Tensor, zs: torch.Tensor, cfg: WgmmaTConfig, push: PushTarget
-               ) -> PushedOutput | None:
-    """``wgmma_t_gemm`` with ``push``: one launch whose tiles go to the receive slots (rows ``N``
-    apart); the table stands in for the output, which is never stored. None, launching nothing,
+def wgmma_t_gemm_pushed(x: torch.Tensor, words: torch.Tensor, zs: torch.Tensor, cfg: WgmmaTConfig,
+                        push: PushTarget) -> PushedOutput | None:
+    """``x @ W`` of a row-parallel layer (``cfg`` where ``can_push``) in one launch whose tiles go to
+    the receive slots of the all-reduce after it (rows ``N`` apart, ``_push_tile``); the returned
+    ``PushedOutput`` stands for the output, which is never stored. None, launching nothing,
     where the device cannot give a split launch's clusters their memory (the caller then computes
     the output itself: a split summed through the workspace cannot push)."""
     m, k = x.shape
