@@ -386,13 +386,14 @@ def rotary_fusable(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_cache: 
 def decode_block_n(group: int, num_kv_splits: int) -> int:
     """Keys per tile of the decode kernel on a GPU, for ``group`` query heads a KV head.
 
-    32 for split contexts without GQA, else 64. With one query head a program, the kernel's q
-    tile is 16 rows of which one is real, and a 64-key tile takes 255 registers a thread and
-    spills 152-160 bytes (sm_90, Triton 3.6; 32 keys: 254, no spill); the 32-key tile is 7-11% faster wherever the splits make programs short and
-    many (H100, 2026-11-27, ``benchmarks/attention.py --decode-block-n 16 32``: batch 1 at 2048
-    tokens 20.5 -> 18.3 us, batch 8 at 4096 221 -> 196 us; the 13B AWQ batch-1 decode graph 3.15
-    -> 3.09 ms at TP=1, 2.08 -> 2.06 at TP=2). Unsplit (a large batch: 726 -> 768 us at 64 x
-    2048) and with GQA (8192 tokens, 8 KV heads: 22.5 -> 24.0 us) the 64-key tile stays ahead."""
+    32 for split contexts without GQA, else 64. A split's length is a whole number of tiles, so
+    at short contexts the smaller tile spreads the keys over twice the programs, each with half
+    the tile (sm_90, Triton 3.6: 80 registers and 21 KB of shared memory against 88 and 39 KB).
+    That is 7-11% faster wherever splits make programs short and many (H100, 2026-11-27,
+    ``benchmarks/attention.py --decode-block-n 16 32``: batch 1 at 2048 tokens 20.5 -> 18.3 us,
+    batch 8 at 4096 221 -> 196 us; the 13B AWQ batch-1 decode graph 3.15 -> 3.09 ms at TP=1,
+    2.08 -> 2.06 at TP=2). Unsplit (a large batch: 726 -> 768 us at 64 x 2048) and with GQA
+    (8192 tokens, 8 KV heads: 22.5 -> 24.0 us) the 64-key tile stays ahead."""
     return 32 if group == 1 and num_kv_splits > 1 else 64
 
 
