@@ -238,16 +238,21 @@ def main() -> None:
     args = parser.parse_args()
     sweep = args.sweep
     tiles = [dict(block_n=b) for b in args.decode_block_n]
+
+    def decode_variants(sweep_only: list[dict]) -> list[dict]:
+        """A decode row's variants: ``sweep_only`` with ``--sweep``, then the ``--decode-block-n`` tiles."""
+        return (sweep_only if sweep else []) + tiles
+
     print(f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}, triton {triton.__version__}")
     copy_gbs = copy_bandwidth()
     if "decode" in args.sections:
         bench_decode("decode B=64 ctx=2048 32q/32kv", 64, 2048, 32, 32, copy_gbs,
-                     ([dict(block_n=128, num_stages=3), dict(num_kv_splits=2)] if sweep else []) + tiles)
+                     decode_variants([dict(block_n=128, num_stages=3), dict(num_kv_splits=2)]))
         bench_decode("decode B=8 ctx=4096 32q/32kv", 8, 4096, 32, 32, copy_gbs,
-                     ([dict(num_kv_splits=s) for s in (1, 4, 8)] if sweep else []) + tiles)
+                     decode_variants([dict(num_kv_splits=s) for s in (1, 4, 8)]))
         for ctx in (2048, 8192):
             bench_decode(f"decode B=1 ctx={ctx} 32q/32kv", 1, ctx, 32, 32, copy_gbs,
-                         ([dict(num_kv_splits=s) for s in (4, 16, 32)] if sweep else []) + tiles)
+                         decode_variants([dict(num_kv_splits=s) for s in (4, 16, 32)]))
         # The 13B at TP=2 and TP=1 in a batch-1 decode of short contexts: the engine's decode graphs
         # take their split count from max_model_len (27 and 14 at 4096; session 23: fewer splits do
         # not shorten the graphs).
@@ -256,10 +261,11 @@ def main() -> None:
                          heads, copy_gbs, ([dict(num_kv_splits=s) for s in (2, 4, graph_splits)] if sweep else [])
                          + ([dict(num_kv_splits=graph_splits, **t) for t in [{}] + tiles] if tiles else []))
         bench_decode("decode B=64 ctx=2048 32q/8kv", 64, 2048, 32, 8, copy_gbs,
-                     ([dict(num_kv_splits=2)] if sweep else []) + tiles)
+                     decode_variants([dict(num_kv_splits=2)]))
         bench_decode("decode B=1 ctx=8192 32q/8kv", 1, 8192, 32, 8, copy_gbs,
-                     ([dict(num_kv_splits=s) for s in (8, 16, 64)] if sweep else []) + tiles)
-        bench_decode("decode B=32 ctx=1024 9q/3kv D64 (default model)", 32, 1024, 9, 3, copy_gbs, tiles, head_dim=64)
+                     decode_variants([dict(num_kv_splits=s) for s in (8, 16, 64)]))
+        bench_decode("decode B=32 ctx=1024 9q/3kv D64 (default model)", 32, 1024, 9, 3, copy_gbs,
+                     decode_variants([]), head_dim=64)
     if "prefill" in args.sections:
         bench_prefill("prefill 2048 tok 32 heads D128", 2048, 0, 32, 128, [
             dict(block_m=128, num_warps=8), dict(block_n=128), dict(num_stages=3), dict(block_n=128, num_stages=3),

@@ -286,7 +286,7 @@ def one_shot_all_reduce_add_rms_norm(x: torch.Tensor, residual: torch.Tensor, we
     hence its rounding, is the same."""
     if x.dim() != 2 or x.shape != residual.shape or not x.is_contiguous() or x.dtype != residual.dtype:
         raise ValueError("one_shot_all_reduce_add_rms_norm needs contiguous [rows, hidden] x and residual of "
-                         "one dtype and a [hidden] weight")
+                         "one dtype")
     _check(x, capacity)
     return _add_rms_norm(x, residual, weight, eps, buffer_ptrs, epochs, rank, world_size, capacity, pushed=False)
 
