@@ -310,6 +310,15 @@ def test_decode_with_rotary_refuses_what_it_cannot_fuse():
         pa.decode_attention(q, cache, None, 0.125, rotary=pa.DecodeRotary(torch.zeros(2), torch.zeros(8, 64), k, k))
 
 
+def test_decode_refuses_a_batch_without_one_query_row_a_sequence():
+    # Its kernels take query row i as sequence i's new token (no query_start_loc load).
+    gen = torch.Generator().manual_seed(12)
+    batch = Batch([1, 1], [5, 9], 16, 2, 64, torch.float32, gen)
+    q = torch.zeros(3, 2, 64, device=DEVICE)
+    with pytest.raises(ValueError, match="one new token a sequence: 3 query rows for 2 sequences"):
+        pa.decode_attention(q, batch.kv_cache, batch.metadata, 0.125)
+
+
 def test_prefill_kernel_also_serves_decode_batches():
     gen = torch.Generator().manual_seed(11)
     batch = Batch([1] * 3, [70, 1, 33], 16, 3, 64, torch.float16, gen)

@@ -177,7 +177,7 @@ def _rotate(x1, x2, cos, sin):
 
 @triton.jit
 def _decode_kernel(
-    out_ptr, part_out_ptr, part_lse_ptr, q_ptr, cache_ptr, block_tables_ptr, seq_lens_ptr, query_start_loc_ptr,
+    out_ptr, part_out_ptr, part_lse_ptr, q_ptr, cache_ptr, block_tables_ptr, seq_lens_ptr,
     num_q_heads, qk_scale,
     stride_qt, stride_qh, stride_ot, stride_oh,
     stride_c_kv, stride_c_block, stride_c_slot, stride_c_head, stride_bt,
@@ -203,7 +203,7 @@ def _decode_kernel(
     dims = tl.arange(0, DIM_PAD)
     head = kv_head * GROUP + rows
     io_mask = (rows < GROUP)[:, None] & (dims[None, :] < HEAD_DIM)
-    token = tl.load(query_start_loc_ptr + seq).to(tl.int64)
+    token = seq.to(tl.int64)   # one new token a sequence: no load of query_start_loc on the way to q
     if ROTARY:
         HALF: tl.constexpr = HEAD_DIM // 2
         half = tl.arange(0, HALF)
@@ -250,7 +250,7 @@ def _decode_kernel(
 
 @triton.jit
 def _reduce_splits_kernel(
-    out_ptr, part_out_ptr, part_lse_ptr, query_start_loc_ptr, num_q_heads, stride_ot, stride_oh,
+    out_ptr, part_out_ptr, part_lse_ptr, num_q_heads, stride_ot, stride_oh,
     NUM_SPLITS: tl.constexpr, SPLITS_PAD: tl.constexpr, HEAD_DIM: tl.constexpr, DIM_PAD: tl.constexpr,
     PDL: tl.constexpr,
 ):
@@ -268,8 +268,7 @@ def _reduce_splits_kernel(
                 mask=split_mask[:, None] & (dims[None, :] < HEAD_DIM), other=0.0)
     total = tl.sum(weight, 0)
     result = tl.sum(weight[:, None] * o, 0) / tl.where(total > 0, total, 1.0)
-    token = tl.load(query_start_loc_ptr + seq).to(tl.int64)
-    tl.store(out_ptr + token * stride_ot + head * stride_oh + dims, result.to(out_ptr.dtype.element_ty),
+    tl.store(out_ptr + seq.to(tl.int64) * stride_ot + head * stride_oh + dims, result.to(out_ptr.dtype.element_ty),
              mask=dims < HEAD_DIM)
 
 
@@ -401,7 +400,9 @@ def decode_attention(q: torch.Tensor, kv_cache: torch.Tensor, metadata: Attentio
                      out: torch.Tensor | None = None, *, num_kv_splits: int | None = None,
                      block_n: int | None = None, num_warps: int | None = None,
                      num_stages: int | None = None, rotary: DecodeRotary | None = None) -> torch.Tensor:
-    """Split-KV attention for a batch whose every sequence has exactly one new token.
+    """Split-KV attention for a batch whose every sequence has exactly one new token, so row ``i``
+    of q is sequence ``i``'s (the kernels take it so rather than load ``query_start_loc``: one
+    dependent load less at the head of every program).
 
     ``num_kv_splits`` defaults to ``choose_num_kv_splits(num_seqs, Hkv, metadata.max_seq_len)``,
     which changes with the batch's longest context: under CUDA graphs pass a fixed value instead
@@ -415,6 +416,9 @@ def decode_attention(q: torch.Tensor, kv_cache: torch.Tensor, metadata: Attentio
         raise ValueError("decode_attention cannot rotate these q/k/v (see rotary_fusable)")
     q, out, group = _prepare(q, kv_cache, out)
     num_seqs = metadata.num_seqs
+    if q.shape[0] != num_seqs:
+        raise ValueError(f"decode_attention needs one new token a sequence: {q.shape[0]} query rows for "
+                         f"{num_seqs} sequences")
     if num_seqs == 0:
         return out
     num_q_heads, head_dim = q.shape[1], q.shape[2]
@@ -436,7 +440,7 @@ def decode_attention(q: torch.Tensor, kv_cache: torch.Tensor, metadata: Attentio
     pdl = pdl_launch(q.device, num_seqs)
     r = rotary
     _decode_kernel[(num_seqs, num_kv_heads, num_kv_splits)](
-        out, part_out, part_lse, q, kv_cache, metadata.block_tables, metadata.seq_lens, metadata.query_start_loc,
+        out, part_out, part_lse, q, kv_cache, metadata.block_tables, metadata.seq_lens,
         num_q_heads, scale * _LOG2E,
         q.stride(0), q.stride(1), out.stride(0), out.stride(1),
         *_cache_strides(kv_cache), metadata.block_tables.stride(0),
@@ -449,7 +453,7 @@ def decode_attention(q: torch.Tensor, kv_cache: torch.Tensor, metadata: Attentio
     )
     if num_kv_splits > 1:
         _reduce_splits_kernel[(num_seqs, num_q_heads)](
-            out, part_out, part_lse, metadata.query_start_loc, num_q_heads, out.stride(0), out.stride(1),
+            out, part_out, part_lse, num_q_heads, out.stride(0), out.stride(1),
             NUM_SPLITS=num_kv_splits, SPLITS_PAD=triton.next_power_of_2(num_kv_splits),
             HEAD_DIM=head_dim, DIM_PAD=dim_pad, num_warps=4 if dim_pad >= 128 else 2, **pdl,
         )
