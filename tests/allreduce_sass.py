@@ -2,7 +2,7 @@
 and print their SASS as JSON (run as a script, outside the Triton interpreter:
 tests/test_one_shot_allreduce.py, tests/test_greedy_exchange.py).
 
-    python -m tests.allreduce_sass plain|fused|pushed|greedy
+    python -m tests.allreduce_sass plain|fused|pushed|lookup|greedy
 """
 from __future__ import annotations
 
@@ -35,13 +35,16 @@ def sass(kernel: str) -> list[str]:
                "out_ptr": "*i64", "buffer_ptrs": "*i64", "epochs_ptr": "*i32", "capacity": "i32"}
         constexprs = {**common, "PROGRAMS": greedy.PROGRAMS, "BLOCK": greedy.BLOCK_V}
         attrs, warps = {(i,): ALIGNED for i in (0, 1, 3, 5, 6, 7)}, greedy.NUM_WARPS   # stride, valid: V / ranks
-    else:   # fused, or pushed: after a GEMM that pushed its output (launched with PDL, as at decode sizes)
+    else:   # fused; pushed: after a GEMM that pushed its output (launched with PDL, as at decode sizes);
+        # lookup: the vocabulary-parallel embedding's
         fn = one_shot._one_shot_all_reduce_add_rms_norm_kernel
         sig = {"x_ptr": "*fp16", "residual_ptr": "*fp16", "weight_ptr": "*fp16", "out_ptr": "*fp16",
                "residual_out_ptr": "*fp16", "buffer_ptrs": "*i64", "epochs_ptr": "*i32", "rows": "i32",
-               "hidden": "i32", "capacity": "i32", "eps": "fp32"}
-        constexprs = {**common, "BLOCK_H": 4096, "PDL": kernel == "pushed", "PUSHED": kernel == "pushed"}
-        attrs, warps = {(i,): ALIGNED for i in (0, 1, 2, 3, 4, 5, 6, 8, 9)}, 16
+               "hidden": "i32", "capacity": "i32", "eps": "fp32",
+               "ids_ptr": "*i64" if kernel == "lookup" else "*i32", "vocab_start": "i32", "vocab_rows": "i32"}
+        constexprs = {**common, "BLOCK_H": 4096, "PDL": kernel == "pushed", "PUSHED": kernel == "pushed",
+                      "LOOKUP": kernel == "lookup"}
+        attrs, warps = {(i,): ALIGNED for i in (0, 1, 2, 3, 4, 5, 6, 8, 9, 11)}, 16
     src = ASTSource(fn, {**sig, **{name: "constexpr" for name in constexprs}}, constexprs=constexprs, attrs=attrs)
     return disassemble(triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps}))
 

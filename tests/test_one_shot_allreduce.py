@@ -154,6 +154,39 @@ def test_one_rank_of_the_all_reduce_add_rms_norm(dtype, rank, world, rows, hidde
     _check_pushed_and_emptied(rank, world, inputs, buffers, epochs, capacity, epoch=1)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
+@pytest.mark.parametrize("rank,world,rows,hidden", [(0, 2, 1, 576), (1, 2, 3, 256), (2, 3, 20, 100)])
+def test_one_rank_of_the_embedding_rms_norm(dtype, rank, world, rows, hidden):
+    """The fused kernel's vocabulary-parallel lookup: each rank's own values are its shard's rows of
+    the tokens it holds (zeros for the others', negative zeros made positive), the new residual is
+    their rank-ordered sum (the full embedding, exactly), the output its RMSNorm; pushes and receives
+    as above."""
+    from pagedawq.kernels import reference
+    gen = torch.Generator().manual_seed(rows * 10 + world + rank)
+    vocab = 50
+    per_rank = -(-vocab // world)
+    table = torch.zeros(per_rank * world, hidden)
+    table[:vocab] = torch.randn(vocab, hidden, generator=gen)
+    table[:vocab:7, ::3] = -0.0
+    table = table.to(dtype=dtype, device=DEVICE)
+    ids = torch.randint(0, vocab, (rows,), generator=gen)
+    ids[0] = rank * per_rank            # at least one token of this rank's shard
+    ids = ids.to(DEVICE)
+    inputs = []
+    for r in range(world):
+        held = (ids >= r * per_rank) & (ids < (r + 1) * per_rank)
+        inputs.append(torch.where(held[:, None], table[ids], torch.zeros((), dtype=dtype, device=DEVICE)))
+    weight = (1 + torch.rand(hidden, generator=gen)).to(dtype=dtype, device=DEVICE)
+    buffers, epochs, buffer_ptrs, capacity = _peers_arrived(rank, world, inputs)
+    shard = table[rank * per_rank:(rank + 1) * per_rank].clone()
+    out, res_out = one_shot.one_shot_all_reduce_embedding_rms_norm(ids, shard, rank * per_rank, weight, 1e-5,
+                                                                   buffer_ptrs, epochs, rank, world, capacity)
+    assert torch.equal(_bits(res_out), _bits(_positive_zeros(table[ids])))
+    expected_out = reference.rms_norm(res_out, weight, 1e-5)
+    assert torch.allclose(out.float(), expected_out.float(), rtol=1e-2, atol=1e-2)
+    _check_pushed_and_emptied(rank, world, inputs, buffers, epochs, capacity, epoch=1)
+
+
 @pytest.mark.parametrize("rank,world,rows,hidden,epoch", [(0, 2, 1, 5120, 1), (1, 2, 3, 576, 2), (2, 4, 20, 256, 7)])
 def test_pushed_all_reduce_add_rms_norm_receives_every_rank_and_pushes_nothing(rank, world, rows, hidden, epoch):
     """The fused kernel after a GEMM that pushed its output itself (``PushedOutput``): every rank's
@@ -183,7 +216,7 @@ def test_push_table_lists_the_buffers_then_the_epochs_and_capacity():
     assert one_shot.push_table(ptrs, epochs, 4096).tolist() == [1 << 40, 2 << 40, epochs.data_ptr(), 4096]
 
 
-@pytest.mark.parametrize("kernel", ["plain", "fused"])
+@pytest.mark.parametrize("kernel", ["plain", "fused", "lookup"])
 def test_compiled_kernel_pushes_and_polls_whole_vectors_without_fences(kernel):
     """The sm_90 SASS (compiled in a process without the Triton interpreter; no GPU needed): the
     pushes are 16-byte stores, the receive loop's polls 16-byte loads that bypass L1 (volatile),
@@ -305,6 +338,17 @@ def _gpu_worker(rank: int, world: int, port: int) -> None:
             rank0 = fused[0].clone()
             dist.broadcast(rank0, src=0)
             assert torch.equal(fused[0], rank0), "ranks disagree"
+        # The fused vocabulary-parallel embedding + RMSNorm equals the masked lookup, the all-reduce
+        # and the plain RMSNorm bit for bit (13B shapes: 16000 tokens a rank), every rank alike.
+        shared = torch.Generator().manual_seed(3)
+        table = torch.randn(16000 * world, 5120, generator=shared).to(device="cuda", dtype=torch.float16)
+        weight = torch.rand(5120, generator=shared).to(device="cuda", dtype=torch.float16)
+        shard = table[16000 * rank:16000 * (rank + 1)].contiguous()
+        for rows in (1, 5, 20):
+            ids = torch.randint(0, 16000 * world, (rows,), generator=shared).cuda()
+            normed, summed = reducer.embedding_rms_norm(ids, shard, 16000 * rank, weight, 1e-5)
+            assert torch.equal(summed, table[ids]), rows
+            assert torch.equal(normed, ops.rms_norm(table[ids], weight, 1e-5)), rows
         _check_pushed_gemms(reducer, rank)
         # The greedy-token exchange (its own key buffer) gives every rank the argmax of the
         # gathered logits, 16000 tokens a rank (and 128, the slice whose quick keys made a warp

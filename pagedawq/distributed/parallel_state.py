@@ -105,6 +105,19 @@ def all_reduce_add_rms_norm(x: torch.Tensor | SplitKPartials | PushedOutput, res
     return ops.fused_add_rms_norm(all_reduce(x), residual, weight, eps)
 
 
+def embedding_rms_norm(ids: torch.Tensor, shard: torch.Tensor, vocab_start: int, weight: torch.Tensor,
+                       eps: float) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """``(rms_norm(h) * weight, h)`` for ``h`` the vocabulary-parallel embedding of ``ids`` (this rank's
+    ``shard`` holds the token ids from ``vocab_start``) in one kernel, where the symmetric-memory
+    all-reduce can fuse it (decode-sized batches on CUDA, several ranks); else None, and the caller
+    looks up, all-reduces and normalizes apart. At batch 1 that one kernel stands for the masked
+    lookup's seven small kernels, the all-reduce and the first norm at the head of every decode step."""
+    fast = _state.small_allreduce
+    if _state.size == 1 or fast is None or not fast.can_fuse_embedding_rms_norm(ids.shape[0], shard):
+        return None
+    return fast.embedding_rms_norm(ids, shard, vocab_start, weight, eps)
+
+
 def broadcast_from_rank0(x: torch.Tensor) -> torch.Tensor:
     """Overwrite ``x`` on every rank with rank 0's ``x`` (in place); a no-op on one rank."""
     if _state.size > 1:

@@ -117,6 +117,20 @@ class SymmMemAllReduce:
         return (self.fuse_add_rms_norm and self.can_reduce(x) and x.dim() == 2
                 and x.shape[1] <= MAX_FUSED_HIDDEN)
 
+    def can_fuse_embedding_rms_norm(self, rows: int, shard: torch.Tensor) -> bool:
+        """Whether ``embedding_rms_norm`` takes ``rows`` lookups in ``shard``: as ``can_fuse_add_rms_norm``
+        for their [rows, hidden] sum."""
+        hidden = shard.shape[-1]
+        return (self.fuse_add_rms_norm and shard.dtype == self.dtype and shard.is_contiguous()
+                and rows * hidden <= self.max_numel and hidden <= MAX_FUSED_HIDDEN)
+
+    def embedding_rms_norm(self, ids: torch.Tensor, shard: torch.Tensor, vocab_start: int, weight: torch.Tensor,
+                           eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(rms_norm(h) * weight, h)`` for ``h`` the vocabulary-parallel embedding of ``ids`` (this
+        rank's ``shard`` holds the token ids from ``vocab_start``), in one kernel."""
+        return one_shot.one_shot_all_reduce_embedding_rms_norm(ids, shard, vocab_start, weight, eps, self.buffer_ptrs,
+                                                               self.epochs, self.rank, self.world_size, self.max_numel)
+
     def push_target(self, rows: int, hidden: int, dtype: torch.dtype) -> one_shot.PushTarget | None:
         """Where a GEMM may push a [rows, hidden] output of ``dtype`` for ``pushed_add_rms_norm``
         (None where ``add_rms_norm`` would not take that output, or pushing is turned off)."""

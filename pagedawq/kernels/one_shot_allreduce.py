@@ -35,6 +35,9 @@ AutoAWQ checkpoints run in float16: this one is dtype-generic.
 A second kernel fuses what follows every row-parallel all-reduce in a transformer layer: the
 residual add and the RMSNorm (``one_shot_all_reduce_add_rms_norm``), saving a launch and a pass
 over the hidden state per all-reduce. It rounds at the same points as the two unfused kernels.
+It also serves the vocabulary-parallel embedding before the first layer
+(``one_shot_all_reduce_embedding_rms_norm``): each rank's values are its lookup of the tokens its
+shard holds, and there is no residual to add.
 
 The row-parallel GEMM before that kernel may instead push its output tiles itself, into the slot of
 its rank in every rank's buffer, its own included (``PushTarget``, ``awq_wgmma_t``'s push epilogue;
@@ -184,6 +187,17 @@ def _load_own(x_ptr, offs, mask):
 
 
 @triton.jit
+def _lookup_own(shard_ptr, ids_ptr, row, cols, mask, vocab_start, vocab_rows, hidden):
+    """Row ``row``'s embedding from this rank's vocabulary shard (``vocab_rows`` rows of token ids
+    ``vocab_start ..``), zeros where its token is another rank's; negative zeros made positive as in
+    ``_load_own``."""
+    local = tl.load(ids_ptr + row).to(tl.int64) - vocab_start + tl.zeros_like(cols).to(tl.int64)
+    inside = mask & (local >= 0) & (local < vocab_rows)
+    x = tl.load(shard_ptr + local * hidden + cols, mask=inside, other=0.0)
+    return tl.where(_is_empty(x), tl.zeros_like(x), x)
+
+
+@triton.jit
 def _one_shot_all_reduce_kernel(x_ptr, out_ptr, buffer_ptrs, epochs_ptr, numel, capacity,
                                 RANK: tl.constexpr, WORLD: tl.constexpr, PROGRAMS: tl.constexpr,
                                 BLOCK: tl.constexpr):
@@ -205,9 +219,10 @@ def _one_shot_all_reduce_kernel(x_ptr, out_ptr, buffer_ptrs, epochs_ptr, numel, 
 @triton.jit
 def _one_shot_all_reduce_add_rms_norm_kernel(x_ptr, residual_ptr, weight_ptr, out_ptr, residual_out_ptr,
                                              buffer_ptrs, epochs_ptr, rows, hidden, capacity, eps,
+                                             ids_ptr, vocab_start, vocab_rows,
                                              RANK: tl.constexpr, WORLD: tl.constexpr, PROGRAMS: tl.constexpr,
                                              BLOCK_H: tl.constexpr, PDL: tl.constexpr,
-                                             PUSHED: tl.constexpr = False):
+                                             PUSHED: tl.constexpr = False, LOOKUP: tl.constexpr = False):
     """Rows ``pid, pid + PROGRAMS, ...`` of ``residual_out = sum_ranks(x) + residual`` and
     ``out = rms_norm(residual_out) * weight``; x, residual, out, residual_out are contiguous
     [rows, hidden]. The same pushes and receives as the plain kernel, one row per step.
@@ -216,7 +231,11 @@ def _one_shot_all_reduce_add_rms_norm_kernel(x_ptr, residual_ptr, weight_ptr, ou
     dtype): every rank's values are received, this rank's too, and the kernel never waits for that
     GEMM. It needs no other of its writes: the values are their own signal, and every kernel before
     the GEMM finished before the GEMM computed them (it waited for its predecessor, which waited
-    for its own). The residual is read past L1 all the same."""
+    for its own). The residual is read past L1 all the same.
+
+    With ``LOOKUP`` (a vocabulary-parallel embedding) x is this rank's embedding shard, row ``i``'s
+    own values its lookup of token ``ids[i]`` (``_lookup_own``), and there is no residual:
+    ``residual_out`` is the summed embedding itself."""
     if PUSHED:
         pdl_trigger(PDL)
     else:
@@ -228,19 +247,29 @@ def _one_shot_all_reduce_add_rms_norm_kernel(x_ptr, residual_ptr, weight_ptr, ou
     if not PUSHED:
         for row in range(pid, rows, PROGRAMS):
             off = row * hidden + cols
-            _push(_load_own(x_ptr, off, mask), off, mask, epoch, buffer_ptrs, capacity, RANK, WORLD)
+            if LOOKUP:
+                own = _lookup_own(x_ptr, ids_ptr, row, cols, mask, vocab_start, vocab_rows, hidden)
+            else:
+                own = _load_own(x_ptr, off, mask)
+            _push(own, off, mask, epoch, buffer_ptrs, capacity, RANK, WORLD)
     w = tl.load(weight_ptr + cols, mask=mask, other=0.0).to(tl.float32)
     dt = x_ptr.dtype.element_ty
     for row in range(pid, rows, PROGRAMS):
         off = row * hidden + cols
-        r = tl.load(residual_ptr + off, mask=mask, other=0.0, cache_modifier=".cg")
-        if PUSHED:
-            own = r   # (its dtype only: this rank's values are in its own slot)
+        if LOOKUP:
+            own = _lookup_own(x_ptr, ids_ptr, row, cols, mask, vocab_start, vocab_rows, hidden)
         else:
-            own = _load_own(x_ptr, off, mask)
+            r = tl.load(residual_ptr + off, mask=mask, other=0.0, cache_modifier=".cg")
+            if PUSHED:
+                own = r   # (its dtype only: this rank's values are in its own slot)
+            else:
+                own = _load_own(x_ptr, off, mask)
         acc = _sum_ranks(own, buffer_ptrs, off, mask, epoch, capacity, RANK, WORLD, PUSHED)
         # Rounded where the unfused path rounds: the all-reduce's output, then the new residual.
-        h = (acc.to(dt).to(tl.float32) + r.to(tl.float32)).to(dt)
+        if LOOKUP:
+            h = acc.to(dt)
+        else:
+            h = (acc.to(dt).to(tl.float32) + r.to(tl.float32)).to(dt)
         tl.store(residual_out_ptr + off, h, mask=mask)
         hf = h.to(tl.float32)
         inv_rms = tl.math.rsqrt(tl.sum(hf * hf, 0) / hidden + eps)
@@ -303,18 +332,40 @@ def pushed_all_reduce_add_rms_norm(x: PushedOutput, residual: torch.Tensor, weig
                          pushed=True)
 
 
+def one_shot_all_reduce_embedding_rms_norm(ids: torch.Tensor, shard: torch.Tensor, vocab_start: int,
+                                          weight: torch.Tensor, eps: float, buffer_ptrs: torch.Tensor,
+                                          epochs: torch.Tensor, rank: int, world_size: int, capacity: int
+                                          ) -> tuple[torch.Tensor, torch.Tensor]:
+    """A vocabulary-parallel embedding and the RMSNorm after it in one kernel: ``h = sum_ranks(lookup)``,
+    each rank's lookup of ``ids`` [rows] in its ``shard`` [vocab_rows, hidden] of the token ids from
+    ``vocab_start`` (zeros for the others'); returns ``(rms_norm(h) * weight, h)``, the bits of the
+    masked lookup, ``one_shot_all_reduce`` and ``fused_ops.rms_norm``. The buffers as for
+    ``one_shot_all_reduce``; rows x hidden at most ``capacity``."""
+    if ids.dim() != 1 or shard.dim() != 2 or not shard.is_contiguous():
+        raise ValueError("the fused embedding + RMSNorm needs ids [rows] and a contiguous [vocab_rows, hidden] shard")
+    rows, (vocab_rows, hidden) = ids.shape[0], shard.shape
+    like = shard.new_empty(rows, hidden)
+    _check(like, capacity)
+    return _add_rms_norm(shard, like, weight, eps, buffer_ptrs, epochs, rank, world_size, capacity, pushed=False,
+                         lookup=(ids, vocab_start, vocab_rows))
+
+
 def _add_rms_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float,
                   buffer_ptrs: torch.Tensor, epochs: torch.Tensor, rank: int, world_size: int, capacity: int,
-                  pushed: bool) -> tuple[torch.Tensor, torch.Tensor]:
+                  pushed: bool, lookup: tuple[torch.Tensor, int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fused kernel's launch; with ``lookup`` (ids, vocab start, shard rows) ``residual`` only gives
+    the output's shape and is not read."""
     if residual.dim() != 2 or not residual.is_contiguous() or weight.shape != (residual.shape[1],):
         raise ValueError("the fused all-reduce + RMSNorm needs a contiguous [rows, hidden] residual and a "
                          "[hidden] weight")
     rows, hidden = residual.shape
     out, residual_out = torch.empty_like(residual), torch.empty_like(residual)
+    ids, vocab_start, vocab_rows = lookup if lookup is not None else (epochs, 0, 0)
     if rows:
         block = triton.next_power_of_2(hidden)
         _one_shot_all_reduce_add_rms_norm_kernel[(PROGRAMS,)](
             x, residual, weight, out, residual_out, buffer_ptrs, epochs, rows, hidden, capacity, eps,
+            ids, vocab_start, vocab_rows,
             RANK=rank, WORLD=world_size, PROGRAMS=PROGRAMS, BLOCK_H=block, num_warps=row_warps(block),
-            PUSHED=pushed, **pdl_launch(residual.device, rows))
+            PUSHED=pushed, LOOKUP=lookup is not None, **pdl_launch(residual.device, rows))
     return out, residual_out

@@ -74,13 +74,13 @@ class LlamaDecoderLayer(nn.Module):
         self.input_layernorm = RMSNorm(cfg["hidden_size"], eps, dtype)
         self.post_attention_layernorm = RMSNorm(cfg["hidden_size"], eps, dtype)
 
-    def forward(self, positions: torch.Tensor, hidden: torch.Tensor, residual: torch.Tensor | None):
-        """``hidden`` is the embedding (first layer, ``residual`` None) or the previous layer's MLP
-        output, which holds partial sums when its down projection left the all-reduce to this
-        layer's input_layernorm; likewise the MLP output returned here."""
-        if residual is None:
-            residual, hidden = hidden, self.input_layernorm(hidden)
-        else:
+    def forward(self, positions: torch.Tensor, hidden: torch.Tensor, residual: torch.Tensor,
+                input_normed: bool = False):
+        """``hidden`` is the previous layer's MLP output, which holds partial sums when its down
+        projection left the all-reduce to this layer's input_layernorm (likewise the MLP output
+        returned here). In the first layer (``input_normed``) it is already that norm of the
+        embedding ``residual``: the model computes the two together (``LlamaModel.forward``)."""
+        if not input_normed:
             hidden, residual = self.input_layernorm(hidden, residual, all_reduce_x=self.mlp_output_partial)
         hidden = self.self_attn(positions, hidden)
         hidden, residual = self.post_attention_layernorm(
@@ -104,9 +104,11 @@ class LlamaModel(nn.Module):
         self.norm = RMSNorm(cfg["hidden_size"], float(cfg.get("rms_norm_eps", 1e-6)), dtype)
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        hidden, residual = self.embed_tokens(input_ids), None
-        for layer in self.layers:
-            hidden, residual = layer(positions, hidden, residual)
+        # The embedding and the first layer's input norm: one kernel with the all-reduce at TP > 1
+        # in decode steps (``VocabParallelEmbedding.embed_and_rms_norm``).
+        hidden, residual = self.embed_tokens.embed_and_rms_norm(input_ids, self.layers[0].input_layernorm)
+        for i, layer in enumerate(self.layers):
+            hidden, residual = layer(positions, hidden, residual, input_normed=i == 0)
         partial = bool(self.layers) and self.layers[-1].mlp_output_partial
         hidden, _ = self.norm(hidden, residual, all_reduce_x=partial)
         return hidden
