@@ -1,13 +1,11 @@
 #!/usr/bin/env bash
 # Where the batch-1 decode attention kernel's warps stall (ncu warp-state sampling per SASS
 # instruction), 13B shapes with the rotary inside: 20 heads / 27 splits (TP=2) and 40 / 14 (TP=1),
-# context 128, for this tree and for patches/decode_one_query_without_dot.patch (while it exists).
+# context 128, for this tree.
 # Per run: ncu's duration, registers and occupancy, the per-instruction CSV ($OUT/stalls_<i>.csv)
 # and its 25 instructions with the most samples. One GPU, ~3 minutes.
 source benchmarks/gpu/env.sh
 roots=("tree:.")
-p=benchmarks/gpu/patches/decode_one_query_without_dot.patch
-[ -f $p ] && variant_tree /tmp/variant_onequery pagedawq/kernels/paged_attention.py patch:$p && roots+=("onequery:/tmp/variant_onequery")
 i=0
 for root in "${roots[@]}"; do
   for shape in "20 27" "40 14"; do
