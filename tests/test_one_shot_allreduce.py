@@ -276,6 +276,14 @@ def test_in_place_and_bad_arguments():
         one_shot.one_shot_all_reduce(x, x, buffer_ptrs, epochs, 0, 2, 296)
     with pytest.raises(ValueError, match="16-byte"):
         one_shot.one_shot_all_reduce(x, x, buffer_ptrs, epochs, 0, 2, 301)
+    shard, ids = torch.zeros(10, 30, device=DEVICE), torch.zeros(10, dtype=torch.long, device=DEVICE)
+    for bad_ids, bad_weight in ((ids[None], torch.ones(30)), (ids, torch.ones(29))):
+        with pytest.raises(ValueError, match="needs ids \\[rows\\], a contiguous"):
+            one_shot.one_shot_all_reduce_embedding_rms_norm(bad_ids, shard, 0, bad_weight.to(DEVICE), 1e-5,
+                                                            buffer_ptrs, epochs, 0, 2, capacity)
+    with pytest.raises(ValueError, match="exceed the receive slots"):   # 10 rows x 30 > 296
+        one_shot.one_shot_all_reduce_embedding_rms_norm(ids, shard, 0, torch.ones(30, device=DEVICE), 1e-5,
+                                                        buffer_ptrs, epochs, 0, 2, 296)
 
 
 def test_start_up_probe_fails_instead_of_hanging():

@@ -341,25 +341,35 @@ def one_shot_all_reduce_embedding_rms_norm(ids: torch.Tensor, shard: torch.Tenso
     ``vocab_start`` (zeros for the others'); returns ``(rms_norm(h) * weight, h)``, the bits of the
     masked lookup, ``one_shot_all_reduce`` and ``fused_ops.rms_norm``. The buffers as for
     ``one_shot_all_reduce``; rows x hidden at most ``capacity``."""
-    if ids.dim() != 1 or shard.dim() != 2 or not shard.is_contiguous():
-        raise ValueError("the fused embedding + RMSNorm needs ids [rows] and a contiguous [vocab_rows, hidden] shard")
-    rows, (vocab_rows, hidden) = ids.shape[0], shard.shape
-    like = shard.new_empty(rows, hidden)
-    _check(like, capacity)
-    return _add_rms_norm(shard, like, weight, eps, buffer_ptrs, epochs, rank, world_size, capacity, pushed=False,
-                         lookup=(ids, vocab_start, vocab_rows))
+    if ids.dim() != 1 or shard.dim() != 2 or not shard.is_contiguous() or weight.shape != (shard.shape[1],):
+        raise ValueError("the fused embedding + RMSNorm needs ids [rows], a contiguous [vocab_rows, hidden] shard "
+                         "and a [hidden] weight")
+    out, h = shard.new_empty(ids.shape[0], shard.shape[1]), shard.new_empty(ids.shape[0], shard.shape[1])
+    _check(out, capacity)
+    # No residual to read: ``h`` stands in for its pointer.
+    _launch_add_rms_norm(shard, h, weight, out, h, eps, buffer_ptrs, epochs, rank, world_size, capacity,
+                         pushed=False, lookup=(ids, vocab_start, shard.shape[0]))
+    return out, h
 
 
 def _add_rms_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float,
                   buffer_ptrs: torch.Tensor, epochs: torch.Tensor, rank: int, world_size: int, capacity: int,
-                  pushed: bool, lookup: tuple[torch.Tensor, int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The fused kernel's launch; with ``lookup`` (ids, vocab start, shard rows) ``residual`` only gives
-    the output's shape and is not read."""
+                  pushed: bool) -> tuple[torch.Tensor, torch.Tensor]:
     if residual.dim() != 2 or not residual.is_contiguous() or weight.shape != (residual.shape[1],):
         raise ValueError("the fused all-reduce + RMSNorm needs a contiguous [rows, hidden] residual and a "
                          "[hidden] weight")
-    rows, hidden = residual.shape
     out, residual_out = torch.empty_like(residual), torch.empty_like(residual)
+    _launch_add_rms_norm(x, residual, weight, out, residual_out, eps, buffer_ptrs, epochs, rank, world_size,
+                         capacity, pushed)
+    return out, residual_out
+
+
+def _launch_add_rms_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, out: torch.Tensor,
+                         residual_out: torch.Tensor, eps: float, buffer_ptrs: torch.Tensor, epochs: torch.Tensor,
+                         rank: int, world_size: int, capacity: int, pushed: bool,
+                         lookup: tuple[torch.Tensor, int, int] | None = None) -> None:
+    """The fused kernel over ``out``'s [rows, hidden]; ``lookup``: (ids, vocab start, shard rows)."""
+    rows, hidden = out.shape
     ids, vocab_start, vocab_rows = lookup if lookup is not None else (epochs, 0, 0)
     if rows:
         block = triton.next_power_of_2(hidden)
@@ -367,5 +377,4 @@ def _add_rms_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor,
             x, residual, weight, out, residual_out, buffer_ptrs, epochs, rows, hidden, capacity, eps,
             ids, vocab_start, vocab_rows,
             RANK=rank, WORLD=world_size, PROGRAMS=PROGRAMS, BLOCK_H=block, num_warps=row_warps(block),
-            PUSHED=pushed, LOOKUP=lookup is not None, **pdl_launch(residual.device, rows))
-    return out, residual_out
+            PUSHED=pushed, LOOKUP=lookup is not None, **pdl_launch(out.device, rows))
