@@ -113,7 +113,7 @@ def embedding_rms_norm(ids: torch.Tensor, shard: torch.Tensor, vocab_start: int,
     looks up, all-reduces and normalizes apart. At batch 1 that one kernel stands for the masked
     lookup's seven small kernels, the all-reduce and the first norm at the head of every decode step."""
     fast = _state.small_allreduce
-    if _state.size == 1 or fast is None or not fast.can_fuse_embedding_rms_norm(ids.shape[0], shard):
+    if fast is None or not fast.can_fuse_embedding_rms_norm(ids.shape[0], shard):   # (None on one rank)
         return None
     return fast.embedding_rms_norm(ids, shard, vocab_start, weight, eps)
 

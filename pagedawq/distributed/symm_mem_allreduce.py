@@ -111,18 +111,21 @@ class SymmMemAllReduce:
         return greedy.greedy_exchange(logits, start, self.key_ptrs, self.key_epochs, self.rank, self.world_size,
                                       KEY_ROWS)
 
+    def _fused_norm_takes(self, rows: int, hidden: int, dtype: torch.dtype) -> bool:
+        """Whether the fused all-reduce + RMSNorm kernel takes a [rows, hidden] sum of ``dtype``:
+        enabled (its start-up check passed), within the receive slots, rows short enough for one
+        program."""
+        return (self.fuse_add_rms_norm and dtype == self.dtype and rows * hidden <= self.max_numel
+                and hidden <= MAX_FUSED_HIDDEN)
+
     def can_fuse_add_rms_norm(self, x: torch.Tensor) -> bool:
-        """Whether ``add_rms_norm`` takes ``x``: enabled (its start-up check passed), a contiguous
-        [rows, hidden] tensor that fits the receive slots, rows short enough for one program."""
-        return (self.fuse_add_rms_norm and self.can_reduce(x) and x.dim() == 2
-                and x.shape[1] <= MAX_FUSED_HIDDEN)
+        """Whether ``add_rms_norm`` takes ``x``: a contiguous [rows, hidden] tensor the fused kernel takes."""
+        return x.dim() == 2 and x.is_contiguous() and self._fused_norm_takes(*x.shape, x.dtype)
 
     def can_fuse_embedding_rms_norm(self, rows: int, shard: torch.Tensor) -> bool:
         """Whether ``embedding_rms_norm`` takes ``rows`` lookups in ``shard``: as ``can_fuse_add_rms_norm``
         for their [rows, hidden] sum."""
-        hidden = shard.shape[-1]
-        return (self.fuse_add_rms_norm and shard.dtype == self.dtype and shard.is_contiguous()
-                and rows * hidden <= self.max_numel and hidden <= MAX_FUSED_HIDDEN)
+        return shard.is_contiguous() and self._fused_norm_takes(rows, shard.shape[-1], shard.dtype)
 
     def embedding_rms_norm(self, ids: torch.Tensor, shard: torch.Tensor, vocab_start: int, weight: torch.Tensor,
                            eps: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -134,8 +137,7 @@ class SymmMemAllReduce:
     def push_target(self, rows: int, hidden: int, dtype: torch.dtype) -> one_shot.PushTarget | None:
         """Where a GEMM may push a [rows, hidden] output of ``dtype`` for ``pushed_add_rms_norm``
         (None where ``add_rms_norm`` would not take that output, or pushing is turned off)."""
-        fits = dtype == self.dtype and rows * hidden <= self.max_numel and hidden <= MAX_FUSED_HIDDEN
-        return self.push if self.push_gemms and self.fuse_add_rms_norm and fits else None
+        return self.push if self.push_gemms and self._fused_norm_takes(rows, hidden, dtype) else None
 
     def pushed_add_rms_norm(self, x: one_shot.PushedOutput, residual: torch.Tensor, weight: torch.Tensor, eps: float
                             ) -> tuple[torch.Tensor, torch.Tensor]:
