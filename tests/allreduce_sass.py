@@ -33,7 +33,7 @@ def sass(kernel: str) -> list[str]:
         fn = greedy._greedy_exchange_kernel
         sig = {"logits_ptr": "*fp16", "stride": "i32", "rows": "i32", "valid": "i32", "start": "i32",
                "out_ptr": "*i64", "buffer_ptrs": "*i64", "epochs_ptr": "*i32", "capacity": "i32"}
-        constexprs = {**common, "PROGRAMS": greedy.PROGRAMS, "BLOCK": greedy.BLOCK_V}
+        constexprs = {**common, "PROGRAMS": greedy.PROGRAMS, "BLOCK": greedy.MAX_BLOCK_V}
         attrs, warps = {(i,): ALIGNED for i in (0, 1, 3, 5, 6, 7)}, greedy.NUM_WARPS   # stride, valid: V / ranks
     else:   # fused; pushed: after a GEMM that pushed its output (launched with PDL, as at decode sizes);
         # lookup: the vocabulary-parallel embedding's

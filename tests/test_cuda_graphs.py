@@ -1,74 +1,132 @@
-"""Host side of the prefill CUDA graphs (``pagedawq.engine.cuda_graphs.PrefillGraphs``): which steps
-they take and what a replay sees in its static buffers. The graphs themselves are captured and
-checked against eager steps on the GPU (test_gpu_engine.py); the kernels' handling of the padding
-is checked in test_attention_kernels.py."""
+"""Host side of the CUDA graphs (``pagedawq.engine.cuda_graphs``): which steps they take, what a
+replay sees in its static buffers, and the one-copy staging into them (``InputArena``). The graphs
+themselves are captured and checked against eager steps on the GPU (test_gpu_engine.py); the
+kernels' handling of the padding is checked in test_attention_kernels.py."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
-from pagedawq.attention.metadata import AttentionMetadata
-from pagedawq.engine.cuda_graphs import PREFILL_GRAPH_TOKENS, PrefillGraphs
+from pagedawq.engine.cuda_graphs import PREFILL_GRAPH_TOKENS, DecodeGraphs, PrefillGraphs
+from pagedawq.engine.host_staging import FIELD_ALIGN, InputArena, StepArrays
+from pagedawq.engine.model_runner import _as_slice
 
 
-def _metadata(query_lens: list[int], ctx: int = 0) -> AttentionMetadata:
-    qsl = [0]
-    for n in query_lens:
-        qsl.append(qsl[-1] + n)
-    seq_lens = [ctx + n for n in query_lens]
-    return AttentionMetadata(
-        slot_mapping=torch.arange(100, 100 + qsl[-1], dtype=torch.int64),
-        query_start_loc=torch.tensor(qsl, dtype=torch.int32), seq_lens=torch.tensor(seq_lens, dtype=torch.int32),
-        block_tables=torch.arange(1, 1 + 3 * len(query_lens), dtype=torch.int32).view(len(query_lens), 3),
-        max_query_len=max(query_lens), max_seq_len=max(seq_lens), query_lens_cpu=query_lens, seq_lens_cpu=seq_lens)
+def _step(query_lens: list[int], ctx: int = 0, blocks: int = 3) -> StepArrays:
+    tokens = sum(query_lens)
+    return StepArrays(input_ids=np.arange(7, 7 + tokens, dtype=np.int64),
+                      positions=np.concatenate([np.arange(ctx, ctx + n) for n in query_lens]).astype(np.int64),
+                      slot_mapping=np.arange(100, 100 + tokens, dtype=np.int64), query_lens=query_lens,
+                      seq_lens=[ctx + n for n in query_lens],
+                      block_table=np.arange(1, 1 + blocks * len(query_lens), dtype=np.int32).reshape(-1, blocks))
 
 
 class _Replay:
     """Stands in for a captured graph: a replay snapshots the static buffers it would read."""
 
-    def __init__(self, graphs: PrefillGraphs, tokens: int) -> None:
-        self.graphs, self.tokens, self.seen = graphs, tokens, None
+    def __init__(self, graphs: PrefillGraphs | DecodeGraphs, size: int, per_token: tuple[str, ...],
+                 whole: tuple[str, ...]) -> None:
+        self.graphs, self.size, self.per_token, self.whole, self.seen = graphs, size, per_token, whole, None
 
     def replay(self) -> None:
-        g, t = self.graphs, self.tokens
-        self.seen = {name: getattr(g, name)[:t].clone() for name in ("input_ids", "positions", "slot_mapping")}
-        self.seen.update(query_start_loc=g.query_start_loc.clone(), seq_lens=g.seq_lens.clone(),
-                         block_tables=g.block_tables.clone())
+        g = self.graphs
+        self.seen = {name: getattr(g, name)[:self.size].clone() for name in self.per_token}
+        self.seen.update({name: getattr(g, name).clone() for name in self.whole})
+
+
+def _fake_captures(graphs, per_token: tuple[str, ...], whole: tuple[str, ...]):
+    for t in graphs.sizes:
+        graphs.graphs[t] = (_Replay(graphs, t, per_token, whole),
+                            torch.arange(t * 4, dtype=torch.float32).view(t, 4))
+    return graphs
 
 
 def _graphs(max_tokens: int = 8192) -> PrefillGraphs:
     graphs = PrefillGraphs(torch.nn.Identity(), torch.device("cpu"), max_model_len=256, block_size=16,
                            max_tokens=max_tokens)
-    for t in graphs.sizes:
-        graphs.graphs[t] = (_Replay(graphs, t), torch.arange(t * 4, dtype=torch.float32).view(t, 4))
-    return graphs
+    return _fake_captures(graphs, ("input_ids", "positions", "slot_mapping"),
+                          ("query_start_loc", "seq_lens", "block_tables"))
+
+
+def _decode_graphs(max_num_seqs: int = 16) -> DecodeGraphs:
+    graphs = DecodeGraphs(torch.nn.Identity(), torch.device("cpu"), max_num_seqs=max_num_seqs, max_model_len=256,
+                          block_size=16)
+    return _fake_captures(graphs, ("input_ids", "positions", "slot_mapping", "seq_lens", "block_tables"), ())
 
 
 def test_one_short_prefill_takes_a_graph_and_nothing_else_does():
     graphs = _graphs()
     assert graphs.sizes == list(PREFILL_GRAPH_TOKENS) == [16, 32, 64]
-    assert graphs.can_run(_metadata([2])) and graphs.can_run(_metadata([64], ctx=100))
-    assert not graphs.can_run(_metadata([1]))          # a decode step
-    assert not graphs.can_run(_metadata([65]))         # too long
-    assert not graphs.can_run(_metadata([5, 7]))       # two sequences
-    assert not _graphs(max_tokens=8).can_run(_metadata([5]))   # steps never that long: nothing captured
+    assert graphs.can_run(_step([2])) and graphs.can_run(_step([64], ctx=100))
+    assert not graphs.can_run(_step([1]))          # a decode step
+    assert not graphs.can_run(_step([65]))         # too long
+    assert not graphs.can_run(_step([5, 7]))       # two sequences
+    assert not _graphs(max_tokens=8).can_run(_step([5]))   # steps never that long: nothing captured
 
 
 def test_a_replay_sees_the_prefill_padded_to_the_next_size():
     graphs = _graphs()
     graphs.slot_mapping.fill_(55)   # a previous replay's slots, to be overwritten or padded
-    md = _metadata([20], ctx=40)
-    ids, positions = torch.arange(7, 27), torch.arange(40, 60)
-    out = graphs.run(ids, positions, md)
+    graphs.block_tables.fill_(9)    # and its block table
+    step = _step([20], ctx=40)
+    out = graphs.replay(graphs.stage(step))
     replay = graphs.graphs[32][0]
     assert replay.seen is not None and graphs.graphs[16][0].seen is None and graphs.graphs[64][0].seen is None
     assert torch.equal(out, torch.arange(32 * 4, dtype=torch.float32).view(32, 4)[:20])
-    assert torch.equal(replay.seen["input_ids"][:20], ids) and torch.equal(replay.seen["positions"][:20], positions)
-    assert torch.equal(replay.seen["slot_mapping"][:20], md.slot_mapping)
+    assert replay.seen["input_ids"][:20].tolist() == step.input_ids.tolist()
+    assert replay.seen["positions"][:20].tolist() == list(range(40, 60))
+    assert replay.seen["slot_mapping"][:20].tolist() == step.slot_mapping.tolist()
     assert replay.seen["slot_mapping"][20:].eq(-1).all()        # padded tokens write nothing
     assert replay.seen["query_start_loc"].tolist() == [0, 20]   # and the attention skips them
     assert replay.seen["seq_lens"].tolist() == [60]
-    assert replay.seen["block_tables"][0, :3].tolist() == [1, 2, 3]
+    assert replay.seen["block_tables"][0].tolist() == [1, 2, 3] + [0] * (graphs.max_blocks - 3)
+
+
+def test_decode_steps_take_the_graph_of_the_next_batch_size():
+    graphs = _decode_graphs()
+    assert graphs.sizes == [1, 2, 4, 8, 16]
+    assert graphs.can_run(_step([1] * 16, ctx=9)) and graphs.can_run(_step([1], ctx=0))
+    assert not graphs.can_run(_step([1] * 17, ctx=9))   # larger than the largest graph
+    assert not graphs.can_run(_step([1, 2], ctx=9))     # a prefill chunk in the batch
+
+
+def test_a_decode_replay_sees_the_batch_padded_with_rows_that_do_nothing():
+    graphs = _decode_graphs()
+    _ = graphs.replay(graphs.stage(_step([1] * 8, ctx=30, blocks=5)))   # a bigger step before: stale rows
+    step = _step([1] * 3, ctx=20, blocks=2)
+    out = graphs.replay(graphs.stage(step))
+    seen = graphs.graphs[4][0].seen
+    assert torch.equal(out, torch.arange(16, dtype=torch.float32).view(4, 4)[:3])
+    assert seen["input_ids"][:3].tolist() == [7, 8, 9] and seen["positions"][:3].tolist() == [20] * 3
+    assert seen["slot_mapping"].tolist() == [100, 101, 102, -1]   # the padding row writes nothing
+    assert seen["seq_lens"].tolist() == [21, 21, 21, 0]           # and attends to nothing
+    assert seen["block_tables"][:3, :2].tolist() == [[1, 2], [3, 4], [5, 6]]
+    assert seen["block_tables"][:, 2:].eq(0).all() and seen["block_tables"][3].eq(0).all()
+
+
+def test_the_arena_lays_fields_out_aligned_and_sends_the_last_only_up_to_its_rows():
+    arena = InputArena([("a", torch.int64, (3,)), ("b", torch.int32, (5,)), ("table", torch.int32, (4, 6))],
+                       torch.device("cpu"))
+    starts = [v.data_ptr() - arena.buffer.data_ptr() for v in arena.views.values()]
+    assert starts == [0, FIELD_ALIGN, 2 * FIELD_ALIGN]
+    assert arena.views["table"].shape == (4, 6) and arena.views["b"].dtype == torch.int32
+    arena.views["table"].fill_(-7)   # an earlier step's table
+    pack = arena.pack(last_rows=2)
+    assert pack["table"].shape == (2, 6) and pack.data.nbytes == 2 * FIELD_ALIGN + 2 * 6 * 4
+    pack["a"][:] = [1, -2, 3]
+    pack["b"][4] = 2 ** 31 - 1
+    pack["table"][1, 5] = 11
+    arena.upload(pack)
+    assert arena.views["a"].tolist() == [1, -2, 3] and arena.views["b"].tolist() == [0, 0, 0, 0, 2 ** 31 - 1]
+    assert arena.views["table"][:2].tolist() == [[0] * 6, [0] * 5 + [11]]
+    assert arena.views["table"][2:].eq(-7).all()   # rows past the pack's are not sent
+
+
+@pytest.mark.parametrize("indices,expected", [
+    ([], slice(0, 0)), ([4], slice(4, 5)), ([0, 1, 2], slice(0, 3)), ([2, 3, 5], None), ([1, 0], None)])
+def test_consecutive_indices_become_a_slice(indices, expected):
+    assert _as_slice(indices) == expected
 
 
 def test_the_switch_turns_them_off(monkeypatch):

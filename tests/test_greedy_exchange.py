@@ -1,4 +1,5 @@
-"""Greedy tokens of vocabulary-parallel logits without gathering them (``pagedawq.kernels.greedy_exchange``).
+"""Greedy tokens of vocabulary-parallel logits without gathering them (``pagedawq.kernels.greedy_exchange``),
+and of one rank's logits in one kernel (``greedy_rows``).
 
 The keys: the largest of the ranks' keys is the token ``argmax`` gives on the whole row (first
 index on ties, negative zero, infinities, padding-only slices). The kernel: one process plays one
@@ -75,7 +76,9 @@ def _slot(epoch: int, src: int, world: int, capacity: int) -> int:
 @pytest.mark.parametrize("rank,world,rows,vocab", [(0, 2, 1, 5000), (1, 2, 12, 51), (2, 3, 20, 6001),
                                                    (3, 4, 3, 40)])
 @pytest.mark.parametrize("epoch", [1, 2])
-def test_one_rank_of_the_exchange(rank, world, rows, vocab, epoch):
+@pytest.mark.parametrize("max_block", [greedy.MAX_BLOCK_V, 512])   # a row in one block, or in several
+def test_one_rank_of_the_exchange(rank, world, rows, vocab, epoch, max_block, monkeypatch):
+    monkeypatch.setattr(greedy, "MAX_BLOCK_V", max_block)
     logits = _logits(rows, vocab, torch.float16, seed=rows + vocab).to(DEVICE)
     slices = _slices(vocab, world)
     keys = [greedy.row_keys(logits[:, s:s + n], s) for s, n in slices]
@@ -97,6 +100,18 @@ def test_one_rank_of_the_exchange(rank, world, rows, vocab, epoch):
             assert rest.eq(greedy.EMPTY).all()                            # and nothing else written
 
 
+@pytest.mark.parametrize("rows,vocab,start", [(1, 5000, 0), (5, 51, 0), (3, 6001, 700)])
+@pytest.mark.parametrize("max_block", [greedy.MAX_BLOCK_V, 512])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
+def test_one_rank_takes_the_argmax_in_one_kernel(rows, vocab, start, max_block, dtype, monkeypatch):
+    monkeypatch.setattr(greedy, "MAX_BLOCK_V", max_block)
+    logits = _logits(rows, vocab, dtype, seed=rows * vocab).to(DEVICE)
+    wide = torch.full((rows, vocab + 5), float("nan"), dtype=dtype, device=DEVICE)   # the row stride > columns
+    wide[:, :vocab] = logits
+    got = greedy.greedy_rows(wide[:, :vocab], start)
+    assert torch.equal(got.cpu(), logits.float().argmax(dim=-1).cpu() + start)
+
+
 def test_bad_arguments():
     ptrs = torch.zeros(2, dtype=torch.int64)
     epochs = torch.zeros(greedy.PROGRAMS, dtype=torch.int32)
@@ -104,6 +119,9 @@ def test_bad_arguments():
         greedy.greedy_exchange(torch.zeros(9, 4), 0, ptrs, epochs, 0, 2, capacity=8)
     with pytest.raises(ValueError, match="unit column stride"):
         greedy.greedy_exchange(torch.zeros(4, 6)[:, ::2], 0, ptrs, epochs, 0, 2, capacity=8)
+    with pytest.raises(ValueError, match="unit column stride"):
+        greedy.greedy_rows(torch.zeros(4, 6)[:, ::2])
+    assert greedy.greedy_rows(torch.zeros(0, 4)).shape == (0,)
     assert greedy.greedy_exchange(torch.zeros(0, 4), 0, ptrs, epochs, 0, 2, capacity=8).shape == (0,)
 
 

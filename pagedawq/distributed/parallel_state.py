@@ -130,7 +130,9 @@ def greedy_tokens(logits: torch.Tensor, start: int) -> torch.Tensor:
     (this rank's columns are tokens ``start ..``): what the argmax of the all-gathered logits gives,
     the same on every rank, without gathering them. Each rank's best (logit, token) meets the
     others' in the symmetric-memory exchange where it runs, else in a MAX all-reduce
-    (``pagedawq.kernels.greedy_exchange``)."""
+    (``pagedawq.kernels.greedy_exchange``). On one GPU it is one argmax kernel."""
+    if _state.size == 1 and logits.is_cuda:
+        return greedy_exchange.greedy_rows(logits, start)
     fast = _state.small_allreduce
     if fast is not None and fast.can_exchange_greedy(logits):
         return fast.greedy_tokens(logits, start)

@@ -3,8 +3,9 @@ of one short prompt (one per padded token count).
 
 A decode step of a small model is dominated by launching a few hundred small kernels; replaying a
 captured graph launches them all at once. Each graph reads its inputs from static buffers, so a
-step copies its token ids, positions, slots, context lengths and block tables in, pads the batch
-to the next captured size (padding rows write nothing and attend to nothing), and replays.
+step sends its token ids, positions, slots, context lengths and block tables there (one copy into
+an ``InputArena``), pads the batch to the next captured size (padding rows write nothing and
+attend to nothing), and replays.
 
 A short prompt's prefill is launch-bound the same way: a 13B forward is ~400 launches, ~50 ms of
 host time on an H100 machine for a 32-token prompt whose kernels take ~5 ms (profiled, session
@@ -22,6 +23,7 @@ import torch
 from torch import nn
 
 from pagedawq.attention.metadata import AttentionMetadata, forward_context
+from pagedawq.engine.host_staging import ArenaPack, DeviceStep, InputArena, StepArrays
 
 logger = logging.getLogger(__name__)
 
@@ -45,27 +47,27 @@ def capture_sizes(max_num_seqs: int) -> list[int]:
     return [s for s in sizes if s <= max(1, max_num_seqs)] or [1]
 
 
-class _StaticTokens:
-    """The token-level static buffers every captured forward reads (``input_ids``, ``positions``,
-    ``slot_mapping``, set by the subclass) and their filling before a replay."""
-    input_ids: torch.Tensor
-    positions: torch.Tensor
-    slot_mapping: torch.Tensor
-
-    def _stage_tokens(self, sizes: list[int], input_ids: torch.Tensor, positions: torch.Tensor,
-                      slot_mapping: torch.Tensor) -> int:
-        """Copy a batch's tokens in and pad them to the next of ``sizes`` (padding slots -1: they
-        write nothing to the KV cache); returns that size."""
-        n = input_ids.shape[0]
-        padded = next(s for s in sizes if s >= n)
-        self.input_ids[:n].copy_(input_ids)
-        self.positions[:n].copy_(positions)
-        self.slot_mapping[:n].copy_(slot_mapping)
-        self.slot_mapping[n:padded].fill_(-1)
-        return padded
+def _pack_tokens(pack: ArenaPack, step: StepArrays) -> None:
+    """A step's token-level inputs into a graph's pack; padding tokens get slot -1 (no KV write)."""
+    n = step.num_tokens
+    pack["input_ids"][:n] = step.input_ids
+    pack["positions"][:n] = step.positions
+    pack["slot_mapping"][:n] = step.slot_mapping
+    pack["slot_mapping"][n:] = -1
 
 
-class DecodeGraphs(_StaticTokens):
+def _replay(graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor]], staged: DeviceStep) -> torch.Tensor:
+    """Replay the graph of the smallest captured size that holds the staged step; its rows."""
+    n = staged.input_ids.shape[0]
+    graph, out = graphs[min(size for size in graphs if size >= n)]
+    graph.replay()
+    return out[:n]
+
+
+class DecodeGraphs:
+    """Decode graphs, one per padded batch size (``capture_sizes``). Their input buffers are views
+    of one ``InputArena``: ``stage`` packs a step there in one copy, ``replay`` runs its graph."""
+
     def __init__(self, model: nn.Module, device: torch.device, max_num_seqs: int, max_model_len: int,
                  block_size: int) -> None:
         self.model = model
@@ -73,11 +75,13 @@ class DecodeGraphs(_StaticTokens):
         max_bs = self.sizes[-1]
         self.max_blocks = -(-max_model_len // block_size)
         self.max_model_len = max_model_len
-        self.input_ids = torch.zeros(max_bs, dtype=torch.long, device=device)
-        self.positions = torch.zeros(max_bs, dtype=torch.long, device=device)
-        self.slot_mapping = torch.full((max_bs,), -1, dtype=torch.int64, device=device)
-        self.seq_lens = torch.zeros(max_bs, dtype=torch.int32, device=device)
-        self.block_tables = torch.zeros(max_bs, self.max_blocks, dtype=torch.int32, device=device)
+        self.inputs = InputArena([("input_ids", torch.int64, (max_bs,)), ("positions", torch.int64, (max_bs,)),
+                                  ("slot_mapping", torch.int64, (max_bs,)), ("seq_lens", torch.int32, (max_bs,)),
+                                  ("block_tables", torch.int32, (max_bs, self.max_blocks))], device)
+        views = self.inputs.views
+        self.input_ids, self.positions = views["input_ids"], views["positions"]
+        self.slot_mapping, self.seq_lens, self.block_tables = views["slot_mapping"], views["seq_lens"], views["block_tables"]
+        self.slot_mapping.fill_(-1)   # the captures' warm-up forwards write nothing to the KV cache
         self.query_start_loc = torch.arange(max_bs + 1, dtype=torch.int32, device=device)
         self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
         self.pool = None   # the captured graphs' memory pool (the prefill graphs share it)
@@ -101,28 +105,36 @@ class DecodeGraphs(_StaticTokens):
         logger.info("captured %d decode CUDA graphs (batch sizes %s) in %.1f s", len(self.sizes), self.sizes,
                     time.perf_counter() - start)
 
-    def can_run(self, num_seqs: int, metadata: AttentionMetadata) -> bool:
-        return metadata.is_decode_only and num_seqs <= self.sizes[-1]
+    def can_run(self, step: StepArrays) -> bool:
+        return max(step.query_lens) == 1 and len(step.query_lens) <= self.sizes[-1]
 
-    def run(self, input_ids: torch.Tensor, positions: torch.Tensor, metadata: AttentionMetadata) -> torch.Tensor:
-        n = input_ids.shape[0]
-        bs = self._stage_tokens(self.sizes, input_ids, positions, metadata.slot_mapping)
-        self.seq_lens[:n].copy_(metadata.seq_lens)
-        self.seq_lens[n:bs].zero_()
-        width = metadata.block_tables.shape[1]
-        self.block_tables[:n, :width].copy_(metadata.block_tables)
-        graph, out = self.graphs[bs]
-        graph.replay()
-        return out[:n]
+    def stage(self, step: StepArrays) -> DeviceStep:
+        """Send a decode step's inputs into the graphs' buffers, padded to the next captured size
+        (padding rows: slot -1, context 0, so they write nothing and attend to nothing)."""
+        n = step.num_tokens
+        bs = next(s for s in self.sizes if s >= n)
+        pack = self.inputs.pack(last_rows=bs)
+        _pack_tokens(pack, step)
+        pack["seq_lens"][:n] = step.seq_lens
+        pack["block_tables"][:n, :step.block_table.shape[1]] = step.block_table
+        self.inputs.upload(pack)
+        return DeviceStep(self.input_ids[:n], self.positions[:n],
+                          step.metadata(self.slot_mapping[:n], self.query_start_loc[:n + 1], self.seq_lens[:n],
+                                        self.block_tables[:n]))
+
+    def replay(self, staged: DeviceStep) -> torch.Tensor:
+        """Replay the graph of the staged step's padded size; its hidden rows."""
+        return _replay(self.graphs, staged)
 
 
 # Padded token counts of the single-sequence prefills replayed from graphs.
 PREFILL_GRAPH_TOKENS = (16, 32, 64)
 
 
-class PrefillGraphs(_StaticTokens):
+class PrefillGraphs:
     """Graphs of one sequence's prefill of 16, 32 or 64 new tokens (``PREFILL_GRAPH_TOKENS``), with
-    any context before them. ``PAGEDAWQ_DISABLE_PREFILL_GRAPHS=1`` runs such prefills eagerly."""
+    any context before them. ``PAGEDAWQ_DISABLE_PREFILL_GRAPHS=1`` runs such prefills eagerly. Their
+    input buffers are views of one ``InputArena``, as the decode graphs'."""
 
     def __init__(self, model: nn.Module, device: torch.device, max_model_len: int, block_size: int,
                  max_tokens: int) -> None:
@@ -133,12 +145,15 @@ class PrefillGraphs(_StaticTokens):
         self.max_blocks = -(-max_model_len // block_size)
         self.max_model_len = max_model_len
         top = self.sizes[-1] if self.sizes else 0
-        self.input_ids = torch.zeros(top, dtype=torch.long, device=device)
-        self.positions = torch.zeros(top, dtype=torch.long, device=device)
-        self.slot_mapping = torch.full((top,), -1, dtype=torch.int64, device=device)
-        self.query_start_loc = torch.tensor([0, top], dtype=torch.int32, device=device)
-        self.seq_lens = torch.full((1,), top, dtype=torch.int32, device=device)
-        self.block_tables = torch.zeros(1, self.max_blocks, dtype=torch.int32, device=device)
+        self.inputs = InputArena([("input_ids", torch.int64, (top,)), ("positions", torch.int64, (top,)),
+                                  ("slot_mapping", torch.int64, (top,)), ("query_start_loc", torch.int32, (2,)),
+                                  ("seq_lens", torch.int32, (1,)), ("block_tables", torch.int32, (1, self.max_blocks))],
+                                 device)
+        views = self.inputs.views
+        self.input_ids, self.positions, self.slot_mapping = views["input_ids"], views["positions"], views["slot_mapping"]
+        self.query_start_loc, self.seq_lens, self.block_tables = (views["query_start_loc"], views["seq_lens"],
+                                                                  views["block_tables"])
+        self.slot_mapping.fill_(-1)   # the captures' warm-up forwards write nothing to the KV cache
         self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
 
     @staticmethod
@@ -167,17 +182,22 @@ class PrefillGraphs(_StaticTokens):
         logger.info("captured %d prefill CUDA graphs (%s new tokens of one sequence) in %.1f s", len(self.sizes),
                     self.sizes, time.perf_counter() - start)
 
-    def can_run(self, metadata: AttentionMetadata) -> bool:
+    def can_run(self, step: StepArrays) -> bool:
         """One sequence with 2 to the largest size of new tokens (1 is a decode step)."""
-        return bool(self.graphs) and metadata.num_seqs == 1 and 1 < metadata.max_query_len <= self.sizes[-1]
+        return bool(self.graphs) and len(step.query_lens) == 1 and 1 < step.query_lens[0] <= self.sizes[-1]
 
-    def run(self, input_ids: torch.Tensor, positions: torch.Tensor, metadata: AttentionMetadata) -> torch.Tensor:
-        n = input_ids.shape[0]
-        tokens = self._stage_tokens(self.sizes, input_ids, positions, metadata.slot_mapping)
-        self.query_start_loc[1:].copy_(metadata.query_start_loc[1:])
-        self.seq_lens.copy_(metadata.seq_lens)
-        width = metadata.block_tables.shape[1]
-        self.block_tables[:, :width].copy_(metadata.block_tables)
-        graph, out = self.graphs[tokens]
-        graph.replay()
-        return out[:n]
+    def stage(self, step: StepArrays) -> DeviceStep:
+        """Send the prefill's inputs into the graphs' buffers; the padded tokens after its ``n`` get
+        slot -1 (they write nothing) and lie past ``query_start_loc[1]`` (nothing attends to them)."""
+        n = step.num_tokens
+        pack = self.inputs.pack()
+        _pack_tokens(pack, step)
+        pack["query_start_loc"][1] = n
+        pack["seq_lens"][0] = step.seq_lens[0]
+        pack["block_tables"][:, :step.block_table.shape[1]] = step.block_table
+        self.inputs.upload(pack)
+        return DeviceStep(self.input_ids[:n], self.positions[:n],
+                          step.metadata(self.slot_mapping[:n], self.query_start_loc, self.seq_lens, self.block_tables))
+
+    def replay(self, staged: DeviceStep) -> torch.Tensor:
+        return _replay(self.graphs, staged)

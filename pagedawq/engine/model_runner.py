@@ -1,8 +1,9 @@
 """Turns a SchedulerOutput into flat tensors, runs one forward, samples (rank 0).
 
 Model-agnostic: it knows the batch layout (see ``attention/metadata.py``) and the model's entry
-points, ``model(input_ids, positions) -> hidden``, ``model.compute_logits(hidden)`` and, with tensor
-parallelism, ``model.greedy_tokens(hidden)`` (the argmax rows without gathering the logits).
+points, ``model(input_ids, positions) -> hidden``, ``model.compute_logits(hidden)`` and, on a GPU or
+with tensor parallelism, ``model.greedy_tokens(hidden)`` (the argmax rows in one kernel, without
+gathering the logits).
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from pagedawq.attention.metadata import AttentionMetadata, forward_context
 from pagedawq.config import EngineConfig
 from pagedawq.distributed.parallel_state import broadcast_from_rank0, get_tp_size
 from pagedawq.engine.cuda_graphs import DecodeGraphs, PrefillGraphs
-from pagedawq.engine.host_staging import HostStaging
+from pagedawq.engine.host_staging import DeviceStep, HostStaging, StepArrays
 from pagedawq.engine.sampler import DeviceSample, RequestSamplingState, Sampler, TokenLogprobs, argmax_of_raw_logits
 from pagedawq.engine.scheduler import PENDING_TOKEN, SchedulerOutput
 from pagedawq.models.layers.attention import Attention
@@ -49,11 +50,20 @@ class PendingOutput:
 
 @dataclass
 class BatchInputs:
-    input_ids: torch.Tensor
-    positions: torch.Tensor
-    metadata: AttentionMetadata
-    logits_indices: torch.Tensor
+    staged: DeviceStep
+    graphs: DecodeGraphs | PrefillGraphs | None   # the graphs that replay this step, or None: eager
+    logits_indices: slice | torch.Tensor           # the hidden rows to sample
     sample_request_ids: list[str]
+
+
+def _as_slice(indices: list[int]) -> slice | None:
+    """``indices`` as a slice when they are consecutive (every decode row, a prefill's last token),
+    which indexes on the device without uploading them; else None."""
+    if not indices:
+        return slice(0, 0)
+    if all(b == a + 1 for a, b in zip(indices, indices[1:])):
+        return slice(indices[0], indices[-1] + 1)
+    return None
 
 
 class ModelRunner:
@@ -73,10 +83,11 @@ class ModelRunner:
         # With tensor parallelism and asynchronous scheduling every rank needs those tokens (for
         # its embedding lookup), so rank 0 broadcasts them on the device after each sample.
         self.share_sampled_tokens = get_tp_size() > 1 and config.async_scheduling
-        # With tensor parallelism, a batch whose every row takes the argmax of its raw logits gets its
-        # tokens on every rank from the ranks' best (logit, token) pairs (``model.greedy_tokens``):
-        # no logits gathered, no tokens broadcast. Every rank tracks which requests those are.
-        self.gather_free_greedy = get_tp_size() > 1
+        # A batch whose every row takes the argmax of its raw logits gets its tokens from
+        # ``model.greedy_tokens``, not the sampler: with tensor parallelism on every rank from the
+        # ranks' best (logit, token) pairs, no logits gathered, no tokens broadcast; on one GPU from
+        # one argmax kernel. Every rank tracks which requests those are.
+        self.greedy_path = get_tp_size() > 1 or device.type == "cuda"
         self.argmax_requests: set[str] = set()
         self.attn_layers = [m for m in model.modules() if isinstance(m, Attention)]
         self.kv_caches: list[torch.Tensor] = []
@@ -118,6 +129,9 @@ class ModelRunner:
 
     # ---- inputs -----------------------------------------------------------------------------
     def prepare_inputs(self, sched: SchedulerOutput) -> BatchInputs:
+        """The step's inputs on the device: in a graph's own buffers when a graph will run it (one
+        copy), else in one upload per dtype; the tokens the previous step sampled copied in on the
+        device; the rows to sample as a slice of the hidden states where they are contiguous."""
         bs = self.block_size
         input_ids, positions, slots, query_lens, seq_lens, logits_idx, sample_ids = [], [], [], [], [], [], []
         max_blocks = max(len(s.block_ids) for s in sched.seqs)
@@ -138,21 +152,22 @@ class ModelRunner:
             if seq.sample:
                 logits_idx.append(len(input_ids) - 1)
                 sample_ids.append(seq.request_id)
-        qsl = np.zeros(len(query_lens) + 1, dtype=np.int32)
-        np.cumsum(query_lens, out=qsl[1:])
-        ids_d, pos_d, slots_d, logits_d, at_d, rows_d = self.staging.upload(
-            [np.asarray(v, dtype=np.int64) for v in (input_ids, positions, slots, logits_idx, pending_at,
-                                                     pending_rows)], torch.int64)
+        step = StepArrays(*(np.asarray(v, dtype=np.int64) for v in (input_ids, positions, slots)),
+                          query_lens=query_lens, seq_lens=seq_lens, block_table=block_table)
+        graphs = next((g for g in (self.graphs, self.prefill_graphs) if g is not None and g.can_run(step)), None)
+        staged = graphs.stage(step) if graphs is not None else self.staging.upload_step(step)
+        at, rows, logits_rows = _as_slice(pending_at), _as_slice(pending_rows), _as_slice(logits_idx)
+        scattered = at is None or rows is None   # their indices go to the device, in one more upload
+        parts = ([pending_at, pending_rows] if scattered else []) + ([logits_idx] if logits_rows is None else [])
+        if parts:
+            uploaded = self.staging.upload([np.asarray(p, dtype=np.int64) for p in parts], torch.int64)
+            if scattered:
+                at, rows = uploaded[:2]
+            if logits_rows is None:
+                logits_rows = uploaded[-1]
         if pending_at:
-            ids_d[at_d] = self.last_sampled[rows_d]
-        qsl_d, seq_lens_d, table_d = self.staging.upload(
-            [qsl, np.asarray(seq_lens, dtype=np.int32), block_table], torch.int32)
-        metadata = AttentionMetadata(
-            slot_mapping=slots_d, query_start_loc=qsl_d, seq_lens=seq_lens_d, block_tables=table_d,
-            max_query_len=max(query_lens), max_seq_len=max(seq_lens),
-            query_lens_cpu=query_lens, seq_lens_cpu=seq_lens)
-        return BatchInputs(input_ids=ids_d, positions=pos_d, metadata=metadata, logits_indices=logits_d,
-                           sample_request_ids=sample_ids)
+            staged.input_ids[at] = self.last_sampled[rows]
+        return BatchInputs(staged, graphs, logits_rows, sample_ids)
 
     def _pending_row(self, request_id: str) -> int:
         """Row of ``request_id`` in the previous step's sampled tokens (which stay on the device)."""
@@ -166,7 +181,7 @@ class ModelRunner:
         for rid in sched.finished_request_ids:
             self.states.pop(rid, None)
             self.argmax_requests.discard(rid)
-        if self.gather_free_greedy:
+        if self.greedy_path:
             self.argmax_requests.update(new.request_id for new in sched.new_requests
                                         if argmax_of_raw_logits(new.sampling_params))
         if self.is_driver:
@@ -188,17 +203,16 @@ class ModelRunner:
         if sched.is_empty:
             return PendingOutput([], None) if self.is_driver else None
         batch = self.prepare_inputs(sched)
-        if self.graphs is not None and self.graphs.can_run(len(sched.seqs), batch.metadata):
-            hidden = self.graphs.run(batch.input_ids, batch.positions, batch.metadata)
-        elif self.prefill_graphs is not None and self.prefill_graphs.can_run(batch.metadata):
-            hidden = self.prefill_graphs.run(batch.input_ids, batch.positions, batch.metadata)
+        staged = batch.staged
+        if batch.graphs is not None:
+            hidden = batch.graphs.replay(staged)
         else:
-            with forward_context(batch.metadata):
-                hidden = self.model(batch.input_ids, batch.positions)
+            with forward_context(staged.metadata):
+                hidden = self.model(staged.input_ids, staged.positions)
         if not batch.sample_request_ids:
             return PendingOutput([], None) if self.is_driver else None
         self.last_sampled_rows = {rid: i for i, rid in enumerate(batch.sample_request_ids)}
-        if self.gather_free_greedy and self.argmax_requests.issuperset(batch.sample_request_ids):
+        if self.greedy_path and self.argmax_requests.issuperset(batch.sample_request_ids):
             self.last_sampled = self.model.greedy_tokens(hidden[batch.logits_indices])
             if not self.is_driver:
                 return None
@@ -250,5 +264,5 @@ class ModelRunner:
         with forward_context(metadata):
             hidden = self.model(input_ids, positions)
         self.model.compute_logits(hidden[:num_logits]).float().softmax(-1)
-        if self.gather_free_greedy:
+        if self.greedy_path:
             self.model.greedy_tokens(hidden[:num_logits])

@@ -7,6 +7,7 @@ depend on which other requests share the batch. Logprobs are those of the raw mo
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import torch
@@ -109,10 +110,14 @@ def _filter(logits: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor, min_
     return torch.empty_like(logits).scatter_(1, order, sorted_logits)
 
 
+@functools.lru_cache(maxsize=None)
+def _copy_stream(device: torch.device) -> torch.cuda.Stream:
+    """The stream that copies samples to the host, one a device."""
+    return torch.cuda.Stream(device)
+
+
 def _to_host(t: torch.Tensor) -> torch.Tensor:
-    """A host copy of ``t``, enqueued now on the current stream (pinned, asynchronous on CUDA)."""
-    if t.device.type != "cuda":
-        return t
+    """A pinned host copy of CUDA tensor ``t``, enqueued now on the current stream."""
     host = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
     host.copy_(t, non_blocking=True)
     return host
@@ -123,20 +128,30 @@ class DeviceSample:
 
     The copies to host memory are enqueued when the sample is taken, so waiting for them later
     (``to_host``) waits only for this step, not for work launched after it: the engine can launch
-    the next step before it reads this one's tokens."""
+    the next step before it reads this one's tokens. On a GPU they run on a side stream: on the
+    step's own stream the next step's input upload would wait behind them (~3 µs of a decode step's
+    device chain, session 21 traces)."""
 
     def __init__(self, states: list[RequestSamplingState], tokens: torch.Tensor, lp) -> None:
         self.states = states
         self.tokens = tokens                      # device: the next step's inputs read it there
-        self._host = [_to_host(tokens)]
+        on_device = [tokens]
         if lp is not None:
             rows, *tensors = lp
             self._rows = rows
-            self._host += [_to_host(t) for t in tensors]
+            on_device += tensors
         self._event = None
-        if tokens.device.type == "cuda":
+        if tokens.device.type != "cuda":
+            self._host = on_device
+            return
+        stream = _copy_stream(tokens.device)
+        stream.wait_stream(torch.cuda.current_stream(tokens.device))
+        with torch.cuda.stream(stream):
+            self._host = [_to_host(t) for t in on_device]
             self._event = torch.cuda.Event()
-            self._event.record()
+            self._event.record(stream)
+        for t in on_device:   # not handed out again before the copies have read them
+            t.record_stream(stream)
 
     def to_host(self) -> SamplerOutput:
         """Wait for this step's tokens; append them to the requests' sampling states."""
