@@ -87,6 +87,8 @@ class HostStaging:
 # Byte alignment of each field of an ``InputArena``: Triton specialises a pointer argument on
 # 16-byte divisibility, so every view starts where a separately allocated tensor would.
 FIELD_ALIGN = 128
+_NUMPY_DTYPES = {torch.int64: np.int64, torch.int32: np.int32}
+_TORCH_DTYPES = {np.int64: torch.int64, np.int32: torch.int32}
 
 
 class ArenaPack:
@@ -119,7 +121,6 @@ class InputArena:
             np_dtype = np.dtype(_NUMPY_DTYPES[dtype])
             self._layout.append((name, np_dtype, tuple(shape), offset))
             offset += -(-int(np.prod(shape)) * np_dtype.itemsize // FIELD_ALIGN) * FIELD_ALIGN
-        self.nbytes = offset
         self.buffer = torch.zeros(offset, dtype=torch.uint8, device=device)
         self.views: dict[str, torch.Tensor] = {}
         for name, np_dtype, shape, start in self._layout:
@@ -148,6 +149,3 @@ class InputArena:
             host = host.pin_memory()
         self.buffer[:host.numel()].copy_(host, non_blocking=True)
 
-
-_NUMPY_DTYPES = {torch.int64: np.int64, torch.int32: np.int32}
-_TORCH_DTYPES = {np.int64: torch.int64, np.int32: torch.int32}

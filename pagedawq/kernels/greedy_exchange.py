@@ -18,6 +18,9 @@ or through one kernel over symmetric memory (``greedy_exchange``). That kernel u
 call's parity, then reads its own slots until no key is empty, and empties them once all its
 threads have read them. The empty value here is -1, which no key takes, since negative zero is made
 positive before it is encoded.
+
+On one GPU the same per-row search is the whole job (``greedy_rows``): one kernel in place of the
+sampler's float32 copy and torch reduction, for steps whose every row is greedy.
 """
 from __future__ import annotations
 
