@@ -47,6 +47,11 @@ def capture_sizes(max_num_seqs: int) -> list[int]:
     return [s for s in sizes if s <= max(1, max_num_seqs)] or [1]
 
 
+def _token_fields(tokens: int) -> list[tuple[str, torch.dtype, tuple[int, ...]]]:
+    """The token-level inputs of a graph's ``InputArena`` (``_pack_tokens`` fills them)."""
+    return [(name, torch.int64, (tokens,)) for name in ("input_ids", "positions", "slot_mapping")]
+
+
 def _pack_tokens(pack: ArenaPack, step: StepArrays) -> None:
     """A step's token-level inputs into a graph's pack; padding tokens get slot -1 (no KV write)."""
     n = step.num_tokens
@@ -75,8 +80,7 @@ class DecodeGraphs:
         max_bs = self.sizes[-1]
         self.max_blocks = -(-max_model_len // block_size)
         self.max_model_len = max_model_len
-        self.inputs = InputArena([("input_ids", torch.int64, (max_bs,)), ("positions", torch.int64, (max_bs,)),
-                                  ("slot_mapping", torch.int64, (max_bs,)), ("seq_lens", torch.int32, (max_bs,)),
+        self.inputs = InputArena([*_token_fields(max_bs), ("seq_lens", torch.int32, (max_bs,)),
                                   ("block_tables", torch.int32, (max_bs, self.max_blocks))], device)
         views = self.inputs.views
         self.input_ids, self.positions = views["input_ids"], views["positions"]
@@ -145,8 +149,7 @@ class PrefillGraphs:
         self.max_blocks = -(-max_model_len // block_size)
         self.max_model_len = max_model_len
         top = self.sizes[-1] if self.sizes else 0
-        self.inputs = InputArena([("input_ids", torch.int64, (top,)), ("positions", torch.int64, (top,)),
-                                  ("slot_mapping", torch.int64, (top,)), ("query_start_loc", torch.int32, (2,)),
+        self.inputs = InputArena([*_token_fields(top), ("query_start_loc", torch.int32, (2,)),
                                   ("seq_lens", torch.int32, (1,)), ("block_tables", torch.int32, (1, self.max_blocks))],
                                  device)
         views = self.inputs.views

@@ -91,6 +91,10 @@ _NUMPY_DTYPES = {torch.int64: np.int64, torch.int32: np.int32}
 _TORCH_DTYPES = {np.int64: torch.int64, np.int32: torch.int32}
 
 
+def _nbytes(shape: Sequence[int], dtype: np.dtype) -> int:
+    return int(np.prod(shape)) * dtype.itemsize
+
+
 class ArenaPack:
     """A step's values for an ``InputArena`` on the host: numpy views (``pack[name]``) of one zeroed
     byte array in the arena's layout, filled by the caller and sent by ``InputArena.upload``."""
@@ -115,31 +119,29 @@ class InputArena:
 
     def __init__(self, fields: Sequence[tuple[str, torch.dtype, tuple[int, ...]]], device: torch.device) -> None:
         self.device = device
-        self._layout: list[tuple[str, np.dtype, tuple[int, ...], int]] = []
+        self._layout: list[tuple[str, np.dtype, tuple[int, ...], int]] = []   # name, dtype, shape, byte offset
         offset = 0
         for name, dtype, shape in fields:
             np_dtype = np.dtype(_NUMPY_DTYPES[dtype])
             self._layout.append((name, np_dtype, tuple(shape), offset))
-            offset += -(-int(np.prod(shape)) * np_dtype.itemsize // FIELD_ALIGN) * FIELD_ALIGN
+            offset += -(-_nbytes(shape, np_dtype) // FIELD_ALIGN) * FIELD_ALIGN
         self.buffer = torch.zeros(offset, dtype=torch.uint8, device=device)
-        self.views: dict[str, torch.Tensor] = {}
-        for name, np_dtype, shape, start in self._layout:
-            n = int(np.prod(shape)) * np_dtype.itemsize
-            self.views[name] = self.buffer[start:start + n].view(_TORCH_DTYPES[np_dtype.type]).view(shape)
+        self.views: dict[str, torch.Tensor] = {
+            name: self.buffer[start:start + _nbytes(shape, np_dtype)].view(_TORCH_DTYPES[np_dtype.type]).view(shape)
+            for name, np_dtype, shape, start in self._layout}
 
     def pack(self, last_rows: int | None = None) -> ArenaPack:
         """Zeroed host arrays in this layout; the last field holds only its first ``last_rows`` rows
         (all of them by default), and the copy stops there."""
-        name, np_dtype, shape, start = self._layout[-1]
+        last, np_dtype, shape, start = self._layout[-1]
         rows = shape[0] if last_rows is None else min(last_rows, shape[0])
-        end = start + rows * int(np.prod(shape[1:])) * np_dtype.itemsize
-        data = np.zeros(end, dtype=np.uint8)
+        data = np.zeros(start + _nbytes((rows, *shape[1:]), np_dtype), dtype=np.uint8)
         arrays = {}
-        for field_name, field_dtype, field_shape, field_start in self._layout:
-            if field_name == name:
+        for name, field_dtype, field_shape, field_start in self._layout:
+            if name == last:
                 field_shape = (rows, *field_shape[1:])
-            n = int(np.prod(field_shape)) * field_dtype.itemsize
-            arrays[field_name] = data[field_start:field_start + n].view(field_dtype).reshape(field_shape)
+            n = _nbytes(field_shape, field_dtype)
+            arrays[name] = data[field_start:field_start + n].view(field_dtype).reshape(field_shape)
         return ArenaPack(data, arrays)
 
     def upload(self, pack: ArenaPack) -> None:
