@@ -168,9 +168,15 @@ def _sum_ranks(own, buffer_ptrs, offs, mask, epoch, capacity, RANK: tl.constexpr
     ``own`` then only gives the dtype) and the peers' pushed ones at ``offs``, each received as it
     arrives."""
     buf = tl.load(buffer_ptrs + RANK).to(tl.pointer_type(own.dtype))
+    if OWN_PUSHED:
+        # Received first, whatever the rank: this rank's own values land by local stores, before the
+        # peers' (a link trip later), so the last slot polled is the last to arrive and no extra poll
+        # follows the last arrival. The sum below stays in rank order (the same bits).
+        own_slot = ((epoch & 1) * WORLD + RANK).to(tl.int64) * capacity
+        own = _receive(tl.multiple_of(buf + own_slot, 16) + offs, mask)
     acc = tl.zeros(offs.shape, dtype=tl.float32)
     for src in tl.static_range(WORLD):
-        if src == RANK and not OWN_PUSHED:
+        if src == RANK:
             acc += own.to(tl.float32)
         else:
             slot = ((epoch & 1) * WORLD + src).to(tl.int64) * capacity
