@@ -97,11 +97,17 @@ def _nbytes(shape: Sequence[int], dtype: np.dtype) -> int:
 
 class ArenaPack:
     """A step's values for an ``InputArena`` on the host: numpy views (``pack[name]``) of one zeroed
-    byte array in the arena's layout, filled by the caller and sent by ``InputArena.upload``."""
+    byte tensor in the arena's layout (pinned for a GPU, so that the upload reads it in place),
+    filled by the caller and sent by ``InputArena.upload``."""
 
-    def __init__(self, data: np.ndarray, arrays: dict[str, np.ndarray]) -> None:
-        self.data = data
+    def __init__(self, host: torch.Tensor, arrays: dict[str, np.ndarray]) -> None:
+        self.host = host
         self._arrays = arrays
+
+    @property
+    def data(self) -> np.ndarray:
+        """The packed bytes."""
+        return self.host.numpy()
 
     def __getitem__(self, name: str) -> np.ndarray:
         return self._arrays[name]
@@ -135,19 +141,19 @@ class InputArena:
         (all of them by default), and the copy stops there."""
         last, np_dtype, shape, start = self._layout[-1]
         rows = shape[0] if last_rows is None else min(last_rows, shape[0])
-        data = np.zeros(start + _nbytes((rows, *shape[1:]), np_dtype), dtype=np.uint8)
+        host = torch.zeros(start + _nbytes((rows, *shape[1:]), np_dtype), dtype=torch.uint8,
+                           pin_memory=self.device.type == "cuda")
+        data = host.numpy()
         arrays = {}
         for name, field_dtype, field_shape, field_start in self._layout:
             if name == last:
                 field_shape = (rows, *field_shape[1:])
             n = _nbytes(field_shape, field_dtype)
             arrays[name] = data[field_start:field_start + n].view(field_dtype).reshape(field_shape)
-        return ArenaPack(data, arrays)
+        return ArenaPack(host, arrays)
 
     def upload(self, pack: ArenaPack) -> None:
-        """Send ``pack`` into the device buffers (asynchronously, in stream order on a GPU)."""
-        host = torch.from_numpy(pack.data)
-        if self.device.type == "cuda":
-            host = host.pin_memory()
-        self.buffer[:host.numel()].copy_(host, non_blocking=True)
+        """Send ``pack`` into the device buffers (asynchronously, in stream order on a GPU; the
+        caching host allocator keeps the pinned bytes until the copy has read them)."""
+        self.buffer[:pack.host.numel()].copy_(pack.host, non_blocking=True)
 
