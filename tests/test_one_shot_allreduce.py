@@ -216,10 +216,10 @@ def test_push_table_lists_the_buffers_then_the_epochs_and_capacity():
     assert one_shot.push_table(ptrs, epochs, 4096).tolist() == [1 << 40, 2 << 40, epochs.data_ptr(), 4096]
 
 
-@pytest.mark.parametrize("kernel", ["plain", "fused", "lookup"])
+@pytest.mark.parametrize("kernel", ["plain", "fused", "lookup", "fused32"])
 def test_compiled_kernel_pushes_and_polls_whole_vectors_without_fences(kernel):
     """The sm_90 SASS (compiled in a process without the Triton interpreter; no GPU needed): the
-    pushes are 16-byte stores, the receive loop's polls 16-byte loads that bypass L1 (volatile),
+    pushes are 16-byte stores, each receive's first poll 16-byte loads that bypass L1 (volatile),
     and nothing waits for the link: no memory barrier, no system-scope flag, no CTA barrier
     between the pushes and the first poll (the peers' values are their own signal); the epoch is
     stored behind a CTA barrier."""
@@ -234,6 +234,35 @@ def test_compiled_kernel_pushes_and_polls_whole_vectors_without_fences(kernel):
     last_store = max(i for i, op in enumerate(ops) if "STG" in op)
     barrier = max(i for i, op in enumerate(ops[:last_store]) if "BAR.SYNC" in op)
     assert not any("BRA" in op or "LDG" in op for op in ops[barrier:last_store])
+
+
+@pytest.mark.parametrize("kernel, receives", [("plain", 1), ("fused", 1), ("pushed", 2)])
+def test_compiled_receive_waits_thread_by_thread(kernel, receives):
+    """A thread that finds one of its elements empty re-reads its own elements (volatile: one
+    16-byte load where they are its 16 aligned bytes, as here, else eight narrow ones) until all
+    have arrived, and then empties them itself: no CTA barrier falls between a receive's first poll
+    and the last re-read of the last receive (no thread waits for another while receiving;
+    ``spin_receive_ptx``), and each re-read that still finds an element empty is followed by a
+    sleep (``SPIN_SLEEP_NS``). The pushed kernel receives its own slot and the peer's."""
+    ops = _sass(kernel)
+    polls = [i for i, op in enumerate(ops) if "LDG.E.128.STRONG.SYS" in op]   # first polls and re-reads
+    narrow = [i for i, op in enumerate(ops) if "LDG.E.U16.STRONG.SYS" in op]
+    assert len(polls) == 2 * receives and len(narrow) == 8 * receives
+    assert not any("BAR.SYNC" in op for op in ops[polls[0]:max(polls + narrow)])
+    assert sum("STG.E.U16" in op for op in ops) == 8 * receives
+    assert sum("NANOSLEEP" in op for op in ops[polls[0]:]) == 2 * receives
+    assert sum("STG.E.128" in op for op in ops[polls[0]:]) >= receives
+
+
+def test_only_compiled_16_bit_receives_spin(monkeypatch):
+    cuda = torch.device("cuda")
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    assert one_shot.can_spin(cuda, torch.float16, 8192, 16) and one_shot.can_spin(cuda, torch.bfloat16, 2048, 8)
+    assert not one_shot.can_spin(cuda, torch.float32, 8192, 16)       # 16 bytes are four elements
+    assert not one_shot.can_spin(cuda, torch.float16, 128, 1)         # four elements a thread
+    assert not one_shot.can_spin(torch.device("cpu"), torch.float16, 8192, 16)
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    assert not one_shot.can_spin(cuda, torch.float16, 8192, 16)
 
 
 def _sass(kernel: str) -> list[str]:

@@ -51,6 +51,7 @@ zero (``EMPTY``, ``SymmMemAllReduce``). The epochs are ``PROGRAMS`` int32, zeroe
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import torch
@@ -149,38 +150,124 @@ def _push(vals, offs, mask, epoch, buffer_ptrs, capacity, RANK: tl.constexpr, WO
             tl.store(tl.multiple_of(buf + slot, 16) + offs, vals, mask=mask)
 
 
+# Elements a thread waits on in one ``_receive`` spin (``SPIN``): 16 bytes, which the loads around
+# it give each thread in a row (the fused kernel's rows give each thread 8 or more, ``row_warps``;
+# the plain kernel's blocks 8).
+SPIN_PACK = 8
+
+
+def spin_receive_ptx(sleep_ns: int = 0) -> str:
+    """PTX for ``_receive``'s per-thread wait over ``pack`` (``SPIN_PACK``) 16-bit elements. Operands: ``$0 ..`` the
+    values (zero-extended to 32 bits), then the first poll's values (``$pack ..``, zero-extended,
+    masked lanes 0), their addresses (``$2pack ..``) and masks (``$3pack ..``).
+
+    Where the first poll found an element empty, the thread reads its elements again (volatile)
+    until none is, and then empties them itself. Which elements a pack holds depends on the layout
+    the compiler picks, so the PTX checks: where they are the 16 aligned bytes after the first
+    address, in order and all unmasked (the layout of the 16-byte loads around it), it re-reads and
+    empties them with one 16-byte access; otherwise element by element. With ``sleep_ns`` a thread
+    still waiting sleeps that long between its reads."""
+    pack = SPIN_PACK
+    regs = range(pack)
+    first, addr, mask = (lambda i: f"${pack + i}"), (lambda i: f"${2 * pack + i}"), (lambda i: f"${3 * pack + i}")
+    halves = ", ".join(f"v{i}" for i in regs)
+    words = ", ".join(f"w{i}" for i in range(pack // 2))
+    any_empty = ["setp.eq.b16 e, v0, z;"] + [f"setp.eq.or.b16 e, v{i}, z, e;" for i in regs if i]
+    lines = ["{", f".reg .pred m<{pack}>, s<{pack}>, e, c, n;", f".reg .b16 v<{pack}>, z;",
+             f".reg .b32 w<{pack // 2}>, zz;", ".reg .b64 d;", "mov.b16 z, 0x8000;", "mov.b32 zz, 0x80008000;"]
+    lines += [f"setp.ne.b32 m{i}, {mask(i)}, 0;" for i in regs]
+    lines += [f"mov.b32 ${i}, {first(i)};" for i in regs]
+    lines.append(f"setp.eq.b32 e, {first(0)}, 0x8000;")
+    lines += [f"setp.eq.or.b32 e, {first(i)}, 0x8000, e;" for i in regs if i]
+    # c: one 16-byte access covers the pack (aligned, in order, every lane unmasked)
+    lines += [f"and.b64 d, {addr(0)}, 15;", "setp.eq.s64 c, d, 0;"]
+    lines += [f"sub.s64 d, {addr(i)}, {addr(0)};\nsetp.eq.and.s64 c, d, {2 * i}, c;" for i in regs if i]
+    lines += [f"and.pred c, c, m{i};" for i in regs]
+    lines += ["not.pred n, c;"] + [f"and.pred s{i}, m{i}, n;" for i in regs]
+    sleep = [f"@e nanosleep.u32 {sleep_ns};"] if sleep_ns else []
+    lines.append("@!e bra received_${:uid};")
+    lines += [f"mov.b16 v{i}, 0;" for i in regs]
+    lines.append("@n bra scalar_${:uid};")
+    lines.append("vector_${:uid}:")
+    lines.append(f"ld.volatile.global.v{pack // 2}.b32 {{{words}}}, [{addr(0)}];")
+    lines += [f"mov.b32 {{v{2 * i}, v{2 * i + 1}}}, w{i};" for i in range(pack // 2)]
+    lines += any_empty + sleep + ["@e bra vector_${:uid};", "bra arrived_${:uid};", "scalar_${:uid}:"]
+    lines += [f"@m{i} ld.volatile.global.b16 v{i}, [{addr(i)}];" for i in regs]
+    lines += any_empty + sleep + ["@e bra scalar_${:uid};", "arrived_${:uid}:"]
+    lines += [f"cvt.u32.u16 ${i}, v{i};" for i in regs]
+    lines.append("received_${:uid}:")
+    lines.append(f"@c st.global.v{pack // 2}.b32 [{addr(0)}], {{{', '.join(['zz'] * (pack // 2))}}};")
+    lines += [f"@s{i} st.global.b16 [{addr(i)}], z;" for i in regs]
+    lines.append("}")
+    return "\n".join(lines)
+
+
+# A thread that found its elements still empty sleeps this long before it reads them again: the
+# spinning threads share an SM with the GEMM whose output they wait for, and every read takes
+# issue slots and L2 requests from it (13B AWQ at TP=2, 2 x H100, benchmarks/RESULTS.md "Session
+# 27": decode graph 2.037 ms with the block-wide poll, 2.005 spinning without sleeping, 1.993-2.002
+# with 64 ns).
+SPIN_SLEEP_NS = 64
+_SPIN_PTX = tl.constexpr(spin_receive_ptx(SPIN_SLEEP_NS))
+_SPIN_CONSTRAINTS = tl.constexpr(",".join(["=r"] * SPIN_PACK + ["r"] * SPIN_PACK + ["l"] * SPIN_PACK
+                                          + ["r"] * SPIN_PACK))
+_SPIN_PACK = tl.constexpr(SPIN_PACK)
+
+
+def can_spin(device: torch.device, dtype: torch.dtype, block: int, num_warps: int) -> bool:
+    """Whether a kernel of ``num_warps`` over blocks of ``block`` elements of ``dtype`` receives with
+    ``SPIN``: compiled (the Triton interpreter runs no inline PTX), 16-bit elements, and every
+    thread holding whole packs of elements of its own (a replicated element would be emptied by one
+    thread under another's wait)."""
+    return (device.type == "cuda" and dtype.itemsize == 2 and block % (SPIN_PACK * 32 * num_warps) == 0
+            and os.environ.get("TRITON_INTERPRET", "0") != "1")
+
+
 @triton.jit
-def _receive(ptr, mask):
+def _receive(ptr, mask, SPIN: tl.constexpr = False):
     """The values a peer pushed to ``ptr`` (masked lanes: 0): read until none is empty, then emptied
-    again. Volatile loads: the peer writes them while this kernel runs."""
+    again. Volatile loads: the peer writes them while this kernel runs.
+
+    Without ``SPIN`` (the interpreter) the block polls as a whole: each poll ends with a block-wide
+    test (a reduction across the warps and two CTA barriers). With it, after one such load (16-byte
+    accesses; most calls find their values there), each thread waits for its own elements alone
+    and empties them (``spin_receive_ptx``). That load also gives the inline PTX the layout of the
+    loads around it: Triton 3.6 copies an inline-asm op, side effects and all, into each layout it
+    is wanted in, and the copy left behind would wait on values the other one emptied."""
     v = tl.load(ptr, mask=mask, other=0.0, volatile=True)
-    while tl.max((_is_empty(v) & mask).to(tl.int32), 0) > 0:
-        v = tl.load(ptr, mask=mask, other=0.0, volatile=True)
-    tl.store(ptr, _empty_like(v), mask=mask)
+    if SPIN:
+        first = v.to(tl.int16, bitcast=True).to(tl.int32) & 0xFFFF
+        bits = tl.inline_asm_elementwise(_SPIN_PTX, _SPIN_CONSTRAINTS, [first, ptr, mask.to(tl.int32)],
+                                         dtype=tl.int32, is_pure=False, pack=_SPIN_PACK)
+        v = bits.to(tl.int16).to(v.dtype, bitcast=True)
+    else:
+        while tl.max((_is_empty(v) & mask).to(tl.int32), 0) > 0:
+            v = tl.load(ptr, mask=mask, other=0.0, volatile=True)
+        tl.store(ptr, _empty_like(v), mask=mask)
     return v
 
 
 @triton.jit
 def _sum_ranks(own, buffer_ptrs, offs, mask, epoch, capacity, RANK: tl.constexpr, WORLD: tl.constexpr,
-               OWN_PUSHED: tl.constexpr = False):
+               OWN_PUSHED: tl.constexpr = False, SPIN: tl.constexpr = False):
     """float32 sum, in rank order (so all ranks get bit-identical results), of this rank's ``own``
     values (with ``OWN_PUSHED`` received from its own slot instead, where its GEMM pushed them;
     ``own`` then only gives the dtype) and the peers' pushed ones at ``offs``, each received as it
-    arrives."""
+    arrives (``_receive``, with ``SPIN`` thread by thread)."""
     buf = tl.load(buffer_ptrs + RANK).to(tl.pointer_type(own.dtype))
     if OWN_PUSHED:
         # Received first, whatever the rank: this rank's own values land by local stores, before the
         # peers' (a link trip later), so the last slot polled is the last to arrive and no extra poll
         # follows the last arrival. The sum below stays in rank order (the same bits).
         own_slot = ((epoch & 1) * WORLD + RANK).to(tl.int64) * capacity
-        own = _receive(tl.multiple_of(buf + own_slot, 16) + offs, mask)
+        own = _receive(tl.multiple_of(buf + own_slot, 16) + offs, mask, SPIN)
     acc = tl.zeros(offs.shape, dtype=tl.float32)
     for src in tl.static_range(WORLD):
         if src == RANK:
             acc += own.to(tl.float32)
         else:
             slot = ((epoch & 1) * WORLD + src).to(tl.int64) * capacity
-            acc += _receive(tl.multiple_of(buf + slot, 16) + offs, mask).to(tl.float32)
+            acc += _receive(tl.multiple_of(buf + slot, 16) + offs, mask, SPIN).to(tl.float32)
     return acc
 
 
@@ -206,7 +293,7 @@ def _lookup_own(shard_ptr, ids_ptr, row, cols, mask, vocab_start, vocab_rows, hi
 @triton.jit
 def _one_shot_all_reduce_kernel(x_ptr, out_ptr, buffer_ptrs, epochs_ptr, numel, capacity,
                                 RANK: tl.constexpr, WORLD: tl.constexpr, PROGRAMS: tl.constexpr,
-                                BLOCK: tl.constexpr):
+                                BLOCK: tl.constexpr, SPIN: tl.constexpr = False):
     pid = tl.program_id(0)
     offs = tl.arange(0, BLOCK)
     epoch = program_epoch(epochs_ptr)
@@ -217,7 +304,8 @@ def _one_shot_all_reduce_kernel(x_ptr, out_ptr, buffer_ptrs, epochs_ptr, numel, 
     for start in range(pid * BLOCK, numel, PROGRAMS * BLOCK):
         idx = start + offs
         mask = idx < numel
-        acc = _sum_ranks(_load_own(x_ptr, idx, mask), buffer_ptrs, idx, mask, epoch, capacity, RANK, WORLD)
+        acc = _sum_ranks(_load_own(x_ptr, idx, mask), buffer_ptrs, idx, mask, epoch, capacity, RANK, WORLD,
+                         SPIN=SPIN)
         tl.store(out_ptr + idx, acc.to(out_ptr.dtype.element_ty), mask=mask)
     store_epoch(epochs_ptr, epoch)
 
@@ -228,7 +316,8 @@ def _one_shot_all_reduce_add_rms_norm_kernel(x_ptr, residual_ptr, weight_ptr, ou
                                              ids_ptr, vocab_start, vocab_rows,
                                              RANK: tl.constexpr, WORLD: tl.constexpr, PROGRAMS: tl.constexpr,
                                              BLOCK_H: tl.constexpr, PDL: tl.constexpr,
-                                             PUSHED: tl.constexpr = False, LOOKUP: tl.constexpr = False):
+                                             PUSHED: tl.constexpr = False, LOOKUP: tl.constexpr = False,
+                                             SPIN: tl.constexpr = False):
     """Rows ``pid, pid + PROGRAMS, ...`` of ``residual_out = sum_ranks(x) + residual`` and
     ``out = rms_norm(residual_out) * weight``; x, residual, out, residual_out are contiguous
     [rows, hidden]. The same pushes and receives as the plain kernel, one row per step.
@@ -270,7 +359,7 @@ def _one_shot_all_reduce_add_rms_norm_kernel(x_ptr, residual_ptr, weight_ptr, ou
                 own = r   # (its dtype only: this rank's values are in its own slot)
             else:
                 own = _load_own(x_ptr, off, mask)
-        acc = _sum_ranks(own, buffer_ptrs, off, mask, epoch, capacity, RANK, WORLD, PUSHED)
+        acc = _sum_ranks(own, buffer_ptrs, off, mask, epoch, capacity, RANK, WORLD, PUSHED, SPIN)
         # Rounded where the unfused path rounds: the all-reduce's output, then the new residual.
         if LOOKUP:
             h = acc.to(dt)
@@ -305,7 +394,8 @@ def one_shot_all_reduce(x: torch.Tensor, out: torch.Tensor, buffer_ptrs: torch.T
     _check(x, capacity)
     if x.numel():
         _one_shot_all_reduce_kernel[(PROGRAMS,)](x, out, buffer_ptrs, epochs, x.numel(), capacity, RANK=rank,
-                                                 WORLD=world_size, PROGRAMS=PROGRAMS, BLOCK=BLOCK, num_warps=NUM_WARPS)
+                                                 WORLD=world_size, PROGRAMS=PROGRAMS, BLOCK=BLOCK, num_warps=NUM_WARPS,
+                                                 SPIN=can_spin(x.device, x.dtype, BLOCK, NUM_WARPS))
     return out
 
 
@@ -379,8 +469,10 @@ def _launch_add_rms_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.
     ids, vocab_start, vocab_rows = lookup if lookup is not None else (epochs, 0, 0)
     if rows:
         block = triton.next_power_of_2(hidden)
+        warps = row_warps(block)
         _one_shot_all_reduce_add_rms_norm_kernel[(PROGRAMS,)](
             x, residual, weight, out, residual_out, buffer_ptrs, epochs, rows, hidden, capacity, eps,
             ids, vocab_start, vocab_rows,
-            RANK=rank, WORLD=world_size, PROGRAMS=PROGRAMS, BLOCK_H=block, num_warps=row_warps(block),
-            PUSHED=pushed, LOOKUP=lookup is not None, **pdl_launch(out.device, rows))
+            RANK=rank, WORLD=world_size, PROGRAMS=PROGRAMS, BLOCK_H=block, num_warps=warps,
+            PUSHED=pushed, LOOKUP=lookup is not None, SPIN=can_spin(out.device, out.dtype, block, warps),
+            **pdl_launch(out.device, rows))
