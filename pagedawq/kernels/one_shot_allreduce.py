@@ -10,7 +10,8 @@ memory), one kernel per rank does the whole collective, and the data is its own 
 2. it reads the same chunks of each peer's slot in its own buffer until none of them holds
    negative zero any more, the "empty" value every slot holds between calls (each element arrives
    whole, so it is either empty or the peer's value), and empties them again for the call after
-   next;
+   next. On a GPU each thread waits for its own elements alone (``_receive``'s ``SPIN``), sleeping
+   between reads so as not to slow the GEMM sharing its SM;
 3. it sums, in a fixed rank order and in float32 (all ranks get bit-identical results), its own
    input (zeros made positive too) and the peers' chunks, and writes the output.
 
@@ -157,9 +158,9 @@ SPIN_PACK = 8
 
 
 def spin_receive_ptx(sleep_ns: int = 0) -> str:
-    """PTX for ``_receive``'s per-thread wait over ``pack`` (``SPIN_PACK``) 16-bit elements. Operands: ``$0 ..`` the
-    values (zero-extended to 32 bits), then the first poll's values (``$pack ..``, zero-extended,
-    masked lanes 0), their addresses (``$2pack ..``) and masks (``$3pack ..``).
+    """PTX for ``_receive``'s per-thread wait over ``pack`` (``SPIN_PACK``) 16-bit elements. Operands:
+    ``$0 ..`` the values (zero-extended to 32 bits), then the first poll's values (``$pack ..``,
+    zero-extended, masked lanes 0), their addresses (``$2pack ..``) and masks (``$3pack ..``).
 
     Where the first poll found an element empty, the thread reads its elements again (volatile)
     until none is, and then empties them itself. Which elements a pack holds depends on the layout
@@ -170,7 +171,6 @@ def spin_receive_ptx(sleep_ns: int = 0) -> str:
     pack = SPIN_PACK
     regs = range(pack)
     first, addr, mask = (lambda i: f"${pack + i}"), (lambda i: f"${2 * pack + i}"), (lambda i: f"${3 * pack + i}")
-    halves = ", ".join(f"v{i}" for i in regs)
     words = ", ".join(f"w{i}" for i in range(pack // 2))
     any_empty = ["setp.eq.b16 e, v0, z;"] + [f"setp.eq.or.b16 e, v{i}, z, e;" for i in regs if i]
     lines = ["{", f".reg .pred m<{pack}>, s<{pack}>, e, c, n;", f".reg .b16 v<{pack}>, z;",
