@@ -157,7 +157,7 @@ def _push(vals, offs, mask, epoch, buffer_ptrs, capacity, RANK: tl.constexpr, WO
 SPIN_PACK = 8
 
 
-def spin_receive_ptx(sleep_ns: int = 0) -> str:
+def spin_receive_ptx(sleep_ns: int) -> str:
     """PTX for ``_receive``'s per-thread wait over ``pack`` (``SPIN_PACK``) 16-bit elements. Operands:
     ``$0 ..`` the values (zero-extended to 32 bits), then the first poll's values (``$pack ..``,
     zero-extended, masked lanes 0), their addresses (``$2pack ..``) and masks (``$3pack ..``).
@@ -166,8 +166,8 @@ def spin_receive_ptx(sleep_ns: int = 0) -> str:
     until none is, and then empties them itself. Which elements a pack holds depends on the layout
     the compiler picks, so the PTX checks: where they are the 16 aligned bytes after the first
     address, in order and all unmasked (the layout of the 16-byte loads around it), it re-reads and
-    empties them with one 16-byte access; otherwise element by element. With ``sleep_ns`` a thread
-    still waiting sleeps that long between its reads."""
+    empties them with one 16-byte access; otherwise element by element. A thread still
+    waiting sleeps ``sleep_ns`` between its reads (0: not at all)."""
     pack = SPIN_PACK
     regs = range(pack)
     first, addr, mask = (lambda i: f"${pack + i}"), (lambda i: f"${2 * pack + i}"), (lambda i: f"${3 * pack + i}")
