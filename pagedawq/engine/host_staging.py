@@ -88,7 +88,6 @@ class HostStaging:
 # 16-byte divisibility, so every view starts where a separately allocated tensor would.
 FIELD_ALIGN = 128
 _NUMPY_DTYPES = {torch.int64: np.int64, torch.int32: np.int32}
-_TORCH_DTYPES = {np.int64: torch.int64, np.int32: torch.int32}
 
 
 def _nbytes(shape: Sequence[int], dtype: np.dtype) -> int:
@@ -133,8 +132,8 @@ class InputArena:
             offset += -(-_nbytes(shape, np_dtype) // FIELD_ALIGN) * FIELD_ALIGN
         self.buffer = torch.zeros(offset, dtype=torch.uint8, device=device)
         self.views: dict[str, torch.Tensor] = {
-            name: self.buffer[start:start + _nbytes(shape, np_dtype)].view(_TORCH_DTYPES[np_dtype.type]).view(shape)
-            for name, np_dtype, shape, start in self._layout}
+            name: self.buffer[start:start + _nbytes(shape, np_dtype)].view(dtype).view(shape)
+            for (_, dtype, _), (name, np_dtype, shape, start) in zip(fields, self._layout)}
 
     def pack(self, last_rows: int | None = None) -> ArenaPack:
         """Zeroed host arrays in this layout; the last field holds only its first ``last_rows`` rows
