@@ -395,6 +395,28 @@ def test_small_m_config_choice():
         assert ws_smem_bytes(c, k_tiles_per_step(k, 64, c), 64) <= SMEM_BYTES
 
 
+def test_fast_memory_decode_tiles():
+    """On a GPU whose memory is faster than the H100's (by name: the H200), the 8-token tile wants
+    three one-warpgroup programs an SM and no K-phase gate/up: the two changes timed on 2 x H200
+    (13B/TP=2 qkv from 2 to 4 K slices, gate_up back to one warpgroup, split 2). Other tiles, and
+    every tile on other GPUs, keep the H100 rule."""
+    from pagedawq.kernels.awq_configs import has_fast_memory, wgmma_t_config
+    assert has_fast_memory("NVIDIA H200") and has_fast_memory("NVIDIA H200 NVL")
+    assert not has_fast_memory("NVIDIA H100 80GB HBM3") and not has_fast_memory("NVIDIA A100-SXM4-80GB")
+    sms = 132
+
+    def shape(c):
+        return c.block_t, c.consumers, c.split_k
+
+    assert shape(wgmma_t_config(1, 7680, 5120, sms, fast_memory=True)) == (8, 1, 4)          # 13B/TP2 qkv
+    assert shape(wgmma_t_config(1, 7680, 5120, sms)) == (8, 1, 2)
+    assert shape(wgmma_t_config(8, 13824, 5120, sms, True, fast_memory=True)) == (8, 1, 2)    # gate_up
+    assert shape(wgmma_t_config(8, 13824, 5120, sms, True)) == (8, 4, 1)
+    for m, n, k, silu in ((1, 5120, 2560, False), (1, 5120, 6912, False), (1, 15360, 5120, False),   # o, down, TP=1
+                          (16, 7680, 5120, False), (16, 13824, 5120, True), (64, 4096, 11008, False)):
+        assert wgmma_t_config(m, n, k, sms, silu, fast_memory=True) == wgmma_t_config(m, n, k, sms, silu)
+
+
 def test_forced_path_without_repacked_weights_is_a_clear_error():
     from pagedawq.kernels.awq_gemm import awq_gemm
     layer = _layer(128, 128, 64, seed=3)

@@ -26,8 +26,8 @@ from pagedawq.kernels.awq_configs import wgmma_t_config  # noqa: E402
 def main() -> None:
     print(e2e_suite.device_name(), flush=True)
     for stages in (2, 4, 6, 2):
-        awq_gemm_mod.wgmma_t_config = lambda m, n, k, sms, s=stages: (
-            replace(wgmma_t_config(m, n, k, sms), stages=s) if m <= 16 else wgmma_t_config(m, n, k, sms))
+        awq_gemm_mod.wgmma_t_config = lambda m, *rest, s=stages: (
+            replace(wgmma_t_config(m, *rest), stages=s) if m <= 16 else wgmma_t_config(m, *rest))
         llm = engine("llama-2-7b", dtype="float16", quantization="awq", max_num_seqs=64)
         for batch in (1, 16):
             print(f"stages {stages} batch {batch}: {decode_tok_s(llm, batch, 32, 128):.1f} tok/s", flush=True)

@@ -47,6 +47,10 @@ WS_SMALL_M_MAX = 128  # up to here: the warp-specialised kernel with K phases wh
 WS_SMALL_BLOCK_TS = (64, 128)   # ... at these token tiles, ...
 WS_DECODE_BLOCK_TS = (8, 16)     # ... and at these for a gate/up pair with the SiLU epilogue, unsplit,
 WS_DECODE_MIN_FILL = 0.8         # where its CTAs fill this share of the SMs
+# GPUs whose memory streams faster than the H100's 3.35 TB/s (by device name): at the 8-token tile
+# they want more one-warpgroup programs an SM in flight, and no K-phase gate/up (``has_fast_memory``)
+FAST_MEMORY_GPUS = ("H200",)
+FAST_MEMORY_PROGRAMS_PER_SM = 3
 WS_SMALL_CLUSTER_SIZES = (2, 4, 8)   # the cluster sizes the kernels launch (clusters.CLUSTER_SIZES)
 # Token tiles up to which the one-warpgroup kernel's split-K slices sum as a cluster
 # (``awq_wgmma_t.cluster_reduces``). H100, 2026-11-26 (benchmarks/notes/awq_gemm.md, session 12): at
@@ -464,18 +468,27 @@ def get_config(path: str, m: int, n: int, k: int, group: int, sms: int) -> GemmC
     return heuristic_config(path, m_bucket(m), n, k, group, sms)
 
 
+def has_fast_memory(device_name: str) -> bool:
+    """Whether a GPU of this name takes the decode tiles measured on memory faster than the H100's
+    (``FAST_MEMORY_GPUS``; see ``one_warpgroup_config``)."""
+    return any(gpu in device_name for gpu in FAST_MEMORY_GPUS)
+
+
 @lru_cache(maxsize=4096)
-def wgmma_t_config(m: int, n: int, k: int, sms: int, silu_and_mul: bool = False) -> WgmmaTConfig:
+def wgmma_t_config(m: int, n: int, k: int, sms: int, silu_and_mul: bool = False,
+                   fast_memory: bool = False) -> WgmmaTConfig:
     """Tiles of the "wgmma_t" path: above 256 tokens, where N % 128 == 0, the warp-specialised
     kernel's large tiles (``ws_config``); up to 64 tokens, where the layer has too few 64-channel
     tiles to give each SM two one-warpgroup programs, the warp-specialised kernel with split-K inside
-    the CTA (``ws_small_config``); else one warpgroup a program (``one_warpgroup_config``)."""
+    the CTA (``ws_small_config``); else one warpgroup a program (``one_warpgroup_config``).
+    ``fast_memory``: the GPU's memory is faster than the H100's (``has_fast_memory``)."""
     if m >= WS_M_MIN and n % 128 == 0:
         return ws_config(m, n, k, sms)
-    return ws_small_config(m, n, k, sms, silu_and_mul) or one_warpgroup_config(m, n, k, sms)
+    return (ws_small_config(m, n, k, sms, silu_and_mul, fast_memory)
+            or one_warpgroup_config(m, n, k, sms, fast_memory))
 
 
-def one_warpgroup_config(m: int, n: int, k: int, sms: int) -> WgmmaTConfig:
+def one_warpgroup_config(m: int, n: int, k: int, sms: int, fast_memory: bool = False) -> WgmmaTConfig:
     """Tiles of the "wgmma_t" path, fitted to the H100 sweeps of 2026-11-26 (``kernels.py --wgmma-t``:
     the Llama-2-7B, 13B/TP=2 and 70B/TP=8 layers at M = 1-2048; within 2.4% of each cell's best
     measured config on geometric mean, 24% at worst):
@@ -493,12 +506,17 @@ def one_warpgroup_config(m: int, n: int, k: int, sms: int) -> WgmmaTConfig:
       5-7 slices rounded down to 2 or 4, which sum as a cluster (13B/TP=2 qkv, 120 tiles, at M = 1 /
       16: 3 slices 12.5 / 13.3 us, 2 slices 11.3 / 11.6; H100, session 14);
     * pipeline steps of 4 K tiles for the memory-bound small tiles, 2 at 64-128 tokens, 1 at 256
-      (each step waits for its wgmmas, so a longer step spreads that latency), 2-3 steps deep.
+      (each step waits for its wgmmas, so a longer step spreads that latency), 2-3 steps deep;
+    * with ``fast_memory``, at the 8-token tile, split-K until there are three programs per SM
+      (``FAST_MEMORY_PROGRAMS_PER_SM``): more bytes in flight for memory 1.43x faster. On 2 x H200
+      (session 28, benchmarks/RESULTS.md) that took the 13B/TP=2 qkv from 2 to 4 slices (a cluster)
+      and the TP=2 batch-1 step from 1.906-1.910 to 1.836-1.843 ms (graph 1.865-1.872 -> 1.784-1.790);
+      on the H100 four slices lost there in session 15, before clusters were placed by load balancing.
     """
     block_n = 128 if m > 256 and n % 128 == 0 else 64
     block_t = 128 if block_n == 128 else 256 if m > 256 else next((t for t in WGMMA_T_BLOCK_TS if m <= t <= 128), 128)
     tiles = (n // block_n) * -(-m // block_t)
-    want = 2 * sms if m <= 128 else sms
+    want = (FAST_MEMORY_PROGRAMS_PER_SM if fast_memory and block_t == 8 else 2 if m <= 128 else 1) * sms
     cap = 16 if m <= 16 and 4 * tiles < sms else WGMMA_MAX_SPLIT
     split = min(cap, -(-want // tiles), max(1, k // 64 // 10))
     if block_t == 128 and block_n == 64 and (tiles * (split // 2) >= sms or k // 64 < 32 * split):
@@ -586,7 +604,8 @@ def ws_smem_bytes(cfg: WgmmaTConfig, kt: int, group: int) -> int:
     return cfg.stages * slot + handover + scratch + 8 * (2 * cfg.stages + nc) + 1024
 
 
-def ws_small_config(m: int, n: int, k: int, sms: int, silu_and_mul: bool = False) -> WgmmaTConfig | None:
+def ws_small_config(m: int, n: int, k: int, sms: int, silu_and_mul: bool = False,
+                    fast_memory: bool = False) -> WgmmaTConfig | None:
     """The warp-specialised kernel with K phases at 33-128 tokens (``WS_SMALL_BLOCK_TS``) where the
     layer's 64-channel tiles are at most two an SM (``down``, ``o`` and ``qkv``-like layers; None for
     wider ones such as a gate/up pair, where the one-warpgroup programs, two an SM, fill the GPU):
@@ -619,6 +638,8 @@ def ws_small_config(m: int, n: int, k: int, sms: int, silu_and_mul: bool = False
     +0.02 ms by machine; on the 13B qkv at TP=1 (the same kind of grid without the epilogue) it
     added 0.10 ms; the 70B at TP=4 (o, gate_up, down) was unchanged. This rule (gate_up only),
     measured in session 21 (2 x H100): 13B TP=2 graph 2.14-2.15 -> 2.12 ms, TP=1 unchanged (3.15).
+    Not at the 8-token tile with ``fast_memory``: on 2 x H200 (session 28) the one-warpgroup
+    programs, twice as many, took the 13B TP=2 batch-1 step from 1.952-1.954 to 1.911-1.912 ms.
 
     At 65-128 tokens only with one channel group and a split whose slices sum as a cluster
     (``WS_SMALL_CLUSTER_SIZES``, ``awq_wgmma_t_ws.WS_CLUSTER_MAX_T``; session 13, H100): 7B down at 128
@@ -632,7 +653,7 @@ def ws_small_config(m: int, n: int, k: int, sms: int, silu_and_mul: bool = False
     block_t = next(t for t in WGMMA_T_BLOCK_TS if m <= t)
     tiles = n // 64
     nc = next((c for c in (1, 2) if n % (64 * c) == 0 and tiles // c <= sms), None)
-    decode = silu_and_mul and block_t in WS_DECODE_BLOCK_TS
+    decode = silu_and_mul and block_t in WS_DECODE_BLOCK_TS and not (fast_memory and block_t == 8)
     if nc is None or not (decode or block_t in WS_SMALL_BLOCK_TS):
         return None
     cfg = k_phase_config(block_t, n, k, sms, nc, 2, 4 if block_t <= 16 else 2)

@@ -21,7 +21,7 @@ import triton
 
 from pagedawq.kernels.awq_configs import (DEFAULT_SMS, WGMMA_T_M_MIN, GemmConfig, GemvConfig,
                                           WgmmaTConfig, choose, fit_block_k, get_config, gemv_block_m, gemv_config,
-                                          gemv_params, nonempty_split, reduction_chunk, wgmma_t_config,
+                                          gemv_params, has_fast_memory, nonempty_split, reduction_chunk, wgmma_t_config,
                                           ws_wave_tail)
 from pagedawq.kernels import ops
 from pagedawq.kernels.awq_kernels import awq_dequant_kernel, awq_gemm_kernel, awq_gemv_kernel
@@ -49,6 +49,11 @@ def _sm_count(device: torch.device) -> int:
     if device.type != "cuda":
         return DEFAULT_SMS
     return torch.cuda.get_device_properties(device).multi_processor_count
+
+
+@lru_cache(maxsize=None)
+def _fast_memory(device: torch.device) -> bool:
+    return device.type == "cuda" and has_fast_memory(torch.cuda.get_device_name(device))
 
 
 def _counters(device: torch.device, n: int) -> torch.Tensor:
@@ -185,7 +190,7 @@ def _push_wgmma_t(module, x: torch.Tensor, n: int, group: int, repacked: tuple[t
     """The pushing launch with the shape's default config, where that is one launch that can push."""
     m, k = x.shape
     sms = _sm_count(x.device)
-    config = wgmma_t_config(m, n, k, sms, False)
+    config = wgmma_t_config(m, n, k, sms, False, _fast_memory(x.device))
     if ws_wave_tail(m, n, k, sms, config) is not None or not module.can_push(m, k, group, config):
         return None
     return module.wgmma_t_gemm_pushed(x, *repacked, config, push)
@@ -365,7 +370,7 @@ def _launch_wgmma_t(module, x: torch.Tensor, n: int, repacked: tuple[torch.Tenso
     m, k = x.shape
     if not isinstance(config, WgmmaTConfig):
         sms = _sm_count(x.device)
-        config = wgmma_t_config(m, n, k, sms, silu_and_mul)
+        config = wgmma_t_config(m, n, k, sms, silu_and_mul, _fast_memory(x.device))
         tail = ws_wave_tail(m, n, k, sms, config)
         if tail is not None:
             return _launch_with_tail(module, x, repacked, out, config, *tail, silu_and_mul)
