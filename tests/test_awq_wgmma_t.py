@@ -402,6 +402,7 @@ def test_fast_memory_decode_tiles():
     every tile on other GPUs, keep the H100 rule."""
     from pagedawq.kernels.awq_configs import has_fast_memory, wgmma_t_config
     assert has_fast_memory("NVIDIA H200") and has_fast_memory("NVIDIA H200 NVL")
+    assert has_fast_memory("NVIDIA GH200 480GB")   # 4.0-4.9 TB/s: also faster than the H100
     assert not has_fast_memory("NVIDIA H100 80GB HBM3") and not has_fast_memory("NVIDIA A100-SXM4-80GB")
     sms = 132
 

@@ -47,8 +47,9 @@ WS_SMALL_M_MAX = 128  # up to here: the warp-specialised kernel with K phases wh
 WS_SMALL_BLOCK_TS = (64, 128)   # ... at these token tiles, ...
 WS_DECODE_BLOCK_TS = (8, 16)     # ... and at these for a gate/up pair with the SiLU epilogue, unsplit,
 WS_DECODE_MIN_FILL = 0.8         # where its CTAs fill this share of the SMs
-# GPUs whose memory streams faster than the H100's 3.35 TB/s (by device name): at the 8-token tile
-# they want more one-warpgroup programs an SM in flight, and no K-phase gate/up (``has_fast_memory``)
+# GPUs whose memory streams faster than the H100's 3.35 TB/s (a substring of the device name, so
+# GH200 too): at the 8-token tile they want more one-warpgroup programs an SM in flight, and no
+# K-phase gate/up (``has_fast_memory``)
 FAST_MEMORY_GPUS = ("H200",)
 FAST_MEMORY_PROGRAMS_PER_SM = 3
 WS_SMALL_CLUSTER_SIZES = (2, 4, 8)   # the cluster sizes the kernels launch (clusters.CLUSTER_SIZES)
