@@ -25,6 +25,7 @@ from pagedawq.kernels.awq_configs import (DEFAULT_SMS, WGMMA_T_M_MIN, GemmConfig
                                           ws_wave_tail)
 from pagedawq.kernels import ops
 from pagedawq.kernels.awq_kernels import awq_dequant_kernel, awq_gemm_kernel, awq_gemv_kernel
+from pagedawq.kernels.interpreter import interpreting
 from pagedawq.kernels.one_shot_allreduce import PushedOutput, PushTarget
 from pagedawq.kernels.split_k import SplitKPartials
 from pagedawq.quant.pack import PACK_FACTOR, group_size_of
@@ -38,10 +39,6 @@ logger = logging.getLogger(__name__)
 # two streams of one device, and the first (eager) call of a shape allocates them, so warm up
 # before capturing a CUDA graph, as graph capture requires anyway.
 _COUNTERS: dict[torch.device, torch.Tensor] = {}
-
-
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
 @lru_cache(maxsize=None)
@@ -85,7 +82,7 @@ def _check(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scales:
 def _ptx_dequant(t: torch.Tensor) -> bool:
     """Whether the PTX unpack can run for tensors on ``t``'s device (CUDA, compiled, not turned off
     with PAGEDAWQ_AWQ_PLAIN_DEQUANT=1)."""
-    return (t.is_cuda and not _interpreting() and torch.version.hip is None
+    return (t.is_cuda and not interpreting() and torch.version.hip is None
             and os.environ.get("PAGEDAWQ_AWQ_PLAIN_DEQUANT", "0") != "1")
 
 
@@ -111,7 +108,7 @@ def wgmma_t_usable(x: torch.Tensor, n: int, k: int, group: int, scales_dtype: to
     """Whether the "wgmma_t" path may be chosen for this x and an [K, N] layer whose weights were
     repacked for it (``repack_for_wgmma_t``; PAGEDAWQ_DISABLE_WGMMA_T=1 at load time leaves them
     unrepacked, for A/B comparisons)."""
-    if x.shape[0] < WGMMA_T_M_MIN or not x.is_cuda or _interpreting() or _BUILD_ERROR:
+    if x.shape[0] < WGMMA_T_M_MIN or not x.is_cuda or interpreting() or _BUILD_ERROR:
         return False
     module = wgmma_t_module()
     return module is not None and module.supports(x, n, k, group, scales_dtype)
@@ -206,7 +203,7 @@ def default_path(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, g
     if repacked is not None and config is None and wgmma_t_usable(x, n, k, group, scales.dtype):
         return "wgmma_t", None
     # A GemmConfig without a path keeps its fused kernel: the GEMV path is never picked for it.
-    use_gemv = x.is_cuda and not _interpreting() and not isinstance(config, GemmConfig)
+    use_gemv = x.is_cuda and not interpreting() and not isinstance(config, GemmConfig)
     path, auto = choose(m, n, k, group, _sm_count(x.device), use_gemv)
     return path, config or auto
 
@@ -239,7 +236,7 @@ def gemm_fused(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, sca
     group = k // scales.shape[0]
     if k % cfg.block_k or group % cfg.block_k:
         raise ValueError(f"BLOCK_K {cfg.block_k} must divide the group size {group}")
-    interpret = _interpreting()
+    interpret = interpreting()
     if use_asm is None:
         use_asm = _ptx_dequant(x)
     if cfg.scale_w and scales.dtype != x.dtype:

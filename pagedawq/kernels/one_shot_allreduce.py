@@ -52,7 +52,6 @@ zero (``EMPTY``, ``SymmMemAllReduce``). The epochs are ``PROGRAMS`` int32, zeroe
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import torch
@@ -60,6 +59,7 @@ import triton
 import triton.language as tl
 
 from pagedawq.kernels.fused_ops import row_warps
+from pagedawq.kernels.interpreter import interpreting
 from pagedawq.kernels.pdl import pdl_launch, pdl_start, pdl_trigger
 
 # Elements a program moves per iteration; every call runs PROGRAMS programs (the epoch argument
@@ -220,7 +220,7 @@ def can_spin(device: torch.device, dtype: torch.dtype, block: int, num_warps: in
     thread holding whole packs of elements of its own (a replicated element would be emptied by one
     thread under another's wait)."""
     return (device.type == "cuda" and dtype.itemsize == 2 and block % (SPIN_PACK * 32 * num_warps) == 0
-            and os.environ.get("TRITON_INTERPRET", "0") != "1")
+            and not interpreting())
 
 
 @triton.jit

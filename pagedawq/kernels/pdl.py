@@ -39,13 +39,15 @@ import triton
 import triton.language as tl
 from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
+from pagedawq.kernels.interpreter import interpreting
+
 
 @lru_cache(maxsize=None)
 def pdl_enabled(device: torch.device) -> bool:
     """Whether kernels on ``device`` use PDL: a CUDA GPU of compute capability 9 or later, not under
     the Triton interpreter, and not turned off by ``PAGEDAWQ_DISABLE_PDL=1``."""
     return (device.type == "cuda" and torch.version.hip is None
-            and os.environ.get("TRITON_INTERPRET", "0") != "1"
+            and not interpreting()
             and os.environ.get("PAGEDAWQ_DISABLE_PDL", "0") != "1"
             and torch.cuda.get_device_capability(device)[0] >= 9)
 
