@@ -339,6 +339,26 @@ def test_choose_num_kv_splits():
     assert pa.choose_num_kv_splits(4, 1, 0, num_sms=132) == 1
 
 
+def test_decode_graphs_get_short_context_buckets_with_one_key_tile_a_split():
+    """13B at TP=2 (20 heads, no GQA: 32-key tiles), batch 1: the max_model_len graph has 27
+    splits, so any context up to 864 tokens gives each program at most one tile. A graph for
+    contexts up to 128 tokens needs only 4 splits for that, up to 256 8, up to 512 16. Bounds whose
+    count equals the next larger one's get no graph: TP=1 (40 heads) has 14 splits at 4096, which
+    512 tokens fill too; a batch of 8 is at 4 splits already, and so is a short max_model_len
+    (256 tokens: 2); GQA (group 4, 64-key tiles) needs half as many."""
+    t = triton_backend.TritonAttentionBackend(4096)
+    assert t.decode_graph_contexts(1, 20, 20) == (128, 256, 512, 4096)
+    assert [t.graph_kv_splits(1, 20, 20, b) for b in (128, 256, 512, 4096)] == [4, 8, 16, 27]
+    assert t.decode_graph_contexts(1, 40, 40) == (128, 256, 4096)
+    assert [t.graph_kv_splits(1, 40, 40, b) for b in (128, 256, 512)] == [4, 8, 14]
+    assert t.decode_graph_contexts(8, 20, 20) == (4096,)
+    assert t.decode_graph_contexts(64, 32, 32) == (4096,)
+    assert [t.graph_kv_splits(1, 32, 8, b) for b in (128, 256, 512, 4096)] == [2, 4, 8, 32]
+    assert triton_backend.TritonAttentionBackend(256).decode_graph_contexts(1, 20, 20) == (256,)   # 2 splits
+    assert triton_backend.TritonAttentionBackend(100).decode_graph_contexts(1, 20, 20) == (100,)
+    assert get_backend("torch", 4096).decode_graph_contexts(1, 20, 20) == (4096,)
+
+
 # --- GPU, model-sized shapes --------------------------------------------------------------------
 
 @gpu

@@ -35,10 +35,11 @@ class _Replay:
         self.seen.update({name: getattr(g, name).clone() for name in self.whole})
 
 
-def _fake_captures(graphs, per_token: tuple[str, ...], whole: tuple[str, ...]):
-    for t in graphs.sizes:
-        graphs.graphs[t] = (_Replay(graphs, t, per_token, whole),
-                            torch.arange(t * 4, dtype=torch.float32).view(t, 4))
+def _fake_captures(graphs, per_token: tuple[str, ...], whole: tuple[str, ...], keys=None):
+    for key in keys or graphs.sizes:
+        t = key[0] if isinstance(key, tuple) else key
+        graphs.graphs[key] = (_Replay(graphs, t, per_token, whole),
+                              torch.arange(t * 4, dtype=torch.float32).view(t, 4))
     return graphs
 
 
@@ -49,10 +50,11 @@ def _graphs(max_tokens: int = 8192) -> PrefillGraphs:
                           ("query_start_loc", "seq_lens", "block_tables"))
 
 
-def _decode_graphs(max_num_seqs: int = 16) -> DecodeGraphs:
+def _decode_graphs(max_num_seqs: int = 16, graph_contexts=None) -> DecodeGraphs:
     graphs = DecodeGraphs(torch.nn.Identity(), torch.device("cpu"), max_num_seqs=max_num_seqs, max_model_len=256,
-                          block_size=16)
-    return _fake_captures(graphs, ("input_ids", "positions", "slot_mapping", "seq_lens", "block_tables"), ())
+                          block_size=16, graph_contexts=graph_contexts)
+    keys = [(bs, c) for bs, bounds in graphs.contexts.items() for c in bounds]
+    return _fake_captures(graphs, ("input_ids", "positions", "slot_mapping", "seq_lens", "block_tables"), (), keys)
 
 
 def test_one_short_prefill_takes_a_graph_and_nothing_else_does():
@@ -96,13 +98,34 @@ def test_a_decode_replay_sees_the_batch_padded_with_rows_that_do_nothing():
     _ = graphs.replay(graphs.stage(_step([1] * 8, ctx=30, blocks=5)))   # a bigger step before: stale rows
     step = _step([1] * 3, ctx=20, blocks=2)
     out = graphs.replay(graphs.stage(step))
-    seen = graphs.graphs[4][0].seen
+    seen = graphs.graphs[4, 256][0].seen
     assert torch.equal(out, torch.arange(16, dtype=torch.float32).view(4, 4)[:3])
     assert seen["input_ids"][:3].tolist() == [7, 8, 9] and seen["positions"][:3].tolist() == [20] * 3
     assert seen["slot_mapping"].tolist() == [100, 101, 102, -1]   # the padding row writes nothing
     assert seen["seq_lens"].tolist() == [21, 21, 21, 0]           # and attends to nothing
     assert seen["block_tables"][:3, :2].tolist() == [[1, 2], [3, 4], [5, 6]]
     assert seen["block_tables"][:, 2:].eq(0).all() and seen["block_tables"][3].eq(0).all()
+
+
+def test_a_decode_step_replays_the_graph_of_the_smallest_context_bound_that_holds_it():
+    """Batch sizes up to 2 have a graph for contexts up to 64 tokens besides the one for up to
+    max_model_len (256); the longest sequence of a step picks the bucket."""
+    graphs = _decode_graphs(graph_contexts=lambda bs: (64, 256) if bs <= 2 else (256,))
+    assert sorted(graphs.graphs) == [(1, 64), (1, 256), (2, 64), (2, 256), (4, 256), (8, 256), (16, 256)]
+    for lens, key in (([63], (1, 64)), ([63, 10], (2, 64)), ([64, 10], (2, 64)), ([65, 10], (2, 256)), ([3, 30, 5], (4, 256))):
+        step = _step([1] * len(lens), blocks=5)
+        step.seq_lens = lens
+        graphs.replay(graphs.stage(step))
+        assert graphs.graphs[key][0].seen["seq_lens"][:len(lens)].tolist() == lens
+        assert all(g.seen is None for k, (g, _) in graphs.graphs.items() if k != key)
+        for g, _ in graphs.graphs.values():
+            g.seen = None
+
+
+@pytest.mark.parametrize("bounds", [(256, 64), (64,), (64, 64, 256)])
+def test_decode_graph_contexts_must_ascend_to_max_model_len(bounds):
+    with pytest.raises(ValueError, match="must ascend to max_model_len=256"):
+        _decode_graphs(graph_contexts=lambda bs: bounds)
 
 
 def test_the_arena_lays_fields_out_aligned_and_sends_the_last_only_up_to_its_rows():

@@ -94,6 +94,28 @@ def test_prefill_graphs_equal_eager_prefills(models):
     assert toks(generate([ps[3], ps[3]], enable_prefix_caching=True)) == [toks(eager)[3]] * 2
 
 
+def test_decode_graphs_of_every_context_bucket_equal_eager(tmp_path):
+    """Batches of 2 have decode graphs for contexts up to 128 tokens (2 KV splits), 256 (4) and
+    max_model_len = 1024 (8). A 110-token prompt crosses 128 tokens mid-generation and a 240-token
+    one crosses 256, so their batches move from graph to graph: tokens and logprobs as eager steps
+    give."""
+    path = make_tiny_model(tmp_path / "llama", "llama", **SHAPE, max_position_embeddings=1024)
+    batches = [prompts(seed=5, lengths=(3, 110)), prompts(seed=6, lengths=(5, 240))]
+
+    def generate(**kw) -> list:
+        with LLM(str(path), device="cuda", dtype="float32", skip_tokenizer_init=True, max_model_len=1024,
+                 gpu_memory_utilization=0.3, **kw) as llm:
+            graphs = llm.llm_engine.executor.worker.runner.graphs
+            assert graphs is None or graphs.contexts[2] == (128, 256, 1024)
+            return [out for batch in batches for out in llm.generate(batch, GREEDY, use_tqdm=False)]
+
+    eager, graphed = generate(enforce_eager=True), generate()
+    assert toks(graphed) == toks(eager)
+    for g, e in zip(graphed, eager):
+        for lg, le in zip(g.outputs[0].logprobs, e.outputs[0].logprobs):
+            assert all(abs(lg[t].logprob - le[t].logprob) < 1e-4 for t in le)
+
+
 def test_decode_graph_timing_replays_the_captured_graph(models):
     with LLM(str(models["llama"]), device="cuda", skip_tokenizer_init=True, gpu_memory_utilization=0.3,
              dtype="float32", max_num_seqs=4) as llm:

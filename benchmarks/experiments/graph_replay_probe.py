@@ -38,7 +38,7 @@ def probe(name, fn, n):
 llm = LLM(shape_dir("llama-2-7b"), load_format="dummy", skip_tokenizer_init=True, dtype="float16", quantization="awq",
           max_model_len=1024, max_num_seqs=1)
 runner = llm.llm_engine.executor.worker.runner
-graph, _ = runner.graphs.graphs[1]
+graph, _ = runner.graphs.graph_for(1, 1024)
 hs = []
 for _ in range(10):
     torch.cuda.synchronize(); t = time.perf_counter(); graph.replay(); hs.append(1e6 * (time.perf_counter() - t))
@@ -47,7 +47,7 @@ model = runner.model
 layer = model.model.layers[0]
 attn, mlp = layer.self_attn, layer.mlp
 g = runner.graphs
-meta = g._metadata(1)
+meta = g._metadata(1, 1024)
 x = torch.randn(1, 4096, device="cuda", dtype=torch.float16)
 h = torch.randn(1, 11008, device="cuda", dtype=torch.float16)
 pos = g.positions[:1]

@@ -40,6 +40,13 @@ class AttentionBackend(ABC):
         ``metadata.slot_mapping``, then return causal attention of ``q [T, Hq, D]`` over each
         sequence's cached context, ``[T, Hq, D]``."""
 
+    def decode_graph_contexts(self, num_seqs: int, num_q_heads: int, num_kv_heads: int) -> tuple[int, ...]:
+        """Context-length bounds, ascending and ending at ``max_model_len``, at which a decode graph
+        of ``num_seqs`` sequences gets a capture of its own: a step replays the graph of the
+        smallest bound that holds its longest sequence. One bound (one graph a batch size) unless a
+        backend sizes its kernels by the context (the Triton one)."""
+        return (self.max_model_len,)
+
 
 _BACKENDS: dict[str, Callable[[int], AttentionBackend]] = {}
 

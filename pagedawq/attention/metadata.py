@@ -32,7 +32,8 @@ class AttentionMetadata:
     query_lens_cpu: list[int]
     seq_lens_cpu: list[int]
     # Set while capturing a CUDA graph: kernels must then size their grids from static bounds
-    # (batch size, max_model_len), never from this batch's lengths.
+    # (batch size, and max_seq_len: the bound of the graph's context bucket), never from the lengths
+    # of the batch (seq_lens_cpu holds the bound too).
     graph_capture: bool = False
     # What a backend derives from this batch once and reuses in every layer (the torch backend's
     # gather indices and masks): one forward, one batch, so no invalidation is needed.

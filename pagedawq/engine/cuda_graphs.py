@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -61,25 +62,29 @@ def _pack_tokens(pack: ArenaPack, step: StepArrays) -> None:
     pack["slot_mapping"][n:] = -1
 
 
-def _replay(graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor]], staged: DeviceStep) -> torch.Tensor:
-    """Replay the graph of the smallest captured size that holds the staged step; its rows."""
-    n = staged.input_ids.shape[0]
-    graph, out = graphs[min(size for size in graphs if size >= n)]
-    graph.replay()
-    return out[:n]
-
-
 class DecodeGraphs:
-    """Decode graphs, one per padded batch size (``capture_sizes``). Their input buffers are views
-    of one ``InputArena``: ``stage`` packs a step there in one copy, ``replay`` runs its graph."""
+    """Decode graphs, one per padded batch size (``capture_sizes``) and context bucket. Their input
+    buffers are views of one ``InputArena``: ``stage`` packs a step there in one copy, ``replay``
+    runs its graph.
+
+    ``graph_contexts(batch size)`` gives the context-length bounds at which that batch size is
+    captured (``AttentionBackend.decode_graph_contexts``; by default ``max_model_len`` alone): a
+    step replays the graph of the smallest bound that holds its longest sequence, so a kernel whose
+    grid follows the context (split-KV attention) is sized for the bucket, not for the longest
+    context the engine allows."""
 
     def __init__(self, model: nn.Module, device: torch.device, max_num_seqs: int, max_model_len: int,
-                 block_size: int) -> None:
+                 block_size: int, graph_contexts: Callable[[int], Sequence[int]] | None = None) -> None:
         self.model = model
         self.sizes = capture_sizes(max_num_seqs)
         max_bs = self.sizes[-1]
         self.max_blocks = -(-max_model_len // block_size)
         self.max_model_len = max_model_len
+        self.contexts = {bs: tuple(graph_contexts(bs)) if graph_contexts else (max_model_len,) for bs in self.sizes}
+        for bs, bounds in self.contexts.items():
+            if list(bounds) != sorted(set(bounds)) or bounds[-1] != max_model_len:
+                raise ValueError(f"decode graph contexts of batch {bs} must ascend to max_model_len="
+                                 f"{max_model_len}, got {bounds}")
         self.inputs = InputArena([*_token_fields(max_bs), ("seq_lens", torch.int32, (max_bs,)),
                                   ("block_tables", torch.int32, (max_bs, self.max_blocks))], device)
         views = self.inputs.views
@@ -87,30 +92,40 @@ class DecodeGraphs:
         self.slot_mapping, self.seq_lens, self.block_tables = views["slot_mapping"], views["seq_lens"], views["block_tables"]
         self.slot_mapping.fill_(-1)   # the captures' warm-up forwards write nothing to the KV cache
         self.query_start_loc = torch.arange(max_bs + 1, dtype=torch.int32, device=device)
-        self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
+        # (padded batch size, context bound) -> (graph, its output)
+        self.graphs: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
         self.pool = None   # the captured graphs' memory pool (the prefill graphs share it)
 
-    def _metadata(self, bs: int) -> AttentionMetadata:
+    def _metadata(self, bs: int, context: int) -> AttentionMetadata:
         return AttentionMetadata(slot_mapping=self.slot_mapping[:bs], query_start_loc=self.query_start_loc[:bs + 1],
                                  seq_lens=self.seq_lens[:bs], block_tables=self.block_tables[:bs], max_query_len=1,
-                                 max_seq_len=self.max_model_len, query_lens_cpu=[1] * bs,
-                                 seq_lens_cpu=[self.max_model_len] * bs, graph_capture=True)
+                                 max_seq_len=context, query_lens_cpu=[1] * bs,
+                                 seq_lens_cpu=[context] * bs, graph_capture=True)
 
     @torch.inference_mode()
     def capture(self) -> None:
         start = time.perf_counter()
         pool = None
         for bs in reversed(self.sizes):   # largest first, so smaller graphs reuse its memory pool
-            graph, out = capture_forward(self.model, self.input_ids[:bs], self.positions[:bs], self._metadata(bs), pool)
-            pool = graph.pool()
-            self.graphs[bs] = (graph, out)
+            for context in reversed(self.contexts[bs]):
+                graph, out = capture_forward(self.model, self.input_ids[:bs], self.positions[:bs],
+                                             self._metadata(bs, context), pool)
+                pool = graph.pool()
+                self.graphs[bs, context] = (graph, out)
         self.pool = pool
         torch.cuda.synchronize()
-        logger.info("captured %d decode CUDA graphs (batch sizes %s) in %.1f s", len(self.sizes), self.sizes,
-                    time.perf_counter() - start)
+        short = {bs: bounds[:-1] for bs, bounds in self.contexts.items() if len(bounds) > 1}
+        logger.info("captured %d decode CUDA graphs (batch sizes %s; shorter context bounds %s) in %.1f s",
+                    len(self.graphs), self.sizes, short or "none", time.perf_counter() - start)
 
     def can_run(self, step: StepArrays) -> bool:
         return max(step.query_lens) == 1 and len(step.query_lens) <= self.sizes[-1]
+
+    def graph_for(self, num_seqs: int, max_seq_len: int) -> tuple[torch.cuda.CUDAGraph, torch.Tensor]:
+        """The graph (and its output) that a decode step of ``num_seqs`` sequences, the longest
+        ``max_seq_len`` tokens, replays."""
+        bs = next(s for s in self.sizes if s >= num_seqs)
+        return self.graphs[bs, next(c for c in self.contexts[bs] if c >= max_seq_len)]
 
     def stage(self, step: StepArrays) -> DeviceStep:
         """Send a decode step's inputs into the graphs' buffers, padded to the next captured size
@@ -127,8 +142,11 @@ class DecodeGraphs:
                                         self.block_tables[:n]))
 
     def replay(self, staged: DeviceStep) -> torch.Tensor:
-        """Replay the graph of the staged step's padded size; its hidden rows."""
-        return _replay(self.graphs, staged)
+        """Replay the graph of the staged step's padded size and context bucket; its hidden rows."""
+        n = staged.input_ids.shape[0]
+        graph, out = self.graph_for(n, staged.metadata.max_seq_len)
+        graph.replay()
+        return out[:n]
 
 
 # Padded token counts of the single-sequence prefills replayed from graphs.
@@ -203,4 +221,8 @@ class PrefillGraphs:
                           step.metadata(self.slot_mapping[:n], self.query_start_loc, self.seq_lens, self.block_tables))
 
     def replay(self, staged: DeviceStep) -> torch.Tensor:
-        return _replay(self.graphs, staged)
+        """Replay the graph of the smallest captured size that holds the staged prefill; its rows."""
+        n = staged.input_ids.shape[0]
+        graph, out = self.graphs[min(size for size in self.graphs if size >= n)]
+        graph.replay()
+        return out[:n]

@@ -119,8 +119,9 @@ class ModelRunner:
                 logger.warning("CUDA graphs need the triton attention backend; running eagerly")
                 return
             sched = self.config.scheduler
+            heads = self.attn_layers[0].num_heads, self.attn_layers[0].num_kv_heads
             self.graphs = DecodeGraphs(self.model, self.device, sched.max_num_seqs, sched.max_model_len,
-                                       self.block_size)
+                                       self.block_size, lambda bs: backend.decode_graph_contexts(bs, *heads))
             self.graphs.capture()
             if PrefillGraphs.enabled():
                 self.prefill_graphs = PrefillGraphs(self.model, self.device, sched.max_model_len, self.block_size,

@@ -140,14 +140,15 @@ class Worker:
 
     def time_decode_graph(self, batch: int, replays: int = 50) -> dict:
         """GPU time of this rank's captured decode graph of ``batch`` sequences replayed back to back
-        (its static inputs as the last step left them), and the host time of one replay call. Called
+        (its static inputs as the last step left them; of that batch size's context buckets, the
+        graph those inputs' longest context takes), and the host time of one replay call. Called
         on every rank at once (``collective_rpc``), the ranks' graphs meet in their all-reduces as in
         a step, so at TP > 1 this is the step's device time without the host in between."""
         graphs = self.runner.graphs if self.runner is not None else None
-        if graphs is None or batch not in graphs.graphs:
+        if graphs is None or batch not in graphs.sizes:
             raise ValueError(f"no decode graph of batch {batch} on this rank (captured: "
-                             f"{sorted(graphs.graphs) if graphs is not None else 'none'})")
-        graph, _ = graphs.graphs[batch]
+                             f"{graphs.sizes if graphs is not None else 'none'})")
+        graph, _ = graphs.graph_for(batch, int(graphs.seq_lens[:batch].max()))
         torch.cuda.synchronize(self.device)
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
