@@ -10,22 +10,9 @@ import os
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-import torch  # noqa: E402
 from common import decode_timing, shape_dir  # noqa: E402
 
 from pagedawq import LLM  # noqa: E402
-
-
-def replay_us(graph, replays: int = 50) -> float:
-    torch.cuda.synchronize()
-    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    a.record()
-    for _ in range(replays):
-        graph.replay()
-    b.record()
-    b.synchronize()
-    return a.elapsed_time(b) * 1000 / replays
-
 
 llm = LLM(shape_dir("llama-2-13b"), load_format="dummy", skip_tokenizer_init=True, dtype="float16",
           quantization="awq", max_model_len=4096)
@@ -35,6 +22,7 @@ step, fixed = decode_timing(llm, 1, 32, 128)
 print(f"step {1000 * step:.3f} ms, beyond {1000 * fixed:.1f} ms", flush=True)
 for ctx in (100, 159, 240, 400):
     graphs.seq_lens[0] = ctx   # the replays attend over ctx tokens (blocks past the last step's: block 0)
-    times = {b: replay_us(graphs.graphs[1, b][0]) for b in graphs.contexts[1] if b >= ctx}
+    times = {b: llm.llm_engine.time_decode_graph(1, context_len=b)[0]["gpu_us"]
+             for b in graphs.contexts[1] if b >= ctx}
     print(f"context {ctx}: " + ", ".join(f"graph (1, {b}) {t:.1f} us" for b, t in times.items()), flush=True)
 llm.close()

@@ -261,10 +261,11 @@ class LLMEngine:
         ``rank<N>.json`` (Chrome trace)."""
         return self.executor.collective_rpc("stop_profile", (trace_dir,))
 
-    def time_decode_graph(self, batch: int, replays: int = 50) -> list[dict]:
-        """Per rank: the GPU time of the captured decode graph of ``batch`` sequences replayed alone
+    def time_decode_graph(self, batch: int, replays: int = 50, context_len: int | None = None) -> list[dict]:
+        """Per rank: the GPU time of the captured decode graph of ``batch`` sequences (and the context
+        bucket of ``context_len`` tokens, by default the last step's) replayed alone
         (``Worker.time_decode_graph``), to set against the wall time of a step."""
-        return self.executor.collective_rpc("time_decode_graph", (batch, replays))
+        return self.executor.collective_rpc("time_decode_graph", (batch, replays, context_len))
 
     def stats(self) -> dict[str, float]:
         kv = self.scheduler.kv

@@ -138,17 +138,20 @@ class Worker:
                 "kernel_time_us": dict(sorted(kernels.items(), key=lambda kv: -kv[1])),
                 "table": prof.key_averages().table(sort_by=sort_key, row_limit=30)}
 
-    def time_decode_graph(self, batch: int, replays: int = 50) -> dict:
+    def time_decode_graph(self, batch: int, replays: int = 50, context_len: int | None = None) -> dict:
         """GPU time of this rank's captured decode graph of ``batch`` sequences replayed back to back
-        (its static inputs as the last step left them; of that batch size's context buckets, the
-        graph those inputs' longest context takes), and the host time of one replay call. Called
-        on every rank at once (``collective_rpc``), the ranks' graphs meet in their all-reduces as in
-        a step, so at TP > 1 this is the step's device time without the host in between."""
+        (its static inputs as the last step left them), and the host time of one replay call. Of
+        that batch size's context buckets, the graph for contexts of ``context_len`` tokens, by
+        default the one the inputs' longest context takes. Called on every rank at once
+        (``collective_rpc``), the ranks' graphs meet in their all-reduces as in a step, so at TP > 1
+        this is the step's device time without the host in between."""
         graphs = self.runner.graphs if self.runner is not None else None
         if graphs is None or batch not in graphs.sizes:
             raise ValueError(f"no decode graph of batch {batch} on this rank (captured: "
                              f"{graphs.sizes if graphs is not None else 'none'})")
-        graph, _ = graphs.graph_for(batch, int(graphs.seq_lens[:batch].max()))
+        if context_len is None:
+            context_len = int(graphs.seq_lens[:batch].max())
+        graph, _ = graphs.graph_for(batch, context_len)
         torch.cuda.synchronize(self.device)
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
