@@ -15,6 +15,12 @@ exposed 1459 us of 2505, the fused all-reduce + norm 502.)
 
     python benchmarks/trace_steps.py out/tp1/rank0.json out/tp2/rank0.json
     python benchmarks/trace_steps.py out/tp2/rank0.json --sequence 40   # one step, kernel by kernel
+    python benchmarks/trace_steps.py out/tp2/rank0.json --segments _one_shot   # a layer's kernels, by place
+
+``--segments PREFIX`` cuts every step of the window at each launch of a kernel named ``PREFIX...``
+(a transformer block's norms) and prints, for each kind of segment (the same kernels in the same
+order), the median exposed time of the kernel at each place: which of a layer's kernels grows
+between two runs, over all layers of all steps rather than one step's first few.
 """
 from __future__ import annotations
 
@@ -22,6 +28,7 @@ import argparse
 import collections
 import gzip
 import json
+import statistics
 
 
 def kernels(path: str) -> list[dict]:
@@ -78,6 +85,30 @@ def step_sequence(ks: list[dict], step_kernel: str, count: int) -> list[tuple[st
     return rows
 
 
+def segment_medians(ks: list[dict], step_kernel: str, segment_kernel: str, skip: int
+                    ) -> list[tuple[tuple[str, ...], int, list[float]]]:
+    """(kernel names, occurrences, median exposed us at each place) of each kind of segment, most
+    frequent first: the steps between the ``skip``-th mark and the ``skip``-th from the end, each cut
+    before every launch whose name starts with ``segment_kernel``; exposed as in ``step_sequence``."""
+    marks = [i for i, e in enumerate(ks) if e["name"].startswith(step_kernel)]
+    if len(marks) < 2 * skip + 2:
+        raise SystemExit(f"only {len(marks)} '{step_kernel}' launches: too few steps to skip {skip} at each end")
+    groups: dict[tuple[str, ...], list[list[float]]] = collections.defaultdict(list)
+    for a, b in zip(marks[skip:-skip - 1], marks[skip + 1:-skip]):
+        end, names, exposed = ks[a]["ts"], [], []
+        for e in ks[a:b]:
+            if e["name"].startswith(segment_kernel) and names:
+                groups[tuple(names)].append(exposed)
+                names, exposed = [], []
+            stop = e["ts"] + e["dur"]
+            names.append(e["name"])
+            exposed.append(max(0.0, stop - max(end, e["ts"])))
+            end = max(end, stop)
+        groups[tuple(names)].append(exposed)
+    return sorted(((names, len(rows), [statistics.median(col) for col in zip(*rows)])
+                   for names, rows in groups.items()), key=lambda g: -g[1])
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("traces", nargs="+", help="rank traces (.json or .json.gz), one column each")
@@ -86,7 +117,15 @@ def main() -> None:
     p.add_argument("--top", type=int, default=20)
     p.add_argument("--sequence", type=int, default=0, metavar="N",
                    help="instead: the first N kernels of the middle step, one a line (start, end, exposed)")
+    p.add_argument("--segments", metavar="PREFIX",
+                   help="instead: each step cut at the launches of PREFIX..., median exposed us by place")
     args = p.parse_args()
+    if args.segments:
+        for t in args.traces:
+            print(f"{t}: median exposed us by place, steps cut at each '{args.segments}' launch")
+            for names, count, medians in segment_medians(kernels(t), args.step_kernel, args.segments, args.skip):
+                print(f"  {count:>5} x " + " | ".join(f"{n[:32]} {m:.2f}" for n, m in zip(names, medians)))
+        return
     if args.sequence:
         for t in args.traces:
             print(f"{t}: {'kernel':<50}{'start':>9}{'end':>9}{'exposed':>9} (us from the step's mark)")

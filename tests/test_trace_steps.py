@@ -56,6 +56,15 @@ def test_sequence_lists_one_step_in_launch_order():
     assert [r[3] for r in rows] == [10.0, 28.0, 5.0, 45.0]
 
 
+def test_segments_group_the_steps_pieces_by_their_kernels():
+    """Cut before each "gemm" launch, every step is the head alone, then (gemm_a, norm), then gemm_b:
+    three kinds of segment, one of each a step, with the exposed times of the sequence."""
+    ks = [e for e in _steps(12) if e["cat"] == "kernel"]
+    groups = trace_steps.segment_medians(ks, "head", "gemm", skip=2)
+    assert {names: (count, medians) for names, count, medians in groups} == {
+        ("head",): (7, [10.0]), ("gemm_a", "norm"): (7, [28.0, 5.0]), ("gemm_b",): (7, [45.0])}
+
+
 def test_too_few_steps_is_a_clear_error():
     with pytest.raises(SystemExit, match="too few steps"):
         trace_steps.step_summary([e for e in _steps(3) if e["cat"] == "kernel"], "head", skip=5)

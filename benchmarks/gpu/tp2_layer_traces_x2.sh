@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Where a layer's time goes on each rank: Chrome traces of the 13B AWQ batch-1 decode (decode_profile.py,
+# 48 tokens) at TP=2 (both ranks) and TP=1, each summarised by trace_steps.py --segments (median exposed
+# µs of each kernel by its place in a layer, over every layer of the window). A rank whose GEMMs run
+# longer than the other's shows as a shorter all-reduce wait on that rank and a longer one on the other.
+# carry: [".raycarry"]; ~2 minutes.
+source benchmarks/gpu/env.sh
+cd benchmarks
+for tp in ${SIZES:-2 1}; do
+  timeout 110 python decode_profile.py --tp $tp --output-len 48 --trace-dir "$OUT/traces" > "$OUT/profile_tp$tp.log" 2>&1
+  python trace_steps.py "$OUT"/traces/tp$tp/rank*.json --top 8 | tee "$OUT/trace_steps_tp$tp.log" | cut -c1-150
+  for r in "$OUT"/traces/tp$tp/rank*.json; do
+    python trace_steps.py "$r" --segments _ --skip 2 | head -6 | cut -c1-220 | tee -a "$OUT/trace_segments_tp$tp.log"
+    gzip -f "$r"
+  done
+done
