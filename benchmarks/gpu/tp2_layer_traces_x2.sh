@@ -3,7 +3,9 @@
 # 48 tokens) at TP=2 (both ranks) and TP=1, each summarised by trace_steps.py --segments (median exposed
 # µs of each kernel by its place in a layer, over every layer of the window). A rank whose GEMMs run
 # longer than the other's shows as a shorter all-reduce wait on that rank and a longer one on the other.
-# carry: [".raycarry"]; ~2 minutes.
+# Then the TP=1 step and graph on each GPU of the pair alone (CUDA_VISIBLE_DEVICES): a TP=2 step is
+# paced by the slower card, a TP=1 run by the card it gets.
+# carry: [".raycarry"]; ~3 minutes.
 source benchmarks/gpu/env.sh
 cd benchmarks
 for tp in ${SIZES:-2 1}; do
@@ -13,4 +15,9 @@ for tp in ${SIZES:-2 1}; do
     python trace_steps.py "$r" --segments _ --skip 2 | head -6 | cut -c1-220 | tee -a "$OUT/trace_segments_tp$tp.log"
     gzip -f "$r"
   done
+done
+for gpu in 0 1; do
+  CUDA_VISIBLE_DEVICES=$gpu timeout 120 python tp_suite.py --sizes 1 --skip-correctness --num-prompts 0 \
+    > "$OUT/tp1_gpu$gpu.log" 2>&1
+  grep -E "^latency|^graph|failed" "$OUT/tp1_gpu$gpu.log" | sed "s/^/GPU $gpu: /" | cut -c1-130
 done
