@@ -121,18 +121,21 @@ class DecodeGraphs:
     def can_run(self, step: StepArrays) -> bool:
         return max(step.query_lens) == 1 and len(step.query_lens) <= self.sizes[-1]
 
+    def padded_size(self, num_seqs: int) -> int:
+        """The captured batch size a step of ``num_seqs`` sequences is padded to."""
+        return next(s for s in self.sizes if s >= num_seqs)
+
     def graph_for(self, num_seqs: int, max_seq_len: int) -> tuple[torch.cuda.CUDAGraph, torch.Tensor]:
         """The graph (and its output) that a decode step of ``num_seqs`` sequences, the longest
         ``max_seq_len`` tokens, replays."""
-        bs = next(s for s in self.sizes if s >= num_seqs)
+        bs = self.padded_size(num_seqs)
         return self.graphs[bs, next(c for c in self.contexts[bs] if c >= max_seq_len)]
 
     def stage(self, step: StepArrays) -> DeviceStep:
         """Send a decode step's inputs into the graphs' buffers, padded to the next captured size
         (padding rows: slot -1, context 0, so they write nothing and attend to nothing)."""
         n = step.num_tokens
-        bs = next(s for s in self.sizes if s >= n)
-        pack = self.inputs.pack(last_rows=bs)
+        pack = self.inputs.pack(last_rows=self.padded_size(n))
         _pack_tokens(pack, step)
         pack["seq_lens"][:n] = step.seq_lens
         pack["block_tables"][:n, :step.block_table.shape[1]] = step.block_table
