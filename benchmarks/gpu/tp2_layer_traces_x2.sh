@@ -12,9 +12,11 @@ for tp in ${SIZES:-2 1}; do
   timeout 110 python decode_profile.py --tp $tp --output-len 48 --trace-dir "$OUT/traces" > "$OUT/profile_tp$tp.log" 2>&1
   python trace_steps.py "$OUT"/traces/tp$tp/rank*.json --top 8 | tee "$OUT/trace_steps_tp$tp.log" | cut -c1-150
   for r in "$OUT"/traces/tp$tp/rank*.json; do
-    python trace_steps.py "$r" --segments _ --skip 2 | head -6 | cut -c1-220 | tee -a "$OUT/trace_segments_tp$tp.log"
+    python trace_steps.py "$r" --segments _ --skip 2 > "$OUT/segments.tmp"   # (head on a pipe would cut it off)
+    head -6 "$OUT/segments.tmp" | cut -c1-220 | tee -a "$OUT/trace_segments_tp$tp.log"
     gzip -f "$r"
   done
+  rm -f "$OUT/segments.tmp"
 done
 for gpu in 0 1; do
   CUDA_VISIBLE_DEVICES=$gpu timeout 120 python tp_suite.py --sizes 1 --skip-correctness --num-prompts 0 \
