@@ -12,3 +12,9 @@ if os.environ.get("HOST_PROBE_DIR"):
     _sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import host_probe
     host_probe.install()
+# Where each process's tensors live (device_probe.py).
+if os.environ.get("DEVICE_PROBE_DIR"):
+    import sys as _sys
+    _sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import device_probe
+    device_probe.install()
