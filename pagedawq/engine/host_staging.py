@@ -103,11 +103,6 @@ class ArenaPack:
         self.host = host
         self._arrays = arrays
 
-    @property
-    def data(self) -> np.ndarray:
-        """The packed bytes."""
-        return self.host.numpy()
-
     def __getitem__(self, name: str) -> np.ndarray:
         return self._arrays[name]
 
