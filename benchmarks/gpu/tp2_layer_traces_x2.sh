@@ -5,6 +5,7 @@
 # longer than the other's shows as a shorter all-reduce wait on that rank and a longer one on the other.
 # Then the TP=1 step and graph on each GPU of the pair alone (CUDA_VISIBLE_DEVICES): a TP=2 step is
 # paced by the slower card, a TP=1 run by the card it gets.
+# SIZES: the TP sizes traced (default "2 1"); CARDS: the cards timed alone (default "0 1"; empty: none).
 # carry: [".raycarry"]; ~3 minutes.
 source benchmarks/gpu/env.sh
 cd benchmarks
@@ -18,7 +19,7 @@ for tp in ${SIZES:-2 1}; do
   done
   rm -f "$OUT/segments.tmp"
 done
-for gpu in 0 1; do
+for gpu in ${CARDS-0 1}; do
   CUDA_VISIBLE_DEVICES=$gpu timeout 120 python tp_suite.py --sizes 1 --skip-correctness --num-prompts 0 \
     > "$OUT/tp1_gpu$gpu.log" 2>&1
   grep -E "^latency|^graph|failed" "$OUT/tp1_gpu$gpu.log" | sed "s/^/GPU $gpu: /" | cut -c1-130
