@@ -29,6 +29,7 @@ import collections
 import gzip
 import json
 import statistics
+from collections.abc import Iterator
 
 
 def kernels(path: str) -> list[dict]:
@@ -40,14 +41,30 @@ def kernels(path: str) -> list[dict]:
                   key=lambda e: e["ts"])
 
 
+def _step_marks(ks: list[dict], step_kernel: str, skip: int) -> list[int]:
+    """Indices of the launches named ``step_kernel...`` (one a step), with enough of them to leave a
+    step after skipping ``skip`` at each end."""
+    marks = [i for i, e in enumerate(ks) if e["name"].startswith(step_kernel)]
+    if len(marks) < 2 * skip + 2:
+        raise SystemExit(f"only {len(marks)} '{step_kernel}' launches: too few steps to skip {skip} at each end")
+    return marks
+
+
+def _exposed(events: list[dict], end: float) -> Iterator[tuple[dict, float]]:
+    """Each of ``events`` (in launch order) with its exposed us: how far it ends past the latest
+    end before it (``end`` at first), none if it ended within an earlier kernel."""
+    for e in events:
+        stop = e["ts"] + e["dur"]
+        yield e, max(0.0, stop - max(end, e["ts"]))
+        end = max(end, stop)
+
+
 def step_summary(ks: list[dict], step_kernel: str, skip: int
                  ) -> tuple[float, float, float, dict[str, tuple[float, float, float]]]:
     """(median step period us, busy us a step, idle us a step, {kernel: (us a step, launches a
     step, exposed us a step)}) over the steps between the ``skip``-th mark and the ``skip``-th
     from the end."""
-    marks = [e["ts"] for e in ks if e["name"].startswith(step_kernel)]
-    if len(marks) < 2 * skip + 2:
-        raise SystemExit(f"only {len(marks)} '{step_kernel}' launches: too few steps to skip {skip} at each end")
+    marks = [ks[i]["ts"] for i in _step_marks(ks, step_kernel, skip)]
     lo, hi = marks[skip], marks[-skip - 1]
     steps = len(marks) - 2 * skip - 1
     periods = sorted(b - a for a, b in zip(marks[skip:-skip - 1], marks[skip + 1:-skip]))
@@ -77,12 +94,9 @@ def step_sequence(ks: list[dict], step_kernel: str, count: int) -> list[tuple[st
     if not marks:
         raise SystemExit(f"no '{step_kernel}' launch in the trace")
     first = marks[len(marks) // 2]
-    t0, end, rows = ks[first]["ts"], ks[first]["ts"], []
-    for e in ks[first:first + count]:
-        stop = e["ts"] + e["dur"]
-        rows.append((e["name"], e["ts"] - t0, stop - t0, max(0.0, stop - max(end, e["ts"]))))
-        end = max(end, stop)
-    return rows
+    t0 = ks[first]["ts"]
+    return [(e["name"], e["ts"] - t0, e["ts"] + e["dur"] - t0, exposed)
+            for e, exposed in _exposed(ks[first:first + count], t0)]
 
 
 def segment_medians(ks: list[dict], step_kernel: str, segment_kernel: str, skip: int
@@ -90,21 +104,17 @@ def segment_medians(ks: list[dict], step_kernel: str, segment_kernel: str, skip:
     """(kernel names, occurrences, median exposed us at each place) of each kind of segment, most
     frequent first: the steps between the ``skip``-th mark and the ``skip``-th from the end, each cut
     before every launch whose name starts with ``segment_kernel``; exposed as in ``step_sequence``."""
-    marks = [i for i, e in enumerate(ks) if e["name"].startswith(step_kernel)]
-    if len(marks) < 2 * skip + 2:
-        raise SystemExit(f"only {len(marks)} '{step_kernel}' launches: too few steps to skip {skip} at each end")
+    marks = _step_marks(ks, step_kernel, skip)
     groups: dict[tuple[str, ...], list[list[float]]] = collections.defaultdict(list)
     for a, b in zip(marks[skip:-skip - 1], marks[skip + 1:-skip]):
-        end, names, exposed = ks[a]["ts"], [], []
-        for e in ks[a:b]:
+        names, times = [], []
+        for e, exposed in _exposed(ks[a:b], ks[a]["ts"]):
             if e["name"].startswith(segment_kernel) and names:
-                groups[tuple(names)].append(exposed)
-                names, exposed = [], []
-            stop = e["ts"] + e["dur"]
+                groups[tuple(names)].append(times)
+                names, times = [], []
             names.append(e["name"])
-            exposed.append(max(0.0, stop - max(end, e["ts"])))
-            end = max(end, stop)
-        groups[tuple(names)].append(exposed)
+            times.append(exposed)
+        groups[tuple(names)].append(times)
     return sorted(((names, len(rows), [statistics.median(col) for col in zip(*rows)])
                    for names, rows in groups.items()), key=lambda g: -g[1])
 

@@ -62,6 +62,13 @@ def _pack_tokens(pack: ArenaPack, step: StepArrays) -> None:
     pack["slot_mapping"][n:] = -1
 
 
+def _replay_rows(captured: tuple[torch.cuda.CUDAGraph, torch.Tensor], rows: int) -> torch.Tensor:
+    """Replay a captured (graph, output) pair; the output's first ``rows`` rows (the rest is padding)."""
+    graph, out = captured
+    graph.replay()
+    return out[:rows]
+
+
 class DecodeGraphs:
     """Decode graphs, one per padded batch size (``capture_sizes``) and context bucket. Their input
     buffers are views of one ``InputArena``: ``stage`` packs a step there in one copy, ``replay``
@@ -147,9 +154,7 @@ class DecodeGraphs:
     def replay(self, staged: DeviceStep) -> torch.Tensor:
         """Replay the graph of the staged step's padded size and context bucket; its hidden rows."""
         n = staged.input_ids.shape[0]
-        graph, out = self.graph_for(n, staged.metadata.max_seq_len)
-        graph.replay()
-        return out[:n]
+        return _replay_rows(self.graph_for(n, staged.metadata.max_seq_len), n)
 
 
 # Padded token counts of the single-sequence prefills replayed from graphs.
@@ -226,6 +231,4 @@ class PrefillGraphs:
     def replay(self, staged: DeviceStep) -> torch.Tensor:
         """Replay the graph of the smallest captured size that holds the staged prefill; its rows."""
         n = staged.input_ids.shape[0]
-        graph, out = self.graphs[min(size for size in self.graphs if size >= n)]
-        graph.replay()
-        return out[:n]
+        return _replay_rows(self.graphs[min(size for size in self.graphs if size >= n)], n)
