@@ -28,7 +28,7 @@ import triton
 
 from pagedawq.kernels.awq_configs import GemvConfig, gemv_candidates, gemv_config, register_gemv_configs
 from pagedawq.kernels.awq_gemm import gemv
-from pagedawq.kernels.graph_timing import capture_round_robin
+from pagedawq.kernels.graph_timing import capture_round_robin, replay_times_us
 
 logger = logging.getLogger(__name__)
 
@@ -69,14 +69,7 @@ def graph_time_us(cfg: GemvConfig, fns: list[Callable[[], object]], calls: int =
     """Median microseconds per call of ``fns`` replayed round-robin from one CUDA graph."""
     del cfg  # the same timing for every configuration
     graph = capture_round_robin(fns, calls)
-    times = []
-    for _ in range(replays):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        graph.replay()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) * 1000 / calls)
+    times = replay_times_us(graph, calls, replays)
     del graph
     return statistics.median(times)
 
