@@ -43,9 +43,10 @@ def graph_breakdown(llm: LLM, wall_us: float, batch: int) -> None:
 
 
 def profile(model: str, quant: str | None, dtype: str, tp: int, n_out: int, table: bool, breakdown: bool,
-            batch: int, trace_dir: str | None = None) -> None:
+            batch: int, trace_dir: str | None = None, backend: str | None = None) -> None:
     llm = LLM(shape_dir(model), load_format="dummy", skip_tokenizer_init=True, dtype=dtype, quantization=quant,
-              tensor_parallel_size=tp, max_model_len=2048, max_num_seqs=max(8, batch))
+              tensor_parallel_size=tp, max_model_len=2048, max_num_seqs=max(8, batch),
+              distributed_executor_backend=backend if tp > 1 else None)
     vocab = llm.llm_engine.config.model.vocab_size
     params = SamplingParams(temperature=0, max_tokens=n_out, ignore_eos=True)
     wall_us = 1e6 * decode_timing(llm, batch, 32, n_out)[0]   # a decode step; prefill and the call's ends apart
@@ -88,12 +89,14 @@ def main() -> None:
     p.add_argument("--breakdown", action="store_true", help="time the decode graph by itself too (every rank)")
     p.add_argument("--batch", type=int, default=1, help="sequences decoded together (a captured graph size)")
     p.add_argument("--trace-dir", default=None, help="write each rank's Chrome trace to DIR/tp<N>/rank<R>.json")
+    p.add_argument("--backend", choices=["ray", "mp"], default=None,
+                   help="the tensor-parallel executor (default: the engine's, Ray)")
     args = p.parse_args()
     print(f"device: {device_name()} x{torch.cuda.device_count()}  torch {torch.__version__}", flush=True)
     quant = None if args.quantization in ("none", "") else args.quantization
     for tp in args.tp:
         profile(args.model, quant, args.dtype, tp, args.output_len, not args.no_table, args.breakdown, args.batch,
-                args.trace_dir)
+                args.trace_dir, args.backend)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,12 @@ exposed 1459 us of 2505, the fused all-reduce + norm 502.)
 (a transformer block's norms) and prints, for each kind of segment (the same kernels in the same
 order), the median exposed time of the kernel at each place: which of a layer's kernels grows
 between two runs, over all layers of all steps rather than one step's first few.
+
+``--gaps`` prints the median idle time between each pair of consecutive kernels (the next one's
+start less the latest end before it) over the window. Without PDL a CUDA graph's kernels run back
+to back and that gap is the device's own cost of starting the next kernel. (Session 32: 0.10 us a
+kernel on the 13B TP=2 graph's rank 0 and 0.42 us on rank 1, on every pair; with PDL the same time
+shows inside rank 1's kernels, and rank 0 waits it out in the all-reduce.)
 """
 from __future__ import annotations
 
@@ -119,6 +125,21 @@ def segment_medians(ks: list[dict], step_kernel: str, segment_kernel: str, skip:
                    for names, rows in groups.items()), key=lambda g: -g[1])
 
 
+def launch_gaps(ks: list[dict], step_kernel: str, skip: int) -> list[tuple[str, str, int, float, float]]:
+    """(kernel, next kernel, count, median gap us, mean gap us) for each pair of consecutive launches
+    in the steps between the ``skip``-th mark and the ``skip``-th from the end, most frequent first;
+    a gap is the next launch's start less the latest end before it (negative: they overlapped)."""
+    marks = _step_marks(ks, step_kernel, skip)
+    window = ks[marks[skip]:marks[-skip - 1]]
+    pairs: dict[tuple[str, str], list[float]] = collections.defaultdict(list)
+    end = window[0]["ts"] + window[0]["dur"]
+    for a, b in zip(window, window[1:]):
+        pairs[(a["name"], b["name"])].append(b["ts"] - end)
+        end = max(end, b["ts"] + b["dur"])
+    return sorted(((a, b, len(g), statistics.median(g), statistics.fmean(g)) for (a, b), g in pairs.items()),
+                  key=lambda r: -r[2])
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("traces", nargs="+", help="rank traces (.json or .json.gz), one column each")
@@ -129,7 +150,15 @@ def main() -> None:
                    help="instead: the first N kernels of the middle step, one a line (start, end, exposed)")
     p.add_argument("--segments", metavar="PREFIX",
                    help="instead: each step cut at the launches of PREFIX..., median exposed us by place")
+    p.add_argument("--gaps", action="store_true",
+                   help="instead: the median idle gap between each pair of consecutive kernels")
     args = p.parse_args()
+    if args.gaps:
+        for t in args.traces:
+            print(f"{t}: gaps between consecutive kernels (count, median us, mean us)")
+            for a, b, count, median, mean in launch_gaps(kernels(t), args.step_kernel, args.skip)[:args.top]:
+                print(f"  {count:>6} {median:>7.2f} {mean:>7.2f}  {a[:30]} -> {b[:30]}")
+        return
     if args.segments:
         for t in args.traces:
             print(f"{t}: median exposed us by place, steps cut at each '{args.segments}' launch")

@@ -24,6 +24,13 @@ def test_census_counts_tensors_by_device_and_lists_those_away_from_home():
     assert result["elsewhere"] == [["meta", [2, 5], "torch.int64"]]
 
 
+def test_census_takes_the_device_with_the_most_bytes_for_home():
+    objects = [torch.zeros(3), torch.empty(100, device="meta"), torch.empty(1, device="meta")]
+    result = device_probe.census(objects)
+    assert result["home"] == "meta" and result["elsewhere"] == [["cpu", [3], "torch.float32"]]
+    assert device_probe.census([])["home"] == "cpu"
+
+
 def test_census_lists_at_most_a_few_tensors_away_from_home():
     result = device_probe.census([torch.empty(1, device="meta")] * 50, home="cpu")
     assert result["devices"] == {"meta": [50, 200]} and len(result["elsewhere"]) == device_probe.LISTED
@@ -32,7 +39,8 @@ def test_census_lists_at_most_a_few_tensors_away_from_home():
 def test_a_process_writes_its_census_after_the_delay(tmp_path):
     env = dict(os.environ, DEVICE_PROBE_DIR=str(tmp_path / "probe"), DEVICE_PROBE_DELAY_S="4",
                PYTHONPATH=os.pathsep.join([str(PROBE), str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    script = "import time, torch; kept = torch.empty(7, 3, device='meta'); time.sleep(8)"   # torch imports within the delay
+    script = ("import time, torch; big = torch.zeros(1 << 20); kept = torch.empty(7, 3, device='meta'); "
+              "time.sleep(8)")   # torch imports within the delay; the 4 MiB make the CPU home
     subprocess.run([sys.executable, "-c", script], env=env, check=True, timeout=120)
     (record_file,) = (tmp_path / "probe").iterdir()
     record = json.loads(record_file.read_text())

@@ -65,6 +65,15 @@ def test_segments_group_the_steps_pieces_by_their_kernels():
         ("head",): (7, [10.0]), ("gemm_a", "norm"): (7, [28.0, 5.0]), ("gemm_b",): (7, [45.0])}
 
 
+def test_gaps_pair_each_kernel_with_the_next():
+    """Each step: head 0-10, gemm_a 12-40, norm 35-45 (overlaps gemm_a by 5), gemm_b 44-90 (1 us
+    before norm's end: -1), then the next head 10 us after gemm_b's end."""
+    ks = [e for e in _steps(12) if e["cat"] == "kernel"]
+    rows = {(a, b): (count, median) for a, b, count, median, _ in trace_steps.launch_gaps(ks, "head", skip=2)}
+    assert rows == {("head", "gemm_a"): (7, 2.0), ("gemm_a", "norm"): (7, -5.0), ("norm", "gemm_b"): (7, -1.0),
+                    ("gemm_b", "head"): (6, 10.0)}
+
+
 def test_too_few_steps_is_a_clear_error():
     with pytest.raises(SystemExit, match="too few steps"):
         trace_steps.step_summary([e for e in _steps(3) if e["cat"] == "kernel"], "head", skip=5)

@@ -5,12 +5,13 @@
 # longer than the other's shows as a shorter all-reduce wait on that rank and a longer one on the other.
 # Then the TP=1 step and graph on each GPU of the pair alone (CUDA_VISIBLE_DEVICES): a TP=2 step is
 # paced by the slower card, a TP=1 run by the card it gets.
-# SIZES: the TP sizes traced (default "2 1"); CARDS: the cards timed alone (default "0 1"; empty: none).
+# SIZES: the TP sizes traced (default "2 1"); CARDS: the cards timed alone (default "0 1"; empty: none);
+# PROFILE_ARGS: more decode_profile.py arguments (e.g. "--backend mp").
 # carry: [".raycarry"]; ~3 minutes.
 source benchmarks/gpu/env.sh
 cd benchmarks
 for tp in ${SIZES:-2 1}; do
-  timeout 110 python decode_profile.py --tp $tp --output-len 48 --trace-dir "$OUT/traces" > "$OUT/profile_tp$tp.log" 2>&1
+  timeout 110 python decode_profile.py --tp $tp --output-len 48 --trace-dir "$OUT/traces" ${PROFILE_ARGS:-} > "$OUT/profile_tp$tp.log" 2>&1
   python trace_steps.py "$OUT"/traces/tp$tp/rank*.json --top 8 | tee "$OUT/trace_steps_tp$tp.log" | cut -c1-150
   for r in "$OUT"/traces/tp$tp/rank*.json; do
     python trace_steps.py "$r" --segments _ --skip 2 > "$OUT/segments.tmp"   # (head on a pipe would cut it off)
