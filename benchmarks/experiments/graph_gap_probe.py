@@ -87,6 +87,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--kernels", type=int, default=320)
     p.add_argument("--replays", type=int, default=200)
+    p.add_argument("--cases", type=int, nargs="*", default=None, help="indices into CASES (default: all)")
     p.add_argument("--child", nargs=4, metavar=("DEVICE", "PEER", "TRITON", "CONCURRENT"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
@@ -94,7 +95,7 @@ def main() -> None:
         print(json.dumps(measure(device, args.kernels, args.replays, peer, triton_kernel, concurrent)))
         return
     for triton_kernel in (False, True):
-        for visible, device, peer, concurrent, beside in CASES:
+        for visible, device, peer, concurrent, beside in (CASES if args.cases is None else [CASES[i] for i in args.cases]):
             env = dict(os.environ)
             env.pop("CUDA_VISIBLE_DEVICES", None)
             if visible is not None:
