@@ -6,7 +6,7 @@ either ordinal. A kernel left running on rank 1's GPU (a wait on a flag that nev
 stream of its own) would slow every launch there and show in no trace, since a trace lists kernels
 as they end. This builds the 13B AWQ model at TP=2 (as tp_suite.py does), and samples nvidia-smi's
 utilization and power of every GPU for a few seconds of idle after start-up, and again after a
-generation.
+generation. Session 32 (2xH200): both GPUs at 0% (median) in both idle spells: no kernel left running.
 
     python benchmarks/experiments/idle_gpu_probe.py [--model llama-2-13b] [--tp 2]
 """
