@@ -24,8 +24,9 @@ speed() {   # TAG TREE
   grep -E "^latency|^graph|failed|Error" "$OUT/speed_$1.log" | sed "s/^/$1: /" | cut -c1-130
 }
 (sleep 45; nvidia-smi --query-compute-apps=pid,process_name,gpu_bus_id --format=csv > "$OUT/apps_none.csv") &
+apps=$!
 gaps none .
-wait %1 2>/dev/null; cat "$OUT/apps_none.csv"   # the ranks alone, no driver context
+wait $apps; cat "$OUT/apps_none.csv"   # the ranks alone, no driver context
 speed none .
 python benchmarks/experiments/idle_contexts.py > "$OUT/idle_contexts.log" 2>&1 &
 sidecar=$!
