@@ -68,8 +68,10 @@ class TritonAttentionBackend(AttentionBackend):
         """``max_model_len``, and below it each of ``SHORT_DECODE_GRAPH_CONTEXTS`` whose split count
         (``graph_kv_splits``) differs from the next larger bound's."""
         bounds = [self.max_model_len]
+        splits = self.graph_kv_splits(num_seqs, num_q_heads, num_kv_heads, self.max_model_len)
         for bound in sorted((b for b in SHORT_DECODE_GRAPH_CONTEXTS if b < self.max_model_len), reverse=True):
-            if (self.graph_kv_splits(num_seqs, num_q_heads, num_kv_heads, bound)
-                    != self.graph_kv_splits(num_seqs, num_q_heads, num_kv_heads, bounds[0])):
+            bound_splits = self.graph_kv_splits(num_seqs, num_q_heads, num_kv_heads, bound)
+            if bound_splits != splits:
                 bounds.insert(0, bound)
+                splits = bound_splits
         return tuple(bounds)
