@@ -48,9 +48,14 @@ def test_tp2_async_scheduling_matches_tp1(gqa_model):
         assert [o.outputs[0].token_ids for o in llm.generate(prompts, mixed, use_tqdm=False)] == single
 
 
-def test_tp4_replicates_kv_heads(gqa_model):
-    prompts = [{"prompt_token_ids": list(range(3, 30))}]
-    assert run(gqa_model[0], 4, prompts, skip_tokenizer_init=True) == run(gqa_model[0], 1, prompts, skip_tokenizer_init=True)
+@pytest.mark.parametrize("kind", ["fp32", "awq"])
+def test_tp4_replicates_kv_heads(gqa_model, kind):
+    """Four ranks over two KV heads: each rank keeps a copy of its KV head; with AWQ g32 the
+    row-parallel o_proj gets one quantization group a rank (128 / 4 inputs)."""
+    path = gqa_model[0] if kind == "fp32" else gqa_model[1]
+    prompts = [{"prompt_token_ids": list(range(3, 30))}, {"prompt_token_ids": list(range(40, 45))}]
+    single = run(path, 1, prompts, skip_tokenizer_init=True)
+    assert run(path, 4, prompts, skip_tokenizer_init=True) == single
 
 
 @pytest.mark.slow
