@@ -183,6 +183,21 @@ def derive_max_model_len(hf_config: dict[str, Any], requested: int | None) -> in
     return requested
 
 
+def _check_linear_splits(architecture: str, hf_config: dict[str, Any], quant_config: QuantConfig | None,
+                         tp_size: int) -> None:
+    """Refuse, before any rank starts, a tensor-parallel split that a linear layer or its weight
+    format cannot take: a rank would otherwise fail inside its worker while building the model."""
+    from pagedawq.models.registry import get_model_class
+
+    for prefix, size, per_rank in get_model_class(architecture).linear_input_splits(hf_config, tp_size):
+        if per_rank != size and size % tp_size:
+            raise UnsupportedModelError(
+                f"tensor_parallel_size={tp_size} does not divide {prefix}'s {size} input features; "
+                f"use a tensor_parallel_size that divides {size}")
+        if quant_config is not None:
+            quant_config.check_input_split(prefix, size, per_rank)
+
+
 def build_engine_config(model: str | None, *, tokenizer: str | None = None, quantization: str | None = None,
                         dtype: str | torch.dtype = "auto", device: str = "auto", tensor_parallel_size: int = 1,
                         max_model_len: int | None = None, max_num_seqs: int = 256,
@@ -259,6 +274,7 @@ def build_engine_config(model: str | None, *, tokenizer: str | None = None, quan
         raise UnsupportedModelError(
             f"tensor_parallel_size={tensor_parallel_size} neither divides nor is a multiple of the model's "
             f"{num_kv_heads} KV heads")
+    _check_linear_splits(architecture, hf_config, quant_config, tensor_parallel_size)
 
     model_config = ModelConfig(path=path, hf_config=hf_config, architecture=architecture, dtype=torch_dtype,
                                max_model_len=max_len, quant_config=quant_config, load_format=load_format,

@@ -11,7 +11,7 @@ import torch.multiprocessing as mp
 from pagedawq import LLM, SamplingParams
 from pagedawq.config import ConfigError
 from pagedawq.errors import UnsupportedModelError
-from tests.conftest import make_rtn_awq_checkpoint
+from tests.conftest import make_rtn_awq_checkpoint, make_tiny_model
 
 pytest.importorskip("ray")
 
@@ -24,9 +24,15 @@ def run(path, tp: int, prompts, **kw) -> list[list[int]]:
         return [o.outputs[0].token_ids for o in llm.generate(prompts, GREEDY, use_tqdm=False)]
 
 
-@pytest.mark.parametrize("kind", ["fp32", "awq"])
-def test_tp2_random_gqa_model_matches_tp1(gqa_model, kind):
-    path = gqa_model[0] if kind == "fp32" else gqa_model[1]
+@pytest.fixture(scope="module")
+def gqa_model_awq_g64(gqa_model, tmp_path_factory):
+    """The GQA model as an RTN AWQ g64 checkpoint: at TP=2 each rank's o_proj holds one group."""
+    return make_rtn_awq_checkpoint(gqa_model[0], tmp_path_factory.mktemp("tp_g64"), 64)[0]
+
+
+@pytest.mark.parametrize("kind", ["fp32", "awq_g32", "awq_g64"])
+def test_tp2_random_gqa_model_matches_tp1(gqa_model, gqa_model_awq_g64, kind):
+    path = {"fp32": gqa_model[0], "awq_g32": gqa_model[1], "awq_g64": gqa_model_awq_g64}[kind]
     prompts = [{"prompt_token_ids": list(range(7, 7 + n))} for n in (2, 17, 45)]
     single = run(path, 1, prompts, skip_tokenizer_init=True)
     assert run(path, 2, prompts, skip_tokenizer_init=True) == single
@@ -86,6 +92,24 @@ def test_tp_set_up_errors(default_model_dir, tiny_llama_dir, monkeypatch):
     with pytest.raises(ConfigError, match="needs distributed_executor_backend='ray' or 'mp'"):
         LLM(str(tiny_llama_dir), device="cpu", tensor_parallel_size=2, distributed_executor_backend="uni",
             skip_tokenizer_init=True, kv_cache_memory_bytes=8 * 2**20)
+
+
+def test_splits_a_layer_cannot_take_fail_before_any_rank_starts(gqa_model_awq_g64, tmp_path, monkeypatch):
+    """Refused while the engine config is built, naming the layer: no worker is started (ray is
+    made unimportable, which would fail any start)."""
+    from pagedawq.quant.awq import AWQConfig, AWQConfigError
+    monkeypatch.setitem(sys.modules, "ray", None)
+    with pytest.raises(AWQConfigError, match=r"group_size 64 does not divide model\.layers\.0\.self_attn\.o_proj's "
+                                             r"input features per rank \(32 of 128\)"):
+        LLM(str(gqa_model_awq_g64), device="cpu", tensor_parallel_size=4, skip_tokenizer_init=True)
+    odd_mlp = make_tiny_model(tmp_path / "odd", "llama", intermediate_size=90)
+    with pytest.raises(UnsupportedModelError, match=r"tensor_parallel_size=4 does not divide "
+                                                    r"model\.layers\.0\.mlp\.down_proj's 90 input features"):
+        LLM(str(odd_mlp), device="cpu", tensor_parallel_size=4, skip_tokenizer_init=True)
+    # a layer left unquantized (modules_to_not_convert) takes any split
+    AWQConfig(4, 64, True, ["o_proj"]).check_input_split("model.layers.0.self_attn.o_proj", 128, 32)
+    with pytest.raises(AWQConfigError, match="o_proj"):
+        AWQConfig(4, 64, True, ["lm_head"]).check_input_split("model.layers.0.self_attn.o_proj", 128, 32)
 
 
 # ---- layer-level sharding, two gloo processes -------------------------------------------------------

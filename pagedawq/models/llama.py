@@ -6,7 +6,7 @@ arrive with HF names; q/k/v and gate/up are fused on load (``packed_modules_mapp
 """
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import torch
 from torch import nn
@@ -19,6 +19,10 @@ from pagedawq.models.layers.rotary import RotaryEmbedding
 from pagedawq.quant.base import QuantConfig
 
 
+def _head_dim(cfg: dict[str, Any]) -> int:
+    return cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]
+
+
 class LlamaAttention(nn.Module):
     def __init__(self, cfg: dict[str, Any], quant_config: QuantConfig | None, dtype: torch.dtype, prefix: str,
                  qkv_bias: bool, o_bias: bool) -> None:
@@ -26,7 +30,7 @@ class LlamaAttention(nn.Module):
         hidden = cfg["hidden_size"]
         num_heads = cfg["num_attention_heads"]
         num_kv_heads = cfg.get("num_key_value_heads") or num_heads
-        head_dim = cfg.get("head_dim") or hidden // num_heads
+        head_dim = _head_dim(cfg)
         self.qkv_proj = QKVParallelLinear(hidden, head_dim, num_heads, num_kv_heads, bias=qkv_bias,
                                           params_dtype=dtype, quant_config=quant_config,
                                           prefix=f"{prefix}.qkv_proj")
@@ -131,6 +135,19 @@ class LlamaForCausalLM(nn.Module):
         self.lm_head = ParallelLMHead(cfg["vocab_size"], cfg["hidden_size"], dtype)
         if self.tie_word_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
+
+    @classmethod
+    def linear_input_splits(cls, cfg: dict[str, Any], tp_size: int) -> Iterator[tuple[str, int, int]]:
+        """(name, input features, input features a rank keeps) of every linear layer at ``tp_size``
+        ranks: the row-parallel o_proj and down_proj split their inputs, the others keep them whole.
+        The engine checks these against the weight format before any rank builds the model."""
+        hidden, inter = cfg["hidden_size"], cfg["intermediate_size"]
+        attn_out = cfg["num_attention_heads"] * _head_dim(cfg)
+        for i in range(cfg["num_hidden_layers"]):
+            yield f"model.layers.{i}.self_attn.qkv_proj", hidden, hidden
+            yield f"model.layers.{i}.self_attn.o_proj", attn_out, attn_out // tp_size
+            yield f"model.layers.{i}.mlp.gate_up_proj", hidden, hidden
+            yield f"model.layers.{i}.mlp.down_proj", inter, inter // tp_size
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         return self.model(input_ids, positions)

@@ -61,8 +61,24 @@ class AWQConfig(QuantConfig):
             return UnquantizedLinearMethod()
         return AWQLinearMethod(self)
 
+    def check_input_split(self, prefix: str, input_size: int, input_size_per_partition: int) -> None:
+        if isinstance(self.get_linear_method(prefix), AWQLinearMethod):
+            _groups_per_rank(self.group_size, input_size, input_size_per_partition, prefix)
+
     def supported_dtypes(self) -> list[torch.dtype]:
         return [torch.float16, torch.bfloat16, torch.float32]
+
+
+def _groups_per_rank(group_size: int, input_size: int, input_size_per_partition: int, prefix: str) -> int:
+    """How many quantization groups a rank's slice of a layer's input features holds. It must be a
+    whole number: each group has one row of scales and zeros, which cannot be cut between ranks."""
+    group = group_size if group_size != -1 else input_size
+    if input_size_per_partition % group:
+        raise AWQConfigError(
+            f"AWQ group_size {group_size} does not divide {prefix or 'this layer'}'s input features "
+            f"per rank ({input_size_per_partition} of {input_size}); use a group size that divides it "
+            "or a tensor_parallel_size that splits the layer into whole groups")
+    return input_size_per_partition // group
 
 
 class AWQLinearMethod(LinearMethod):
@@ -72,17 +88,12 @@ class AWQLinearMethod(LinearMethod):
     def create_weights(self, layer: nn.Module, input_size_per_partition: int,
                        output_partition_sizes: list[int], input_size: int, output_size: int,
                        params_dtype: torch.dtype, weight_loader: Callable) -> None:
-        group = self.config.group_size if self.config.group_size != -1 else input_size
-        if input_size_per_partition % group:
-            raise AWQConfigError(
-                f"AWQ group_size {self.config.group_size} does not divide this layer's input features "
-                f"per rank ({input_size_per_partition} of {input_size}); use a group size that divides it "
-                "or a tensor_parallel_size that splits the layer into whole groups")
+        n_groups = _groups_per_rank(self.config.group_size, input_size, input_size_per_partition,
+                                    getattr(layer, "prefix", ""))
         for size in output_partition_sizes:
             if size % PACK_FACTOR:
                 raise AWQConfigError(f"AWQ output features must be multiples of {PACK_FACTOR}, got {size}")
         out = sum(output_partition_sizes)
-        n_groups = input_size_per_partition // group
         # Per-channel scales (group -1) cover the whole input: every rank keeps the full row.
         shard_input = self.config.group_size != -1
         packed = dict(output_dim=1, packed_dim=1, packed_factor=PACK_FACTOR, weight_loader=weight_loader)

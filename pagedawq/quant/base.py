@@ -81,5 +81,11 @@ class QuantConfig(ABC):
     def get_linear_method(self, prefix: str) -> LinearMethod:
         """The method for the linear layer named ``prefix`` (e.g. ``model.layers.0.mlp.down_proj``)."""
 
+    def check_input_split(self, prefix: str, input_size: int, input_size_per_partition: int) -> None:
+        """Raise a clear error where the linear layer ``prefix`` cannot keep ``input_size_per_partition``
+        of its ``input_size`` input features on each rank in this format. The engine asks this for
+        every layer before any rank builds the model, so a bad set-up fails in the caller rather
+        than inside a worker. Default: any split."""
+
     def supported_dtypes(self) -> list[torch.dtype]:
         return [torch.float16, torch.bfloat16, torch.float32]
