@@ -30,9 +30,13 @@ def gqa_model_awq_g64(gqa_model, tmp_path_factory):
     return make_rtn_awq_checkpoint(gqa_model[0], tmp_path_factory.mktemp("tp_g64"), 64)[0]
 
 
-@pytest.mark.parametrize("kind", ["fp32", "awq_g32", "awq_g64"])
-def test_tp2_random_gqa_model_matches_tp1(gqa_model, gqa_model_awq_g64, kind):
-    path = {"fp32": gqa_model[0], "awq_g32": gqa_model[1], "awq_g64": gqa_model_awq_g64}[kind]
+@pytest.mark.parametrize("kind", ["fp32", "awq_g32", "awq_g64", "awq_per_channel"])
+def test_tp2_random_gqa_model_matches_tp1(gqa_model, gqa_model_awq_g64, kind, tmp_path):
+    """Per-channel AWQ (group -1): the row-parallel layers split their input, and every rank keeps
+    the one row of scales and zeros."""
+    path = {"fp32": gqa_model[0], "awq_g32": gqa_model[1], "awq_g64": gqa_model_awq_g64}.get(kind)
+    if kind == "awq_per_channel":
+        path = make_rtn_awq_checkpoint(gqa_model[0], tmp_path, -1)[0]
     prompts = [{"prompt_token_ids": list(range(7, 7 + n))} for n in (2, 17, 45)]
     single = run(path, 1, prompts, skip_tokenizer_init=True)
     assert run(path, 2, prompts, skip_tokenizer_init=True) == single

@@ -71,14 +71,16 @@ class AWQConfig(QuantConfig):
 
 def _groups_per_rank(group_size: int, input_size: int, input_size_per_partition: int, prefix: str) -> int:
     """How many quantization groups a rank's slice of a layer's input features holds. It must be a
-    whole number: each group has one row of scales and zeros, which cannot be cut between ranks."""
-    group = group_size if group_size != -1 else input_size
-    if input_size_per_partition % group:
+    whole number: each group has one row of scales and zeros, which cannot be cut between ranks.
+    Per-channel weights (group -1) have one row for the whole input, which every rank keeps."""
+    if group_size == -1:
+        return 1
+    if input_size_per_partition % group_size:
         raise AWQConfigError(
             f"AWQ group_size {group_size} does not divide {prefix or 'this layer'}'s input features "
             f"per rank ({input_size_per_partition} of {input_size}); use a group size that divides it "
             "or a tensor_parallel_size that splits the layer into whole groups")
-    return input_size_per_partition // group
+    return input_size_per_partition // group_size
 
 
 class AWQLinearMethod(LinearMethod):
