@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The o-GEMM split merge (patches/fold_reduce.patch, see fold_reduce_h200.sh) at TP=2: nvidia-h200-x2
-# with needs_h200, carry .raycarry; ~7 minutes. TP=2 greedy tokens against TP=1 with the patch, then
+# with needs_h200, carry .raycarry; ~7 minutes. TP=2 greedy tokens against TP=1 with the patch (whose
+# tp_suite.py check model has 128-wide heads, so that the fold runs in it, pushed at TP=2), then
 # the 13B batch-1 step at TP=2 and TP=1 with and without it (PAGEDAWQ_DISABLE_DECODE_FOLD=1), RUNS
 # rounds (default 2) alternating.
 set -u
