@@ -4,9 +4,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -98,33 +100,48 @@ def now() -> float:
     return time.perf_counter()
 
 
-def decode_timing(llm, batch: int, n_in: int, n_out: int) -> tuple[float, float]:
+class DecodeTiming(NamedTuple):
+    """``decode_timing``'s result, in seconds."""
+    step: float          # host time over the middle half of the steps / their number
+    fixed: float         # what the whole generation costs beyond n_out such steps
+    median_step: float   # the median of the middle half's step-to-step intervals
+
+
+def decode_timing(llm, batch: int, n_in: int, n_out: int) -> DecodeTiming:
     """(seconds a decode step of ``batch`` sequences takes, seconds the whole generation costs beyond
-    ``n_out`` such steps) after ``n_in``-token prompts, warmed up once. The step is the engine's
-    steady pace: host time over the middle half of the steps (by then each ``step()`` returns as the
-    device finishes the step before, with the next one already launched). The second number holds
-    the prefill (time to first token) and the asynchronous pipeline's start and end: a difference
-    of whole ``generate`` calls would mix these into the step (on the H100 they varied by tens of
-    milliseconds a call, session 14)."""
+    ``n_out`` such steps, the median step) after ``n_in``-token prompts, warmed up once. The step is
+    the engine's steady pace: host time over the middle half of the steps (by then each ``step()``
+    returns as the device finishes the step before, with the next one already launched). The second
+    number holds the prefill (time to first token) and the asynchronous pipeline's start and end: a
+    difference of whole ``generate`` calls would mix these into the step (on the H100 they varied by
+    tens of milliseconds a call, session 14). The median of the middle half's intervals is the
+    pace without its one-off stalls: a single stall of a few ms among the 64 steps of a 128-token
+    generation moves the mean by tens of µs a step (the 13B TP=1 step measured 2.78-2.85 ms on one
+    machine while its graph stayed within 30 µs, session 33)."""
     from pagedawq import SamplingParams
+    first, last = n_out // 4, n_out - n_out // 4
+    if first < 1 or last - first < 2:
+        raise ValueError(f"decode_timing needs n_out >= 4, got {n_out}")
     eng = llm.llm_engine
     vocab = eng.config.model.vocab_size
     params = SamplingParams(temperature=0, max_tokens=n_out, ignore_eos=True)
     llm.generate(random_prompts(batch, n_in, vocab, seed=1), params, use_tqdm=False)
     for i, prompt in enumerate(random_prompts(batch, n_in, vocab, seed=2)):
         eng.add_request(f"decode-timing-{batch}-{i}", prompt, params)
-    first, last = n_out // 4, n_out - n_out // 4
-    if last - first < 2:
-        raise ValueError(f"decode_timing needs n_out >= 8, got {n_out}")
-    marks, steps, start = {}, 0, now()
+    marks, start = [], now()
     while eng.has_unfinished_requests():
         eng.step()
-        steps += 1
-        if steps in (first, last):
-            marks[steps] = time.perf_counter()
+        marks.append(time.perf_counter())
     total = now() - start
-    step = (marks[last] - marks[first]) / (last - first)
-    return step, total - n_out * step
+    return steady_pace(marks, first, last, total, n_out)
+
+
+def steady_pace(marks: list[float], first: int, last: int, total: float, n_out: int) -> DecodeTiming:
+    """``decode_timing`` from the times after each step (``marks[i]``: after step i + 1) and the
+    whole generation's time."""
+    window = marks[first - 1:last]
+    step = (window[-1] - window[0]) / (last - first)
+    return DecodeTiming(step, total - n_out * step, statistics.median([b - a for a, b in zip(window, window[1:])]))
 
 
 def device_name() -> str:

@@ -82,10 +82,11 @@ def speed(model: str, tp: int, quant: str | None, num_prompts: int, nccl_only: b
     label += " async" if llm.llm_engine.async_scheduling else ""
     label += " tuned" if tune_kernels else ""
     vocab = llm.llm_engine.config.model.vocab_size
-    step, fixed = decode_timing(llm, 1, 32, 128)   # the steady decode step; prefill apart
-    ms = 1000 * step
-    log(f"latency  {model} {label} batch 1: {ms:.3f} ms/token ({1000 / ms:.0f} tok/s); the generation "
-        f"{1000 * fixed:.1f} ms beyond its decode steps (prefill, pipeline start and end)")
+    timing = decode_timing(llm, 1, 32, 128)   # the steady decode step; prefill apart
+    ms = 1000 * timing.step
+    log(f"latency  {model} {label} batch 1: {ms:.3f} ms/token ({1000 / ms:.0f} tok/s), median step "
+        f"{1000 * timing.median_step:.3f} ms; the generation {1000 * timing.fixed:.1f} ms beyond its decode steps "
+        "(prefill, pipeline start and end)")
     # the step's device time without the host: every rank replays its batch-1 decode graph at once
     graph = llm.llm_engine.time_decode_graph(1)
     log(f"graph    {model} {label} batch 1 alone: " + ", ".join(f"rank {r['rank']} {r['gpu_us'] / 1000:.3f}"

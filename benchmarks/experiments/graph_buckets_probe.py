@@ -18,8 +18,8 @@ llm = LLM(shape_dir("llama-2-13b"), load_format="dummy", skip_tokenizer_init=Tru
           quantization="awq", max_model_len=4096)
 graphs = llm.llm_engine.executor.worker.runner.graphs
 print("contexts of batch 1:", graphs.contexts[1], flush=True)
-step, fixed = decode_timing(llm, 1, 32, 128)
-print(f"step {1000 * step:.3f} ms, beyond {1000 * fixed:.1f} ms", flush=True)
+timing = decode_timing(llm, 1, 32, 128)
+print(f"step {1000 * timing.step:.3f} ms, beyond {1000 * timing.fixed:.1f} ms", flush=True)
 for ctx in (100, 159, 240, 400):
     graphs.seq_lens[0] = ctx   # the replays attend over ctx tokens (blocks past the last step's: block 0)
     times = {b: llm.llm_engine.time_decode_graph(1, context_len=b)[0]["gpu_us"]
