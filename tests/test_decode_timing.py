@@ -29,7 +29,8 @@ def test_decode_timing_on_the_engine(tiny_llama_dir):
     with LLM(str(tiny_llama_dir), device="cpu", dtype="float32", skip_tokenizer_init=True,
              kv_cache_memory_bytes=8 * 2**20) as llm:
         t = common.decode_timing(llm, 2, 8, 16)
-        assert 0 < t.median_step and 0 < t.step and t.fixed > -16 * t.step
+        assert 0 < t.median_step and 0 < t.step
+        assert t.step / 3 < t.median_step < 3 * t.step   # the same steps, measured two ways
         step, fixed, median = t   # a tuple, as callers index it
         assert (step, fixed, median) == (t.step, t.fixed, t.median_step)
         with pytest.raises(ValueError, match="n_out >= 4"):
