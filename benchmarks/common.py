@@ -88,9 +88,10 @@ def random_prompts(n: int, length: int, vocab: int, seed: int = 0, lengths: list
 def sync() -> None:
     """Wait for this process's GPU work, if it has any. A tensor-parallel driver has none (its ranks
     run elsewhere), and synchronising there would create an idle CUDA context on its cuda:0 for
-    nothing: session 32 found the rank on that GPU the one whose graph started kernels quickly
-    (0.10 us between kernels with PDL off, against 0.42 on the other GPU), which a user's driver
-    does not give its ranks (benchmarks/gpu/driver_context_x2.sh measures it)."""
+    nothing, which a user's driver does not hold. (Sessions 32-33: in PDL-off traces the rank on
+    that GPU left 0.10 us between kernels and the other 0.42; without the driver's context both
+    leave 0.42. Only traces show it: the untraced steps and graphs do not change,
+    benchmarks/gpu/driver_context_x2.sh.)"""
     if torch.cuda.is_initialized() and torch.cuda.max_memory_reserved() > 0:
         torch.cuda.synchronize()
 

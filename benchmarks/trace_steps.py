@@ -26,7 +26,9 @@ between two runs, over all layers of all steps rather than one step's first few.
 start less the latest end before it) over the window. Without PDL a CUDA graph's kernels run back
 to back and that gap is the device's own cost of starting the next kernel. (Session 32: 0.10 us a
 kernel on the 13B TP=2 graph's rank 0 and 0.42 us on rank 1, on every pair; with PDL the same time
-shows inside rank 1's kernels, and rank 0 waits it out in the all-reduce.)
+shows inside rank 1's kernels, and rank 0 waits it out in the all-reduce. Session 33: that gap is
+the profiler's. It follows which CUDA contexts a process holds, and the untraced graph does not
+change with it: judge a change by untraced times.)
 """
 from __future__ import annotations
 

@@ -15,8 +15,8 @@ ordinal 0 with a one-CTA kernel spinning on another stream all the while (a kern
 would do that), and ordinal 0 with another process holding an idle context on the same GPU
 (``idle_contexts.py``; the benchmarks' driver holds one on its cuda:0, and in the TP=2 runs the rank
 on that GPU was the fast one). Session 32 on 2xH200: 0.79-0.87 us a kernel in each of the first
-seven cases; 0.80 with a kernel spinning beside against 0.82 without; the idle-context cases not
-run yet.
+seven cases; 0.80 with a kernel spinning beside against 0.82 without. Session 33: 0.785-0.866 with
+or without another process's idle context on the GPU, on both ordinals.
 """
 from __future__ import annotations
 
