@@ -10,9 +10,9 @@ if _d:
     faulthandler.dump_traceback_later(int(os.environ.get("HANG_DUMP_S", "40")), repeat=True, file=_f)
 # Host time of the decode loop per process (host_probe.py); where each process's tensors live
 # (device_probe.py): each installed when its directory variable is set.
+_here = os.path.dirname(os.path.abspath(__file__))
 for _var, _module in (("HOST_PROBE_DIR", "host_probe"), ("DEVICE_PROBE_DIR", "device_probe")):
     if os.environ.get(_var):
-        _here = os.path.dirname(os.path.abspath(__file__))
         if _here not in _sys.path:
             _sys.path.insert(0, _here)
         importlib.import_module(_module).install()
