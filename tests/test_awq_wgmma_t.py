@@ -20,7 +20,7 @@ from pagedawq.quant.pack import dequantize_awq, pack_awq_gemm, quantize_weight, 
 
 gluon_hopper = pytest.importorskip("triton.experimental.gluon.language.nvidia.hopper")
 from pagedawq.kernels.awq_configs import WgmmaTConfig as TConfig  # noqa: E402
-from pagedawq.kernels.awq_wgmma_t import BAND_WORDS, repack, silu_channel_order  # noqa: E402
+from pagedawq.kernels.awq_wgmma_t import BAND_WORDS, repack, silu_channel_order, unrepack  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HOPPER = torch.cuda.is_available() and torch.cuda.get_device_capability()[0] == 9
@@ -81,6 +81,38 @@ def test_repack_in_silu_channel_order(k, n, group):
     assert torch.equal(((zs >> 16) & 0xFFFF).to(torch.int16).view(torch.float16), scales[:, order])
     lo = (zs & 0xFFFF).to(torch.int16).view(torch.float16)
     assert torch.equal(lo.float(), unpack_int4(qzeros).float()[:, order] + 1024)
+
+
+@pytest.mark.parametrize("k,n,group", [(128, 64, 64), (2112, 192, 64), (640, 1536, 128)])
+@pytest.mark.parametrize("silu", [False, True])
+def test_unrepack_rebuilds_the_checkpoint_tensors_bit_for_bit(k, n, group, silu):
+    """2112 rows: two chunks of 1024 and a part-filled third."""
+    layer = _layer(k, n, group, seed=k + n + silu)
+    order = silu_channel_order(n) if silu else None
+    rebuilt = unrepack(*repack(*layer, order), order)
+    for got, want in zip(rebuilt, layer):
+        assert got.dtype == want.dtype and torch.equal(got, want)
+
+
+def test_a_layer_kept_only_repacked_is_rebuilt_for_the_other_paths(monkeypatch, caplog):
+    """The linear method frees a Hopper layer's checkpoint tensors (meta tensors stay): x that the
+    wgmma_t kernel cannot take (here: not on Hopper) runs on the other paths with the tensors
+    rebuilt from the repacked copy, the plain and the gate/up (silu channel order) one, and the
+    slowness is said once."""
+    from pagedawq.kernels import awq_gemm as mod
+    from pagedawq.kernels import ops
+    monkeypatch.setattr(mod, "_REBUILT", [])
+    layer = _layer(128, 128, 64, seed=5)
+    meta = tuple(torch.empty_like(t, device="meta") for t in layer)
+    x = torch.randn(3, 128, generator=torch.Generator().manual_seed(5)).half()
+    with caplog.at_level("WARNING", logger="pagedawq.kernels.awq_gemm"):
+        got = mod.awq_gemm(x, *meta, repacked=repack(*layer))
+        silu = mod.awq_gemm_silu_and_mul(x, *meta, repack(*layer, silu_channel_order(128)))
+    assert torch.equal(got, mod.awq_gemm(x, *layer))
+    assert torch.equal(silu, ops.silu_and_mul(mod.awq_gemm(x, *layer)))
+    assert caplog.text.count("rebuilt in the checkpoint layout") == 1
+    with pytest.raises(ValueError, match="only in the wgmma_t layout"):
+        mod.awq_gemm(x, *meta)
 
 
 def test_repack_refuses_shapes_the_kernel_cannot_tile():

@@ -143,3 +143,21 @@ def test_awq_gpu_kernels_track_dequantized_reference(tmp_path, models):
     # fp16 activations through 2 layers against the fp32 reference: 0.052 seen once (H100, the wgmma_t
     # path), about what fp16 rounding gives (the bf16 test allows 0.3, 2^3 times fp16's unit roundoff)
     assert_greedy_consistent_with(hf, run(awq_dir, dtype="float16", quantization="awq"), 0.06)
+
+
+def test_awq_weights_are_held_once_on_hopper(tmp_path, models):
+    """On Hopper every AWQ layer of an fp16 model keeps its weights only in the wgmma_t layout: its
+    checkpoint tensors are freed (meta tensors keep the shapes), so the weights take their packed
+    size once (kept beside the copy they doubled it, and a 70B did not fit one 80 GB GPU)."""
+    if torch.cuda.get_device_capability() != (9, 0):
+        pytest.skip("the repacked layout is Hopper's")
+    awq_dir, _ = make_rtn_awq_checkpoint(models["llama"], tmp_path / "awq", 64)
+    with LLM(str(awq_dir), device="cuda", dtype="float16", quantization="awq", skip_tokenizer_init=True,
+             gpu_memory_utilization=0.3) as llm:
+        layers = [m for m in llm.llm_engine.executor.worker.runner.model.modules() if hasattr(m, "wgmma_t_weights")]
+        assert len(layers) == 2 * 4   # qkv, o, gate_up, down of each of the tiny model's layers
+        for m in layers:
+            assert m.qweight.is_meta and m.qzeros.is_meta and m.scales.is_meta
+            assert (m.wgmma_t_weights is None) != (m.wgmma_t_silu_weights is None)
+        outs = llm.generate(prompts(), GREEDY, use_tqdm=False)
+    assert [len(o.outputs[0].token_ids) for o in outs] == [24] * len(outs)

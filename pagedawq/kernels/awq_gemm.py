@@ -2,7 +2,9 @@
 
 The linear method (``pagedawq.quant.awq``) calls this on CUDA with the checkpoint tensors as
 loaded and, on Hopper, the same weights repacked at load time for the "wgmma_t" path
-(``repack_for_wgmma_t``), which then serves every M. The kernels are in ``awq_kernels``,
+(``repack_for_wgmma_t``), which then serves every M. A Hopper layer keeps its weights once, in the
+repacked copy: its checkpoint tensors are then meta tensors (shapes only), and a call that another
+path serves rebuilds them from the copy (``checkpoint_tensors``). The kernels are in ``awq_kernels``,
 ``awq_wgmma_t`` and ``awq_wgmma_t_ws``, the path and tile choice in ``awq_configs``. Under
 ``TRITON_INTERPRET=1`` the Triton kernels run on CPU tensors (the tests), with plain Triton
 arithmetic in place of the PTX dequantizer (``PAGEDAWQ_AWQ_PLAIN_DEQUANT=1`` forces that
@@ -102,6 +104,8 @@ def wgmma_t_module():
 # Triton releases (the kernel is known to build with 3.6 and 3.9), so a Triton it does not build
 # with turns the path off, with a warning, instead of failing the model's forward.
 _BUILD_ERROR: list[str] = []
+# Set once a call rebuilt a layer's checkpoint tensors from its repacked copy (``checkpoint_tensors``).
+_REBUILT: list[bool] = []
 
 
 def wgmma_t_usable(x: torch.Tensor, n: int, k: int, group: int, scales_dtype: torch.dtype) -> bool:
@@ -136,7 +140,9 @@ def awq_gemm_silu_and_mul(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.
     one kernel where ``repacked`` (``repack_for_wgmma_t(..., silu_and_mul=True)``) serves x (the
     "wgmma_t" path, its epilogue doing the activation), else ``awq_gemm`` then ``silu_and_mul``."""
     fused = _wgmma_t_if_usable(x, qweight, qzeros, scales, repacked, silu_and_mul=True)
-    return fused if fused is not None else ops.silu_and_mul(awq_gemm(x, qweight, qzeros, scales))
+    if fused is not None:
+        return fused
+    return ops.silu_and_mul(awq_gemm(x, *checkpoint_tensors(qweight, qzeros, scales, repacked, silu_and_mul=True)))
 
 
 def awq_gemm_split_k_partials(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor,
@@ -156,6 +162,28 @@ def awq_gemm_pushed(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor
     "wgmma_t" path serves x in one launch of its default config that can push (``can_push``: the
     decode sizes); else None, and the caller computes the output itself."""
     return _wgmma_t_if_usable(x, qweight, qzeros, scales, repacked, push=push)
+
+
+def checkpoint_tensors(qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor,
+                       repacked: tuple[torch.Tensor, torch.Tensor] | None, silu_and_mul: bool = False
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The layer's AutoAWQ tensors, for the paths other than "wgmma_t". Where the layer keeps its
+    weights only in the repacked copy (meta checkpoint tensors), they are rebuilt from it for this
+    call (``awq_wgmma_t.unrepack``; ``silu_and_mul``: the copy is in ``silu_channel_order``). That
+    is slow, and is said once: the model reaches it only for x the kernel cannot take (not fp16)
+    or after the kernel failed to build."""
+    if not qweight.is_meta:
+        return qweight, qzeros, scales
+    module = wgmma_t_module()
+    if repacked is None or module is None:
+        raise ValueError("this AWQ layer keeps its weights only in the wgmma_t layout; pass them as repacked=")
+    if not _REBUILT:
+        _REBUILT.append(True)
+        logger.warning("AWQ layers whose weights are kept once, in the wgmma_t layout, are rebuilt in the "
+                       "checkpoint layout for each call the wgmma_t kernel does not serve (slow); load with "
+                       "PAGEDAWQ_DISABLE_WGMMA_T=1 to run every call on the other paths")
+    order = module.silu_channel_order(repacked[1].shape[1]) if silu_and_mul else None
+    return module.unrepack(*repacked, order)
 
 
 def _wgmma_t_if_usable(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor,
@@ -322,6 +350,7 @@ def awq_gemm(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scale
         return _wgmma_t(x, qweight, qzeros, scales, group, out, config, repacked, chosen)
     if isinstance(config, WgmmaTConfig):
         raise TypeError(f"a WgmmaTConfig is for path='wgmma_t', not {path!r}")
+    qweight, qzeros, scales = checkpoint_tensors(qweight, qzeros, scales, repacked)
     if path == "dequant":
         return torch.matmul(x, awq_dequantize(qweight, qzeros, scales, x.dtype), out=out)
     if path == "gemv":
@@ -355,7 +384,7 @@ def _wgmma_t(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scale
         if not chosen:
             raise
         _disable_wgmma_t(e)
-        return awq_gemm(x, qweight, qzeros, scales, out=out)
+        return awq_gemm(x, qweight, qzeros, scales, out=out, repacked=repacked)
 
 
 def _launch_wgmma_t(module, x: torch.Tensor, n: int, repacked: tuple[torch.Tensor, torch.Tensor], out: torch.Tensor,

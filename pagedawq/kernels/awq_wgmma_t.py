@@ -57,7 +57,7 @@ from pagedawq.kernels.clusters import (CLUSTER_SIZES, arrive_cluster, init_push_
                                        load_shared, push_pairs, smem_address, wait_for_bytes, wait_for_cluster)
 from pagedawq.kernels.pdl import pdl_launch
 from pagedawq.kernels.split_k import SplitKPartials
-from pagedawq.quant.pack import PACK_FACTOR, unpack_int4
+from pagedawq.quant.pack import PACK_FACTOR, pack_int4, unpack_int4
 
 UNPACK = gl.constexpr(_UNPACK_F16_SCALED.value)
 CONSTRAINTS = gl.constexpr(_CONSTRAINTS_SCALED.value)
@@ -154,6 +154,35 @@ def repack(qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor,
     z = (z.to(torch.float16) + 1024).view(torch.int16).to(torch.int32)   # exact below 2048
     s = s.to(torch.float16).view(torch.int16).to(torch.int32)
     return words, ((z & 0xFFFF) | (s << 16)).contiguous()
+
+
+def unrepack(words: torch.Tensor, zs: torch.Tensor, channel_order: torch.Tensor | None = None
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The inverse of ``repack``: the AutoAWQ GEMM tensors (qweight, qzeros, fp16 scales) of a layer
+    held only in the kernel's layout, bit for bit (``channel_order``: the order it was repacked in).
+    The linear method keeps a Hopper layer's weights once, repacked; a call that another path serves
+    rebuilds the checkpoint tensors from them here."""
+    n = zs.shape[1]
+    k = words.shape[0] // (n // BAND) * BLOCK_K
+    qweight = torch.empty(k, n // PACK_FACTOR, dtype=torch.int32, device=words.device)
+    inverse = None if channel_order is None else torch.argsort(channel_order.to(words.device))
+    rows = 1024   # K rows per chunk, as in repack
+    shifts = torch.arange(0, 32, 4, dtype=torch.int32, device=words.device)
+    for r0 in range(0, k, rows):
+        kc = min(rows, k - r0)
+        chunk = words[r0 // 64 * (n // 16):(r0 + kc) // 64 * (n // 16)]
+        q = ((chunk.unsqueeze(-1) >> shifts) & 0xF).to(torch.uint8)   # [rows, 128, nibble]
+        # [t, b, (n2 n1 n0 k2 k1), (k3 n3), (k0 k5 k4)] -> [t, k5, k4, k3, k2, k1, k0, b, n3, n2, n1, n0]
+        q = q.view(kc // 64, n // 16, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2)
+        q = q.permute(0, 10, 11, 7, 5, 6, 9, 1, 8, 2, 3, 4).reshape(kc, n)
+        if inverse is not None:
+            q = q[:, inverse]
+        qweight[r0:r0 + kc] = pack_int4(q)
+    z = ((zs & 0xFFFF).to(torch.int16).view(torch.float16).float() - 1024).to(torch.int32)
+    s = (zs >> 16).to(torch.int16).view(torch.float16)
+    if inverse is not None:
+        z, s = z[:, inverse], s[:, inverse]
+    return qweight, pack_int4(z), s.contiguous()
 
 
 @lru_cache(maxsize=None)

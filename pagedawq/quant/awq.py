@@ -83,6 +83,16 @@ def _groups_per_rank(group_size: int, input_size: int, input_size_per_partition:
     return input_size_per_partition // group_size
 
 
+def _keep_only_shapes(layer: nn.Module) -> None:
+    """Free a repacked layer's checkpoint tensors, so its weights are held once: kept beside the
+    repacked copy they doubled the weight memory (a 70B AWQ model, 36 GiB of weights, ran out of
+    memory on one 80 GB H100). Meta tensors of the same shapes stay for the code that reads shapes; a call
+    that a path other than "wgmma_t" serves rebuilds the tensors (``awq_gemm.checkpoint_tensors``)."""
+    for name in ("qweight", "qzeros", "scales"):
+        t = getattr(layer, name)
+        setattr(layer, name, nn.Parameter(torch.empty_like(t, device="meta"), requires_grad=False))
+
+
 class AWQLinearMethod(LinearMethod):
     def __init__(self, config: AWQConfig) -> None:
         self.config = config
@@ -117,20 +127,26 @@ class AWQLinearMethod(LinearMethod):
             layer.dequantized_weight = dequantize_awq(layer.qweight.data, layer.qzeros.data,
                                                       layer.scales.data, layer.scales.dtype)
             return
-        # Hopper: a second copy of the weights in the transposed kernel's register layout (the
-        # checkpoint tensors stay: the GEMV path and re-export read them). A gate/up layer whose
-        # output only feeds silu_and_mul gets it with the channels ordered for the fused epilogue.
+        # Hopper: the weights in the transposed kernel's register layout, which serves every call
+        # of an fp16 model. A gate/up layer whose output only feeds silu_and_mul gets them with the
+        # channels ordered for the fused epilogue (which adds no bias).
         from pagedawq.kernels.awq_gemm import repack_for_wgmma_t
-        fused = getattr(layer, "feeds_silu_and_mul", False)
+        fused = getattr(layer, "feeds_silu_and_mul", False) and getattr(layer, "bias", None) is None
         repacked = repack_for_wgmma_t(layer.qweight.data, layer.qzeros.data, layer.scales.data, silu_and_mul=fused)
         layer.wgmma_t_weights, layer.wgmma_t_silu_weights = (None, repacked) if fused else (repacked, None)
+        if repacked is not None:
+            _keep_only_shapes(layer)
+
 
     def apply(self, layer: nn.Module, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
         shape = x.shape
         x2 = x.reshape(-1, shape[-1])
         if x.is_cuda:
-            from pagedawq.kernels.awq_gemm import awq_gemm
-            y = awq_gemm(x2, layer.qweight, layer.qzeros, layer.scales, repacked=layer.wgmma_t_weights)
+            from pagedawq.kernels.awq_gemm import awq_gemm, checkpoint_tensors
+            weights = layer.qweight, layer.qzeros, layer.scales
+            if layer.wgmma_t_silu_weights is not None:   # a gate/up layer called without its activation
+                weights = checkpoint_tensors(*weights, layer.wgmma_t_silu_weights, silu_and_mul=True)
+            y = awq_gemm(x2, *weights, repacked=layer.wgmma_t_weights)
         else:
             y = x2 @ layer.dequantized_weight.to(x.dtype)
         if bias is not None:
