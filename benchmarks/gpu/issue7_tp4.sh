@@ -5,13 +5,18 @@
 # (A/B) and with --tune-kernels, then TP=4's per-token kernel time and all-reduce share.
 # Asynchronous scheduling is the default. TP=2 on this shape was measured in session 3.
 # carry: [".raycarry"]; about 9 minutes.
-# If the kernel test fails, every run uses NCCL (and says so in allreduce_test.log).
-# CHECK_ONLY=1: the test, the correctness check, the 70B latency and throughput (about 5 minutes).
+# If the kernel test fails, every run uses NCCL and the script says so. A cold test takes ~100 s at 4
+# ranks: until session 34 its limit was 90 s, so it was cut off and the 70B ran on NCCL alone
+# (7.06-7.14 ms/token in sessions 33 and 34 against 5.21 with the one-shot kernels).
+# CHECK_ONLY=1: the test, the correctness check, the 70B latency and throughput (about 6 minutes).
 source benchmarks/gpu/env.sh
-if ! timeout 90 python -m pytest -q -x tests/test_one_shot_allreduce.py > "$OUT/allreduce_test.log" 2>&1; then
+timeout 240 python -m pytest -q -x tests/test_one_shot_allreduce.py > "$OUT/allreduce_test.log" 2>&1
+rc=$?
+tail -1 "$OUT/allreduce_test.log"; echo
+if [ "$rc" != 0 ]; then
+  echo "one-shot all-reduce test exit status $rc (124: cut off): every run below uses NCCL only"
   export PAGEDAWQ_DISABLE_SYMM_MEM_ALLREDUCE=1
 fi
-tail -1 "$OUT/allreduce_test.log"; echo
 cd benchmarks
 if [ -z "$PAGEDAWQ_DISABLE_SYMM_MEM_ALLREDUCE" ] && [ -z "$CHECK_ONLY" ]; then
   timeout 45 python allreduce.py --world-size 4 --dtype float16 > "$OUT/allreduce_w4.log" 2>&1; grep -v Warn "$OUT/allreduce_w4.log" | tail -10
