@@ -328,6 +328,32 @@ def test_prefill_kernel_also_serves_decode_batches():
     assert rel_err(out, batch.reference(q, 0.125)) < TOLERANCE[torch.float16]
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_profile_forward_attention_runs_a_fused_sdpa_kernel_and_matches_float64(dtype):
+    """The memory-profiling forward's attention (no KV cache yet, ``attention_without_cache``) must
+    run one of SDPA's fused kernels: the math kernel holds the [heads, T, T] scores, which the real
+    prefill never does, and the KV cache was made smaller by them (10.4 GiB at 70B TP=1). With only
+    the flash kernel allowed, a fallback to the math kernel raises here."""
+    from types import SimpleNamespace
+
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    from pagedawq.models.layers.attention import attention_without_cache
+    gen = torch.Generator().manual_seed(7)
+    lens, heads, kv_heads, dim, scale = [5, 33], 6, 2, 16, 0.25
+    q, k, v = (torch.randn(sum(lens), h, dim, generator=gen) for h in (heads, kv_heads, kv_heads))
+    with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+        out = attention_without_cache(q.to(dtype), k.to(dtype), v.to(dtype), SimpleNamespace(query_lens_cpu=lens), scale)
+    ref, start = torch.empty(q.shape, dtype=torch.float64), 0
+    for n in lens:
+        qs, ks, vs = (t[start:start + n].double().transpose(0, 1) for t in (q, k, v))
+        ks, vs = ks.repeat_interleave(heads // kv_heads, 0), vs.repeat_interleave(heads // kv_heads, 0)
+        scores = (qs @ ks.transpose(1, 2) * scale).masked_fill(torch.ones(n, n, dtype=torch.bool).triu(1), -math.inf)
+        ref[start:start + n] = (scores.softmax(-1) @ vs).transpose(0, 1)
+        start += n
+    assert out.dtype == dtype and rel_err(out, ref) < TOLERANCE[dtype]
+
+
 def test_choose_num_kv_splits():
     # A large batch fills the GPU without splitting.
     assert pa.choose_num_kv_splits(64, 32, 2048, num_sms=132) == 1

@@ -16,14 +16,21 @@ from pagedawq.attention.metadata import AttentionMetadata, get_attention_metadat
 
 def attention_without_cache(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, metadata: AttentionMetadata,
                             scale: float) -> torch.Tensor:
-    """Causal self-attention within each sequence's new tokens (a whole prompt per sequence)."""
+    """Causal self-attention within each sequence's new tokens (a whole prompt per sequence): the
+    memory-profiling forward's attention, which must not cost more memory than the real prefill (a
+    Triton kernel that keeps no scores), or the KV cache is made smaller by the difference. So SDPA
+    gets 4-D inputs with k and v expanded to the query heads, which its fused kernels take (flash in
+    16 bits; on CUDA memory-efficient in fp32). With 3-D inputs and ``enable_gqa`` it ran its math
+    kernel, which holds the [heads, T, T] scores: the profile of a 70B at TP=1 (64 heads, 4096
+    tokens, 2 GiB of fp16 scores a copy) peaked at 10.4 GiB."""
     out = torch.empty_like(q)
+    group = q.shape[1] // k.shape[1]
     start = 0
     for q_len in metadata.query_lens_cpu:
         sl = slice(start, start + q_len)
-        qi, ki, vi = (t[sl].transpose(0, 1) for t in (q, k, v))
-        out[sl] = F.scaled_dot_product_attention(qi, ki, vi, is_causal=True, scale=scale,
-                                                 enable_gqa=True).transpose(0, 1)
+        qi = q[sl].transpose(0, 1).unsqueeze(0)
+        ki, vi = (t[sl].repeat_interleave(group, dim=1).transpose(0, 1).unsqueeze(0) for t in (k, v))
+        out[sl] = F.scaled_dot_product_attention(qi, ki, vi, is_causal=True, scale=scale)[0].transpose(0, 1)
         start += q_len
     return out
 
