@@ -86,8 +86,9 @@ def _groups_per_rank(group_size: int, input_size: int, input_size_per_partition:
 def _keep_only_shapes(layer: nn.Module) -> None:
     """Free a repacked layer's checkpoint tensors, so its weights are held once: kept beside the
     repacked copy they doubled the weight memory (a 70B AWQ model, 36 GiB of weights, ran out of
-    memory on one 80 GB H100). Meta tensors of the same shapes stay for the code that reads shapes; a call
-    that a path other than "wgmma_t" serves rebuilds the tensors (``awq_gemm.checkpoint_tensors``)."""
+    memory on one 80 GB H100). Meta tensors of the same shapes stay for the code that reads
+    shapes; a call that a path other than "wgmma_t" serves rebuilds the tensors
+    (``awq_gemm.checkpoint_tensors``)."""
     for name in ("qweight", "qzeros", "scales"):
         t = getattr(layer, name)
         setattr(layer, name, nn.Parameter(torch.empty_like(t, device="meta"), requires_grad=False))
@@ -136,7 +137,6 @@ class AWQLinearMethod(LinearMethod):
         layer.wgmma_t_weights, layer.wgmma_t_silu_weights = (None, repacked) if fused else (repacked, None)
         if repacked is not None:
             _keep_only_shapes(layer)
-
 
     def apply(self, layer: nn.Module, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
         shape = x.shape
