@@ -328,12 +328,16 @@ def test_prefill_kernel_also_serves_decode_batches():
     assert rel_err(out, batch.reference(q, 0.125)) < TOLERANCE[torch.float16]
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_profile_forward_attention_runs_a_fused_sdpa_kernel_and_matches_float64(dtype):
+@pytest.mark.parametrize("device,dtype", [
+    ("cpu", torch.float32), ("cpu", torch.bfloat16),
+    pytest.param("cuda", torch.float32, marks=[gpu, requires_cuda]),
+    pytest.param("cuda", torch.float16, marks=[gpu, requires_cuda])])
+def test_profile_forward_attention_runs_a_fused_sdpa_kernel_and_matches_float64(device, dtype):
     """The memory-profiling forward's attention (no KV cache yet, ``attention_without_cache``) must
     run one of SDPA's fused kernels: the math kernel holds the [heads, T, T] scores, which the real
     prefill never does, and the KV cache was made smaller by them (10.4 GiB at 70B TP=1). With only
-    the flash kernel allowed, a fallback to the math kernel raises here."""
+    the fused kernels allowed (flash; on CUDA also memory-efficient, which takes fp32), a fallback
+    to the math kernel raises here."""
     from types import SimpleNamespace
 
     from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -342,8 +346,10 @@ def test_profile_forward_attention_runs_a_fused_sdpa_kernel_and_matches_float64(
     gen = torch.Generator().manual_seed(7)
     lens, heads, kv_heads, dim, scale = [5, 33], 6, 2, 16, 0.25
     q, k, v = (torch.randn(sum(lens), h, dim, generator=gen) for h in (heads, kv_heads, kv_heads))
-    with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
-        out = attention_without_cache(q.to(dtype), k.to(dtype), v.to(dtype), SimpleNamespace(query_lens_cpu=lens), scale)
+    fused = [SDPBackend.FLASH_ATTENTION] + ([SDPBackend.EFFICIENT_ATTENTION] if device == "cuda" else [])
+    with sdpa_kernel(fused):
+        out = attention_without_cache(*(t.to(device, dtype) for t in (q, k, v)), SimpleNamespace(query_lens_cpu=lens),
+                                      scale)
     ref, start = torch.empty(q.shape, dtype=torch.float64), 0
     for n in lens:
         qs, ks, vs = (t[start:start + n].double().transpose(0, 1) for t in (q, k, v))
