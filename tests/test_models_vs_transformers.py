@@ -57,6 +57,9 @@ def test_tiny_random_models_match_transformers(arch, tmp_path):
     try:
         outs = llm.generate([{"prompt_token_ids": p} for p in prompts],
                             SamplingParams(temperature=0, max_tokens=24, ignore_eos=True, logprobs=3), use_tqdm=False)
+        # every layer rotates with one cos/sin table (one a layer took 64 MiB each at 131072 positions)
+        model = llm.llm_engine.executor.worker.runner.model
+        assert len({id(b) for n, b in model.named_buffers(remove_duplicate=False) if n.endswith("cos_sin_cache")}) == 1
     finally:
         llm.close()
     for p, out in zip(prompts, outs):

@@ -25,7 +25,7 @@ def _head_dim(cfg: dict[str, Any]) -> int:
 
 class LlamaAttention(nn.Module):
     def __init__(self, cfg: dict[str, Any], quant_config: QuantConfig | None, dtype: torch.dtype, prefix: str,
-                 qkv_bias: bool, o_bias: bool) -> None:
+                 qkv_bias: bool, o_bias: bool, rotary_emb: RotaryEmbedding) -> None:
         super().__init__()
         hidden = cfg["hidden_size"]
         num_heads = cfg["num_attention_heads"]
@@ -39,7 +39,7 @@ class LlamaAttention(nn.Module):
                                         quant_config=quant_config, prefix=f"{prefix}.o_proj", reduce_results=o_bias)
         self.q_size = self.qkv_proj.num_heads * head_dim
         self.kv_size = self.qkv_proj.num_kv_heads * head_dim
-        self.rotary_emb = RotaryEmbedding(head_dim, cfg.get("max_position_embeddings", 2048), cfg)
+        self.rotary_emb = rotary_emb
         self.attn = Attention(self.qkv_proj.num_heads, head_dim, self.qkv_proj.num_kv_heads, head_dim ** -0.5)
 
     def forward(self, positions: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
@@ -70,10 +70,10 @@ class LlamaMLP(nn.Module):
 
 class LlamaDecoderLayer(nn.Module):
     def __init__(self, cfg: dict[str, Any], quant_config: QuantConfig | None, dtype: torch.dtype, prefix: str,
-                 qkv_bias: bool, o_bias: bool) -> None:
+                 qkv_bias: bool, o_bias: bool, rotary_emb: RotaryEmbedding) -> None:
         super().__init__()
         eps = float(cfg.get("rms_norm_eps", 1e-6))
-        self.self_attn = LlamaAttention(cfg, quant_config, dtype, f"{prefix}.self_attn", qkv_bias, o_bias)
+        self.self_attn = LlamaAttention(cfg, quant_config, dtype, f"{prefix}.self_attn", qkv_bias, o_bias, rotary_emb)
         self.mlp = LlamaMLP(cfg, quant_config, dtype, f"{prefix}.mlp")
         self.input_layernorm = RMSNorm(cfg["hidden_size"], eps, dtype)
         self.post_attention_layernorm = RMSNorm(cfg["hidden_size"], eps, dtype)
@@ -102,8 +102,11 @@ class LlamaModel(nn.Module):
                  qkv_bias: bool, o_bias: bool) -> None:
         super().__init__()
         self.embed_tokens = VocabParallelEmbedding(cfg["vocab_size"], cfg["hidden_size"], dtype)
+        # One cos/sin table for every layer: a table per layer took 64 MiB each at Llama-3's 131072
+        # positions (2 GiB of an 8B model's GPU memory, 5 GiB of a 70B's on every rank).
+        rotary_emb = RotaryEmbedding(_head_dim(cfg), cfg.get("max_position_embeddings", 2048), cfg)
         self.layers = nn.ModuleList(
-            LlamaDecoderLayer(cfg, quant_config, dtype, f"model.layers.{i}", qkv_bias, o_bias)
+            LlamaDecoderLayer(cfg, quant_config, dtype, f"model.layers.{i}", qkv_bias, o_bias, rotary_emb)
             for i in range(cfg["num_hidden_layers"]))
         self.norm = RMSNorm(cfg["hidden_size"], float(cfg.get("rms_norm_eps", 1e-6)), dtype)
 
