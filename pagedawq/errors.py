@@ -30,6 +30,10 @@ class ModelFilesError(PagedAWQError, FileNotFoundError):
     """A model path, its config, weights or tokenizer files are missing or unreadable."""
 
 
+class InsufficientMemoryError(PagedAWQError, RuntimeError):
+    """The model's weights (a rank's shard of them) do not fit in the GPU's free memory."""
+
+
 class InsufficientKVCacheError(PagedAWQError, RuntimeError):
     """The KV cache cannot hold even one sequence of ``max_model_len`` tokens."""
 

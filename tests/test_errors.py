@@ -7,8 +7,8 @@ import pytest
 
 from pagedawq import LLM, SamplingParams
 from pagedawq.config import ConfigError
-from pagedawq.errors import (InsufficientKVCacheError, InvalidPromptError, InvalidSamplingParamsError,
-                             ModelFilesError, PromptTooLongError, UnsupportedModelError)
+from pagedawq.errors import (InsufficientKVCacheError, InsufficientMemoryError, InvalidPromptError,
+                             InvalidSamplingParamsError, ModelFilesError, PromptTooLongError, UnsupportedModelError)
 
 
 def tiny(path, **kw):
@@ -88,6 +88,25 @@ def test_wrong_awq_quant_config(tmp_path, tiny_llama_dir):
 def test_too_little_kv_memory(tiny_llama_dir):
     with pytest.raises(InsufficientKVCacheError, match="max_model_len=256 needs 16 blocks"):
         tiny(tiny_llama_dir, kv_cache_memory_bytes=4096)
+
+
+def test_weights_larger_than_the_free_gpu_memory_are_refused_before_any_allocation(tiny_llama_dir, monkeypatch):
+    """The check counts the weights exactly (those of the model loaded on the CPU): one byte less
+    free memory is refused with the sizes and the fixes, before the model is built on the GPU."""
+    import torch
+
+    from pagedawq.config import build_engine_config
+    from pagedawq.models import loader
+    from pagedawq.models.registry import get_model_class
+    config = build_engine_config(str(tiny_llama_dir), device="cpu", dtype="float32", skip_tokenizer_init=True).model
+    need = loader.weight_bytes(loader.load_model(config, "cpu"))
+    cls = get_model_class(config.architecture)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (need, 80 * 2**30))
+    loader.check_weights_fit(cls, config, torch.device("cuda", 0))
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (need - 1, 80 * 2**30))
+    with pytest.raises(InsufficientMemoryError, match=r"weights take 0.0 GiB in torch.float32, but cuda:0 has "
+                                                      r"0.0 GiB free of 80.0 GiB: use an AWQ checkpoint"):
+        loader.load_model(config, "cuda:0")
 
 
 def test_bad_prompts_fail_before_any_work_and_engine_stays_usable(tiny_llama_dir):

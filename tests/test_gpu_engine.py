@@ -161,3 +161,19 @@ def test_awq_weights_are_held_once_on_hopper(tmp_path, models):
             assert (m.wgmma_t_weights is None) != (m.wgmma_t_silu_weights is None)
         outs = llm.generate(prompts(), GREEDY, use_tqdm=False)
     assert [len(o.outputs[0].token_ids) for o in outs] == [24] * len(outs)
+
+
+def test_weights_that_do_not_fit_the_gpu_are_refused_before_loading(tmp_path):
+    """A Llama-2-70B in fp16 (138 GB) on one GPU: a clear error with the sizes and the fixes, from
+    the meta-device count, instead of an out-of-memory error from inside a layer's constructor."""
+    import json
+
+    from pagedawq.errors import InsufficientMemoryError
+    (tmp_path / "config.json").write_text(json.dumps(dict(
+        architectures=["LlamaForCausalLM"], model_type="llama", hidden_size=8192, intermediate_size=28672,
+        num_hidden_layers=80, num_attention_heads=64, num_key_value_heads=8, vocab_size=32000,
+        max_position_embeddings=4096, rms_norm_eps=1e-5, torch_dtype="float16")))
+    allocated = torch.cuda.memory_allocated()
+    with pytest.raises(InsufficientMemoryError, match=r"weights take 128\.\d GiB in torch.float16.*quantization='awq'"):
+        LLM(str(tmp_path), device="cuda", load_format="dummy", skip_tokenizer_init=True)
+    assert torch.cuda.memory_allocated() == allocated

@@ -2,6 +2,7 @@
 random "dummy" weights of the right shapes for benchmarking without files."""
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 from pathlib import Path
@@ -12,7 +13,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from pagedawq.config import ModelConfig
-from pagedawq.errors import ModelFilesError
+from pagedawq.distributed.parallel_state import get_tp_size
+from pagedawq.errors import InsufficientMemoryError, ModelFilesError
 from pagedawq.models.registry import get_model_class
 
 logger = logging.getLogger(__name__)
@@ -70,9 +72,32 @@ def fill_dummy_weights(model: nn.Module, seed: int) -> None:
             data.uniform_(-1e-3, 1e-3, generator=gen)
 
 
+def weight_bytes(model: nn.Module) -> int:
+    """The bytes of a model's parameters and buffers (each shared tensor once)."""
+    return sum(t.numel() * t.element_size() for t in itertools.chain(model.parameters(), model.buffers()))
+
+
+def check_weights_fit(cls: type[nn.Module], config: ModelConfig, device: torch.device) -> None:
+    """Refuse, before anything is allocated, weights (this rank's shard) larger than the GPU's free
+    memory: building the model would otherwise stop with an out-of-memory error from inside some
+    layer's constructor. The model is built on the meta device to count them."""
+    with torch.device("meta"):
+        need = weight_bytes(cls(config.hf_config, config.quant_config, config.dtype))
+    free, total = torch.cuda.mem_get_info(device)
+    if need > free:
+        tp = get_tp_size()
+        raise InsufficientMemoryError(
+            f"the model's weights take {need / 2**30:.1f} GiB{' a rank' if tp > 1 else ''} in {config.dtype}, "
+            f"but {device} has {free / 2**30:.1f} GiB free of {total / 2**30:.1f} GiB: use an AWQ checkpoint "
+            f"(quantization='awq'), a tensor_parallel_size larger than {tp}, or a GPU with more free memory")
+
+
 def load_model(config: ModelConfig, device: str) -> nn.Module:
-    """Instantiate the model directly on ``device`` and load its weights."""
+    """Instantiate the model directly on ``device`` (on a GPU, once its weights are known to fit)
+    and load its weights."""
     cls = get_model_class(config.architecture)
+    if torch.device(device).type == "cuda":
+        check_weights_fit(cls, config, torch.device(device))
     with torch.device(device):
         model = cls(config.hf_config, config.quant_config, config.dtype)
     if config.load_format == "dummy":
