@@ -75,7 +75,9 @@ def speed(model: str, tp: int, quant: str | None, num_prompts: int, nccl_only: b
           async_scheduling: bool | None = None, tune_kernels: bool = False, backend: str | None = None) -> None:
     if nccl_only:   # the last step of a run (the variable stays set)
         os.environ["PAGEDAWQ_DISABLE_SYMM_MEM_ALLREDUCE"] = "1"
-    label = f"{quant or 'fp16'} TP={tp}" + (" (NCCL all-reduce only)" if nccl_only else "")
+    # said also when the caller's environment set it (sessions 33-34 read such runs as a machine's)
+    nccl = tp > 1 and os.environ.get("PAGEDAWQ_DISABLE_SYMM_MEM_ALLREDUCE") == "1"
+    label = f"{quant or 'fp16'} TP={tp}" + (" (NCCL all-reduce only)" if nccl else "")
     llm = LLM(shape_dir(model), load_format="dummy", skip_tokenizer_init=True, dtype="float16",
               quantization=quant, tensor_parallel_size=tp, max_model_len=4096, async_scheduling=async_scheduling,
               tune_kernels=tune_kernels, distributed_executor_backend=backend if tp > 1 else None)
