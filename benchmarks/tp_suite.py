@@ -84,6 +84,8 @@ def speed(model: str, tp: int, quant: str | None, num_prompts: int, nccl_only: b
     label += " async" if llm.llm_engine.async_scheduling else ""
     label += " tuned" if tune_kernels else ""
     vocab = llm.llm_engine.config.model.vocab_size
+    cache = llm.llm_engine.config.cache
+    log(f"kv cache {model} {label}: {cache.num_blocks} blocks of {cache.block_size} tokens a rank")
     timing = decode_timing(llm, 1, 32, 128)   # the steady decode step; prefill apart
     ms = 1000 * timing.step
     log(f"latency  {model} {label} batch 1: {ms:.3f} ms/token ({1000 / ms:.0f} tok/s), median step "

@@ -26,6 +26,6 @@ cd benchmarks
 timeout 330 python -c "import logging, runpy, sys; logging.basicConfig(level=logging.INFO, format='%(name)s: %(message)s'); \
 sys.argv = ['tp_suite.py'] + sys.argv[1:]; runpy.run_path('tp_suite.py', run_name='__main__')" \
   --model llama-2-70b --sizes 1 --skip-correctness --num-prompts 1000 > "$OUT/tp1_70b.log" 2>&1
-grep -E "GPU memory|^latency|^graph|^throughput|failed|Error" "$OUT/tp1_70b.log" | cut -c1-220
+grep -E "GPU memory|^kv cache|^latency|^graph|^throughput|failed|Error" "$OUT/tp1_70b.log" | cut -c1-220
 timeout 90 python tp_suite.py --sizes 1 --skip-correctness --num-prompts 0 > "$OUT/tp1_13b.log" 2>&1
 grep -E "^latency|^graph|failed|Error" "$OUT/tp1_13b.log" | cut -c1-150
