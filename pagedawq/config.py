@@ -59,6 +59,16 @@ def read_hf_config(path: Path) -> dict[str, Any]:
         raise ModelFilesError(f"cannot read {path / 'config.json'}: {e}") from e
 
 
+def hf_num_kv_heads(hf_config: dict[str, Any]) -> int:
+    """KV heads of an HF config (without ``num_key_value_heads``: as many as query heads)."""
+    return int(hf_config.get("num_key_value_heads") or hf_config["num_attention_heads"])
+
+
+def hf_head_dim(hf_config: dict[str, Any]) -> int:
+    """Head size of an HF config (without ``head_dim``: hidden size / query heads)."""
+    return int(hf_config.get("head_dim") or hf_config["hidden_size"] // hf_config["num_attention_heads"])
+
+
 @dataclass
 class ModelConfig:
     path: Path
@@ -81,7 +91,7 @@ class ModelConfig:
 
     @property
     def num_kv_heads(self) -> int:
-        return int(self.hf_config.get("num_key_value_heads") or self.num_heads)
+        return hf_num_kv_heads(self.hf_config)
 
     @property
     def hidden_size(self) -> int:
@@ -89,7 +99,7 @@ class ModelConfig:
 
     @property
     def head_dim(self) -> int:
-        return int(self.hf_config.get("head_dim") or self.hidden_size // self.num_heads)
+        return hf_head_dim(self.hf_config)
 
     @property
     def vocab_size(self) -> int:
@@ -265,7 +275,7 @@ def build_engine_config(model: str | None, *, tokenizer: str | None = None, quan
         raise ConfigError(f"max_num_batched_tokens must be a positive integer, got {max_num_batched_tokens!r}")
 
     num_heads = int(hf_config["num_attention_heads"])
-    num_kv_heads = int(hf_config.get("num_key_value_heads") or num_heads)
+    num_kv_heads = hf_num_kv_heads(hf_config)
     if num_heads % tensor_parallel_size:
         raise UnsupportedModelError(
             f"tensor_parallel_size={tensor_parallel_size} does not divide the model's {num_heads} attention "

@@ -11,6 +11,7 @@ from typing import Any, Iterable, Iterator
 import torch
 from torch import nn
 
+from pagedawq.config import hf_head_dim, hf_num_kv_heads
 from pagedawq.models.layers.attention import Attention
 from pagedawq.models.layers.embedding import ParallelLMHead, VocabParallelEmbedding
 from pagedawq.models.layers.linear import MergedColumnParallelLinear, QKVParallelLinear, RowParallelLinear
@@ -19,18 +20,14 @@ from pagedawq.models.layers.rotary import RotaryEmbedding
 from pagedawq.quant.base import QuantConfig
 
 
-def _head_dim(cfg: dict[str, Any]) -> int:
-    return cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]
-
-
 class LlamaAttention(nn.Module):
     def __init__(self, cfg: dict[str, Any], quant_config: QuantConfig | None, dtype: torch.dtype, prefix: str,
                  qkv_bias: bool, o_bias: bool, rotary_emb: RotaryEmbedding) -> None:
         super().__init__()
         hidden = cfg["hidden_size"]
         num_heads = cfg["num_attention_heads"]
-        num_kv_heads = cfg.get("num_key_value_heads") or num_heads
-        head_dim = _head_dim(cfg)
+        num_kv_heads = hf_num_kv_heads(cfg)
+        head_dim = hf_head_dim(cfg)
         self.qkv_proj = QKVParallelLinear(hidden, head_dim, num_heads, num_kv_heads, bias=qkv_bias,
                                           params_dtype=dtype, quant_config=quant_config,
                                           prefix=f"{prefix}.qkv_proj")
@@ -104,7 +101,7 @@ class LlamaModel(nn.Module):
         self.embed_tokens = VocabParallelEmbedding(cfg["vocab_size"], cfg["hidden_size"], dtype)
         # One cos/sin table for every layer: a table per layer took 64 MiB each at Llama-3's 131072
         # positions (2 GiB of an 8B model's GPU memory, 5 GiB of a 70B's on every rank).
-        rotary_emb = RotaryEmbedding(_head_dim(cfg), cfg.get("max_position_embeddings", 2048), cfg)
+        rotary_emb = RotaryEmbedding(hf_head_dim(cfg), cfg.get("max_position_embeddings", 2048), cfg)
         self.layers = nn.ModuleList(
             LlamaDecoderLayer(cfg, quant_config, dtype, f"model.layers.{i}", qkv_bias, o_bias, rotary_emb)
             for i in range(cfg["num_hidden_layers"]))
@@ -145,7 +142,7 @@ class LlamaForCausalLM(nn.Module):
         ranks: the row-parallel o_proj and down_proj split their inputs, the others keep them whole.
         The engine checks these against the weight format before any rank builds the model."""
         hidden, inter = cfg["hidden_size"], cfg["intermediate_size"]
-        attn_out = cfg["num_attention_heads"] * _head_dim(cfg)
+        attn_out = cfg["num_attention_heads"] * hf_head_dim(cfg)
         for i in range(cfg["num_hidden_layers"]):
             yield f"model.layers.{i}.self_attn.qkv_proj", hidden, hidden
             yield f"model.layers.{i}.self_attn.o_proj", attn_out, attn_out // tp_size
