@@ -335,9 +335,9 @@ def test_prefill_kernel_also_serves_decode_batches():
 def test_profile_forward_attention_runs_a_fused_sdpa_kernel_and_matches_float64(device, dtype):
     """The memory-profiling forward's attention (no KV cache yet, ``attention_without_cache``) must
     run one of SDPA's fused kernels: the math kernel holds the [heads, T, T] scores, which the real
-    prefill never does, and the KV cache was made smaller by them (10.4 GiB at 70B TP=1). With only
-    the fused kernels allowed (flash; on CUDA also memory-efficient, which takes fp32), a fallback
-    to the math kernel raises here."""
+    prefill never does, and the KV cache is made smaller by them (the 70B at TP=1 profiled a 10.4
+    GiB peak). With only the fused kernels allowed (flash; on CUDA also memory-efficient, which
+    takes fp32), a fallback to the math kernel raises here."""
     from types import SimpleNamespace
 
     from torch.nn.attention import SDPBackend, sdpa_kernel
