@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from pagedawq import LLM, SamplingParams
-from pagedawq.errors import EngineDeadError
+from pagedawq.errors import EngineDeadError, ModelFilesError
 
 GREEDY = SamplingParams(temperature=0, max_tokens=12, ignore_eos=True)
 PROMPTS = [{"prompt_token_ids": list(range(7, 7 + n))} for n in (2, 17, 45)]
@@ -61,14 +61,16 @@ def test_mp_dead_rank_is_an_error_and_close_ends_the_ranks(gqa_model):
     assert not any(p.is_alive() for p in processes)
 
 
-def test_mp_rank_that_fails_to_load_reports_its_traceback(gqa_model, tmp_path):
-    """The ranks build their workers on command, so a shard that cannot be read comes back with the
-    worker's traceback instead of as a bare exit code."""
+def test_mp_rank_that_fails_to_load_reports_its_error_and_traceback(gqa_model, tmp_path):
+    """The ranks build their workers on command, so a shard that cannot be read comes back as the
+    ModelFilesError that one process raises, with the rank's traceback in a note, instead of as a
+    bare exit code."""
     broken = tmp_path / "broken"
     shutil.copytree(gqa_model[0], broken)
     (broken / "model.safetensors").write_bytes(b"not a safetensors file")
-    with pytest.raises(EngineDeadError, match="(?s)rank \\d failed:.*Traceback"):
+    with pytest.raises(ModelFilesError, match="cannot read weights from") as info:
         _llm(broken, 2, distributed_executor_backend="mp")
+    assert "raised by tensor-parallel rank" in info.value.__notes__[0] and "Traceback" in info.value.__notes__[0]
     assert not [p for p in multiprocessing.active_children() if p.name.startswith("pagedawq-rank")]
 
 

@@ -1,6 +1,6 @@
 """The driver-to-worker step channel: replies come back in rank order, a worker's exception, a
-worker's death and a stuck worker all end the driver's wait with EngineDeadError, and a stranger
-without the token cannot take a rank's place."""
+worker's death and a stuck worker all end the driver's wait with EngineDeadError (an error the user
+can act on is raised as itself), and a stranger without the token cannot take a rank's place."""
 from __future__ import annotations
 
 import socket
@@ -12,19 +12,27 @@ import pytest
 
 from pagedawq.engine.executor import step_channel
 from pagedawq.engine.executor.step_channel import STOP, DriverChannel, serve_worker
-from pagedawq.errors import EngineDeadError
+from pagedawq.errors import EngineDeadError, ModelFilesError
 
 
 _UNSTICK = threading.Event()   # releases the ranks a test left stuck
+
+
+class _UnpicklableFilesError(ModelFilesError):
+    def __init__(self, message: str, handle) -> None:   # two arguments: pickle cannot rebuild it
+        super().__init__(message)
+        self.handle = handle
 
 
 def _handler(rank: int):
     def handle(method, *args, **kwargs):
         if method == "boom" and rank == 0:   # one rank fails, the other answers normally
             raise ValueError(f"rank {rank} exploded")
+        if method == "user_error" and rank == 1:
+            raise ModelFilesError("no weights in /nowhere") if not args else _UnpicklableFilesError("x", args[0])
         if method == "stick" and rank in args[0]:   # these ranks never answer (until released)
             _UNSTICK.wait()
-        if method in ("echo", "boom", "stick"):
+        if method in ("echo", "boom", "stick", "user_error"):
             return (rank, args, kwargs)
         raise AttributeError(method)
     return handle
@@ -65,6 +73,22 @@ def test_worker_exception_surfaces_with_its_traceback():
     try:
         with pytest.raises(EngineDeadError, match="(?s)Traceback.*rank 0 exploded"):
             _call(chan, "boom", ranks=(0, 1))
+    finally:
+        chan.broadcast((STOP, (), {}, ()))
+        chan.close()
+
+
+def test_an_error_the_user_can_act_on_is_raised_as_itself_with_the_rank_and_traceback():
+    """As with one process: a rank's ModelFilesError reaches the caller as a ModelFilesError (its
+    rank and traceback in a note), not as a dead engine; one that cannot be pickled comes as text."""
+    chan, _ = _start(2)
+    try:
+        with pytest.raises(ModelFilesError, match="no weights in /nowhere") as info:
+            _call(chan, "user_error")
+        assert not isinstance(info.value, EngineDeadError)
+        assert "raised by tensor-parallel rank 1" in info.value.__notes__[0] and "Traceback" in info.value.__notes__[0]
+        with pytest.raises(EngineDeadError, match="(?s)rank 1 failed:.*_UnpicklableFilesError"):
+            _call(chan, "user_error", (5,))
     finally:
         chan.broadcast((STOP, (), {}, ()))
         chan.close()

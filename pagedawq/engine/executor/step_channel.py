@@ -10,7 +10,9 @@ write back.
 
 Failure is visible, never a hang: a worker process that dies closes its socket (EOF, or a reset
 when the kernel aborts the connection of a killed process), and a worker that raises sends its
-traceback; either ends the driver's wait with :class:`EngineDeadError`. So does a worker that is
+traceback; either ends the driver's wait with :class:`EngineDeadError`. An error the user can act
+on (a :class:`PagedAWQError`: weights that do not fit, unreadable files) is raised on the driver as
+itself, as it would be with one process, with the rank and its traceback in a note. So does a worker that is
 alive but stuck (a device kernel waiting for peers that moved on, a collective the others never
 made): its peers answer the same command and it does not (``STRAGGLER_TIMEOUT_S``), or no rank
 answers at all (``COMMAND_TIMEOUT_S``).
@@ -30,7 +32,7 @@ import traceback
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from pagedawq.errors import EngineDeadError
+from pagedawq.errors import EngineDeadError, PagedAWQError
 
 _HEADER = struct.Struct("!Q")
 STOP = "__stop__"
@@ -163,7 +165,11 @@ class DriverChannel:
                     raise EngineDeadError(f"a tensor-parallel worker died (rank {rank} closed its connection)")
                 status, value = reply
                 if status == "error":
-                    raise EngineDeadError(f"tensor-parallel rank {rank} failed:\n{value}")
+                    text, user_error = value
+                    if user_error is not None:
+                        user_error.add_note(f"raised by tensor-parallel rank {rank}:\n{text}")
+                        raise user_error
+                    raise EngineDeadError(f"tensor-parallel rank {rank} failed:\n{text}")
                 replies[rank] = value
                 first_reply = first_reply or time.monotonic()
         return replies
@@ -197,9 +203,22 @@ class DriverChannel:
         self._selector.close()
 
 
+def _user_error(e: Exception) -> PagedAWQError | None:
+    """``e`` where the driver should raise it as it is: an error the user can act on, which
+    survives pickling (the driver gets an EngineDeadError with the traceback otherwise)."""
+    if not isinstance(e, PagedAWQError):
+        return None
+    try:
+        pickle.loads(pickle.dumps(e, protocol=pickle.HIGHEST_PROTOCOL))
+    except Exception:  # noqa: BLE001 - an exception that does not pickle is sent as text only
+        return None
+    return e
+
+
 def serve_worker(address: tuple[str, int], rank: int, token: str, handler: Callable[..., Any]) -> None:
     """The worker's loop: run ``handler(method, *args, **kwargs)`` for every command until STOP or
-    until the driver goes away. Replies ("ok", result) when asked, ("error", traceback) always."""
+    until the driver goes away. Replies ("ok", result) when asked, ("error", (traceback, the exception
+    if the user can act on it, else None)) always."""
     sock = socket.create_connection(address)
     _configure(sock)
     try:
@@ -213,8 +232,8 @@ def serve_worker(address: tuple[str, int], rank: int, token: str, handler: Calla
                 return
             try:
                 result = handler(method, *args, **kwargs)
-            except Exception:
-                _send_frame(sock, ("error", traceback.format_exc()))
+            except Exception as e:
+                _send_frame(sock, ("error", (traceback.format_exc(), _user_error(e))))
                 continue
             if rank in reply_ranks:
                 _send_frame(sock, ("ok", result))
