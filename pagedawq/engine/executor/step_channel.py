@@ -10,12 +10,12 @@ write back.
 
 Failure is visible, never a hang: a worker process that dies closes its socket (EOF, or a reset
 when the kernel aborts the connection of a killed process), and a worker that raises sends its
-traceback; either ends the driver's wait with :class:`EngineDeadError`. An error the user can act
-on (a :class:`PagedAWQError`: weights that do not fit, unreadable files) is raised on the driver as
-itself, as it would be with one process, with the rank and its traceback in a note. So does a worker that is
+traceback; either ends the driver's wait with :class:`EngineDeadError`. So does a worker that is
 alive but stuck (a device kernel waiting for peers that moved on, a collective the others never
 made): its peers answer the same command and it does not (``STRAGGLER_TIMEOUT_S``), or no rank
-answers at all (``COMMAND_TIMEOUT_S``).
+answers at all (``COMMAND_TIMEOUT_S``). An error the user can act on (a :class:`PagedAWQError`:
+weights that do not fit, unreadable files) is raised on the driver as itself, as with one process,
+the rank and its traceback in a note.
 Connections are authenticated with a per-engine random token, since the driver unpickles what it
 receives.
 """
