@@ -49,7 +49,7 @@ def profile(model: str, quant: str | None, dtype: str, tp: int, n_out: int, tabl
               distributed_executor_backend=backend if tp > 1 else None)
     vocab = llm.llm_engine.config.model.vocab_size
     params = SamplingParams(temperature=0, max_tokens=n_out, ignore_eos=True)
-    wall_us = 1e6 * decode_timing(llm, batch, 32, n_out)[0]   # a decode step; prefill and the call's ends apart
+    wall_us = 1e6 * decode_timing(llm, batch, 32, n_out).step   # a decode step; prefill and the call's ends apart
     if breakdown:
         graph_breakdown(llm, wall_us, batch)   # before the profiler: once it has run, graph launches block
     llm.start_profile()

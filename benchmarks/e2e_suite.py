@@ -45,7 +45,7 @@ def engine(model: str, **kw) -> LLM:
 
 
 def decode_tok_s(llm: LLM, batch: int, n_in: int, n_out: int) -> float:
-    return batch / decode_timing(llm, batch, n_in, n_out)[0]
+    return batch / decode_timing(llm, batch, n_in, n_out).step
 
 
 def prefill_ms(llm: LLM, n_tokens: int) -> float:
