@@ -223,6 +223,26 @@ def test_warp_specialised_kernel_compiles_for_sm90_without_coupling_its_consumer
     assert s["loops"] == [{"hgmma": 4 * kt * block_n // 64, "wait_all": 1, "cta_barriers": 0}] * (nc * kc)
 
 
+@pytest.mark.parametrize("args", [["64", "8", "split", "kt=4", "cluster=4"], ["64", "64", "kt=2"],
+                                  ["ws", "64", "8", "nc=1", "kc=2", "stages=8", "kt=4", "split", "pdl"]])
+def test_weights_read_once_stream_with_an_l2_evict_first_hint(args):
+    """``STREAM_W`` (a launch of one token tile): the loads of the words and the zero/scale rows carry
+    an L2 evict-first policy in the SASS (``desc[URn]``), x's do not; without it none does
+    (pagedawq/kernels/l2_hints.py)."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    counts = {}
+    for stream in (True, False):
+        proc = subprocess.run([sys.executable, "-m", "tests.wgmma_sass", *args, *(["stream"] if stream else [])],
+                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        s = json.loads(proc.stdout.strip().splitlines()[-1])
+        counts[stream] = (s["tma_loads"], s["hinted_tma_loads"])
+    (loads, hinted), (loads_plain, hinted_plain) = counts[True], counts[False]
+    assert loads == loads_plain and hinted_plain == 0
+    x_loads = loads // 3   # x, words, zero/scale: one box each a step (one channel group in the ws case)
+    assert hinted == loads - x_loads
+
+
 @pytest.mark.parametrize("block_t,kt,kc,stages", [(8, 4, 2, 8), (64, 2, 2, 6), (32, 2, 2, 4), (128, 2, 2, 4)])
 def test_warp_specialised_kernel_sums_split_k_in_a_cluster(block_t, kt, kc, stages):
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}

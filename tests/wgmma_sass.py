@@ -5,11 +5,11 @@ kernel builds with the installed Triton, and that its K loop has the structure i
 each step's HGMMAs waited for (``WARPGROUP.DEPBAR.LE gsb0, 0x0``) before anything writes their A
 registers again, and no spills.
 
-    python -m tests.wgmma_sass 64 64 [split [defer]] [silu] [kt=2] [cluster=4]   # BLOCK_N BLOCK_T, K tiles a step -> one JSON line
-    python -m tests.wgmma_sass ws 64 8 nc=1 kc=2 stages=8 kt=4 split [defer] pdl   # the warp-specialised kernel
+    python -m tests.wgmma_sass 64 64 [split [defer]] [silu] [kt=2] [cluster=4] [stream]   # BLOCK_N BLOCK_T, K tiles a step -> one JSON line
+    python -m tests.wgmma_sass ws 64 8 nc=1 kc=2 stages=8 kt=4 split [defer] pdl [stream]   # the warp-specialised kernel
 
 ``defer``: split-K partials left to the consumer (``DEFER``); ``cluster=S``: the S K slices summed as a
-cluster (``CLUSTER``).
+cluster (``CLUSTER``); ``stream``: the weights marked for the L2 evict-first hint (``STREAM_W``).
 """
 from __future__ import annotations
 
@@ -75,14 +75,14 @@ def disassemble_labelled(compiled) -> tuple[list[str], dict[str, int]]:
 
 
 def sass_t(cfg: WgmmaTConfig, split: bool = False, group: int = 128, pdl: bool = True, silu: bool = False,
-           defer: bool = False, cluster: int = 1, push: bool = False) -> list[str]:
+           defer: bool = False, cluster: int = 1, push: bool = False, stream_w: bool = False) -> list[str]:
     """SASS of ``awq_wgmma_t_kernel`` for ``cfg`` (K = N = 4096); ``cluster``: its K slices summed as
     a cluster of that many CTAs; ``push``: the output pushed to 2 ranks' slots (rank 0), the push
     table standing in for the output pointers as ``wgmma_t_gemm_pushed`` passes it."""
     scalars = {**_SCALARS, "cluster_smem": "i32", "push_ptr": "i32"}
     constexprs = {"G": group, "W_LAYOUT": awq_wgmma_t.words_layout(cfg.block_n), "STAGES": cfg.stages,
                   "SPLIT": split or cluster > 1, "PDL": pdl, "SILU": silu, "num_warps": cfg.num_warps,
-                  "DEFER": defer, "CLUSTER": cluster, "PUSH_RANK": 0, "PUSH_WORLD": 0}
+                  "DEFER": defer, "CLUSTER": cluster, "PUSH_RANK": 0, "PUSH_WORLD": 0, "STREAM_W": stream_w}
     if push:
         scalars.update(out_ptr="*i64", ws_ptr="*i64", cnt_ptr="*i64", push_ptr="*i64")
         constexprs.update(PUSH_RANK=0, PUSH_WORLD=2)
@@ -91,14 +91,14 @@ def sass_t(cfg: WgmmaTConfig, split: bool = False, group: int = 128, pdl: bool =
 
 
 def sass_ws(cfg: WgmmaTConfig, group: int = 128, silu: bool = False, split: bool = False, pdl: bool = False,
-            k: int = 4096, n: int = 4096, m: int = 256, defer: bool = False, cluster: int = 1
-            ) -> tuple[list[str], dict[str, int]]:
+            k: int = 4096, n: int = 4096, m: int = 256, defer: bool = False, cluster: int = 1,
+            stream_w: bool = False) -> tuple[list[str], dict[str, int]]:
     """Labelled SASS of ``awq_wgmma_t_ws_kernel`` for ``cfg`` on a K x N layer, with its launch register cap."""
     from pagedawq.kernels import awq_wgmma_t_ws as ws
     constexprs = {"G": group, "STAGES": cfg.stages, "NC": cfg.channel_groups, "KC": cfg.k_phases,
                   "SPLIT": split or cluster > 1, "PDL": pdl, "SILU": silu,
                   "CONSUMER_REGS": ws.consumer_regs(cfg.consumers), "num_warps": cfg.num_warps, "DEFER": defer,
-                  "CLUSTER": cluster}
+                  "CLUSTER": cluster, "STREAM_W": stream_w}
     compiled = _compile(ws.awq_wgmma_t_ws_kernel, {**_descs(cfg, group, k, n, m), **_SCALARS, "cluster_smem": "i32"},
                         constexprs, cfg.num_warps, maxnreg=ws.max_regs(cfg.consumers))
     return disassemble_labelled(compiled)
@@ -128,7 +128,7 @@ def ws_summary(lines: list[str], labels: dict[str, int]) -> dict:
     return {"instructions": len(lines), "setmaxnreg": sum("SETMAXREG" in ln for ln in lines),
             "spills": sum(ln.split()[0] in ("STL", "LDL") or " STL" in ln or " LDL" in ln for ln in lines),
             "a_register_hazards": len(a_register_hazards(lines)), "tma_loads": sum("UTMALDG" in ln for ln in lines),
-            "atomics": atomics(lines), **cluster_counts(lines),
+            "hinted_tma_loads": sum("UTMALDG" in ln and "desc[" in ln for ln in lines), "atomics": atomics(lines), **cluster_counts(lines),
             "loops": [{"hgmma": sum("HGMMA" in ln for ln in body),
                        "wait_all": sum("WARPGROUP.DEPBAR.LE gsb0, 0x0" in ln for ln in body),
                        "cta_barriers": sum(not re.search(r"0x\w+, 0x\w+$", ln) for ln in barriers(body))}
@@ -181,6 +181,8 @@ def summary(lines: list[str]) -> dict[str, int]:
             "hmul2": sum(ln.split()[0].startswith("HMUL2") or " HMUL2" in ln for ln in lines),
             "wait_all": sum("WARPGROUP.DEPBAR.LE gsb0, 0x0" in ln for ln in lines),
             "tma_loads": sum("UTMALDG" in ln for ln in lines),
+            # a TMA load with an L2 cache policy names it as a last operand, desc[URn]
+            "hinted_tma_loads": sum("UTMALDG" in ln and "desc[" in ln for ln in lines),
             "shared_stores": sum(ln.split()[0].startswith(("STS", "STSM")) or " STS" in ln for ln in lines),
             "atomics": atomics(lines),
             **cluster_counts(lines),
@@ -207,10 +209,11 @@ if __name__ == "__main__":
                            k_phases=kc)
         s = ws_summary(*sass_ws(cfg, silu="silu" in args, split="split" in args, pdl="pdl" in args,
                                 m=max(8, cfg.block_t), defer="defer" in args,
-                                cluster=int(next((v[8:] for v in args if v.startswith("cluster=")), 1))))
+                                cluster=int(next((v[8:] for v in args if v.startswith("cluster=")), 1)),
+                                stream_w="stream" in args))
         print(json.dumps(s))
     else:
         lines = sass_t(WgmmaTConfig(int(args[0]), int(args[1]), k_tiles=kt), "split" in args, silu="silu" in args,
                        defer="defer" in args, cluster=int(next((v[8:] for v in args if v.startswith("cluster=")), 1)),
-                       push="push" in args)
+                       push="push" in args, stream_w="stream" in args)
         print(json.dumps(push_summary(lines) if "push" in args else summary(lines)))

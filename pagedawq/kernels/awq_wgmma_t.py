@@ -51,6 +51,7 @@ from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma, warp
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 from pagedawq.kernels.awq_configs import CLUSTER_MAX_T, WgmmaTConfig, k_tiles_per_step, nonempty_split
+from pagedawq.kernels import l2_hints
 from pagedawq.kernels.awq_kernels import _CONSTRAINTS_SCALED, _F16X8, _UNPACK_F16_SCALED
 from pagedawq.kernels.one_shot_allreduce import PushedOutput, PushTarget
 from pagedawq.kernels.clusters import (CLUSTER_SIZES, arrive_cluster, init_push_barrier, launch_clustered,
@@ -96,6 +97,7 @@ GROUP_SCALE_MAX_T = gl.constexpr(64)
 # The TMA load and the CTA barrier were renamed between Triton 3.6 (the GPU image) and 3.9 (the CPU
 # wheel); same operations.
 _tma_load = getattr(tma, "async_load", None) or tma.async_copy_global_to_shared
+l2_hints.install()   # the kernels here mark their weight streams for an L2 evict-first hint (STREAM_W)
 _cta_barrier = getattr(gl, "thread_barrier", None) or gl.barrier
 # What a Triton whose Gluon API differs from the one this kernel is written for raises when it
 # builds the kernel (a renamed builtin, a changed signature, a compilation error); awq_gemm then
@@ -392,12 +394,21 @@ def _step(i, kt_lo, acc, use_acc, x_desc, w_desc, zs_desc, x_bufs, w_bufs, z_buf
     return acc
 
 
+@gluon.jit
+def mark_weight_stream():
+    """Mark the calling kernel's 2nd and 3rd TMA descriptors (w and zs: read once) for the L2
+    evict-first hint that ``l2_hints`` writes into the PTX. The comment is the mark (it must read
+    ``l2_hints.marker(1, 2)``); the move is there to carry it and does nothing."""
+    gl.inline_asm_elementwise("// pagedawq:l2-evict-first-descriptors 1 2\n\tmov.b32 $0, $1;", "=r,r",
+                              [gl.program_id(0)], dtype=gl.int32, is_pure=False, pack=1)
+
+
 @gluon.jit(do_not_specialize=["M", "split_k", "cluster_smem"])
 def awq_wgmma_t_kernel(x_desc, w_desc, zs_desc, out_ptr, ws_ptr, cnt_ptr, M, N, K, stride_om, split_k,
                        G: gl.constexpr, W_LAYOUT: gl.constexpr, STAGES: gl.constexpr, SPLIT: gl.constexpr,
                        PDL: gl.constexpr, SILU: gl.constexpr, num_warps: gl.constexpr, DEFER: gl.constexpr = False,
                        CLUSTER: gl.constexpr = 1, cluster_smem=0, push_ptr=0, PUSH_RANK: gl.constexpr = 0,
-                       PUSH_WORLD: gl.constexpr = 0):
+                       PUSH_WORLD: gl.constexpr = 0, STREAM_W: gl.constexpr = False):
     """One [BLOCK_N channels, BLOCK_T tokens] tile of out^T (program ids 0, 1) over one K slice (2),
     KT K tiles a step (the host makes KT divide the number of K tiles). With ``PDL`` (the launch has
     the programmatic-dependent attribute, ``pagedawq.kernels.pdl``) the first stages' weights are
@@ -409,7 +420,10 @@ def awq_wgmma_t_kernel(x_desc, w_desc, zs_desc, out_ptr, ws_ptr, cnt_ptr, M, N, 
     partials through distributed shared memory at byte ``cluster_smem`` (``_cluster_sum_tile``).
     ``PUSH_WORLD`` > 0: the output goes to the receive slots of the all-reduce after a row-parallel
     layer of that many ranks (``push_ptr``: ``one_shot_allreduce.PushTarget``'s table; this is rank
-    ``PUSH_RANK``), not to ``out_ptr`` (``_push_tile``)."""
+    ``PUSH_RANK``), not to ``out_ptr`` (``_push_tile``). ``STREAM_W`` (one token tile: each weight
+    is read once): the w and zs loads stream with an L2 evict-first hint (``mark_weight_stream``)."""
+    if STREAM_W:
+        mark_weight_stream()
     KT: gl.constexpr = x_desc.block_type.shape[0]
     BT: gl.constexpr = x_desc.block_type.shape[1]
     BK: gl.constexpr = x_desc.block_type.shape[2]
@@ -728,8 +742,15 @@ def _launch_args(x: torch.Tensor, words: torch.Tensor, zs: torch.Tensor, cfg: Wg
     kt = k_tiles_per_step(k, group, cfg)
     split = k_slices(k, kt, cfg)
     consts = dict(G=group, W_LAYOUT=words_layout(cfg.block_n), STAGES=cfg.stages, SPLIT=split > 1, SILU=silu_and_mul,
-                  num_warps=cfg.num_warps, **pdl_launch(x.device, m))
+                  num_warps=cfg.num_warps, STREAM_W=streams_weights(m, cfg), **pdl_launch(x.device, m))
     return descriptors(x, words, zs, cfg, kt), split, consts
+
+
+def streams_weights(m: int, cfg: WgmmaTConfig) -> bool:
+    """Whether a launch of ``m`` tokens reads each weight once (one token tile), so that its weight
+    loads should leave L2 to what the kernels around it reuse (``l2_hints``). With several token
+    tiles the tiles of a channel tile share its weights through L2."""
+    return m <= cfg.block_t
 
 
 def wgmma_t_gemm_pushed(x: torch.Tensor, words: torch.Tensor, zs: torch.Tensor, cfg: WgmmaTConfig,

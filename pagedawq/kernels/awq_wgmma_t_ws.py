@@ -43,7 +43,7 @@ from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared,
 from pagedawq.kernels.awq_configs import WgmmaTConfig, k_tiles_per_step
 from pagedawq.kernels.awq_wgmma_t import (GROUP_SCALE_MAX_T, _cluster_sum_tile, _cta_barrier, _griddep, _mma_step,
                                           _tma_load, _write_tile, cluster_reduces, descriptors, k_slices,
-                                          launch_split_k, words_layout)
+                                          launch_split_k, mark_weight_stream, streams_weights, words_layout)
 from pagedawq.kernels.clusters import arrive_cluster, init_push_barrier, smem_address
 from pagedawq.kernels.pdl import pdl_launch
 from pagedawq.kernels.split_k import SplitKPartials
@@ -179,7 +179,7 @@ def awq_wgmma_t_ws_kernel(x_desc, w_desc, zs_desc, out_ptr, ws_ptr, cnt_ptr, M, 
                           G: gl.constexpr, STAGES: gl.constexpr, NC: gl.constexpr, KC: gl.constexpr,
                           SPLIT: gl.constexpr, PDL: gl.constexpr, SILU: gl.constexpr, CONSUMER_REGS: gl.constexpr,
                           num_warps: gl.constexpr, DEFER: gl.constexpr = False, CLUSTER: gl.constexpr = 1,
-                          cluster_smem=0):
+                          cluster_smem=0, STREAM_W: gl.constexpr = False):
     """One tile of out^T, NC x BLOCK_N channels x BLOCK_T tokens, over K slice ``program_id(1)`` of
     ``split_k``: the partitions of the module docstring over shared memory allocated here. Axis 0 is
     rastered in groups of GROUP_T token tiles: the CTAs resident together cover ~GROUP_T token tiles
@@ -188,7 +188,9 @@ def awq_wgmma_t_ws_kernel(x_desc, w_desc, zs_desc, out_ptr, ws_ptr, cnt_ptr, M, 
     ``CLUSTER`` (one channel group, = ``split_k``): the K slices of a tile are one cluster along axis
     0 and sum as in ``awq_wgmma_t``; the producer is then a full warpgroup (its first warp issues),
     so that every warp of the CTA runs a partition and arrives on the cluster barrier (a lone
-    producer warp leaves three idle warps that never would)."""
+    producer warp leaves three idle warps that never would). ``STREAM_W``: as in ``awq_wgmma_t``."""
+    if STREAM_W:
+        mark_weight_stream()
     KT: gl.constexpr = x_desc.block_type.shape[0]
     BT: gl.constexpr = x_desc.block_type.shape[1]
     BK: gl.constexpr = x_desc.block_type.shape[2]
@@ -295,7 +297,7 @@ def wgmma_t_ws_gemm(x: torch.Tensor, words: torch.Tensor, zs: torch.Tensor, cfg:
     tiles = triton.cdiv(m, cfg.block_t) * (n // cfg.cta_channels)
     consts = dict(G=group, STAGES=cfg.stages, NC=cfg.channel_groups, KC=cfg.k_phases, SPLIT=split > 1,
                   SILU=silu_and_mul, CONSUMER_REGS=consumer_regs(cfg.consumers), num_warps=cfg.num_warps,
-                  maxnreg=max_regs(cfg.consumers), **pdl_launch(x.device, m))
+                  maxnreg=max_regs(cfg.consumers), STREAM_W=streams_weights(m, cfg), **pdl_launch(x.device, m))
     # one channel group (four consumers' epilogue would spill) whose slices sum as a cluster
     clustered = (cfg.consumers == 2 and cfg.k_phases == 2
                  and cluster_reduces(split, cfg.block_n, cfg.block_t, silu_and_mul, WS_CLUSTER_MAX_T))
