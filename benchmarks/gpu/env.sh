@@ -38,3 +38,14 @@ variant_tree() {
   else sed -i "$3" "$1/$2"; fi
   if cmp -s "$2" "$1/$2"; then echo "$(basename "$1"): the edit changed nothing in $2, skipped"; return 1; fi
 }
+
+# tree_suite NAME DIR LIMIT LOG ARGS...: tp_suite.py ARGS in the tree at DIR under its own Triton
+# cache (/tmp/tc_NAME: Triton 3.6 keys its cache on the kernels' source, not on a compile hook such
+# as l2_hints'), log to $OUT/LOG.log, its result lines printed with NAME in front.
+tree_suite() {
+  local name=$1 dir=$2 limit=$3 log=$4
+  shift 4
+  (cd "$dir/benchmarks" && TRITON_CACHE_DIR=/tmp/tc_$name PYTHONPATH="$dir:$PYTHONPATH" timeout "$limit" \
+     python tp_suite.py "$@" > "$OUT/$log.log" 2>&1)
+  grep -E "^latency|^graph|^throughput|failed|Error" "$OUT/$log.log" | cut -c1-150 | sed "s/^/$name: /"
+}
