@@ -134,3 +134,12 @@ def test_the_hook_wraps_the_ptx_stage_keys_the_cache_and_chains(monkeypatch):
 def test_a_launch_streams_its_weights_when_it_has_one_token_tile(m, block_t, once):
     from pagedawq.kernels.awq_wgmma_t import streams_weights
     assert streams_weights(m, WgmmaTConfig(64, block_t)) is once
+
+
+def test_the_hook_alone_keys_the_cache_with_this_module(monkeypatch):
+    from triton import knobs
+    runtime = _Knobs()
+    monkeypatch.setattr(knobs, "runtime", runtime)
+    l2_hints.install()
+    key, digest = runtime.add_stages_inspection_hook()
+    assert key == l2_hints.HOOK_KEY and digest and digest in key   # the key names this module's source digest

@@ -104,20 +104,24 @@ def _hinted(make_ptx):
 
 
 def install() -> None:
-    """Install the compile hook (once a process, chained after any hook already installed). Triton
-    without the hook (before 3.6) compiles the kernels without the hint."""
+    """Install the compile hook (once a process, chained after any hook already installed). A
+    Triton without such hooks compiles the kernels without the hint."""
     try:
         from triton import knobs
     except ImportError:
         return
     runtime = knobs.runtime
-    previous = getattr(runtime, "add_stages_inspection_hook", "missing")
-    if previous == "missing" or getattr(previous, "pagedawq_l2_hints", False):
+    missing = object()
+    previous = getattr(runtime, "add_stages_inspection_hook", missing)
+    if previous is missing or getattr(previous, "pagedawq_l2_hints", False):
         return
+    own_key = (HOOK_KEY, _HOOK_DIGEST)
 
     def hook(*args):
-        if not args:   # Triton >= 3.9 asks for a cache key of the pipeline
-            key, digest = previous() if previous is not None else ("", "")
+        if not args:   # Triton >= 3.9 asks for the pipeline's cache key, at every launch: keep it cheap
+            if previous is None:
+                return own_key
+            key, digest = previous()
             return key + HOOK_KEY, digest + _HOOK_DIGEST
         backend, stages, options, language, capability = args
         if previous is not None:
