@@ -7,10 +7,12 @@
 # STEP=check (~6 minutes): the GPU tests of the hinted kernels (every config against float64, the
 #   CUDA-graph and PDL chains, the K-phase gate_up, the engine against the dequantized reference),
 #   then TP=2 greedy tokens against TP=1 (tp_suite.py's correctness check).
-# STEP=ab (~8 minutes): the 13B AWQ batch-1 step and graph at TP=1 and TP=2, ROUNDS (default 2)
-#   rounds of .abmain and this tree, then 1000 x 512/128 throughput at TP=1 of both (prefill runs
-#   unhinted launches; it should not move). Each tree has its own Triton cache: Triton 3.6 does not
-#   key its cache on the hook.
+# STEP=ab (~8 minutes): the 13B AWQ batch-1 step and graph at TP=1 and TP=2, ROUNDS (default 1)
+#   rounds of .abmain, this tree and this tree with the norm weight loaded before the PDL wait
+#   (patches/norm_weight_before_the_wait.patch: at TP=1 the weight comes from DRAM once the stream
+#   has evicted it, and no kernel writes it), then 1000 x 512/128 throughput at TP=1 of .abmain and
+#   this tree (prefill runs unhinted launches; it should not move). Each tree has its own Triton
+#   cache: Triton 3.6 does not key its cache on the hook.
 set -u
 source benchmarks/gpu/env.sh
 root=$PWD
@@ -21,9 +23,11 @@ if [ "${STEP:-check}" = check ]; then
   (cd benchmarks && timeout 200 python tp_suite.py --tp 2 --sizes 2 --num-prompts 0 > "$OUT/tokens.log" 2>&1)
   grep -E "^correct|^latency|failed" "$OUT/tokens.log" | cut -c1-160
 else
-  for r in $(seq 1 "${ROUNDS:-2}"); do
+  variant_tree /tmp/normw pagedawq/kernels/fused_ops.py patch:benchmarks/gpu/patches/norm_weight_before_the_wait.patch
+  for r in $(seq 1 "${ROUNDS:-1}"); do
     tree_suite main "$root/.abmain" 170 "tp_main_r$r" --tp 2 --skip-correctness --num-prompts 0
     tree_suite hints "$root" 170 "tp_hints_r$r" --tp 2 --skip-correctness --num-prompts 0
+    tree_suite normw /tmp/normw 170 "tp_normw_r$r" --tp 2 --skip-correctness --num-prompts 0
   done
   tree_suite main "$root/.abmain" 135 thr_main --sizes 1 --skip-correctness --num-prompts 1000
   tree_suite hints "$root" 135 thr_hints --sizes 1 --skip-correctness --num-prompts 1000
