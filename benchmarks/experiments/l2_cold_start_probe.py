@@ -14,7 +14,13 @@ where X is:
 If ``stream`` costs K clearly more than ``sleep`` and ``stream_ef`` recovers it, the weight loads
 of the GEMMs are worth an evict-first hint.
 
-    python benchmarks/experiments/l2_cold_start_probe.py
+With ``--head-mb H`` two more columns model a decode step after that hint: the pairs
+[``stream_ef``, K] and, once a graph, a read of H MB like the LM head's (cuBLAS, default policy:
+``ef+head``) or the same read evict-first (``ef+head_ef``). Each K node's launch parameters, like
+those of a decode graph's kernels, are used once a replay. If ``ef+head`` costs K more than
+``ef+head_ef``, the LM head's stream evicts what the next step's kernels start with.
+
+    python benchmarks/experiments/l2_cold_start_probe.py [--head-mb 328]
 """
 from __future__ import annotations
 
@@ -115,11 +121,18 @@ def kernels(args) -> dict:
     }
 
 
-def graph_us(fns: list, calls: int, replays: int) -> float:
-    graph = capture_round_robin(fns, calls)
+def graph_us(fns: list, replays: int) -> float:
+    """Median µs of a replay of a graph of ``fns`` called in order."""
+    graph = capture_round_robin(fns, len(fns))
     t = statistics.median(replay_times_us(graph, 1, replays))
     del graph
     return t
+
+
+def cost_us(x, k, tail, pairs: int, replays: int) -> float:
+    """K's µs a call between the X calls: graph [X, K] x pairs (+ tail) less graph [X] x pairs (+ tail)."""
+    end = [tail] if tail is not None else []
+    return (graph_us([x, k] * pairs + end, replays) - graph_us([x] * pairs + end, replays)) / pairs
 
 
 def main() -> None:
@@ -129,12 +142,18 @@ def main() -> None:
     p.add_argument("--stream-mb", type=int, default=256)
     p.add_argument("--context", type=int, default=128)
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--head-mb", type=int, default=0, help="add the ef+head columns with a read this large")
     args = p.parse_args()
     print(f"{torch.cuda.get_device_name()}, L2 {torch.cuda.get_device_properties(0).L2_cache_size / 2**20:.0f} MiB, "
           f"{args.pairs} pairs a graph, stream {args.stream_mb} MB", flush=True)
     sleep_cycles = 200_000   # ~100 µs at ~2 GHz, about the stream's time
-    xs = {"sleep": lambda: torch.cuda._sleep(sleep_cycles),
-          "stream": stream_fn(args.stream_mb, False), "stream_ef": stream_fn(args.stream_mb, True)}
+    stream_ef = stream_fn(args.stream_mb, True)
+    # column -> (X between the calls, a read once a graph or None)
+    xs = {"sleep": (lambda: torch.cuda._sleep(sleep_cycles), None), "stream": (stream_fn(args.stream_mb, False), None),
+          "stream_ef": (stream_ef, None)}
+    if args.head_mb:
+        xs["ef+head"] = (stream_ef, stream_fn(args.head_mb, False))
+        xs["ef+head_ef"] = (stream_ef, stream_fn(args.head_mb, True))
     try:   # what the evict-first hint compiles to
         ptx = _stream_kernel.warmup(torch.empty(1, device="cuda", dtype=torch.float16), torch.empty(1, device="cuda"),
                                     STREAM_BLOCK, BLOCK=STREAM_BLOCK, EVICT_FIRST=True, num_warps=8,
@@ -146,14 +165,12 @@ def main() -> None:
     for name, k in ks.items():
         k()
     torch.cuda.synchronize()
-    alone = {name: graph_us([k], args.pairs, args.replays) / args.pairs for name, k in ks.items()}
+    alone = {name: graph_us([k] * args.pairs, args.replays) / args.pairs for name, k in ks.items()}
     rows: dict[tuple[str, str], list[float]] = {}
     for r in range(args.rounds):
-        for xname, x in xs.items():
-            base = graph_us([x], args.pairs, args.replays)
+        for xname, (x, tail) in xs.items():
             for name, k in ks.items():
-                rows.setdefault((xname, name), []).append((graph_us([x, k], 2 * args.pairs, args.replays) - base)
-                                                          / args.pairs)
+                rows.setdefault((xname, name), []).append(cost_us(x, k, tail, args.pairs, args.replays))
         print(f"round {r + 1} done", flush=True)
     print(f"\n{'kernel':18} {'alone':>7} " + " ".join(f"{x:>16}" for x in xs))
     for name in ks:
