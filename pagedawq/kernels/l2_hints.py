@@ -74,8 +74,9 @@ def add_evict_first(ptx: str) -> tuple[str, int]:
         if i < len(params):
             weight_regs |= _registers_of(ptx, params[i])
     lines, changed, body_at = ptx.splitlines(), 0, None
+    entry_line = ptx.count("\n", 0, entry.start())
     for n, line in enumerate(lines):
-        if body_at is None and n > ptx[:entry.start()].count("\n") and line.strip() == "{":
+        if body_at is None and n > entry_line and line.strip() == "{":
             body_at = n + 1
         m = _TMA_LOAD.match(line)
         if m and m.group(4) in weight_regs and "cache_hint" not in m.group(2) and ".global" in m.group(2):
