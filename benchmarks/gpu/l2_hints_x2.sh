@@ -4,9 +4,10 @@
 # version that hinted every launch (calls 4-6, RESULTS.md "Session 35"). nvidia-h200-x2 with
 # needs_h200, carry [".raycarry", ".abmain"] (.abmain: main before the hint, e.g. `git archive
 # af9d0d6`). Two calls:
-# STEP=check (~6 minutes): the GPU tests of the hinted kernels (every config against float64, the
-#   CUDA-graph and PDL chains, the K-phase gate_up, the engine against the dequantized reference),
-#   then TP=2 greedy tokens against TP=1 (tp_suite.py's correctness check).
+# STEP=check (~6 minutes): GPU tests of the hinted kernels (in CUDA graphs, the PDL chain, the
+#   K-phase gate_up with the silu epilogue, the engine against the dequantized reference; session
+#   35's call 6 saw the every-config test alone take minutes to compile cold), then TP=2 greedy
+#   tokens against TP=1 (tp_suite.py's correctness check).
 # STEP=ab (~8 minutes): the 13B AWQ batch-1 step and graph at TP=1 and TP=2, ROUNDS (default 1)
 #   rounds of .abmain, this tree and this tree with the norm weight loaded before the PDL wait
 #   (patches/norm_weight_before_the_wait.patch: at TP=1 the weight comes from DRAM once the stream
@@ -17,7 +18,8 @@ set -u
 source benchmarks/gpu/env.sh
 root=$PWD
 if [ "${STEP:-check}" = check ]; then
-  timeout 330 python -m pytest -q -x tests/test_awq_wgmma_t.py -k "gpu" \
+  timeout 330 python -m pytest -q -x tests/test_awq_wgmma_t.py \
+    -k "gpu_awq_gemm_takes_the_path or gpu_awq_gemm_silu_and_mul or gpu_pdl_chain or gpu_decode_gate_up or awq_gpu_kernels_track" \
     "tests/test_gpu_engine.py::test_awq_gpu_kernels_track_dequantized_reference" > "$OUT/tests.log" 2>&1
   tail -3 "$OUT/tests.log"
   (cd benchmarks && timeout 200 python tp_suite.py --tp 2 --sizes 2 --num-prompts 0 > "$OUT/tokens.log" 2>&1)
