@@ -131,9 +131,11 @@ def test_the_hook_wraps_the_ptx_stage_keys_the_cache_and_chains(monkeypatch):
 
 @pytest.mark.parametrize("m,block_t,once", [(1, 8, True), (8, 8, True), (9, 8, False), (64, 64, True),
                                             (65, 64, False), (1024, 128, False)])
-def test_a_launch_streams_its_weights_when_it_has_one_token_tile(m, block_t, once):
+def test_a_launch_streams_its_weights_when_it_has_one_token_tile(m, block_t, once, monkeypatch):
     from pagedawq.kernels.awq_wgmma_t import streams_weights
     assert streams_weights(m, WgmmaTConfig(64, block_t)) is once
+    monkeypatch.setenv("PAGEDAWQ_DISABLE_L2_HINTS", "1")
+    assert not streams_weights(m, WgmmaTConfig(64, block_t))
 
 
 def test_the_hook_alone_keys_the_cache_with_this_module(monkeypatch):

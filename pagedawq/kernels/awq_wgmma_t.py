@@ -41,6 +41,7 @@ the CPU tests check ``repack`` against the checkpoint layout and compile the ker
 """
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 
 import torch
@@ -749,8 +750,9 @@ def _launch_args(x: torch.Tensor, words: torch.Tensor, zs: torch.Tensor, cfg: Wg
 def streams_weights(m: int, cfg: WgmmaTConfig) -> bool:
     """Whether a launch of ``m`` tokens reads each weight once (one token tile), so that its weight
     loads should leave L2 to what the kernels around it reuse (``l2_hints``). With several token
-    tiles the tiles of a channel tile share its weights through L2."""
-    return m <= cfg.block_t
+    tiles the tiles of a channel tile share its weights through L2. PAGEDAWQ_DISABLE_L2_HINTS=1
+    turns the hint off (A/B comparisons)."""
+    return m <= cfg.block_t and os.environ.get("PAGEDAWQ_DISABLE_L2_HINTS", "0") != "1"
 
 
 def wgmma_t_gemm_pushed(x: torch.Tensor, words: torch.Tensor, zs: torch.Tensor, cfg: WgmmaTConfig,
