@@ -49,11 +49,10 @@ def marker(*descriptors: int) -> str:
     return MARKER + "".join(f" {i}" for i in descriptors)
 
 
-def _registers_of(ptx: str, param: str) -> set[str]:
-    """The registers holding the address of the descriptor parameter ``param``: the chain of moves
-    and conversions from it (``mov.b32 %r, param``, ``cvt.u64.u32``, ``cvta.param.u64``, as
-    Triton 3.6 and 3.9 emit them)."""
-    copies = _COPY.findall(ptx)
+def _registers_of(copies: list[tuple[str, str]], param: str) -> set[str]:
+    """The registers holding the address of the descriptor parameter ``param``: the chain of
+    ``copies`` (destination, source) from it, the PTX's moves and conversions (``mov.b32 %r, param``,
+    ``cvt.u64.u32``, ``cvta.param.u64``, as Triton 3.6 and 3.9 emit them)."""
     regs = {param}
     while True:
         grown = regs | {dst for dst, src in copies if src in regs}
@@ -68,11 +67,11 @@ def add_evict_first(ptx: str) -> tuple[str, int]:
     entry, mark = _ENTRY.search(ptx), _MARK.search(ptx)
     if entry is None or mark is None or POLICY_REG in ptx:
         return ptx, 0
-    params = _DESC_PARAM.findall(ptx)
+    params, copies = _DESC_PARAM.findall(ptx), _COPY.findall(ptx)
     weight_regs = set()
     for i in map(int, mark.group(1).split()):
         if i < len(params):
-            weight_regs |= _registers_of(ptx, params[i])
+            weight_regs |= _registers_of(copies, params[i])
     lines, changed, body_at = ptx.splitlines(), 0, None
     entry_line = ptx.count("\n", 0, entry.start())
     for n, line in enumerate(lines):
