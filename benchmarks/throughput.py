@@ -14,6 +14,7 @@ import torch
 from common import add_model_args, device_name, make_llm, now, random_prompts
 
 from pagedawq import SamplingParams
+from pagedawq.kernels.jit_compiles import JitCompiles
 
 
 def run_throughput(llm, args) -> None:
@@ -30,9 +31,10 @@ def run_throughput(llm, args) -> None:
         prompts = random_prompts(args.num_prompts, args.input_len, vocab, seed=args.seed, lengths=ins)
     params = [SamplingParams(temperature=1.0, top_p=1.0, max_tokens=o, ignore_eos=True, seed=i) for i, o in enumerate(outs)]
     llm.generate(prompts[: min(8, len(prompts))], params[:8], use_tqdm=False)   # warm-up (compilation)
-    start = now()
-    results = llm.generate(prompts, params, use_tqdm=True)
-    elapsed = now() - start
+    with JitCompiles() as compiled:
+        start = now()
+        results = llm.generate(prompts, params, use_tqdm=True)
+        elapsed = now() - start
     n_in = sum(len(r.prompt_token_ids) for r in results)
     n_out = sum(len(r.outputs[0].token_ids) for r in results)
     print(f"device: {device_name()}  model: {args.model}  quantization: {args.quantization}  "
@@ -40,6 +42,8 @@ def run_throughput(llm, args) -> None:
     print(f"Throughput: {len(results) / elapsed:.2f} requests/s, {(n_in + n_out) / elapsed:.1f} total tokens/s, "
           f"{n_out / elapsed:.1f} output tokens/s ({len(results)} prompts, {n_in} in / {n_out} out tokens, "
           f"{elapsed:.1f} s)")
+    if args.tensor_parallel_size == 1:   # the ranks of TP > 1 compile in other processes
+        print(f"kernels compiled during the timed run: {len(compiled.kernels)}")
 
 
 def prefill_decode_table(llm, args) -> None:

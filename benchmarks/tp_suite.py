@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import logging
 import os
 import sys
 import tempfile
@@ -23,6 +24,7 @@ from common import decode_timing, device_name, now, random_prompts, shape_dir
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pagedawq import LLM, SamplingParams  # noqa: E402
+from pagedawq.kernels.jit_compiles import JitCompiles  # noqa: E402
 from tests.conftest import make_rtn_awq_checkpoint, make_tiny_model  # noqa: E402
 
 
@@ -78,6 +80,7 @@ def speed(model: str, tp: int, quant: str | None, num_prompts: int, nccl_only: b
     # said also when the caller's environment set it (sessions 33-34 read such runs as a machine's)
     nccl = tp > 1 and os.environ.get("PAGEDAWQ_DISABLE_SYMM_MEM_ALLREDUCE") == "1"
     label = f"{quant or 'fp16'} TP={tp}" + (" (NCCL all-reduce only)" if nccl else "")
+    start = now()
     llm = LLM(shape_dir(model), load_format="dummy", skip_tokenizer_init=True, dtype="float16",
               quantization=quant, tensor_parallel_size=tp, max_model_len=4096, async_scheduling=async_scheduling,
               tune_kernels=tune_kernels, distributed_executor_backend=backend if tp > 1 else None)
@@ -85,7 +88,8 @@ def speed(model: str, tp: int, quant: str | None, num_prompts: int, nccl_only: b
     label += " tuned" if tune_kernels else ""
     vocab = llm.llm_engine.config.model.vocab_size
     cache = llm.llm_engine.config.cache
-    log(f"kv cache {model} {label}: {cache.num_blocks} blocks of {cache.block_size} tokens a rank")
+    log(f"kv cache {model} {label}: {cache.num_blocks} blocks of {cache.block_size} tokens a rank; "
+        f"start-up {now() - start:.1f} s")
     timing = decode_timing(llm, 1, 32, 128)   # the steady decode step; prefill apart
     ms = 1000 * timing.step
     log(f"latency  {model} {label} batch 1: {ms:.3f} ms/token ({1000 / ms:.0f} tok/s), median step "
@@ -98,11 +102,13 @@ def speed(model: str, tp: int, quant: str | None, num_prompts: int, nccl_only: b
     if num_prompts:
         prompts = random_prompts(num_prompts, 512, vocab, seed=3)
         sp = [SamplingParams(temperature=1.0, max_tokens=128, ignore_eos=True, seed=i) for i in range(num_prompts)]
-        start = now()
-        llm.generate(prompts, sp, use_tqdm=False)
-        el = now() - start
+        with JitCompiles() as compiled:   # sees the kernels of TP=1 only (TP > 1 ranks are other processes)
+            start = now()
+            llm.generate(prompts, sp, use_tqdm=False)
+            el = now() - start
+        compiles = f"; {len(compiled.kernels)} kernels compiled in the run" if tp == 1 else ""
         log(f"throughput {model} {label} {num_prompts} x 512/128: {num_prompts / el:.2f} req/s, "
-            f"{num_prompts * 128 / el:.0f} output tok/s")
+            f"{num_prompts * 128 / el:.0f} output tok/s{compiles}")
     close(llm)
 
 
@@ -123,6 +129,9 @@ def main() -> None:
     p.add_argument("--compare-allreduce", action="store_true",
                    help="also time TP latency with PAGEDAWQ_DISABLE_SYMM_MEM_ALLREDUCE=1")
     args = p.parse_args()
+    # the start-up warm-up's line (kernels compiled, seconds) of TP=1, which runs in this process
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("pagedawq.engine.model_runner").setLevel(logging.INFO)
     log(f"device: {device_name()} x{torch.cuda.device_count()}  torch {torch.__version__}  {time.strftime('%Y-%m-%d')}")
     backend = args.distributed_executor_backend
     steps = ([] if args.skip_correctness else [lambda: correctness(args.tp, backend)]) + [

@@ -177,3 +177,25 @@ def test_weights_that_do_not_fit_the_gpu_are_refused_before_loading(tmp_path):
     with pytest.raises(InsufficientMemoryError, match=r"weights take 128\.\d GiB in torch.float16.*quantization='awq'"):
         LLM(str(tmp_path), device="cuda", load_format="dummy", skip_tokenizer_init=True)
     assert torch.cuda.memory_allocated() == allocated
+
+
+@pytest.mark.parametrize("quantization", ["awq", None])
+def test_requests_compile_no_kernel_after_start_up(tmp_path, models, quantization):
+    """The start-up warm-up (engine/warmup.py) compiles every kernel variant a batch can launch: a
+    workload of prompts of every length, chunked prefills beside decodes, prefix-cache hits and
+    decode batches of many sizes then compiles nothing (before it, each new prefill size compiled
+    its GEMM configs inside a request)."""
+    from pagedawq.kernels.jit_compiles import JitCompiles
+    path = make_rtn_awq_checkpoint(models["llama"], tmp_path / "awq", 64)[0] if quantization else models["llama"]
+    with LLM(str(path), device="cuda", dtype="float16", quantization=quantization, skip_tokenizer_init=True,
+             gpu_memory_utilization=0.3, max_model_len=256, max_num_batched_tokens=1024, max_num_seqs=64) as llm:
+        gen = torch.Generator().manual_seed(0)
+        lengths = torch.randint(1, 250, (120,), generator=gen).tolist()
+        batch = [{"prompt_token_ids": torch.randint(3, 512, (n,), generator=gen).tolist()} for n in lengths]
+        batch += batch[:10]   # prefix-cache hits
+        params = [SamplingParams(temperature=0.8 if i % 2 else 0, max_tokens=1 + i % 6, seed=i, ignore_eos=True)
+                  for i in range(len(batch))]
+        with JitCompiles() as compiled:
+            outs = llm.generate(batch, params, use_tqdm=False)
+    assert [len(o.outputs[0].token_ids) for o in outs] == [p.max_tokens for p in params]
+    assert compiled.kernels == []

@@ -47,5 +47,5 @@ tree_suite() {
   shift 4
   (cd "$dir/benchmarks" && TRITON_CACHE_DIR=/tmp/tc_$name PYTHONPATH="$dir:$PYTHONPATH" timeout "$limit" \
      python tp_suite.py "$@" > "$OUT/$log.log" 2>&1)
-  grep -E "^latency|^graph|^throughput|failed|Error" "$OUT/$log.log" | cut -c1-150 | sed "s/^/$name: /"
+  grep -E "^kv cache|warm-up:|^latency|^graph|^throughput|failed|Error" "$OUT/$log.log" | cut -c1-150 | sed "s/^/$name: /"
 }

@@ -8,20 +8,24 @@ gathering the logits).
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from pagedawq.attention.backend import get_backend
 from pagedawq.attention.metadata import AttentionMetadata, forward_context
 from pagedawq.config import EngineConfig
-from pagedawq.distributed.parallel_state import broadcast_from_rank0, get_tp_size
+from pagedawq.distributed.parallel_state import broadcast_from_rank0, get_tp_rank, get_tp_size
 from pagedawq.engine.cuda_graphs import DecodeGraphs, PrefillGraphs
 from pagedawq.engine.host_staging import DeviceStep, HostStaging, StepArrays
 from pagedawq.engine.sampler import DeviceSample, RequestSamplingState, Sampler, TokenLogprobs, argmax_of_raw_logits
 from pagedawq.engine.scheduler import PENDING_TOKEN, SchedulerOutput
+from pagedawq.engine.warmup import first_layers, prefill_token_counts, warmup_batches
+from pagedawq.kernels.jit_compiles import JitCompiles
 from pagedawq.models.layers.attention import Attention
 
 logger = logging.getLogger(__name__)
@@ -244,11 +248,19 @@ class ModelRunner:
 
     @torch.inference_mode()
     def warm_up(self) -> None:
-        """Compile now the kernel variants of a short prefill chunk (a prefix-cache hit, the tail
-        of a chunked prompt), which neither the profile run nor the decode graphs use, and the
-        tensor-parallel greedy exchange, so that no request pays for the compilation in its time
-        to first token."""
-        self._dummy_forward([2], num_logits=1)
+        """Compile now every kernel variant a batch of up to ``max_num_batched_tokens`` tokens can
+        launch (``pagedawq.engine.warmup``: one forward of each launch signature, through the
+        first two layers), the logits and the tensor-parallel greedy exchange, so that no request
+        pays for a compilation in its time to first token. Every rank runs the same forwards."""
+        sched = self.config.scheduler
+        counts = prefill_token_counts(self.model, sched.max_num_batched_tokens, self.device)
+        batches = list(warmup_batches(counts, sched.max_model_len))
+        start = time.perf_counter()
+        with JitCompiles() as compiled, first_layers(self.model, 2):
+            for lens in tqdm(batches, desc="Compiling kernels", disable=get_tp_rank() != 0, leave=False):
+                self._dummy_forward(lens, num_logits=len(lens))
+        logger.info("warm-up: %d batches of 1-%d tokens compiled %d kernel variants in %.1f s", len(batches),
+                    max(counts), len(compiled.kernels), time.perf_counter() - start)
 
     def _dummy_forward(self, lens: list[int], num_logits: int) -> None:
         """A forward of sequences of ``lens`` new tokens that writes nothing to the KV cache."""
@@ -259,7 +271,9 @@ class ModelRunner:
         metadata = AttentionMetadata(
             slot_mapping=torch.full((total,), -1, dtype=torch.int64, device=self.device),
             query_start_loc=qsl.to(self.device), seq_lens=torch.tensor(lens, dtype=torch.int32, device=self.device),
-            block_tables=torch.zeros(len(lens), 1, dtype=torch.int32, device=self.device),
+            # every block of every sequence is block 0: reads stay inside the cache (nothing is written)
+            block_tables=torch.zeros(len(lens), -(-max(lens) // self.block_size), dtype=torch.int32,
+                                     device=self.device),
             max_query_len=max(lens), max_seq_len=max(lens), query_lens_cpu=lens, seq_lens_cpu=lens)
         input_ids = torch.zeros(total, dtype=torch.long, device=self.device)
         with forward_context(metadata):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Hashable
 from dataclasses import replace
 from functools import lru_cache
 
@@ -28,7 +29,9 @@ from pagedawq.kernels.awq_configs import (DEFAULT_SMS, WGMMA_T_M_MIN, GemmConfig
 from pagedawq.kernels import ops
 from pagedawq.kernels.awq_kernels import awq_dequant_kernel, awq_gemm_kernel, awq_gemv_kernel
 from pagedawq.kernels.interpreter import interpreting
+from pagedawq.kernels.jit_compiles import int_specialization
 from pagedawq.kernels.one_shot_allreduce import PushedOutput, PushTarget
+from pagedawq.kernels.pdl import use_pdl
 from pagedawq.kernels.split_k import SplitKPartials
 from pagedawq.quant.pack import PACK_FACTOR, group_size_of
 
@@ -214,11 +217,38 @@ def _push_wgmma_t(module, x: torch.Tensor, n: int, group: int, repacked: tuple[t
                   push: PushTarget) -> PushedOutput | None:
     """The pushing launch with the shape's default config, where that is one launch that can push."""
     m, k = x.shape
-    sms = _sm_count(x.device)
-    config = wgmma_t_config(m, n, k, sms, False, _fast_memory(x.device))
-    if ws_wave_tail(m, n, k, sms, config) is not None or not module.can_push(m, k, group, config):
+    config, tail = wgmma_t_plan(m, n, k, x.device)
+    if tail is not None or not module.can_push(m, k, group, config):
         return None
     return module.wgmma_t_gemm_pushed(x, *repacked, config, push)
+
+
+def wgmma_t_plan(m: int, n: int, k: int, device: torch.device, silu_and_mul: bool = False
+                 ) -> tuple[WgmmaTConfig, tuple[int, WgmmaTConfig] | None]:
+    """The default config of the "wgmma_t" path for ``m`` tokens on a [K, N] layer, and where its
+    last wave would be part-filled, that wave's split (``ws_wave_tail``: channels of the first
+    launch, config of the second), else None."""
+    sms = _sm_count(device)
+    config = wgmma_t_config(m, n, k, sms, silu_and_mul, _fast_memory(device))
+    return config, ws_wave_tail(m, n, k, sms, config)
+
+
+def launch_signature(m: int, n: int, k: int, group: int, device: torch.device, wgmma_t: bool,
+                     silu_and_mul: bool = False) -> Hashable:
+    """What decides the compiled kernels that ``awq_gemm`` and its variants (silu, split-K
+    partials, push) launch for ``m`` tokens on a [K, N] layer: its path and configs, the token
+    count's Triton specialization and the hints that depend on it. Two token counts of one
+    signature launch the same compiled kernels, so a warm-up that runs one count of each compiles
+    every variant the layer will need (``pagedawq.engine.warmup``). ``wgmma_t``: the layer holds
+    weights repacked for that path."""
+    token = (int_specialization(m), use_pdl(device, m))
+    if wgmma_t and device.type == "cuda" and m >= WGMMA_T_M_MIN and not _BUILD_ERROR and not interpreting():
+        module = wgmma_t_module()
+        if module is not None:
+            config, tail = wgmma_t_plan(m, n, k, device, silu_and_mul)
+            return "wgmma_t", config, tail, module.streams_weights(m, config), token
+    gemv = device.type == "cuda" and not interpreting()
+    return choose(m, n, k, group, _sm_count(device), gemv), token
 
 
 def default_path(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, group: int,
@@ -395,9 +425,7 @@ def _launch_wgmma_t(module, x: torch.Tensor, n: int, repacked: tuple[torch.Tenso
     channels in a second launch: ``ws_wave_tail``) and, for split-K, the device's arrival counters."""
     m, k = x.shape
     if not isinstance(config, WgmmaTConfig):
-        sms = _sm_count(x.device)
-        config = wgmma_t_config(m, n, k, sms, silu_and_mul, _fast_memory(x.device))
-        tail = ws_wave_tail(m, n, k, sms, config)
+        config, tail = wgmma_t_plan(m, n, k, x.device, silu_and_mul)
         if tail is not None:
             return _launch_with_tail(module, x, repacked, out, config, *tail, silu_and_mul)
     counters = _counters(x.device, module.output_tiles(m, n, config)) if config.split_k > 1 else None

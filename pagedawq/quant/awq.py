@@ -5,6 +5,7 @@ multiplies in the activation dtype (the CPU path, and numerically the reference 
 """
 from __future__ import annotations
 
+from collections.abc import Hashable
 from typing import Any, Callable
 
 import torch
@@ -166,6 +167,15 @@ class AWQLinearMethod(LinearMethod):
             return None
         from pagedawq.kernels.awq_gemm import awq_gemm_pushed
         return awq_gemm_pushed(x, layer.qweight, layer.qzeros, layer.scales, repacked, push)
+
+    def launch_signature(self, layer: nn.Module, num_tokens: int, device: torch.device) -> Hashable:
+        if device.type != "cuda":
+            return None   # dequantized weight @ x: nothing compiled
+        from pagedawq.kernels.awq_gemm import launch_signature
+        k, n = layer.qweight.shape[0], layer.qweight.shape[1] * PACK_FACTOR
+        silu = getattr(layer, "wgmma_t_silu_weights", None) is not None
+        wgmma_t = silu or getattr(layer, "wgmma_t_weights", None) is not None
+        return launch_signature(num_tokens, n, k, k // layer.scales.shape[0], device, wgmma_t, silu)
 
     def apply_silu_and_mul(self, layer: nn.Module, x: torch.Tensor, bias: torch.Tensor | None = None
                            ) -> torch.Tensor:

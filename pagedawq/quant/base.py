@@ -14,6 +14,7 @@ Parameter attributes (set with :func:`set_weight_attrs`):
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Hashable
 from typing import Any, Callable, ClassVar
 
 import torch
@@ -58,6 +59,13 @@ class LinearMethod(ABC):
         """``x @ W^T`` of a row-parallel layer pushed by its kernel into the receive slots of the
         fused all-reduce + residual add + RMSNorm after it (``one_shot_allreduce.PushTarget``), or
         None where this method's kernel cannot (the default): the layer then computes the output."""
+        return None
+
+    def launch_signature(self, layer: nn.Module, num_tokens: int, device: torch.device) -> Hashable:
+        """What decides the compiled kernels this method launches for ``num_tokens`` rows of x on
+        ``layer``: token counts of one signature run the same compiled kernels (the engine's warm-up
+        runs one count of each, ``pagedawq.engine.warmup``). The default, for methods that compile
+        nothing per token count (torch matmul), is None."""
         return None
 
     def apply_split_k_partials(self, layer: nn.Module, x: torch.Tensor) -> torch.Tensor | SplitKPartials:

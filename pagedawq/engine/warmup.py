@@ -1,0 +1,102 @@
+"""The batches the engine runs at start-up so that no request compiles a kernel.
+
+Triton compiles a kernel variant the first time a process launches it: one per config the AWQ
+GEMMs pick for a token count, per Triton specialization of that count (1, a multiple of 16,
+other), per PDL use. On the 13B shape that is 33-35 variants a GEMM between 1 and 8192 tokens.
+Before this warm-up they were compiled inside requests, in the time to first token of the first
+request of each new prefill size. A 1000-prompt run of the 13B on a machine with an empty Triton
+cache gave 16.2-16.9 req/s, against 19.5-20.1 with the cache filled (session 36, 2×H200).
+
+Each variant needs one launch, not a model's worth: every decoder layer has the same shapes, so
+the warm-up runs its batches through the first two layers only (``first_layers``: the second
+covers the path from one layer to the next and into the final norm). On the 13B shape (H100) its
+~100 forwards (~180k tokens through 2 of 40 layers) cost about one 8192-token forward of the whole
+model, as the profile run does. Compiling the variants takes longer on a fresh machine; Triton's
+disk cache makes later start-ups load them instead.
+"""
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Hashable, Iterator
+
+import torch
+from torch import nn
+
+from pagedawq.kernels.jit_compiles import int_specialization
+from pagedawq.kernels.pdl import MAX_TOKENS, use_pdl
+
+# Every count up to here gets its own forward: the attention kernel's tile (query rows x heads
+# <= 16) and the PDL launch change within it, and such forwards cost next to nothing.
+ALL_COUNTS_UP_TO = 2 * MAX_TOKENS
+# Batches of several sequences, for the kernels that specialize on the number of sequences (1, a
+# multiple of 16, other): all decodes, and decodes beside one prompt chunk.
+SEQUENCE_COUNTS = (2, 16, 17)
+MIXED_CHUNK = 64
+
+
+def _representative_layers(model: nn.Module) -> list[nn.Module]:
+    """One linear layer of each kind and shape (every decoder layer repeats the same few)."""
+    seen: dict[tuple, nn.Module] = {}
+    for module in model.modules():
+        method = getattr(module, "linear_method", None)
+        if method is None:
+            continue
+        shapes = tuple((name, tuple(p.shape)) for name, p in module.named_parameters(recurse=False))
+        seen.setdefault((type(module), type(method), shapes), module)
+    return list(seen.values())
+
+
+def token_signature(layers: list[nn.Module], num_tokens: int, device: torch.device) -> Hashable:
+    """What decides the kernels a forward of ``num_tokens`` tokens compiles: the count's Triton
+    specialization and PDL use, and each linear layer's ``LinearMethod.launch_signature``."""
+    return (int_specialization(num_tokens), use_pdl(device, num_tokens),
+            tuple(layer.linear_method.launch_signature(layer, num_tokens, device) for layer in layers))
+
+
+def prefill_token_counts(model: nn.Module, max_tokens: int, device: torch.device) -> list[int]:
+    """The token counts whose forwards compile every kernel variant a batch of 1..``max_tokens``
+    tokens can launch: each count up to ``ALL_COUNTS_UP_TO``, then the smallest count of each
+    ``token_signature``."""
+    layers = _representative_layers(model)
+    counts: dict[Hashable, int] = {}
+    for m in range(1, max_tokens + 1):
+        key = m if m <= ALL_COUNTS_UP_TO else token_signature(layers, m, device)
+        counts.setdefault(key, m)
+    return sorted(counts.values())
+
+
+def warmup_batches(counts: list[int], max_model_len: int) -> Iterator[list[int]]:
+    """The sequence lengths of each warm-up forward: one sequence of each count in ``counts``
+    (several where a count exceeds ``max_model_len``), then the ``SEQUENCE_COUNTS`` batches."""
+    for m in counts:
+        yield [max_model_len] * (m // max_model_len) + ([m % max_model_len] if m % max_model_len else [])
+    for seqs in SEQUENCE_COUNTS:
+        yield [1] * seqs
+        yield [1] * (seqs - 1) + [min(MIXED_CHUNK, max_model_len)]
+
+
+def _layer_stack(model: nn.Module) -> tuple[nn.Module, str] | None:
+    """The module holding the model's decoder layers as an ``nn.ModuleList`` named ``layers``, and
+    that name (the Llama family's ``model.layers``), or None."""
+    for name, module in model.named_modules():
+        if isinstance(module, nn.ModuleList) and name.rsplit(".", 1)[-1] == "layers":
+            parent = model.get_submodule(name.rpartition(".")[0]) if "." in name else model
+            return parent, name.rsplit(".", 1)[-1]
+    return None
+
+
+@contextlib.contextmanager
+def first_layers(model: nn.Module, count: int) -> Iterator[bool]:
+    """Run ``model`` with only its first ``count`` decoder layers while open; yields whether it
+    could (False: the model has no ``layers`` list and runs whole)."""
+    stack = _layer_stack(model)
+    if stack is None:
+        yield False
+        return
+    parent, name = stack
+    layers = getattr(parent, name)
+    setattr(parent, name, layers[:count])
+    try:
+        yield True
+    finally:
+        setattr(parent, name, layers)
