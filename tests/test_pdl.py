@@ -43,3 +43,20 @@ def test_pdl_start_compiles_to_the_grid_dependency_instructions(pdl):
     if pdl:
         first_load = next(i for i, op in enumerate(ops) if op.startswith("LDG"))
         assert ops.index("PREEXIT") < ops.index("ACQBULK") < first_load
+
+
+def test_the_norm_loads_its_weight_before_it_waits_for_the_kernel_before():
+    """The RMSNorm weight is no kernel's output: its loads (from DRAM at batch 1, where the step's
+    weight stream has evicted it) are issued before the grid-dependency wait, and x and the
+    residual, the previous kernel's outputs, only after it (13B TP=1 step 25 µs faster, session 36)."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run([sys.executable, "-m", "tests.pdl_sass", "norm"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ops = json.loads(proc.stdout.strip().splitlines()[-1])
+    wait = ops.index("ACQBULK")
+    before, after = ops[:wait], ops[wait:]
+    # the 8192-wide block over 512 threads: 16 elements a thread of each of weight, x and residual
+    assert sum(op.startswith("LDG") for op in before) == 16
+    assert sum(op.startswith("LDG") for op in after) == 32
+    assert not any(op.startswith("STG") for op in before)

@@ -13,7 +13,8 @@
 #   (patches/norm_weight_before_the_wait.patch: at TP=1 the weight comes from DRAM once the stream
 #   has evicted it, and no kernel writes it), then 1000 x 512/128 throughput at TP=1 of .abmain and
 #   this tree (prefill runs unhinted launches; it should not move). Each tree has its own Triton
-#   cache: Triton 3.6 does not key its cache on the hook.
+#   cache: Triton 3.6 does not key its cache on the hook. As run in session 36, on ce8612e; the norm
+#   patch is merged since (the script's normw step then fails: 'the edit changed nothing').
 set -u
 source benchmarks/gpu/env.sh
 root=$PWD

@@ -32,10 +32,13 @@ def _rms_norm_kernel(x_ptr, residual_ptr, residual_out_ptr, weight_ptr, out_ptr,
                      BLOCK: tl.constexpr, ADD_RESIDUAL: tl.constexpr, PDL: tl.constexpr, SPLITS: tl.constexpr = 0):
     """One row. ``SPLITS`` > 0: x is a GEMM's float32 split-K partials (``SplitKPartials``), added in
     slice order and rounded to the output dtype as the GEMM's own reduction does."""
-    pdl_start(PDL)
-    row = tl.program_id(0).to(tl.int64)
     cols = tl.arange(0, BLOCK)
     mask = cols < hidden
+    # the norm weight is no kernel's output: its load (from DRAM at batch 1, where the weight
+    # stream has evicted it since the last step) overlaps the wait for the kernel before
+    w = tl.load(weight_ptr + cols, mask=mask, other=0.0).to(tl.float32)
+    pdl_start(PDL)
+    row = tl.program_id(0).to(tl.int64)
     if SPLITS > 0:
         acc = tl.zeros([BLOCK], dtype=tl.float32)
         for s in tl.static_range(SPLITS):
@@ -50,7 +53,6 @@ def _rms_norm_kernel(x_ptr, residual_ptr, residual_out_ptr, weight_ptr, out_ptr,
         tl.store(residual_out_ptr + row * stride_ro + cols, x, mask=mask)
     xf = x.to(tl.float32)
     inv_rms = tl.math.rsqrt(tl.sum(xf * xf, 0) / hidden + eps)
-    w = tl.load(weight_ptr + cols, mask=mask, other=0.0).to(tl.float32)
     tl.store(out_ptr + row * stride_o + cols, (xf * inv_rms * w).to(out_ptr.dtype.element_ty), mask=mask)
 
 
