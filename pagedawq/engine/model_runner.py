@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from pagedawq.attention.backend import get_backend
 from pagedawq.attention.metadata import AttentionMetadata, forward_context
 from pagedawq.config import EngineConfig
-from pagedawq.distributed.parallel_state import broadcast_from_rank0, get_tp_rank, get_tp_size
+from pagedawq.distributed.parallel_state import broadcast_from_rank0, get_tp_size
 from pagedawq.engine.cuda_graphs import DecodeGraphs, PrefillGraphs
 from pagedawq.engine.host_staging import DeviceStep, HostStaging, StepArrays
 from pagedawq.engine.sampler import DeviceSample, RequestSamplingState, Sampler, TokenLogprobs, argmax_of_raw_logits
@@ -257,7 +257,8 @@ class ModelRunner:
         batches = list(warmup_batches(counts, sched.max_model_len))
         start = time.perf_counter()
         with JitCompiles() as compiled, first_layers(self.model, 2):
-            for lens in tqdm(batches, desc="Compiling kernels", disable=get_tp_rank() != 0, leave=False):
+            # a bar only in the user's process (TP=1): the ranks of TP > 1 are Ray workers
+            for lens in tqdm(batches, desc="Compiling kernels", disable=get_tp_size() > 1, leave=False):
                 self._dummy_forward(lens, num_logits=len(lens))
         logger.info("warm-up: %d batches of 1-%d tokens compiled %d kernel variants in %.1f s", len(batches),
                     max(counts), len(compiled.kernels), time.perf_counter() - start)
