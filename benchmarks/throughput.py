@@ -43,7 +43,7 @@ def run_throughput(llm, args) -> None:
           f"{n_out / elapsed:.1f} output tokens/s ({len(results)} prompts, {n_in} in / {n_out} out tokens, "
           f"{elapsed:.1f} s)")
     if args.tensor_parallel_size == 1:   # the ranks of TP > 1 compile in other processes
-        print(f"kernels compiled during the timed run: {len(compiled.kernels)}")
+        print(f"kernels compiled during the timed run: {len(compiled.kernels)} {sorted(set(compiled.kernels))}")
 
 
 def prefill_decode_table(llm, args) -> None:

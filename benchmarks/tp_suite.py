@@ -106,7 +106,9 @@ def speed(model: str, tp: int, quant: str | None, num_prompts: int, nccl_only: b
             start = now()
             llm.generate(prompts, sp, use_tqdm=False)
             el = now() - start
-        compiles = f"; {len(compiled.kernels)} kernels compiled in the run" if tp == 1 else ""
+        names = ", ".join(sorted(set(compiled.kernels)))
+        compiles = f"; {len(compiled.kernels)} kernels compiled in the run" + (f" ({names})" if names else "")
+        compiles = compiles if tp == 1 else ""
         log(f"throughput {model} {label} {num_prompts} x 512/128: {num_prompts / el:.2f} req/s, "
             f"{num_prompts * 128 / el:.0f} output tok/s{compiles}")
     close(llm)

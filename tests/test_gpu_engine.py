@@ -198,4 +198,4 @@ def test_requests_compile_no_kernel_after_start_up(tmp_path, models, quantizatio
         with JitCompiles() as compiled:
             outs = llm.generate(batch, params, use_tqdm=False)
     assert [len(o.outputs[0].token_ids) for o in outs] == [p.max_tokens for p in params]
-    assert compiled.kernels == []
+    assert compiled.kernels == [], "\n".join(compiled.variants)

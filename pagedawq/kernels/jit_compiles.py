@@ -33,9 +33,12 @@ class JitCompiles:
             llm.generate(prompts, params)
         assert not compiled.kernels, compiled.kernels
 
-    It chains with a hook installed before it and restores that hook on exit. Under
-    TRITON_INTERPRET=1 nothing is compiled and nothing is recorded."""
+    ``variants`` holds Triton's description of each (the kernel's launch options and its
+    arguments' types and specializations), which tells what made it new. It chains with a hook
+    installed before it and restores that hook on exit. Under TRITON_INTERPRET=1 nothing is
+    compiled and nothing is recorded."""
     kernels: list[str] = field(default_factory=list)
+    variants: list[str] = field(default_factory=list)
 
     def __enter__(self) -> "JitCompiles":
         if knobs is None:
@@ -44,7 +47,8 @@ class JitCompiles:
 
         def hook(*args, **kwargs):
             fn = kwargs.get("fn")
-            self.kernels.append(getattr(fn, "name", None) or str(kwargs.get("repr", "?")))
+            self.kernels.append(getattr(fn, "name", None) or "?")
+            self.variants.append(str(kwargs.get("repr", "?")))
             return self._previous(*args, **kwargs) if self._previous is not None else None
 
         knobs.runtime.jit_cache_hook = hook
