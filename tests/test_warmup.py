@@ -108,12 +108,21 @@ def test_counts_of_the_13b_awq_layers_on_an_h100_cover_every_config(monkeypatch)
     assert token_signature(layers, 256, device) != token_signature(layers, 257, device)
 
 
-def test_batches_split_counts_longer_than_the_context_and_add_several_sequences():
-    batches = list(warmup_batches([1, 40, 100, 250], 96))
-    assert batches[:4] == [[1], [40], [96, 4], [96, 96, 58]]
-    several = batches[4:]
-    assert [len(b) for b in several] == [n for n in SEQUENCE_COUNTS for _ in range(2)]
-    assert several[0] == [1, 1] and several[1] == [1, 64]
+def test_batches_split_counts_longer_than_the_context_then_cover_the_attention_kernels():
+    batches = list(warmup_batches([1, 40, 100, 250], 96, 16))
+    assert [(b.lens, b.table_blocks) for b in batches[:4]] == [
+        ((1,), 1), ((40,), 3), ((96, 4), 6), ((96, 96, 58), 6)]
+    attention = batches[4:]
+    for b in attention:
+        assert b.table_blocks * 16 >= max(b.lens)
+    # every number of sequences with each last query length, at a block-table width of each of
+    # Triton's int classes (1 where one block holds the sequences, a multiple of 16, other)
+    seen = {(len(b.lens), b.lens[-1], int_specialization(b.table_blocks)) for b in attention}
+    for seqs in SEQUENCE_COUNTS:
+        assert all(b.lens[:-1] == (1,) * (seqs - 1) for b in attention if len(b.lens) == seqs)
+        for last in (1, 2):
+            assert {(seqs, last, c) for c in [(True, False), (False, True), (False, False)]} <= seen
+        assert {(seqs, 64, c) for c in [(False, True), (False, False)]} <= seen
 
 
 def test_first_layers_runs_a_prefix_and_restores_the_model_even_on_error():
@@ -139,11 +148,10 @@ def test_runner_warm_up_runs_every_batch_through_the_first_two_layers(tmp_path, 
         runner = llm.llm_engine.executor.worker.runner
         seen = []
         forward = runner._dummy_forward
-        monkeypatch.setattr(runner, "_dummy_forward",
-                            lambda lens, num_logits: seen.append((lens, num_logits, len(runner.model.model.layers)))
-                            or forward(lens, num_logits))
+        monkeypatch.setattr(runner, "_dummy_forward", lambda lens, num_logits, table_blocks: seen.append(
+            (lens, num_logits, table_blocks, len(runner.model.model.layers))) or forward(lens, num_logits, table_blocks))
         runner.warm_up()
-        expected = list(warmup_batches(prefill_token_counts(runner.model, 100, runner.device), 64))
-        assert [s[0] for s in seen] == expected
-        assert all(n == len(lens) and layers == 2 for lens, n, layers in seen)
+        expected = list(warmup_batches(prefill_token_counts(runner.model, 100, runner.device), 64, 16))
+        assert [(tuple(lens), blocks) for lens, _, blocks, _ in seen] == [(b.lens, b.table_blocks) for b in expected]
+        assert all(n == len(lens) and layers == 2 for lens, n, _, layers in seen)
         assert len(runner.model.model.layers) == 3

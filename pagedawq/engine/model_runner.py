@@ -254,17 +254,18 @@ class ModelRunner:
         pays for a compilation in its time to first token. Every rank runs the same forwards."""
         sched = self.config.scheduler
         counts = prefill_token_counts(self.model, sched.max_num_batched_tokens, self.device)
-        batches = list(warmup_batches(counts, sched.max_model_len))
+        batches = list(warmup_batches(counts, sched.max_model_len, self.block_size))
         start = time.perf_counter()
         with JitCompiles() as compiled, first_layers(self.model, 2):
             # a bar only in the user's process (TP=1): the ranks of TP > 1 are Ray workers
-            for lens in tqdm(batches, desc="Compiling kernels", disable=get_tp_size() > 1, leave=False):
-                self._dummy_forward(lens, num_logits=len(lens))
+            for batch in tqdm(batches, desc="Compiling kernels", disable=get_tp_size() > 1, leave=False):
+                self._dummy_forward(list(batch.lens), num_logits=len(batch.lens), table_blocks=batch.table_blocks)
         logger.info("warm-up: %d batches of 1-%d tokens compiled %d kernel variants in %.1f s", len(batches),
                     max(counts), len(compiled.kernels), time.perf_counter() - start)
 
-    def _dummy_forward(self, lens: list[int], num_logits: int) -> None:
-        """A forward of sequences of ``lens`` new tokens that writes nothing to the KV cache."""
+    def _dummy_forward(self, lens: list[int], num_logits: int, table_blocks: int | None = None) -> None:
+        """A forward of sequences of ``lens`` new tokens that writes nothing to the KV cache;
+        ``table_blocks``: the block table's width (default: the blocks the longest one needs)."""
         total = sum(lens)
         positions = torch.cat([torch.arange(n) for n in lens]).to(self.device)
         qsl = torch.zeros(len(lens) + 1, dtype=torch.int32)
@@ -273,8 +274,8 @@ class ModelRunner:
             slot_mapping=torch.full((total,), -1, dtype=torch.int64, device=self.device),
             query_start_loc=qsl.to(self.device), seq_lens=torch.tensor(lens, dtype=torch.int32, device=self.device),
             # every block of every sequence is block 0: reads stay inside the cache (nothing is written)
-            block_tables=torch.zeros(len(lens), -(-max(lens) // self.block_size), dtype=torch.int32,
-                                     device=self.device),
+            block_tables=torch.zeros(len(lens), table_blocks or -(-max(lens) // self.block_size),
+                                     dtype=torch.int32, device=self.device),
             max_query_len=max(lens), max_seq_len=max(lens), query_lens_cpu=lens, seq_lens_cpu=lens)
         input_ids = torch.zeros(total, dtype=torch.long, device=self.device)
         with forward_context(metadata):

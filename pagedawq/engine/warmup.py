@@ -10,14 +10,15 @@ cache gave 16.2-16.9 req/s, against 19.5-20.1 with the cache filled (session 36,
 Each variant needs one launch, not a model's worth: every decoder layer has the same shapes, so
 the warm-up runs its batches through the first two layers only (``first_layers``: the second
 covers the path from one layer to the next and into the final norm). On the 13B shape (H100) its
-~100 forwards (~180k tokens through 2 of 40 layers) cost about one 8192-token forward of the whole
-model, as the profile run does. Compiling the variants takes longer on a fresh machine; Triton's
+~100 GEMM forwards (~180k tokens through 2 of 40 layers) cost about one 8192-token forward of the
+whole model, as the profile run does; the ~40 attention batches are a few tokens each. Compiling the variants takes longer on a fresh machine; Triton's
 disk cache makes later start-ups load them instead.
 """
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Hashable, Iterator
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -28,10 +29,20 @@ from pagedawq.kernels.pdl import MAX_TOKENS, use_pdl
 # Every count up to here gets its own forward: the attention kernel's tile (query rows x heads
 # <= 16) and the PDL launch change within it, and such forwards cost next to nothing.
 ALL_COUNTS_UP_TO = 2 * MAX_TOKENS
-# Batches of several sequences, for the kernels that specialize on the number of sequences (1, a
-# multiple of 16, other): all decodes, and decodes beside one prompt chunk.
-SEQUENCE_COUNTS = (2, 16, 17)
-MIXED_CHUNK = 64
+# The attention batches: numbers of sequences and the last sequence's new tokens (the others have
+# one, as decodes beside a prompt chunk), covering what the attention kernels specialize on: the
+# number of sequences (1, a multiple of 16, other), the query tile (all single tokens: the decode
+# kernel; a short chunk: small tiles; a long one: large) and PDL (<= 16 tokens or more).
+SEQUENCE_COUNTS = (1, 2, 16, 17)
+LAST_QUERY_LENS = (1, 2, 64)
+
+
+@dataclass(frozen=True)
+class WarmupBatch:
+    """One warm-up forward: each sequence's new tokens, and the width of its block table, a kernel
+    argument that Triton specializes on like any int (1, a multiple of 16, other)."""
+    lens: tuple[int, ...]
+    table_blocks: int
 
 
 def _representative_layers(model: nn.Module) -> list[nn.Module]:
@@ -65,14 +76,26 @@ def prefill_token_counts(model: nn.Module, max_tokens: int, device: torch.device
     return sorted(counts.values())
 
 
-def warmup_batches(counts: list[int], max_model_len: int) -> Iterator[list[int]]:
-    """The sequence lengths of each warm-up forward: one sequence of each count in ``counts``
-    (several where a count exceeds ``max_model_len``), then the ``SEQUENCE_COUNTS`` batches."""
+def _table_widths(needed: int) -> list[int]:
+    """A block-table width of each of Triton's int classes that holds ``needed`` blocks."""
+    widths = {needed, -(-needed // 16) * 16}
+    if needed == 1 or needed % 16 == 0:
+        widths.add(needed + 1)
+    return sorted(widths)
+
+
+def warmup_batches(counts: list[int], max_model_len: int, block_size: int) -> Iterator[WarmupBatch]:
+    """The warm-up forwards: one sequence of each count in ``counts`` (several where a count exceeds
+    ``max_model_len``), then the attention batches (``SEQUENCE_COUNTS`` x ``LAST_QUERY_LENS``) at
+    block-table widths of each class."""
     for m in counts:
-        yield [max_model_len] * (m // max_model_len) + ([m % max_model_len] if m % max_model_len else [])
+        lens = (max_model_len,) * (m // max_model_len) + ((m % max_model_len,) if m % max_model_len else ())
+        yield WarmupBatch(lens, -(-max(lens) // block_size))
     for seqs in SEQUENCE_COUNTS:
-        yield [1] * seqs
-        yield [1] * (seqs - 1) + [min(MIXED_CHUNK, max_model_len)]
+        for last in LAST_QUERY_LENS:
+            lens = (1,) * (seqs - 1) + (min(last, max_model_len),)
+            for width in _table_widths(-(-max(lens) // block_size)):
+                yield WarmupBatch(lens, width)
 
 
 def _layer_stack(model: nn.Module) -> tuple[nn.Module, str] | None:
