@@ -155,3 +155,16 @@ def test_runner_warm_up_runs_every_batch_through_the_first_two_layers(tmp_path, 
         assert [(tuple(lens), blocks) for lens, _, blocks, _ in seen] == [(b.lens, b.table_blocks) for b in expected]
         assert all(n == len(lens) and layers == 2 for lens, n, _, layers in seen)
         assert len(runner.model.model.layers) == 3
+
+
+def test_runner_warm_up_with_enforce_eager_runs_one_short_chunk(tmp_path, monkeypatch):
+    """enforce_eager asks for a quick start (as in vLLM): the variants compile in the requests."""
+    path = make_tiny_model(tmp_path / "m", "llama")
+    with LLM(str(path), device="cpu", dtype="float32", skip_tokenizer_init=True, max_model_len=64,
+             kv_cache_memory_bytes=2**20, enforce_eager=True) as llm:
+        runner = llm.llm_engine.executor.worker.runner
+        seen = []
+        monkeypatch.setattr(runner, "_dummy_forward",
+                            lambda lens, num_logits, table_blocks: seen.append((lens, num_logits, table_blocks)))
+        runner.warm_up()
+        assert seen == [([2], 1, 1)]

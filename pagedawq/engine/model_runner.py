@@ -24,7 +24,7 @@ from pagedawq.engine.cuda_graphs import DecodeGraphs, PrefillGraphs
 from pagedawq.engine.host_staging import DeviceStep, HostStaging, StepArrays
 from pagedawq.engine.sampler import DeviceSample, RequestSamplingState, Sampler, TokenLogprobs, argmax_of_raw_logits
 from pagedawq.engine.scheduler import PENDING_TOKEN, SchedulerOutput
-from pagedawq.engine.warmup import first_layers, prefill_token_counts, warmup_batches
+from pagedawq.engine.warmup import WarmupBatch, first_layers, prefill_token_counts, warmup_batches
 from pagedawq.kernels.jit_compiles import JitCompiles
 from pagedawq.models.layers.attention import Attention
 
@@ -251,17 +251,22 @@ class ModelRunner:
         """Compile now every kernel variant a batch of up to ``max_num_batched_tokens`` tokens can
         launch (``pagedawq.engine.warmup``: one forward of each launch signature, through the
         first two layers), the logits and the tensor-parallel greedy exchange, so that no request
-        pays for a compilation in its time to first token. Every rank runs the same forwards."""
+        pays for a compilation in its time to first token. Every rank runs the same forwards.
+        With ``enforce_eager`` (a quick start, as in vLLM) only a short prefill chunk and the greedy
+        exchange: the other variants compile in the requests that first need them."""
         sched = self.config.scheduler
-        counts = prefill_token_counts(self.model, sched.max_num_batched_tokens, self.device)
-        batches = list(warmup_batches(counts, sched.max_model_len, self.block_size))
+        if self.config.enforce_eager:
+            batches = [WarmupBatch((2,), 1)]
+        else:
+            counts = prefill_token_counts(self.model, sched.max_num_batched_tokens, self.device)
+            batches = list(warmup_batches(counts, sched.max_model_len, self.block_size))
         start = time.perf_counter()
         with JitCompiles() as compiled, first_layers(self.model, 2):
             # a bar only in the user's process (TP=1): the ranks of TP > 1 are Ray workers
             for batch in tqdm(batches, desc="Compiling kernels", disable=get_tp_size() > 1, leave=False):
                 self._dummy_forward(list(batch.lens), num_logits=len(batch.lens), table_blocks=batch.table_blocks)
         logger.info("warm-up: %d batches of 1-%d tokens compiled %d kernel variants in %.1f s", len(batches),
-                    max(counts), len(compiled.kernels), time.perf_counter() - start)
+                    max(sum(b.lens) for b in batches), len(compiled.kernels), time.perf_counter() - start)
 
     def _dummy_forward(self, lens: list[int], num_logits: int, table_blocks: int | None = None) -> None:
         """A forward of sequences of ``lens`` new tokens that writes nothing to the KV cache;
