@@ -11,7 +11,7 @@ nvidia-smi --query-gpu=name --format=csv,noheader
 # e2e_decode TAG ROOT [PATTERN]: 7B decode (e2e_suite.py --sections decode) of the tree at ROOT, log
 # to $OUT/e2e_TAG.log, the lines matching PATTERN printed with TAG in front.
 e2e_decode() {
-  (cd "$2/benchmarks" && PYTHONPATH="$(cd .. && pwd):$PYTHONPATH" timeout 125 python e2e_suite.py --sections decode \
+  (cd "$2/benchmarks" && PYTHONPATH="$(cd .. && pwd):$PYTHONPATH" timeout "${E2E_LIMIT:-125}" python e2e_suite.py --sections decode \
      > "$OUT/e2e_$1.log" 2>&1)
   grep -E "${3:-^decode|^prefill|failed}" "$OUT/e2e_$1.log" | sed "s/^/$1 /"
 }
