@@ -22,8 +22,11 @@ from tests.conftest import make_tiny_model
 
 def test_int_specialization_is_tritons_rule():
     triton = pytest.importorskip("triton")
-    from triton._C.libtriton import native_specialize_impl
-    from triton.backends.compiler import BaseBackend
+    try:   # Triton's own specializer (3.6-3.9); a Triton that moved it cannot be compared with
+        from triton._C.libtriton import native_specialize_impl
+        from triton.backends.compiler import BaseBackend
+    except ImportError as e:
+        pytest.skip(f"Triton {triton.__version__} has no native_specialize_impl: {e}")
     for value in [*range(1, 70), 255, 256, 4095, 4096, 8191, 8192]:
         kind, attr = native_specialize_impl(BaseBackend, value, False, True, True)
         is_one, mult16 = int_specialization(value)
