@@ -107,8 +107,8 @@ def speed(model: str, tp: int, quant: str | None, num_prompts: int, nccl_only: b
             llm.generate(prompts, sp, use_tqdm=False)
             el = now() - start
         names = ", ".join(sorted(set(compiled.kernels)))
-        compiles = f"; {len(compiled.kernels)} kernels compiled in the run" + (f" ({names})" if names else "")
-        compiles = compiles if tp == 1 else ""
+        compiles = "" if tp > 1 else f"; {len(compiled.kernels)} kernels compiled in the run" + (
+            f" ({names})" if names else "")
         log(f"throughput {model} {label} {num_prompts} x 512/128: {num_prompts / el:.2f} req/s, "
             f"{num_prompts * 128 / el:.0f} output tok/s{compiles}")
     close(llm)

@@ -115,10 +115,16 @@ def wgmma_t_usable(x: torch.Tensor, n: int, k: int, group: int, scales_dtype: to
     """Whether the "wgmma_t" path may be chosen for this x and an [K, N] layer whose weights were
     repacked for it (``repack_for_wgmma_t``; PAGEDAWQ_DISABLE_WGMMA_T=1 at load time leaves them
     unrepacked, for A/B comparisons)."""
-    if x.shape[0] < WGMMA_T_M_MIN or not x.is_cuda or interpreting() or _BUILD_ERROR:
-        return False
-    module = wgmma_t_module()
+    module = _wgmma_t_module_for(x.shape[0], x.device)
     return module is not None and module.supports(x, n, k, group, scales_dtype)
+
+
+def _wgmma_t_module_for(m: int, device: torch.device):
+    """``wgmma_t_module()`` where the "wgmma_t" path may serve ``m`` tokens on ``device`` whatever
+    the layer (enough tokens, CUDA, compiled, its kernel built), else None."""
+    if m < WGMMA_T_M_MIN or device.type != "cuda" or interpreting() or _BUILD_ERROR:
+        return None
+    return wgmma_t_module()
 
 
 def repack_for_wgmma_t(qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor, *,
@@ -242,11 +248,10 @@ def launch_signature(m: int, n: int, k: int, group: int, device: torch.device, w
     every variant the layer will need (``pagedawq.engine.warmup``). ``wgmma_t``: the layer holds
     weights repacked for that path."""
     token = (int_specialization(m), use_pdl(device, m))
-    if wgmma_t and device.type == "cuda" and m >= WGMMA_T_M_MIN and not _BUILD_ERROR and not interpreting():
-        module = wgmma_t_module()
-        if module is not None:
-            config, tail = wgmma_t_plan(m, n, k, device, silu_and_mul)
-            return "wgmma_t", config, tail, module.streams_weights(m, config), token
+    module = _wgmma_t_module_for(m, device) if wgmma_t else None
+    if module is not None:
+        config, tail = wgmma_t_plan(m, n, k, device, silu_and_mul)
+        return "wgmma_t", config, tail, module.streams_weights(m, config), token
     gemv = device.type == "cuda" and not interpreting()
     return choose(m, n, k, group, _sm_count(device), gemv), token
 

@@ -95,6 +95,13 @@ def _keep_only_shapes(layer: nn.Module) -> None:
         setattr(layer, name, nn.Parameter(torch.empty_like(t, device="meta"), requires_grad=False))
 
 
+def _layer_shape(layer: nn.Module) -> tuple[int, int, int]:
+    """(N, K, group size) of an AWQ layer's shard, from its checkpoint tensors' shapes (meta
+    tensors where the weights are held repacked)."""
+    k = layer.qweight.shape[0]
+    return layer.qweight.shape[1] * PACK_FACTOR, k, k // layer.scales.shape[0]
+
+
 class AWQLinearMethod(LinearMethod):
     def __init__(self, config: AWQConfig) -> None:
         self.config = config
@@ -172,10 +179,10 @@ class AWQLinearMethod(LinearMethod):
         if device.type != "cuda":
             return None   # dequantized weight @ x: nothing compiled
         from pagedawq.kernels.awq_gemm import launch_signature
-        k, n = layer.qweight.shape[0], layer.qweight.shape[1] * PACK_FACTOR
+        n, k, group = _layer_shape(layer)
         silu = getattr(layer, "wgmma_t_silu_weights", None) is not None
         wgmma_t = silu or getattr(layer, "wgmma_t_weights", None) is not None
-        return launch_signature(num_tokens, n, k, k // layer.scales.shape[0], device, wgmma_t, silu)
+        return launch_signature(num_tokens, n, k, group, device, wgmma_t, silu)
 
     def apply_silu_and_mul(self, layer: nn.Module, x: torch.Tensor, bias: torch.Tensor | None = None
                            ) -> torch.Tensor:
@@ -192,6 +199,5 @@ def awq_gemv_shapes(model: nn.Module) -> set[tuple[int, int, int]]:
     """(N, K, group) of every AWQ linear layer of ``model`` (this rank's shards) that runs the GEMV
     path at small M: the shapes whose launch configuration ``gemv_autotune`` can tune. Layers
     repacked for the "wgmma_t" path (Hopper, fp16) never do."""
-    return {(m.qweight.shape[1] * PACK_FACTOR, m.qweight.shape[0], m.qweight.shape[0] // m.scales.shape[0])
-            for m in model.modules() if isinstance(getattr(m, "linear_method", None), AWQLinearMethod)
+    return {_layer_shape(m) for m in model.modules() if isinstance(getattr(m, "linear_method", None), AWQLinearMethod)
             and getattr(m, "wgmma_t_weights", None) is None and getattr(m, "wgmma_t_silu_weights", None) is None}
