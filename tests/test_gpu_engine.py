@@ -163,6 +163,28 @@ def test_awq_weights_are_held_once_on_hopper(tmp_path, models):
     assert [len(o.outputs[0].token_ids) for o in outs] == [24] * len(outs)
 
 
+def test_awq_weights_held_once_still_serve_where_the_wgmma_t_kernel_does_not_build(tmp_path, models, monkeypatch):
+    """Where the Gluon kernel fails to build (session 37: a Triton jit_cache_hook broke it), every
+    call rebuilds the layer's checkpoint tensors from the repacked copy, inside the CUDA graph
+    captures too (no host reads there), bit for bit: the tokens equal those of the same paths on
+    weights never repacked."""
+    if torch.cuda.get_device_capability() != (9, 0):
+        pytest.skip("the repacked layout is Hopper's")
+    from pagedawq.kernels import awq_gemm
+    awq_dir, _ = make_rtn_awq_checkpoint(models["llama"], tmp_path / "awq", 64)
+    with monkeypatch.context() as env:
+        env.setenv("PAGEDAWQ_DISABLE_WGMMA_T", "1")
+        never_repacked = run(awq_dir, dtype="float16", quantization="awq")
+    monkeypatch.setattr(awq_gemm, "_BUILD_ERROR", ["RuntimeError: a build failure for the test"])
+    with LLM(str(awq_dir), device="cuda", dtype="float16", quantization="awq", skip_tokenizer_init=True,
+             gpu_memory_utilization=0.3) as llm:
+        runner = llm.llm_engine.executor.worker.runner
+        assert runner.graphs is not None and all(m.qweight.is_meta for m in runner.model.modules()
+                                                 if hasattr(m, "wgmma_t_weights"))
+        outs = llm.generate(prompts(), GREEDY, use_tqdm=False)
+    assert toks(outs) == toks(never_repacked)
+
+
 def test_weights_that_do_not_fit_the_gpu_are_refused_before_loading(tmp_path):
     """A Llama-2-70B in fp16 (138 GB) on one GPU: a clear error with the sizes and the fixes, from
     the meta-device count, instead of an out-of-memory error from inside a layer's constructor."""

@@ -191,7 +191,7 @@ def checkpoint_tensors(qweight: torch.Tensor, qzeros: torch.Tensor, scales: torc
         logger.warning("AWQ layers whose weights are kept once, in the wgmma_t layout, are rebuilt in the "
                        "checkpoint layout for each call the wgmma_t kernel does not serve (slow); load with "
                        "PAGEDAWQ_DISABLE_WGMMA_T=1 to run every call on the other paths")
-    order = module.silu_channel_order(repacked[1].shape[1]) if silu_and_mul else None
+    order = module.silu_channel_order(repacked[1].shape[1], repacked[1].device) if silu_and_mul else None
     return module.unrepack(*repacked, order)
 
 

@@ -110,14 +110,14 @@ BAND = 16          # rows of W^T per warp (one wgmma row slice)
 BAND_WORDS = 128   # int32 words of one band and K tile: 16 rows x 64 k x 4 bits
 
 
-def silu_channel_order(n: int) -> torch.Tensor:
+def silu_channel_order(n: int, device: torch.device | str = "cpu") -> torch.Tensor:
     """The output channels of a gate/up layer ``[gate (N/2) | up (N/2)]`` in the order that lets the
     kernel's epilogue compute ``silu(gate) * up``: in 16-row band b, rows 0-7 are gate channels
     8b .. 8b + 7 and rows 8-15 the up channels of the same index (one thread of wgmma's accumulator
     holds rows r and r + 8 of a band), so band b yields output channels 8b .. 8b + 7."""
     if n % BAND:
         raise ValueError(f"a gate/up pair needs N % {BAND} == 0, got N={n}")
-    half = torch.arange(n // 2).view(-1, 8)
+    half = torch.arange(n // 2, device=device).view(-1, 8)
     return torch.stack([half, half + n // 2], dim=1).flatten()
 
 
@@ -164,11 +164,15 @@ def unrepack(words: torch.Tensor, zs: torch.Tensor, channel_order: torch.Tensor 
     """The inverse of ``repack``: the AutoAWQ GEMM tensors (qweight, qzeros, fp16 scales) of a layer
     held only in the kernel's layout, bit for bit (``channel_order``: the order it was repacked in).
     The linear method keeps a Hopper layer's weights once, repacked; a call that another path serves
-    rebuilds the checkpoint tensors from them here."""
+    rebuilds the checkpoint tensors from them here, inside CUDA graph captures too (no host reads)."""
     n = zs.shape[1]
     k = words.shape[0] // (n // BAND) * BLOCK_K
     qweight = torch.empty(k, n // PACK_FACTOR, dtype=torch.int32, device=words.device)
-    inverse = None if channel_order is None else torch.argsort(channel_order.to(words.device))
+    inverse = None
+    if channel_order is not None:   # order[inverse] = 0 .. N-1, without a host copy or a sort
+        inverse = torch.empty_like(channel_order)
+        inverse[channel_order] = torch.arange(n, device=channel_order.device)
+        inverse = inverse.to(words.device)
     rows = 1024   # K rows per chunk, as in repack
     shifts = torch.arange(0, 32, 4, dtype=torch.int32, device=words.device)
     for r0 in range(0, k, rows):
@@ -180,12 +184,12 @@ def unrepack(words: torch.Tensor, zs: torch.Tensor, channel_order: torch.Tensor 
         q = q.permute(0, 10, 11, 7, 5, 6, 9, 1, 8, 2, 3, 4).reshape(kc, n)
         if inverse is not None:
             q = q[:, inverse]
-        qweight[r0:r0 + kc] = pack_int4(q)
+        qweight[r0:r0 + kc] = pack_int4(q, check_range=False)
     z = ((zs & 0xFFFF).to(torch.int16).view(torch.float16).float() - 1024).to(torch.int32)
     s = (zs >> 16).to(torch.int16).view(torch.float16)
     if inverse is not None:
         z, s = z[:, inverse], s[:, inverse]
-    return qweight, pack_int4(z), s.contiguous()
+    return qweight, pack_int4(z, check_range=False), s.contiguous()
 
 
 @lru_cache(maxsize=None)

@@ -12,9 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 try:
-    from triton import knobs
-except ImportError:   # a Triton without knobs: nothing is counted
-    knobs = None
+    from triton.runtime.jit import JITFunction
+except ImportError:   # no Triton: nothing is compiled, nothing is counted
+    JITFunction = None
 
 
 def int_specialization(value: int) -> tuple[bool, bool]:
@@ -33,27 +33,32 @@ class JitCompiles:
             llm.generate(prompts, params)
         assert not compiled.kernels, compiled.kernels
 
-    ``variants`` holds Triton's description of each (the kernel's launch options and its
-    arguments' types and specializations), which tells what made it new. It chains with a hook
-    installed before it and restores that hook on exit. Under TRITON_INTERPRET=1 nothing is
-    compiled and nothing is recorded."""
+    ``variants`` holds each one's kernel and Triton's key for it (its arguments' types and
+    specializations, its constexprs and launch options), which tells what made it new.
+
+    It wraps ``JITFunction._do_compile``, the step a launch takes only when the variant is not in
+    the kernel's in-memory cache, and restores it on exit (nesting is fine). Not Triton's
+    ``knobs.runtime.jit_cache_hook``: with any hook set, Triton 3.6 serialises each launch's
+    constexprs to JSON first, and a Gluon kernel's layout constexprs fail that, so the hook broke
+    every Gluon launch (the "wgmma_t" GEMM fell back to the slow paths on the H100, session 37).
+    Under TRITON_INTERPRET=1 nothing is compiled and nothing is recorded."""
     kernels: list[str] = field(default_factory=list)
     variants: list[str] = field(default_factory=list)
 
     def __enter__(self) -> "JitCompiles":
-        if knobs is None:
+        if JITFunction is None:
             return self
-        self._previous = knobs.runtime.jit_cache_hook
+        self._previous = previous = JITFunction._do_compile
 
-        def hook(*args, **kwargs):
-            fn = kwargs.get("fn")
-            self.kernels.append(getattr(fn, "name", None) or "?")
-            self.variants.append(str(kwargs.get("repr", "?")))
-            return self._previous(*args, **kwargs) if self._previous is not None else None
+        def do_compile(fn, key, *args, **kwargs):
+            name = getattr(fn, "__name__", None) or repr(fn)
+            self.kernels.append(name)
+            self.variants.append(f"{name} {key}")
+            return previous(fn, key, *args, **kwargs)
 
-        knobs.runtime.jit_cache_hook = hook
+        JITFunction._do_compile = do_compile
         return self
 
     def __exit__(self, *exc) -> None:
-        if knobs is not None:
-            knobs.runtime.jit_cache_hook = self._previous
+        if JITFunction is not None:
+            JITFunction._do_compile = self._previous

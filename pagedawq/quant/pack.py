@@ -22,12 +22,14 @@ AWQ_ORDER = (0, 2, 4, 6, 1, 3, 5, 7)  # column placed in nibble i
 AWQ_SHIFTS = tuple(4 * AWQ_ORDER.index(c) for c in range(PACK_FACTOR))
 
 
-def pack_int4(codes: torch.Tensor) -> torch.Tensor:
-    """Pack integer codes in [0, 15] of shape [R, N] into int32 [R, N/8] in AWQ order."""
+def pack_int4(codes: torch.Tensor, check_range: bool = True) -> torch.Tensor:
+    """Pack integer codes in [0, 15] of shape [R, N] into int32 [R, N/8] in AWQ order.
+    ``check_range=False`` for codes in range by construction (masked to 4 bits): the check reads the
+    codes back to the host, which a CUDA graph capture does not allow."""
     if codes.dim() != 2 or codes.shape[1] % PACK_FACTOR:
         raise ValueError(f"pack_int4 needs a 2-D tensor whose last dim is a multiple of 8, got {tuple(codes.shape)}")
     c = codes.to(torch.int64)
-    if c.numel() and (int(c.min()) < 0 or int(c.max()) > 15):
+    if check_range and c.numel() and (int(c.min()) < 0 or int(c.max()) > 15):
         raise ValueError("int4 codes must lie in [0, 15]")
     c = c.view(c.shape[0], -1, PACK_FACTOR)
     packed = torch.zeros(c.shape[:2], dtype=torch.int64, device=codes.device)
