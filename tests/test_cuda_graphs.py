@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from pagedawq.engine.cuda_graphs import PREFILL_GRAPH_TOKENS, DecodeGraphs, PrefillGraphs
-from pagedawq.engine.host_staging import FIELD_ALIGN, InputArena, StepArrays
+from pagedawq.engine.host_staging import FIELD_ALIGN, HostStaging, InputArena, StepArrays
 from pagedawq.engine.model_runner import _as_slice
 
 
@@ -144,6 +144,18 @@ def test_the_arena_lays_fields_out_aligned_and_sends_the_last_only_up_to_its_row
     assert arena.views["a"].tolist() == [1, -2, 3] and arena.views["b"].tolist() == [0, 0, 0, 0, 2 ** 31 - 1]
     assert arena.views["table"][:2].tolist() == [[0] * 6, [0] * 5 + [11]]
     assert arena.views["table"][2:].eq(-7).all()   # rows past the pack's are not sent
+
+
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int64])
+def test_an_eager_upload_starts_every_part_on_16_bytes(dtype):
+    """Triton specialises pointers on 16-byte alignment: views of one transfer at other offsets
+    compiled attention variants per batch size that the warm-up never launched."""
+    parts = [np.arange(n) + 100 * n for n in (3, 5, 1)] + [np.arange(14).reshape(2, 7)]
+    views = HostStaging(torch.device("cpu")).upload(parts, dtype)
+    base = views[0].data_ptr()
+    for p, v in zip(parts, views):
+        assert v.dtype == dtype and v.shape == p.shape and v.tolist() == p.tolist()
+        assert (v.data_ptr() - base) % 16 == 0
 
 
 @pytest.mark.parametrize("indices,expected", [

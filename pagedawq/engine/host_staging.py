@@ -62,17 +62,20 @@ class HostStaging:
         self.pinned = device.type == "cuda"
 
     def upload(self, parts: Sequence[np.ndarray], dtype: torch.dtype) -> list[torch.Tensor]:
-        """Device copies of ``parts`` (flat or 2-D integer arrays), in one transfer; shapes kept."""
+        """Device copies of ``parts`` (flat or 2-D integer arrays), in one transfer; shapes kept.
+        Each view starts on a 16-byte boundary, as a separately allocated tensor does: Triton
+        specialises a pointer argument on it, so packed views at other offsets compiled a kernel
+        variant per batch-size class that the start-up warm-up's tensors did not (session 37)."""
         np_dtype = np.int64 if dtype == torch.int64 else np.int32
-        flat = np.concatenate([np.ascontiguousarray(p, dtype=np_dtype).reshape(-1) for p in parts])
+        align = 16 // np.dtype(np_dtype).itemsize
+        sizes = [int(np.prod(p.shape)) for p in parts]
+        starts = np.cumsum([0] + [-(-n // align) * align for n in sizes])
+        flat = np.zeros(int(starts[-1]), dtype=np_dtype)
+        for p, start, n in zip(parts, starts, sizes):
+            flat[start:start + n] = np.asarray(p, dtype=np_dtype).reshape(-1)
         host = torch.from_numpy(flat)
         dev = host.pin_memory().to(self.device, non_blocking=True) if self.pinned else host
-        out, offset = [], 0
-        for p in parts:
-            n = int(np.prod(p.shape))
-            out.append(dev[offset:offset + n].view(p.shape))
-            offset += n
-        return out
+        return [dev[start:start + n].view(p.shape) for p, start, n in zip(parts, starts, sizes)]
 
     def upload_step(self, step: StepArrays) -> DeviceStep:
         """A step's inputs for an eager forward, in one transfer per dtype."""
