@@ -9,11 +9,12 @@ mkdir -p "$OUT"
 nvidia-smi --query-gpu=name --format=csv,noheader
 
 # e2e_decode TAG ROOT [PATTERN]: 7B decode (e2e_suite.py --sections decode) of the tree at ROOT, log
-# to $OUT/e2e_TAG.log, the lines matching PATTERN printed with TAG in front.
+# to $OUT/e2e_TAG.log, the lines matching PATTERN printed with TAG in front (the warm-up's progress
+# bar ends in a carriage return, and the next result line follows it on the same line).
 e2e_decode() {
   (cd "$2/benchmarks" && PYTHONPATH="$(cd .. && pwd):$PYTHONPATH" timeout "${E2E_LIMIT:-125}" python e2e_suite.py --sections decode \
      > "$OUT/e2e_$1.log" 2>&1)
-  grep -E "${3:-^decode|^prefill|failed}" "$OUT/e2e_$1.log" | sed "s/^/$1 /"
+  tr '\r' '\n' < "$OUT/e2e_$1.log" | grep -E "${3:-^decode|^prefill|failed}" | sed "s/^/$1 /"
 }
 
 # graph_alone TAG ROOT: the 7B AWQ decode graph (batch GRAPH_BATCH, default 1) of the tree at ROOT
@@ -47,5 +48,6 @@ tree_suite() {
   shift 4
   (cd "$dir/benchmarks" && TRITON_CACHE_DIR=/tmp/tc_$name PYTHONPATH="$dir:$PYTHONPATH" timeout "$limit" \
      python tp_suite.py "$@" > "$OUT/$log.log" 2>&1)
-  grep -E "^kv cache|warm-up:|^latency|^graph|^throughput|failed|Error" "$OUT/$log.log" | cut -c1-150 | sed "s/^/$name: /"
+  tr '\r' '\n' < "$OUT/$log.log" | grep -E "^kv cache|warm-up:|^latency|^graph|^throughput|failed|Error" | cut -c1-150 \
+    | sed "s/^/$name: /"
 }

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Session 36: the start-up warm-up that compiles every kernel variant a batch can launch
-# (pagedawq/engine/warmup.py), which no GPU has run yet. Session 36 found that a 1000-prompt run on a
+# (pagedawq/engine/warmup.py); first run in session 37 (RESULTS.md "Session 37"). Session 36 found that a 1000-prompt run on a
 # fresh machine compiled kernels inside the timed region: 13B AWQ TP=1 on 2×H200 gave 16.2-16.9
 # req/s with a cold Triton cache and 19.5-20.1 with a warm one (RESULTS.md "Session 36").
 # nvidia-h100-x1 (any Hopper), carry [".abmain"] (main before the warm-up: `git archive ce8612e`).
