@@ -41,14 +41,14 @@ class JitCompiles:
     ``knobs.runtime.jit_cache_hook``: with any hook set, Triton 3.6 serialises each launch's
     constexprs to JSON first, and a Gluon kernel's layout constexprs fail that, so the hook broke
     every Gluon launch (the "wgmma_t" GEMM fell back to the slow paths on the H100, session 37).
-    Under TRITON_INTERPRET=1 nothing is compiled and nothing is recorded."""
+    Under TRITON_INTERPRET=1, or with a Triton without that step, nothing is recorded."""
     kernels: list[str] = field(default_factory=list)
     variants: list[str] = field(default_factory=list)
 
     def __enter__(self) -> "JitCompiles":
-        if JITFunction is None:
+        self._previous = previous = getattr(JITFunction, "_do_compile", None)
+        if previous is None:   # no Triton, or one that moved its compile step: nothing is counted
             return self
-        self._previous = previous = JITFunction._do_compile
 
         def do_compile(fn, key, *args, **kwargs):
             name = getattr(fn, "__name__", None) or repr(fn)
@@ -60,5 +60,5 @@ class JitCompiles:
         return self
 
     def __exit__(self, *exc) -> None:
-        if JITFunction is not None:
+        if self._previous is not None:
             JITFunction._do_compile = self._previous
