@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import triton.language as tl
 
 from pagedawq import LLM, SamplingParams
 from tests.conftest import hf_greedy, make_rtn_awq_checkpoint, make_tiny_model
@@ -183,6 +184,32 @@ def test_awq_weights_held_once_still_serve_where_the_wgmma_t_kernel_does_not_bui
                                                  if hasattr(m, "wgmma_t_weights"))
         outs = llm.generate(prompts(), GREEDY, use_tqdm=False)
     assert toks(outs) == toks(never_repacked)
+
+
+def _probe_kernel_source(out_ptr):
+    """A kernel no engine launches: every JITFunction made from it compiles on its first launch."""
+    tl.store(out_ptr, 7)
+
+
+def _fresh_engine_kernel():
+    """A new JITFunction (empty in-memory cache) that reports itself as one of pagedawq's kernels."""
+    import triton
+    _probe_kernel_source.__module__ = "pagedawq.kernels.test_probe"
+    return triton.jit(_probe_kernel_source)
+
+
+def test_a_kernel_compiled_after_start_up_is_reported_until_the_engine_closes(models, caplog):
+    """The engine watches for compiles from the end of its start-up: one there means the warm-up
+    missed a launch signature and a request waited for it (engine/warmup.warn_late_compile)."""
+    out = torch.zeros(1, dtype=torch.int32, device="cuda")
+    with caplog.at_level("WARNING", logger="pagedawq.engine.warmup"):
+        with LLM(str(models["llama"]), device="cuda", dtype="float16", skip_tokenizer_init=True,
+                 gpu_memory_utilization=0.3):
+            assert not caplog.records   # the start-up's own compiles are not reported
+            _fresh_engine_kernel()[(1,)](out)
+            assert len(caplog.records) == 1 and "): _probe_kernel_source (" in caplog.records[0].getMessage()
+        _fresh_engine_kernel()[(1,)](out)   # closed: no longer watched
+    assert len(caplog.records) == 1 and int(out) == 7
 
 
 def test_weights_that_do_not_fit_the_gpu_are_refused_before_loading(tmp_path):

@@ -38,7 +38,8 @@ def test_jit_compiles_records_the_compile_step_and_restores_it(monkeypatch):
     from triton import knobs
     from triton.runtime.jit import JITFunction
     calls = []
-    monkeypatch.setattr(JITFunction, "_do_compile", lambda fn, key, *a, **kw: calls.append((fn.__name__, key)) or "kernel")
+    monkeypatch.setattr(JITFunction, "_do_compile",
+                        lambda fn, key, *a, **kw: calls.append((fn.__name__, key)) or "kernel")
     kern_a, kern_b = types.SimpleNamespace(__name__="kern_a"), types.SimpleNamespace(__name__="kern_b")
     with JitCompiles() as outer:
         # no jit_cache_hook: with one set, Triton 3.6 fails every Gluon launch (layout constexprs)
@@ -50,6 +51,40 @@ def test_jit_compiles_records_the_compile_step_and_restores_it(monkeypatch):
     assert outer.kernels == ["kern_a", "kern_b"] and inner.kernels == ["kern_b"]
     assert outer.variants[0] == "kern_a ('sig', 1)"
     assert calls == [("kern_a", ("sig", 1)), ("kern_b", ("sig", 2)), ("kern_a", ("sig", 3))]
+
+
+def test_jit_compiles_closed_out_of_order_leave_tritons_step_as_it_was(monkeypatch):
+    """An engine keeps one open for its lifetime, so they close in any order."""
+    from triton.runtime.jit import JITFunction
+    original = lambda fn, key, *a, **kw: "kernel"   # noqa: E731
+    monkeypatch.setattr(JITFunction, "_do_compile", original)
+    kern = types.SimpleNamespace(__name__="kern")
+    first, second = JitCompiles(), JitCompiles()
+    first.__enter__()
+    second.__enter__()
+    first.__exit__(None, None, None)
+    JITFunction._do_compile(kern, ("sig", 1))
+    assert first.kernels == [] and second.kernels == ["kern"]
+    second.__exit__(None, None, None)
+    assert JITFunction._do_compile is original
+
+
+def test_a_compile_after_start_up_warns_for_the_engines_kernels_only(monkeypatch, caplog):
+    from triton.runtime.jit import JITFunction
+    monkeypatch.setattr(JITFunction, "_do_compile", lambda fn, key, *a, **kw: "kernel")
+    ours = types.SimpleNamespace(__name__="_prefill_kernel", module="pagedawq.kernels.paged_attention")
+    theirs = types.SimpleNamespace(__name__="user_kernel", module="user_code")
+    with caplog.at_level("WARNING", logger="pagedawq.engine.warmup"), \
+            JitCompiles(on_compile=warmup.warn_late_compile) as watch:
+        with warmup.starting_up():   # another engine's start-up: due, not late
+            JITFunction._do_compile(ours, ("sig", 1))
+        JITFunction._do_compile(theirs, ("sig", 2))
+        assert caplog.records == []
+        JITFunction._do_compile(ours, ("sig", 3))
+    assert len(watch.kernels) == 3
+    assert [r.getMessage() for r in caplog.records] == [
+        "kernel variant compiled in a request, after the start-up warm-up (a request waited for it; the warm-up "
+        "misses its launch signature): _prefill_kernel ('sig', 3)"]
 
 
 class _Layer(nn.Module):

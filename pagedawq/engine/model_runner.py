@@ -7,6 +7,7 @@ gathering the logits).
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -24,7 +25,8 @@ from pagedawq.engine.cuda_graphs import DecodeGraphs, PrefillGraphs
 from pagedawq.engine.host_staging import DeviceStep, HostStaging, StepArrays
 from pagedawq.engine.sampler import DeviceSample, RequestSamplingState, Sampler, TokenLogprobs, argmax_of_raw_logits
 from pagedawq.engine.scheduler import PENDING_TOKEN, SchedulerOutput
-from pagedawq.engine.warmup import WarmupBatch, first_layers, prefill_token_counts, warmup_batches
+from pagedawq.engine.warmup import (WarmupBatch, first_layers, prefill_token_counts, starting_up, warmup_batches,
+                                   warn_late_compile)
 from pagedawq.kernels.jit_compiles import JitCompiles
 from pagedawq.models.layers.attention import Attention
 
@@ -97,6 +99,7 @@ class ModelRunner:
         self.kv_caches: list[torch.Tensor] = []
         self.graphs: DecodeGraphs | None = None
         self.prefill_graphs: PrefillGraphs | None = None
+        self._late_compiles = contextlib.ExitStack()   # holds the compile watch after start-up
 
     # ---- KV cache ---------------------------------------------------------------------------
     def kv_cache_shape(self, num_blocks: int) -> tuple[int, ...]:
@@ -116,21 +119,34 @@ class ModelRunner:
                           for _ in self.attn_layers]
         for layer, cache in zip(self.attn_layers, self.kv_caches):
             layer.kv_cache, layer.backend = cache, backend
-        if self.device.type == "cuda":
+        if self.device.type != "cuda":
+            return
+        with starting_up():
             self.warm_up()
-        if self.device.type == "cuda" and not self.config.enforce_eager:
-            if self.config.resolved_attention_backend != "triton":
-                logger.warning("CUDA graphs need the triton attention backend; running eagerly")
-                return
-            sched = self.config.scheduler
-            heads = self.attn_layers[0].num_heads, self.attn_layers[0].num_kv_heads
-            self.graphs = DecodeGraphs(self.model, self.device, sched.max_num_seqs, sched.max_model_len,
-                                       self.block_size, lambda bs: backend.decode_graph_contexts(bs, *heads))
-            self.graphs.capture()
-            if PrefillGraphs.enabled():
-                self.prefill_graphs = PrefillGraphs(self.model, self.device, sched.max_model_len, self.block_size,
-                                                    sched.max_num_batched_tokens)
-                self.prefill_graphs.capture(self.graphs.pool)
+            if not self.config.enforce_eager:
+                self._capture_graphs(backend)
+        if not self.config.enforce_eager:
+            # from here on a compile is one the warm-up missed, and a request waits for it
+            self._late_compiles.enter_context(JitCompiles(on_compile=warn_late_compile))
+
+    def close(self) -> None:
+        """Stop watching for compiles (the engine is shutting down)."""
+        self._late_compiles.close()
+
+    def _capture_graphs(self, backend) -> None:
+        """Capture the decode graphs (per batch size and context bucket) and the short-prefill graphs."""
+        if self.config.resolved_attention_backend != "triton":
+            logger.warning("CUDA graphs need the triton attention backend; running eagerly")
+            return
+        sched = self.config.scheduler
+        heads = self.attn_layers[0].num_heads, self.attn_layers[0].num_kv_heads
+        self.graphs = DecodeGraphs(self.model, self.device, sched.max_num_seqs, sched.max_model_len,
+                                   self.block_size, lambda bs: backend.decode_graph_contexts(bs, *heads))
+        self.graphs.capture()
+        if PrefillGraphs.enabled():
+            self.prefill_graphs = PrefillGraphs(self.model, self.device, sched.max_model_len, self.block_size,
+                                                sched.max_num_batched_tokens)
+            self.prefill_graphs.capture(self.graphs.pool)
 
     # ---- inputs -----------------------------------------------------------------------------
     def prepare_inputs(self, sched: SchedulerOutput) -> BatchInputs:

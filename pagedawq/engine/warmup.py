@@ -11,12 +11,14 @@ Each variant needs one launch, not a model's worth: every decoder layer has the 
 the warm-up runs its batches through the first two layers only (``first_layers``: the second
 covers the path from one layer to the next and into the final norm). On the 13B shape (H100) its
 ~100 GEMM forwards (~180k tokens through 2 of 40 layers) cost about one 8192-token forward of the
-whole model, as the profile run does; the ~40 attention batches are a few tokens each. Compiling the variants takes longer on a fresh machine; Triton's
-disk cache makes later start-ups load them instead.
+whole model, as the profile run does; the ~40 attention batches are a few tokens each. Compiling
+the variants takes longer on a fresh machine (the 13B on an H100: 48 variants in 43 s); Triton's
+disk cache makes later start-ups load them instead (1.1 s).
 """
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Hashable, Iterator
 from dataclasses import dataclass
 
@@ -25,6 +27,8 @@ from torch import nn
 
 from pagedawq.kernels.jit_compiles import int_specialization
 from pagedawq.kernels.pdl import MAX_TOKENS, use_pdl
+
+logger = logging.getLogger(__name__)
 
 # Every count up to here gets its own forward: the attention kernel's tile (query rows x heads
 # <= 16) and the PDL launch change within it, and such forwards cost next to nothing.
@@ -123,3 +127,28 @@ def first_layers(model: nn.Module, count: int) -> Iterator[bool]:
         yield True
     finally:
         setattr(parent, name, layers)
+
+
+# Engines of this process in their start-up (warm-up and graph captures), whose compiles are due.
+_STARTING_UP = [0]
+
+
+@contextlib.contextmanager
+def starting_up() -> Iterator[None]:
+    """Marks an engine's start-up compiles, which another engine of the same process, already
+    serving and watching for compiles, should not report as late."""
+    _STARTING_UP[0] += 1
+    try:
+        yield
+    finally:
+        _STARTING_UP[0] -= 1
+
+
+def warn_late_compile(kernel: str, module: str, variant: str) -> None:
+    """What the engine does with a compile after its start-up (``JitCompiles(on_compile=...)``, open
+    from then on): a warning for a pagedawq kernel, whose variant a request then waited for because
+    the warm-up's batches miss its launch signature. Not for other code's kernels in the same
+    process, nor during another engine's start-up."""
+    if module.startswith("pagedawq.") and not _STARTING_UP[0]:
+        logger.warning("kernel variant compiled in a request, after the start-up warm-up (a request waited "
+                       "for it; the warm-up misses its launch signature): %s", variant[:500])

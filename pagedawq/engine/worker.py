@@ -173,5 +173,7 @@ class Worker:
         return os.getpid()
 
     def shutdown(self) -> None:
+        if self.runner is not None:
+            self.runner.close()
         self.runner = None
         destroy_tensor_parallel()

@@ -9,6 +9,7 @@ is how the tests and benchmarks check that nothing is left to compile after it.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 try:
@@ -24,7 +25,21 @@ def int_specialization(value: int) -> tuple[bool, bool]:
     return value == 1, value % 16 == 0
 
 
-@dataclass
+# The JitCompiles open in this process, in the order they opened. One wrapper around Triton's
+# compile step serves them all, installed while any is open: engines and tests open and close them
+# in any order (an engine keeps one open for its lifetime), which wrappers chained one on another
+# could not undo.
+_OPEN: list["JitCompiles"] = []
+_ORIGINAL: list = []   # Triton's own compile step while the wrapper is installed
+
+
+def _do_compile(fn, key, *args, **kwargs):
+    for watcher in list(_OPEN):
+        watcher.record(fn, key)
+    return _ORIGINAL[0](fn, key, *args, **kwargs)
+
+
+@dataclass(eq=False)   # open ones are told apart by identity
 class JitCompiles:
     """A context manager that records the kernel variants Triton compiles (or loads from its disk
     cache) in this process while it is open, by kernel name, e.g.::
@@ -35,30 +50,36 @@ class JitCompiles:
 
     ``variants`` holds each one's kernel and Triton's key for it (its arguments' types and
     specializations, its constexprs and launch options), which tells what made it new.
+    ``on_compile(kernel name, its module, variant)`` is called for each, as it happens.
 
     It wraps ``JITFunction._do_compile``, the step a launch takes only when the variant is not in
-    the kernel's in-memory cache, and restores it on exit (nesting is fine). Not Triton's
+    the kernel's in-memory cache, while any JitCompiles is open. Not Triton's
     ``knobs.runtime.jit_cache_hook``: with any hook set, Triton 3.6 serialises each launch's
     constexprs to JSON first, and a Gluon kernel's layout constexprs fail that, so the hook broke
     every Gluon launch (the "wgmma_t" GEMM fell back to the slow paths on the H100, session 37).
     Under TRITON_INTERPRET=1, or with a Triton without that step, nothing is recorded."""
+    on_compile: Callable[[str, str, str], None] | None = None
     kernels: list[str] = field(default_factory=list)
     variants: list[str] = field(default_factory=list)
 
+    def record(self, fn, key) -> None:
+        name = getattr(fn, "__name__", None) or repr(fn)
+        self.kernels.append(name)
+        self.variants.append(f"{name} {key}")
+        if self.on_compile is not None:
+            self.on_compile(name, getattr(fn, "module", None) or "", self.variants[-1])
+
     def __enter__(self) -> "JitCompiles":
-        self._previous = previous = getattr(JITFunction, "_do_compile", None)
-        if previous is None:   # no Triton, or one that moved its compile step: nothing is counted
+        if getattr(JITFunction, "_do_compile", None) is None:   # no Triton, or one that moved it
             return self
-
-        def do_compile(fn, key, *args, **kwargs):
-            name = getattr(fn, "__name__", None) or repr(fn)
-            self.kernels.append(name)
-            self.variants.append(f"{name} {key}")
-            return previous(fn, key, *args, **kwargs)
-
-        JITFunction._do_compile = do_compile
+        if not _OPEN:
+            _ORIGINAL[:] = [JITFunction._do_compile]
+            JITFunction._do_compile = _do_compile
+        _OPEN.append(self)
         return self
 
     def __exit__(self, *exc) -> None:
-        if self._previous is not None:
-            JITFunction._do_compile = self._previous
+        if self in _OPEN:
+            _OPEN.remove(self)
+            if not _OPEN:
+                JITFunction._do_compile = _ORIGINAL.pop()
