@@ -123,11 +123,11 @@ class ModelRunner:
             return
         with starting_up():
             self.warm_up()
-            if not self.config.enforce_eager:
-                self._capture_graphs(backend)
-        if not self.config.enforce_eager:
-            # from here on a compile is one the warm-up missed, and a request waits for it
-            self._late_compiles.enter_context(JitCompiles(on_compile=warn_late_compile))
+            if self.config.enforce_eager:   # variants compile in requests, by choice: nothing to watch
+                return
+            self._capture_graphs(backend)
+        # from here on a compile is one the warm-up missed, and a request waits for it
+        self._late_compiles.enter_context(JitCompiles(on_compile=warn_late_compile))
 
     def close(self) -> None:
         """Stop watching for compiles (the engine is shutting down)."""

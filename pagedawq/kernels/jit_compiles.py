@@ -5,7 +5,8 @@ Triton compiles a kernel variant the first time a process launches it (or loads 
 cache, which is fast only from the second run on a machine). A variant compiled inside a request
 is paid for by that request: seconds of time to first token, or part of a throughput run. The
 engine's warm-up (``pagedawq.engine.warmup``) launches every variant up front; ``JitCompiles``
-is how the tests and benchmarks check that nothing is left to compile after it.
+is how the warm-up counts them, how the engine reports any compiled after it, and how the tests
+and benchmarks check that nothing is left to compile.
 """
 from __future__ import annotations
 
