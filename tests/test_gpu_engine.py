@@ -2,6 +2,8 @@
 transformers and against the torch path on the same weights. Skipped without CUDA."""
 from __future__ import annotations
 
+import gc
+
 import pytest
 import torch
 import triton.language as tl
@@ -207,7 +209,8 @@ def test_a_kernel_compiled_after_start_up_is_reported_until_the_engine_closes(mo
                  gpu_memory_utilization=0.3):
             assert not caplog.records   # the start-up's own compiles are not reported
             _fresh_engine_kernel()[(1,)](out)
-            assert len(caplog.records) == 1 and "): _probe_kernel_source (" in caplog.records[0].getMessage()
+            # the variant's key is a tuple on Triton 3.9 and a list on 3.6
+            assert len(caplog.records) == 1 and "): _probe_kernel_source " in caplog.records[0].getMessage()
         _fresh_engine_kernel()[(1,)](out)   # closed: no longer watched
     assert len(caplog.records) == 1 and int(out) == 7
 
@@ -222,6 +225,7 @@ def test_weights_that_do_not_fit_the_gpu_are_refused_before_loading(tmp_path):
         architectures=["LlamaForCausalLM"], model_type="llama", hidden_size=8192, intermediate_size=28672,
         num_hidden_layers=80, num_attention_heads=64, num_key_value_heads=8, vocab_size=32000,
         max_position_embeddings=4096, rms_norm_eps=1e-5, torch_dtype="float16")))
+    gc.collect()   # earlier tests' garbage (a failed test's frames hold its tensors) is not this test's
     allocated = torch.cuda.memory_allocated()
     with pytest.raises(InsufficientMemoryError, match=r"weights take 128\.\d GiB in torch.float16.*quantization='awq'"):
         LLM(str(tmp_path), device="cuda", load_format="dummy", skip_tokenizer_init=True)
