@@ -69,6 +69,30 @@ def test_jit_compiles_closed_out_of_order_leave_tritons_step_as_it_was(monkeypat
     assert JITFunction._do_compile is original
 
 
+def test_jit_compiles_leave_a_wrapper_other_code_put_on_top_of_theirs(monkeypatch):
+    """Code that wraps Triton's compile step while a JitCompiles is open keeps its wrapper when the
+    last one closes (ours stays beneath it, passing compiles through and recording nothing), and a
+    JitCompiles opened later records each compile once."""
+    from triton.runtime.jit import JITFunction
+    original = lambda fn, key, *a, **kw: "kernel"   # noqa: E731
+    monkeypatch.setattr(JITFunction, "_do_compile", original)
+    theirs = []
+    kern = types.SimpleNamespace(__name__="kern")
+    with JitCompiles() as first:
+        ours = JITFunction._do_compile
+
+        def their_wrapper(fn, key, *a, **kw):
+            theirs.append(key)
+            return ours(fn, key, *a, **kw)
+        JITFunction._do_compile = their_wrapper
+    assert JITFunction._do_compile is their_wrapper
+    assert JITFunction._do_compile(kern, ("sig", 1)) == "kernel" and first.kernels == []
+    with JitCompiles() as second:
+        JITFunction._do_compile(kern, ("sig", 2))
+    assert second.kernels == ["kern"] and theirs == [("sig", 1), ("sig", 2)]
+    assert JITFunction._do_compile is their_wrapper
+
+
 def test_a_compile_after_start_up_warns_for_the_engines_kernels_only(monkeypatch, caplog):
     from triton.runtime.jit import JITFunction
     monkeypatch.setattr(JITFunction, "_do_compile", lambda fn, key, *a, **kw: "kernel")

@@ -27,17 +27,25 @@ def int_specialization(value: int) -> tuple[bool, bool]:
 
 
 # The JitCompiles open in this process, in the order they opened. One wrapper around Triton's
-# compile step serves them all, installed while any is open: engines and tests open and close them
-# in any order (an engine keeps one open for its lifetime), which wrappers chained one on another
-# could not undo.
+# compile step serves them all, installed when the first opens and taken out when the last closes:
+# engines and tests open and close them in any order (an engine keeps one open for its lifetime),
+# which wrappers chained one on another could not undo. If other code has wrapped Triton's step on
+# top of ours meanwhile, taking ours out would drop theirs: ours then stays in their chain, retired
+# (it passes compiles through and records nothing), and the next JitCompiles installs a new one.
 _OPEN: list["JitCompiles"] = []
-_ORIGINAL: list = []   # Triton's own compile step while the wrapper is installed
+_ACTIVE: list = []   # the installed wrapper that records, while any JitCompiles is open
 
 
-def _do_compile(fn, key, *args, **kwargs):
-    for watcher in list(_OPEN):
-        watcher.record(fn, key)
-    return _ORIGINAL[0](fn, key, *args, **kwargs)
+def _wrap(step):
+    """A wrapper of Triton's compile ``step`` that records each compile to the open JitCompiles
+    while it is the active one."""
+    def wrapper(fn, key, *args, **kwargs):
+        if _ACTIVE and _ACTIVE[0] is wrapper:
+            for watcher in list(_OPEN):
+                watcher.record(fn, key)
+        return step(fn, key, *args, **kwargs)
+    wrapper.step = step
+    return wrapper
 
 
 @dataclass(eq=False)   # open ones are told apart by identity
@@ -74,8 +82,8 @@ class JitCompiles:
         if getattr(JITFunction, "_do_compile", None) is None:   # no Triton, or one that moved it
             return self
         if not _OPEN:
-            _ORIGINAL[:] = [JITFunction._do_compile]
-            JITFunction._do_compile = _do_compile
+            _ACTIVE[:] = [_wrap(JITFunction._do_compile)]
+            JITFunction._do_compile = _ACTIVE[0]
         _OPEN.append(self)
         return self
 
@@ -83,4 +91,6 @@ class JitCompiles:
         if self in _OPEN:
             _OPEN.remove(self)
             if not _OPEN:
-                JITFunction._do_compile = _ORIGINAL.pop()
+                wrapper = _ACTIVE.pop()
+                if JITFunction._do_compile is wrapper:   # else other code wrapped it: it stays, retired
+                    JITFunction._do_compile = wrapper.step
