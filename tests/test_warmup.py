@@ -69,7 +69,7 @@ def test_jit_compiles_closed_out_of_order_leave_tritons_step_as_it_was(monkeypat
     assert JITFunction._do_compile is original
 
 
-def test_jit_compiles_leave_a_wrapper_other_code_put_on_top_of_theirs(monkeypatch):
+def test_jit_compiles_leave_a_wrapper_other_code_put_on_top_of_ours(monkeypatch):
     """Code that wraps Triton's compile step while a JitCompiles is open keeps its wrapper when the
     last one closes (ours stays beneath it, passing compiles through and recording nothing), and a
     JitCompiles opened later records each compile once."""
