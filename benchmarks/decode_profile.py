@@ -24,6 +24,7 @@ import os
 import torch
 from common import decode_timing, device_name, random_prompts, shape_dir
 
+import pagedawq
 from pagedawq import LLM, SamplingParams
 
 # Kernel-name fragments of collective communication (NCCL, and the symmetric-memory all-reduce).
@@ -93,6 +94,8 @@ def main() -> None:
                    help="the tensor-parallel executor (default: the engine's, Ray)")
     args = p.parse_args()
     print(f"device: {device_name()} x{torch.cuda.device_count()}  torch {torch.__version__}", flush=True)
+    # which tree's engine this run measures (an A/B script checks it is the tree it meant)
+    print(f"package: {os.path.dirname(os.path.dirname(os.path.realpath(pagedawq.__file__)))}", flush=True)
     quant = None if args.quantization in ("none", "") else args.quantization
     for tp in args.tp:
         profile(args.model, quant, args.dtype, tp, args.output_len, not args.no_table, args.breakdown, args.batch,

@@ -19,11 +19,16 @@ e2e_decode() {
 
 # graph_alone TAG ROOT: the 7B AWQ decode graph (batch GRAPH_BATCH, default 1) of the tree at ROOT
 # replayed alone (PDL on), log to $OUT/graph_TAG.log, its "graph alone" line printed with TAG in
-# front. This tree's decode_profile.py drives the other tree's package.
+# front. ROOT's own decode_profile.py runs: its common.py puts its own tree first on sys.path, so a
+# script of another tree would measure that tree (sessions 13-38 did: every ROOTS / VARIANTS graph
+# was this tree's). The run's "package:" line must name ROOT, or the result is refused.
 graph_alone() {
-  local script=$PWD/benchmarks/decode_profile.py
-  (cd "$2/benchmarks" && PYTHONPATH="$(cd .. && pwd):$PYTHONPATH" timeout 120 python "$script" \
+  (cd "$2/benchmarks" && PYTHONPATH="$(cd .. && pwd):$PYTHONPATH" timeout 120 python decode_profile.py \
      --model llama-2-7b --output-len 32 --breakdown --no-table --batch "${GRAPH_BATCH:-1}" > "$OUT/graph_$1.log" 2>&1)
+  local want used
+  want=$(cd "$2" && pwd -P)
+  used=$(sed -n 's/^package: //p' "$OUT/graph_$1.log")
+  if [ "$used" != "$want" ]; then echo "$1: measured the package at '${used:-?}', not $want: refused"; return 1; fi
   grep -h "graph alone" "$OUT/graph_$1.log" | sed "s/^ */$1: /" | cut -c1-100
 }
 
