@@ -74,7 +74,8 @@ def top_two_gap(logprobs: dict) -> float:
 
 
 def speed(model: str, tp: int, quant: str | None, num_prompts: int, nccl_only: bool = False,
-          async_scheduling: bool | None = None, tune_kernels: bool = False, backend: str | None = None) -> None:
+          async_scheduling: bool | None = None, tune_kernels: bool = False, backend: str | None = None,
+          input_lens: tuple[int, ...] = (32,)) -> None:
     if nccl_only:   # the last step of a run (the variable stays set)
         os.environ["PAGEDAWQ_DISABLE_SYMM_MEM_ALLREDUCE"] = "1"
     # said also when the caller's environment set it (sessions 33-34 read such runs as a machine's)
@@ -90,15 +91,18 @@ def speed(model: str, tp: int, quant: str | None, num_prompts: int, nccl_only: b
     cache = llm.llm_engine.config.cache
     log(f"kv cache {model} {label}: {cache.num_blocks} blocks of {cache.block_size} tokens a rank; "
         f"start-up {now() - start:.1f} s")
-    timing = decode_timing(llm, 1, 32, 128)   # the steady decode step; prefill apart
-    ms = 1000 * timing.step
-    log(f"latency  {model} {label} batch 1: {ms:.3f} ms/token ({1000 / ms:.0f} tok/s), median step "
-        f"{1000 * timing.median_step:.3f} ms; the generation {1000 * timing.fixed:.1f} ms beyond its decode steps "
-        "(prefill, pipeline start and end)")
-    # the step's device time without the host: every rank replays its batch-1 decode graph at once
-    graph = llm.llm_engine.time_decode_graph(1)
-    log(f"graph    {model} {label} batch 1 alone: " + ", ".join(f"rank {r['rank']} {r['gpu_us'] / 1000:.3f}"
-                                                               for r in graph) + " ms GPU per replay")
+    for n_in in input_lens:   # vLLM's benchmark_latency default is 32 in / 128 out
+        after = "" if n_in == 32 else f" after {n_in}-token prompts"
+        timing = decode_timing(llm, 1, n_in, 128)   # the steady decode step; prefill apart
+        ms = 1000 * timing.step
+        log(f"latency  {model} {label} batch 1{after}: {ms:.3f} ms/token ({1000 / ms:.0f} tok/s), median step "
+            f"{1000 * timing.median_step:.3f} ms; the generation {1000 * timing.fixed:.1f} ms beyond its decode "
+            "steps (prefill, pipeline start and end)")
+        # the step's device time without the host: every rank replays its batch-1 decode graph of the
+        # generation's last context (its bucket) at once
+        graph = llm.llm_engine.time_decode_graph(1)
+        log(f"graph    {model} {label} batch 1{after} alone: " + ", ".join(
+            f"rank {r['rank']} {r['gpu_us'] / 1000:.3f}" for r in graph) + " ms GPU per replay")
     if num_prompts:
         prompts = random_prompts(num_prompts, 512, vocab, seed=3)
         sp = [SamplingParams(temperature=1.0, max_tokens=128, ignore_eos=True, seed=i) for i in range(num_prompts)]
@@ -128,6 +132,9 @@ def main() -> None:
     p.add_argument("--tune-kernels", action="store_true", help="passed to every LLM (GEMV tuning at start-up)")
     p.add_argument("--distributed-executor-backend", default=None, choices=["ray", "mp"],
                    help="how the TP > 1 runs start their ranks (default: Ray)")
+    p.add_argument("--latency-input-lens", type=int, nargs="+", default=[32],
+                   help="prompt lengths of the batch-1 latency runs (128 tokens out each; default 32, as vLLM's "
+                        "benchmark_latency), each followed by its decode graph replayed alone")
     p.add_argument("--compare-allreduce", action="store_true",
                    help="also time TP latency with PAGEDAWQ_DISABLE_SYMM_MEM_ALLREDUCE=1")
     args = p.parse_args()
@@ -138,7 +145,8 @@ def main() -> None:
     backend = args.distributed_executor_backend
     steps = ([] if args.skip_correctness else [lambda: correctness(args.tp, backend)]) + [
         (lambda size=size: speed(args.model, size, "awq", args.num_prompts, async_scheduling=args.async_scheduling,
-                                 tune_kernels=args.tune_kernels, backend=backend))
+                                 tune_kernels=args.tune_kernels, backend=backend,
+                                 input_lens=tuple(args.latency_input_lens)))
         for size in (args.sizes or (1, args.tp))]
     if args.compare_allreduce:
         steps.append(lambda: speed(args.model, args.tp, "awq", 0, nccl_only=True, async_scheduling=args.async_scheduling,
