@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Session 39's candidate, not yet run on a GPU: the decode splits merged in thread-block clusters
+# (patches/decode_splits_in_clusters.patch, on 20811ca): at 2, 4 or 8 splits (the 128 and 256
+# context buckets at batch 1) each split pushes its partial into the first CTA's shared memory
+# and that CTA writes the output; no reduce kernel. Its ceiling: the reduce costs the 13B TP=1
+# step 50 µs (RESULTS.md "Session 39", call 9).
+#   STEP=check (nvidia-h100-x1, ~6 minutes): the patched tree's attention, CUDA-graph and engine
+#     GPU tests (a hang would show as the 420 s limit; the engine tests took 223 s in session 38);
+#   STEP=ab SIZES="1" (nvidia-h100-x1) or SIZES="1 2" (nvidia-h200-x2 with needs_h200, carry
+#     .raycarry; ~6 minutes): batch-1 latency at 32 and 1024 tokens, the patch against this tree,
+#     ROUNDS rounds (default 1) alternating, then (x2) the patched tree's TP=2 tokens against TP=1.
+set -u
+source benchmarks/gpu/env.sh
+variant_tree /tmp/clusters pagedawq/kernels/paged_attention.py \
+  patch:benchmarks/gpu/patches/decode_splits_in_clusters.patch || exit 1
+if [ "${STEP:-check}" = check ]; then
+  (cd /tmp/clusters && timeout 420 python -m pytest -q -x tests/test_attention_kernels.py tests/test_cuda_graphs.py \
+     tests/test_gpu_engine.py > "$OUT/tests.log" 2>&1; echo "exit $?" >> "$OUT/tests.log")
+  grep -E "passed|failed|error|exit" "$OUT/tests.log" | tail -4
+  exit 0
+fi
+for r in $(seq 1 "${ROUNDS:-1}"); do
+  for size in ${SIZES:-1}; do
+    for entry in "clusters:/tmp/clusters" "main:$PWD"; do
+      tree_suite "${entry%%:*}" "${entry#*:}" 200 "${entry%%:*}_tp${size}_$r" --sizes "$size" --skip-correctness \
+        --num-prompts 0 --latency-input-lens 32 1024
+    done
+  done
+done
+case " ${SIZES:-1} " in *" 2 "*)
+  tree_suite clusters /tmp/clusters 300 clusters_tokens --tp 2 --sizes 2 --num-prompts 0 --latency-input-lens 32 ;;
+esac
