@@ -5,7 +5,8 @@
 # and that CTA writes the output; no reduce kernel. Its ceiling: the reduce costs the 13B TP=1
 # step 50 µs (RESULTS.md "Session 39", call 9).
 #   STEP=check (nvidia-h100-x1, ~6 minutes): the patched tree's attention, CUDA-graph and engine
-#     GPU tests (a hang would show as the 420 s limit; the engine tests took 223 s in session 38);
+#     GPU tests, the clustered kernel's own test first under 120 s (a wrong byte count would hang),
+#     then the rest under 420 s (the engine tests took 223 s in session 38);
 #   STEP=ab SIZES="1" (nvidia-h100-x1) or SIZES="1 2" (nvidia-h200-x2 with needs_h200, carry
 #     .raycarry; ~6 minutes): batch-1 latency at 32 and 1024 tokens, the patch against this tree,
 #     ROUNDS rounds (default 1) alternating, then (x2) the patched tree's TP=2 tokens against TP=1.
@@ -14,6 +15,11 @@ source benchmarks/gpu/env.sh
 variant_tree /tmp/clusters pagedawq/kernels/paged_attention.py \
   patch:benchmarks/gpu/patches/decode_splits_in_clusters.patch || exit 1
 if [ "${STEP:-check}" = check ]; then
+  # first the clustered kernel's own test alone, briefly: a wrong byte count hangs the first CTA
+  (cd /tmp/clusters && timeout 120 python -m pytest -q -x tests/test_attention_kernels.py -k merged_in_clusters \
+     > "$OUT/canary.log" 2>&1; echo "exit $?" >> "$OUT/canary.log")
+  grep -E "passed|failed|error|exit" "$OUT/canary.log" | tail -3
+  grep -q "exit 0" "$OUT/canary.log" || exit 1
   (cd /tmp/clusters && timeout 420 python -m pytest -q -x tests/test_attention_kernels.py tests/test_cuda_graphs.py \
      tests/test_gpu_engine.py > "$OUT/tests.log" 2>&1; echo "exit $?" >> "$OUT/tests.log")
   grep -E "passed|failed|error|exit" "$OUT/tests.log" | tail -4
