@@ -9,7 +9,8 @@
 #     then the rest under 420 s (the engine tests took 223 s in session 38);
 #   STEP=ab SIZES="1" (nvidia-h100-x1) or SIZES="1 2" (nvidia-h200-x2 with needs_h200, carry
 #     .raycarry; ~6 minutes): batch-1 latency at 32 and 1024 tokens, the patch against this tree,
-#     ROUNDS rounds (default 1) alternating, then (x2) the patched tree's TP=2 tokens against TP=1.
+#     ROUNDS rounds (default 1) alternating (4 cold trees at SIZES="1 2" take ~8 minutes);
+#   STEP=tokens (x2, after STEP=ab on the warm machine): the patched tree's TP=2 tokens against TP=1.
 set -u
 source benchmarks/gpu/env.sh
 variant_tree /tmp/clusters pagedawq/kernels/paged_attention.py \
@@ -25,6 +26,10 @@ if [ "${STEP:-check}" = check ]; then
   grep -E "passed|failed|error|exit" "$OUT/tests.log" | tail -4
   exit 0
 fi
+if [ "${STEP}" = tokens ]; then
+  tree_suite clusters /tmp/clusters 300 clusters_tokens --tp 2 --sizes 2 --num-prompts 0 --latency-input-lens 32
+  exit 0
+fi
 for r in $(seq 1 "${ROUNDS:-1}"); do
   for size in ${SIZES:-1}; do
     for entry in "clusters:/tmp/clusters" "main:$PWD"; do
@@ -33,6 +38,3 @@ for r in $(seq 1 "${ROUNDS:-1}"); do
     done
   done
 done
-case " ${SIZES:-1} " in *" 2 "*)
-  tree_suite clusters /tmp/clusters 300 clusters_tokens --tp 2 --sizes 2 --num-prompts 0 --latency-input-lens 32 ;;
-esac
