@@ -10,6 +10,9 @@
 #   STEP=ab SIZES="1" (nvidia-h100-x1) or SIZES="1 2" (nvidia-h200-x2 with needs_h200, carry
 #     .raycarry; ~6 minutes): batch-1 latency at 32 and 1024 tokens, the patch against this tree,
 #     ROUNDS rounds (default 1) alternating (4 cold trees at SIZES="1 2" take ~8 minutes);
+#   STEP=buckets (nvidia-h100-x1, ~6 minutes): the 32-token latency times steps at contexts 64-128,
+#     one split, no cluster; here each bucket's pace and graph (experiments/decode_bucket_pace.py):
+#     the patch, this tree and the patch's reduce path, ROUNDS (default 2) in alternating order;
 #   STEP=tokens (x2, after STEP=ab on the warm machine): the patched tree's TP=2 tokens against TP=1.
 set -u
 source benchmarks/gpu/env.sh
@@ -24,6 +27,21 @@ if [ "${STEP:-check}" = check ]; then
   (cd /tmp/clusters && timeout 420 python -m pytest -q -x tests/test_attention_kernels.py tests/test_cuda_graphs.py \
      tests/test_gpu_engine.py > "$OUT/tests.log" 2>&1; echo "exit $?" >> "$OUT/tests.log")
   grep -E "passed|failed|error|exit" "$OUT/tests.log" | tail -4
+  exit 0
+fi
+if [ "${STEP}" = buckets ]; then
+  # pace and graph of each bucket (experiments/decode_bucket_pace.py, 13B TP=1): the patch, this
+  # tree, the patch with PAGEDAWQ_DISABLE_DECODE_CLUSTERS=1 (its reduce path), then the reverse order
+  pace() {   # NAME DIR [VAR=value]
+    (cd "$2" && env TRITON_CACHE_DIR="/tmp/tc_${2//\//_}" PYTHONPATH="$2" ${3:-} timeout 200 \
+       python benchmarks/experiments/decode_bucket_pace.py --label "$1" > "$OUT/pace_$1_$r.log" 2>&1)
+    grep -E "bounds|prompt|Error" "$OUT/pace_$1_$r.log" | cut -c1-160
+  }
+  for r in $(seq 1 "${ROUNDS:-2}"); do
+    runs=("clusters /tmp/clusters" "main $PWD" "reduce /tmp/clusters PAGEDAWQ_DISABLE_DECODE_CLUSTERS=1")
+    [ $((r % 2)) = 0 ] && runs=("${runs[2]}" "${runs[1]}" "${runs[0]}")
+    for entry in "${runs[@]}"; do pace $entry; done
+  done
   exit 0
 fi
 if [ "${STEP}" = tokens ]; then
