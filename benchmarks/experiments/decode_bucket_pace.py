@@ -6,6 +6,10 @@ its "graph alone" replays the 256 bucket of the generation's last step. Here eac
 chosen so that the middle half of its steps lies in one bucket, and that bucket's graph is replayed
 alone at a context inside it: pace and graph of the same kernels.
 
+With ``--batches`` it does the same for batches of several sequences (each a captured graph size).
+At 4 and 8 sequences the 13B's graphs split every context 4 and 2 ways (clustered by
+``gpu/patches/decode_splits_in_clusters_v2.patch``).
+
     PYTHONPATH=. python benchmarks/experiments/decode_bucket_pace.py --input-lens 32 160 400 900
 """
 import argparse
@@ -23,23 +27,25 @@ N_OUT = 128
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--input-lens", type=int, nargs="+", default=[32, 160, 400, 900])
+    p.add_argument("--batches", type=int, nargs="+", default=[1])
     p.add_argument("--label", default="", help="printed in front of every line")
     args = p.parse_args()
     llm = LLM(shape_dir("llama-2-13b"), load_format="dummy", skip_tokenizer_init=True, dtype="float16",
               quantization="awq", max_model_len=4096)
     graphs = llm.llm_engine.executor.worker.runner.graphs
-    bounds = graphs.contexts[1]
-    print(f"{args.label} batch-1 context bounds {bounds}", flush=True)
-    for n_in in args.input_lens:
-        lo, hi = n_in + N_OUT // 4, n_in + N_OUT - N_OUT // 4   # the contexts of the timed steps
-        bucket = next(b for b in bounds if b >= hi)
-        mixed = "" if next(b for b in bounds if b >= lo) == bucket else " (spans two buckets)"
-        timing = decode_timing(llm, 1, n_in, N_OUT)
-        graphs.seq_lens[0] = hi   # the replays attend over hi tokens
-        gpu = llm.llm_engine.time_decode_graph(1, context_len=bucket)[0]["gpu_us"]
-        print(f"{args.label} prompt {n_in}: contexts {lo}-{hi}, bucket {bucket}{mixed}: step "
-              f"{1000 * timing.step:.3f} ms, median {1000 * timing.median_step:.3f} ms; graph alone at {hi} "
-              f"{gpu / 1000:.3f} ms", flush=True)
+    for batch in args.batches:
+        bounds = graphs.contexts[batch]
+        print(f"{args.label} batch-{batch} context bounds {bounds}", flush=True)
+        for n_in in args.input_lens:
+            lo, hi = n_in + N_OUT // 4, n_in + N_OUT - N_OUT // 4   # the contexts of the timed steps
+            bucket = next(b for b in bounds if b >= hi)
+            mixed = "" if next(b for b in bounds if b >= lo) == bucket else " (spans two buckets)"
+            timing = decode_timing(llm, batch, n_in, N_OUT)
+            graphs.seq_lens[:batch] = hi   # the replays attend over hi tokens a sequence
+            gpu = llm.llm_engine.time_decode_graph(batch, context_len=bucket)[0]["gpu_us"]
+            print(f"{args.label} batch {batch} prompt {n_in}: contexts {lo}-{hi}, bucket {bucket}{mixed}: step "
+                  f"{1000 * timing.step:.3f} ms, median {1000 * timing.median_step:.3f} ms; graph alone at {hi} "
+                  f"{gpu / 1000:.3f} ms", flush=True)
     llm.close()
 
 

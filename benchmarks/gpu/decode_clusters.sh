@@ -1,23 +1,25 @@
 #!/usr/bin/env bash
-# Session 39's candidate, not yet run on a GPU: the decode splits merged in thread-block clusters
-# (patches/decode_splits_in_clusters.patch, on 20811ca): at 2, 4 or 8 splits (the 128 and 256
-# context buckets at batch 1) each split pushes its partial into the first CTA's shared memory
-# and that CTA writes the output; no reduce kernel. Its ceiling: the reduce costs the 13B TP=1
-# step 50 µs (RESULTS.md "Session 39", call 9).
-#   STEP=check (nvidia-h100-x1, ~6 minutes): the patched tree's attention, CUDA-graph and engine
+# The decode splits merged in thread-block clusters: each split pushes its partial into the first
+# CTA's shared memory and that CTA writes the output; no reduce kernel. PATCH (default
+# patches/decode_splits_in_clusters_v2.patch, session 40: clusters at 2 and 4 splits only, in a
+# kernel of their own so that the unclustered kernel's SASS is unchanged; the 13B batch-1 graph
+# splits 4 ways at contexts up to 128, 8 up to 256; patches/decode_splits_in_clusters.patch is
+# session 39's, at 2, 4 and 8 splits: RESULTS.md "Session 40").
+#   STEP=check (nvidia-h100-x1, ~7 minutes): the patched tree's attention, CUDA-graph and engine
 #     GPU tests, the clustered kernel's own test first under 120 s (a wrong byte count would hang),
-#     then the rest under 420 s (the engine tests took 223 s in session 38);
+#     then the rest under 420 s (360 s in session 40);
+#   STEP=buckets (nvidia-h100-x1, ~6 minutes): each bucket's pace and graph on the 13B at TP=1
+#     (experiments/decode_bucket_pace.py) at batch 1 (4, 8, 14 splits), 4 (4 splits) and 8 (2):
+#     the patch, this tree and the patch's reduce path (PAGEDAWQ_DISABLE_DECODE_CLUSTERS=1), ROUNDS
+#     (default 2) in alternating order;
 #   STEP=ab SIZES="1" (nvidia-h100-x1) or SIZES="1 2" (nvidia-h200-x2 with needs_h200, carry
-#     .raycarry; ~6 minutes): batch-1 latency at 32 and 1024 tokens, the patch against this tree,
-#     ROUNDS rounds (default 1) alternating (4 cold trees at SIZES="1 2" take ~8 minutes);
-#   STEP=buckets (nvidia-h100-x1, ~6 minutes): the 32-token latency times steps at contexts 64-128,
-#     one split, no cluster; here each bucket's pace and graph (experiments/decode_bucket_pace.py):
-#     the patch, this tree and the patch's reduce path, ROUNDS (default 2) in alternating order;
+#     .raycarry; ~4 minutes cold): batch-1 latency at 32 and 1024 tokens, the patch against this
+#     tree, ROUNDS rounds (default 1) alternating;
 #   STEP=tokens (x2, after STEP=ab on the warm machine): the patched tree's TP=2 tokens against TP=1.
 set -u
 source benchmarks/gpu/env.sh
 variant_tree /tmp/clusters pagedawq/kernels/paged_attention.py \
-  patch:benchmarks/gpu/patches/decode_splits_in_clusters.patch || exit 1
+  "patch:${PATCH:-benchmarks/gpu/patches/decode_splits_in_clusters_v2.patch}" || exit 1
 if [ "${STEP:-check}" = check ]; then
   # first the clustered kernel's own test alone, briefly: a wrong byte count hangs the first CTA
   (cd /tmp/clusters && timeout 120 python -m pytest -q -x tests/test_attention_kernels.py -k merged_in_clusters \
@@ -30,11 +32,10 @@ if [ "${STEP:-check}" = check ]; then
   exit 0
 fi
 if [ "${STEP}" = buckets ]; then
-  # pace and graph of each bucket (experiments/decode_bucket_pace.py, 13B TP=1): the patch, this
-  # tree, the patch with PAGEDAWQ_DISABLE_DECODE_CLUSTERS=1 (its reduce path), then the reverse order
   pace() {   # NAME DIR [VAR=value]
     (cd "$2" && env TRITON_CACHE_DIR="/tmp/tc_${2//\//_}" PYTHONPATH="$2" ${3:-} timeout 200 \
-       python benchmarks/experiments/decode_bucket_pace.py --label "$1" > "$OUT/pace_$1_$r.log" 2>&1)
+       python benchmarks/experiments/decode_bucket_pace.py --label "$1" --input-lens 32 160 900 --batches 1 4 8 \
+       > "$OUT/pace_$1_$r.log" 2>&1)
     grep -E "bounds|prompt|Error" "$OUT/pace_$1_$r.log" | cut -c1-160
   }
   for r in $(seq 1 "${ROUNDS:-2}"); do
