@@ -421,6 +421,41 @@ def test_gpu_decode(dtype, num_kv_splits, num_q_heads, num_kv_heads, head_dim, b
 
 @gpu
 @requires_cuda
+@pytest.mark.parametrize("num_kv_splits", [2, 4, 8])
+@pytest.mark.parametrize("dtype,num_q_heads,num_kv_heads,head_dim", [
+    (torch.float16, 40, 40, 128), (torch.bfloat16, 32, 8, 128), (torch.float32, 9, 3, 64)])
+def test_gpu_decode_splits_merged_in_clusters(num_kv_splits, dtype, num_q_heads, num_kv_heads, head_dim):
+    """On Hopper, 2 or 4 splits merge in a thread-block cluster (no reduce kernel; 8 keep it): the
+    outputs match the float64 reference for contexts that leave splits empty, end mid-tile or hold
+    one key, eagerly and replayed from a CUDA graph after the contexts grow; a padded row (context
+    0) gets zeros, as from the reduce kernel."""
+    assert pa.decode_clusters(q_device := torch.device(DEVICE), num_kv_splits) == (
+        torch.cuda.get_device_capability()[0] >= 9 and num_kv_splits != 8)
+    gen = torch.Generator().manual_seed(num_kv_splits + head_dim)
+    batch = Batch([1] * 6, [3000, 0, 64, 777, 15, 40], 16, num_kv_heads, head_dim, dtype, gen)
+    batch.fill_new_tokens()
+    q = torch.randn(batch.num_tokens, num_q_heads, head_dim, generator=gen).to(dtype=dtype, device=q_device)
+    out = torch.full_like(q, float("nan"))
+    pa.decode_attention(q, batch.kv_cache, batch.metadata, head_dim ** -0.5, out, num_kv_splits=num_kv_splits)
+    assert rel_err(out, batch.reference(q, head_dim ** -0.5)) < TOLERANCE[dtype]
+
+    md = batch.metadata
+    full = md.seq_lens.clone()
+    md.seq_lens.sub_(1)   # capture one token short, then replay at the full lengths
+    md.seq_lens[1] = 0    # and the second row padded, as a graph pads a batch
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        pa.decode_attention(q, batch.kv_cache, md, head_dim ** -0.5, out, num_kv_splits=num_kv_splits)
+    out.fill_(float("nan"))
+    graph.replay()
+    assert torch.equal(out[1].float().cpu(), torch.zeros(num_q_heads, head_dim))
+    md.seq_lens.copy_(full)
+    graph.replay()
+    assert rel_err(out, batch.reference(q, head_dim ** -0.5)) < TOLERANCE[dtype]
+
+
+@gpu
+@requires_cuda
 def test_gpu_decode_replays_from_cuda_graph_with_fixed_splits():
     """A captured decode step stays correct when the contexts grow between replays."""
     gen = torch.Generator().manual_seed(5)

@@ -159,11 +159,38 @@ def _warn_once(message: str) -> None:
     logger.warning(message)
 
 
+# The PTX of the helpers below. ``cluster_tl`` wraps the same strings for plain Triton kernels.
+SMEM_BASE_ASM = gl.constexpr("mov.b32 $0, global_smem;")
+INIT_PUSH_BARRIER_ASM = gl.constexpr("""{
+.reg .pred p;
+.reg .b32 t;
+mov.u32 t, %tid.x;
+setp.eq.u32 p, t, 0;
+@p mbarrier.init.shared::cta.b64 [$1], 1;
+@p fence.mbarrier_init.release.cluster;
+mov.b32 $0, 0;
+}""")
+ARRIVE_CLUSTER_ASM = gl.constexpr("barrier.cluster.arrive.relaxed.aligned; // $0")
+WAIT_FOR_CLUSTER_ASM = gl.constexpr("barrier.cluster.wait.aligned; // $0")
+WAIT_FOR_BYTES_ASM = gl.constexpr("""{
+.reg .pred p, done;
+.reg .b32 t;
+.reg .b64 state;
+mov.u32 t, %tid.x;
+setp.eq.u32 p, t, 0;
+@p mbarrier.arrive.expect_tx.shared::cta.b64 state, [$1], $2;
+WAIT:
+mbarrier.try_wait.parity.shared::cta.b64 done, [$1], 0;
+@!done bra WAIT;
+mov.b32 $0, 0;
+}""")
+LOAD_SHARED_ASM = gl.constexpr("ld.shared.f32 $0, [$1];")
+
+
 @gluon.jit
 def smem_address(offset):
     """The shared-memory address (shared window, 32 bits) ``offset`` bytes into ``global_smem``."""
-    return gl.inline_asm_elementwise("mov.b32 $0, global_smem;", "=r", [], dtype=gl.int32, is_pure=True,
-                                     pack=1) + offset
+    return gl.inline_asm_elementwise(SMEM_BASE_ASM, "=r", [], dtype=gl.int32, is_pure=True, pack=1) + offset
 
 
 @gluon.jit
@@ -172,15 +199,7 @@ def init_push_barrier(bar):
     arrival, plus the bytes expected) and fence the initialisation for the cluster. Every thread
     then arrives on the cluster barrier (``arrive_cluster``); ``wait_for_cluster`` waits later, by
     when every peer's mbarrier is long initialised."""
-    gl.inline_asm_elementwise("""{
-.reg .pred p;
-.reg .b32 t;
-mov.u32 t, %tid.x;
-setp.eq.u32 p, t, 0;
-@p mbarrier.init.shared::cta.b64 [$1], 1;
-@p fence.mbarrier_init.release.cluster;
-mov.b32 $0, 0;
-}""", "=r,r", [bar], dtype=gl.int32, is_pure=False, pack=1)
+    gl.inline_asm_elementwise(INIT_PUSH_BARRIER_ASM, "=r,r", [bar], dtype=gl.int32, is_pure=False, pack=1)
 
 
 @gluon.jit
@@ -189,15 +208,13 @@ def arrive_cluster():
     cluster must arrive before any ``wait_for_cluster`` returns: in a warp-specialised kernel each
     partition arrives at its start (code before ``warp_specialize`` runs in the default partition
     only)."""
-    gl.inline_asm_elementwise("barrier.cluster.arrive.relaxed.aligned; // $0", "=r", [], dtype=gl.int32,
-                              is_pure=False, pack=1)
+    gl.inline_asm_elementwise(ARRIVE_CLUSTER_ASM, "=r", [], dtype=gl.int32, is_pure=False, pack=1)
 
 
 @gluon.jit
 def wait_for_cluster():
     """Wait (acquire) for every thread of the cluster to have arrived (``arrive_cluster``)."""
-    gl.inline_asm_elementwise("barrier.cluster.wait.aligned; // $0", "=r", [], dtype=gl.int32, is_pure=False,
-                              pack=1)
+    gl.inline_asm_elementwise(WAIT_FOR_CLUSTER_ASM, "=r", [], dtype=gl.int32, is_pure=False, pack=1)
 
 
 @gluon.jit
@@ -220,22 +237,10 @@ mov.b32 $1, 0;
 def wait_for_bytes(bar, nbytes):
     """Thread 0 arrives on the mbarrier at ``bar`` expecting ``nbytes``; every thread then waits
     for its phase 0 to complete (the arrival and all the bytes), which makes them visible."""
-    gl.inline_asm_elementwise("""{
-.reg .pred p, done;
-.reg .b32 t;
-.reg .b64 state;
-mov.u32 t, %tid.x;
-setp.eq.u32 p, t, 0;
-@p mbarrier.arrive.expect_tx.shared::cta.b64 state, [$1], $2;
-WAIT:
-mbarrier.try_wait.parity.shared::cta.b64 done, [$1], 0;
-@!done bra WAIT;
-mov.b32 $0, 0;
-}""", "=r,r,r", [bar, nbytes], dtype=gl.int32, is_pure=False, pack=1)
+    gl.inline_asm_elementwise(WAIT_FOR_BYTES_ASM, "=r,r,r", [bar, nbytes], dtype=gl.int32, is_pure=False, pack=1)
 
 
 @gluon.jit
 def load_shared(addr):
     """``ld.shared.f32`` at each address (not pure: it stays after the wait that makes it valid)."""
-    return gl.inline_asm_elementwise("ld.shared.f32 $0, [$1];", "=f,r", [addr], dtype=gl.float32, is_pure=False,
-                                     pack=1)
+    return gl.inline_asm_elementwise(LOAD_SHARED_ASM, "=f,r", [addr], dtype=gl.float32, is_pure=False, pack=1)

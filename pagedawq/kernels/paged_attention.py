@@ -22,7 +22,11 @@ Design notes (why it looks like this):
   The slice length is computed *in the kernel* from the sequence's length, so the grid
   ``(num_seqs, Hkv, num_splits)`` depends only on host integers: pass a fixed ``num_kv_splits``
   (e.g. ``choose_num_kv_splits(batch, Hkv, max_model_len)``) and the launch is CUDA-graph safe
-  for any context length. With one split the decode kernel writes the output directly.
+  for any context length. With one split the decode kernel writes the output directly. On Hopper,
+  2 or 4 splits run as one thread-block cluster and merge in its first CTA's shared memory
+  instead (``decode_clusters``). The reduce kernel cost a 13B batch-1 decode step 50 µs on an
+  H100 (1.25 µs a layer; ``benchmarks/RESULTS.md`` "Session 39", measured by dropping it), and
+  clusters of 4 got back 36 µs of it ("Session 40"). Clusters of 8 cost more than the reduce.
 * **Decode rotary.** Given the step's rotary inputs (``decode_attention(..., rotary=...)``), the decode
   kernel rotates its query heads in registers and the program whose split holds the new token
   rotates that token's key and writes it and its value to the cache before reading its keys:
@@ -36,6 +40,7 @@ float32 accumulation, or exact float32 (``input_precision="ieee"``) for float32 
 from __future__ import annotations
 
 import functools
+import os
 from dataclasses import dataclass
 
 import torch
@@ -43,13 +48,22 @@ import triton
 import triton.language as tl
 
 from pagedawq.attention.metadata import AttentionMetadata
+from pagedawq.kernels.cluster_tl import (arrive_cluster, init_push_barrier, load_shared, push_pairs_where,
+                                         smem_address, wait_for_bytes, wait_for_cluster)
+from pagedawq.kernels.clusters import launch_clustered
 from pagedawq.kernels.fused_ops import rotary_cos_sin, rotate_halves
+from pagedawq.kernels.interpreter import interpreting
 from pagedawq.kernels.pdl import pdl_launch, pdl_start
 
 _LOG2E = 1.4426950408889634
 # A decode split should read at least this many tokens, or the reduce costs more than it saves.
 MIN_TOKENS_PER_SPLIT = 128
 MAX_KV_SPLITS = 32
+# Split counts whose splits merge in a thread-block cluster on Hopper (``decode_clusters``). The 13B
+# batch-1 graph of the 128-token bucket (4 splits) took 14 µs less on an H100 with them than with the
+# reduce kernel, and its engine step 36 µs less; the 256 bucket (8 splits) took 52 µs more (graph)
+# and 41 µs more (step; benchmarks/RESULTS.md "Session 40"), so 8 keep the reduce.
+DECODE_CLUSTER_SIZES = (2, 4)
 
 
 @triton.jit
@@ -175,7 +189,7 @@ def _rotate(x1, x2, cos, sin):
     return tl.reshape(joined, (joined.shape[0], 2 * joined.shape[2]))
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["cluster_smem"])
 def _decode_kernel(
     out_ptr, part_out_ptr, part_lse_ptr, q_ptr, cache_ptr, block_tables_ptr, seq_lens_ptr,
     num_q_heads, qk_scale,
@@ -184,15 +198,29 @@ def _decode_kernel(
     positions_ptr, cos_sin_ptr, k_ptr, v_ptr, slot_mapping_ptr, stride_cs, stride_kt, stride_vt,
     GROUP: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_N: tl.constexpr, PAGE_SIZE: tl.constexpr,
     HEAD_DIM: tl.constexpr, DIM_PAD: tl.constexpr, NUM_SPLITS: tl.constexpr, IEEE: tl.constexpr,
-    PDL: tl.constexpr, ROTARY: tl.constexpr = False,
+    PDL: tl.constexpr, ROTARY: tl.constexpr = False, CLUSTER: tl.constexpr = 1, cluster_smem=0,
 ):
     """One (sequence, KV head, split) of a decode batch. With ``ROTARY`` (``HEAD_DIM`` a power of
     two), q is read unrotated and rotated here, and the program whose split holds the new token
-    (position ``seq_len - 1``) first writes its rotated key and its value at its slot (-1: none)."""
+    (position ``seq_len - 1``) first writes its rotated key and its value at its slot (-1: none).
+    With ``CLUSTER`` (= ``NUM_SPLITS``) the splits of a (sequence, KV head) are one thread-block
+    cluster along axis 0 and merge in its first CTA (``_merge_splits_in_cluster``), which writes
+    the output: no partials in global memory and no reduce kernel. Without, the kernel compiles
+    exactly as before clusters existed (sm_90 SASS compared instruction for instruction, session
+    40). Keep it so: an earlier version that reordered the program ids and the epilogue compiled
+    differently, and its builds measured up to 24 µs slower on a 13B step at 14 splits."""
+    if CLUSTER > 1:
+        init_push_barrier(smem_address(cluster_smem))
+        arrive_cluster()
     pdl_start(PDL)
-    seq = tl.program_id(0)
-    kv_head = tl.program_id(1)
-    split = tl.program_id(2)
+    if CLUSTER > 1:   # the splits of a (sequence, KV head) are one cluster along axis 0
+        seq = tl.program_id(0) // CLUSTER
+        kv_head = tl.program_id(1)
+        split = tl.program_id(0) % CLUSTER
+    else:
+        seq = tl.program_id(0)
+        kv_head = tl.program_id(1)
+        split = tl.program_id(2)
     seq_len = tl.load(seq_lens_ptr + seq)
     # Split lengths are whole tiles so that only a split's last tile needs masking.
     split_len = tl.cdiv(tl.cdiv(seq_len, NUM_SPLITS), BLOCK_N) * BLOCK_N
@@ -241,11 +269,63 @@ def _decode_kernel(
     if NUM_SPLITS == 1:
         tl.store(out_ptr + token * stride_ot + (head * stride_oh)[:, None] + dims[None, :],
                  acc.to(out_ptr.dtype.element_ty), mask=io_mask)
-    else:
+    elif CLUSTER == 1:
         part = (seq * num_q_heads + head).to(tl.int64) * NUM_SPLITS + split
         tl.store(part_out_ptr + (part * HEAD_DIM)[:, None] + dims[None, :], acc, mask=io_mask)
-        lse = tl.where(has_keys, m_i + tl.math.log2(tl.where(has_keys, l_i, 1.0)), float("-inf"))
-        tl.store(part_lse_ptr + part, lse, mask=rows < GROUP)
+        tl.store(part_lse_ptr + part, _split_lse(m_i, l_i, has_keys), mask=rows < GROUP)
+    else:
+        _merge_splits_in_cluster(acc, _split_lse(m_i, l_i, has_keys),
+                                 out_ptr + token * stride_ot + (head * stride_oh)[:, None] + dims[None, :],
+                                 rows, dims, split, cluster_smem, GROUP, HEAD_DIM, DIM_PAD, CLUSTER)
+
+
+@triton.jit
+def _split_lse(m_i, l_i, has_keys):
+    """A split's log-sum-exp (base 2) from its running max and sum; -inf where it has no keys."""
+    return tl.where(has_keys, m_i + tl.math.log2(tl.where(has_keys, l_i, 1.0)), float("-inf"))
+
+
+@triton.jit
+def _merge_splits_in_cluster(acc, lse, out_rows, rows, dims, split, cluster_smem, GROUP: tl.constexpr,
+                             HEAD_DIM: tl.constexpr, DIM_PAD: tl.constexpr, CLUSTER: tl.constexpr):
+    """Split ``split`` of a cluster's splits (one CTA each) hands its normalised partial ``acc``
+    [BLOCK_H, DIM_PAD] and log-sum-exp ``lse`` [BLOCK_H] (rows below ``GROUP`` are real) to split
+    0, which merges them as ``_reduce_splits_kernel`` does and stores the result at ``out_rows``.
+
+    Split 0's shared memory past the kernel's own (``cluster_smem``): the mbarrier that counts the
+    pushed bytes (``decode_cluster_smem_bytes``), then the partials [CLUSTER - 1, GROUP, DIM_PAD] and
+    the log-sum-exps as pairs [CLUSTER - 1, GROUP, 2] (fp32). Each value is pushed by the one thread
+    that holds it in ``acc``'s layout (the log-sum-exp from the thread of column 0), and padding
+    rows and columns are not pushed: the bytes are what split 0 waits for."""
+    bar = smem_address(cluster_smem)
+    parts = bar + 16
+    lses = parts + (CLUSTER - 1) * GROUP * DIM_PAD * 4
+    row = tl.where(rows < GROUP, rows, 0)   # padding rows read row 0's slot; they are not stored
+    wait_for_cluster()   # split 0's mbarrier is initialised
+    if split > 0:
+        slot = (split - 1) * GROUP + row
+        zero = tl.zeros([acc.shape[0], acc.shape[1]], tl.int32)
+        real = (rows < GROUP)[:, None] & (dims < HEAD_DIM)[None, :]
+        push_pairs_where(parts + (slot[:, None] * DIM_PAD + dims[None, :]) * 4, acc, real.to(tl.int32), zero,
+                         bar + zero)
+        first = (rows < GROUP)[:, None] & (dims == 0)[None, :]
+        push_pairs_where(lses + (slot[:, None] * 2 + dims[None, :]) * 4, lse[:, None] + acc * 0.0,
+                         first.to(tl.int32), zero, bar + zero)
+    else:
+        wait_for_bytes(bar, (CLUSTER - 1) * GROUP * (HEAD_DIM + 2) * 4)
+        m = lse
+        for s in tl.static_range(CLUSTER - 1):
+            m = tl.maximum(m, load_shared(lses + (s * GROUP + row) * 8))
+        m = tl.where(m == float("-inf"), 0.0, m)
+        total = tl.math.exp2(lse - m)
+        merged = acc * total[:, None]
+        for s in tl.static_range(CLUSTER - 1):
+            weight = tl.math.exp2(load_shared(lses + (s * GROUP + row) * 8) - m)
+            total += weight
+            merged += load_shared(parts + ((s * GROUP + row)[:, None] * DIM_PAD + dims[None, :]) * 4) * weight[:, None]
+        merged = merged / tl.where(total > 0, total, 1.0)[:, None]
+        tl.store(out_rows, merged.to(out_rows.dtype.element_ty),
+                 mask=(rows < GROUP)[:, None] & (dims[None, :] < HEAD_DIM))
 
 
 @triton.jit
@@ -432,25 +512,27 @@ def decode_attention(q: torch.Tensor, kv_cache: torch.Tensor, metadata: Attentio
     if block_n is None:
         block_n = decode_block_n(group, num_kv_splits) if q.is_cuda else 16
     dim_pad = triton.next_power_of_2(head_dim)
+    pdl = pdl_launch(q.device, num_seqs)
+    r = rotary
+    args = (q, kv_cache, metadata.block_tables, metadata.seq_lens, num_q_heads, scale * _LOG2E,
+            q.stride(0), q.stride(1), out.stride(0), out.stride(1),
+            *_cache_strides(kv_cache), metadata.block_tables.stride(0),
+            *((r.positions, r.cos_sin_cache, r.k, r.v, metadata.slot_mapping, r.cos_sin_cache.stride(0),
+               r.k.stride(0), r.v.stride(0)) if r is not None else (q, q, q, q, q, 0, 0, 0)))
+    consts = dict(GROUP=group, BLOCK_H=max(16, triton.next_power_of_2(group)), BLOCK_N=block_n, PAGE_SIZE=page_size,
+                  HEAD_DIM=head_dim, DIM_PAD=dim_pad, NUM_SPLITS=num_kv_splits, IEEE=q.dtype == torch.float32,
+                  ROTARY=r is not None, **pdl, num_warps=num_warps or 4, num_stages=num_stages or 2)
+    if decode_clusters(q.device, num_kv_splits) and launch_clustered(
+            _decode_kernel, (num_seqs, num_kv_heads, 1), num_kv_splits,
+            decode_cluster_smem_bytes(group, dim_pad, num_kv_splits), q.device, out, out, out, *args,
+            CLUSTER=num_kv_splits, **consts):
+        return out
     if num_kv_splits > 1:
         part_out = torch.empty((num_seqs, num_q_heads, num_kv_splits, head_dim), dtype=torch.float32, device=q.device)
         part_lse = torch.empty((num_seqs, num_q_heads, num_kv_splits), dtype=torch.float32, device=q.device)
     else:
         part_out = part_lse = out  # not read or written with one split
-    pdl = pdl_launch(q.device, num_seqs)
-    r = rotary
-    _decode_kernel[(num_seqs, num_kv_heads, num_kv_splits)](
-        out, part_out, part_lse, q, kv_cache, metadata.block_tables, metadata.seq_lens,
-        num_q_heads, scale * _LOG2E,
-        q.stride(0), q.stride(1), out.stride(0), out.stride(1),
-        *_cache_strides(kv_cache), metadata.block_tables.stride(0),
-        *((r.positions, r.cos_sin_cache, r.k, r.v, metadata.slot_mapping, r.cos_sin_cache.stride(0), r.k.stride(0),
-           r.v.stride(0)) if r is not None else (q, q, q, q, q, 0, 0, 0)),
-        GROUP=group, BLOCK_H=max(16, triton.next_power_of_2(group)), BLOCK_N=block_n, PAGE_SIZE=page_size,
-        HEAD_DIM=head_dim, DIM_PAD=dim_pad, NUM_SPLITS=num_kv_splits, IEEE=q.dtype == torch.float32,
-        ROTARY=r is not None, **pdl,
-        num_warps=num_warps or 4, num_stages=num_stages or 2,
-    )
+    _decode_kernel[(num_seqs, num_kv_heads, num_kv_splits)](out, part_out, part_lse, *args, **consts)
     if num_kv_splits > 1:
         _reduce_splits_kernel[(num_seqs, num_q_heads)](
             out, part_out, part_lse, num_q_heads, out.stride(0), out.stride(1),
@@ -458,6 +540,27 @@ def decode_attention(q: torch.Tensor, kv_cache: torch.Tensor, metadata: Attentio
             HEAD_DIM=head_dim, DIM_PAD=dim_pad, num_warps=4 if dim_pad >= 128 else 2, **pdl,
         )
     return out
+
+
+@functools.lru_cache(maxsize=None)
+def _clusters_available(device: torch.device) -> bool:
+    return (device.type == "cuda" and torch.version.hip is None and not interpreting()
+            and torch.cuda.get_device_capability(device)[0] >= 9
+            and os.environ.get("PAGEDAWQ_DISABLE_DECODE_CLUSTERS", "0") != "1")
+
+
+def decode_clusters(device: torch.device, num_kv_splits: int) -> bool:
+    """Whether a decode launch of ``num_kv_splits`` splits on ``device`` merges them in thread-block
+    clusters (``_merge_splits_in_cluster``) instead of the reduce kernel: on Hopper and later, at
+    ``DECODE_CLUSTER_SIZES`` splits (others keep the reduce), unless
+    ``PAGEDAWQ_DISABLE_DECODE_CLUSTERS=1`` (read once a process and device)."""
+    return num_kv_splits in DECODE_CLUSTER_SIZES and _clusters_available(device)
+
+
+def decode_cluster_smem_bytes(group: int, dim_pad: int, cluster: int) -> int:
+    """Shared memory the first CTA of a decode cluster needs past the kernel's own: the mbarrier (16
+    bytes), the other splits' partials and their log-sum-exp pairs (``_merge_splits_in_cluster``)."""
+    return 16 + (cluster - 1) * group * (dim_pad + 2) * 4
 
 
 def paged_attention(q: torch.Tensor, kv_cache: torch.Tensor, metadata: AttentionMetadata, scale: float,
