@@ -7,8 +7,8 @@ chosen so that the middle half of its steps lies in one bucket, and that bucket'
 alone at a context inside it: pace and graph of the same kernels.
 
 With ``--batches`` it does the same for batches of several sequences (each a captured graph size).
-At 4 and 8 sequences the 13B's graphs split every context 4 and 2 ways (clustered by
-``gpu/patches/decode_splits_in_clusters_v2.patch``).
+At 4 and 8 sequences the 13B's graphs split every context 4 and 2 ways (both merged in thread-block
+clusters on Hopper, ``paged_attention.decode_clusters``).
 
     PYTHONPATH=. python benchmarks/experiments/decode_bucket_pace.py --input-lens 32 160 400 900
 """
