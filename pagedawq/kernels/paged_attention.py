@@ -40,7 +40,6 @@ float32 accumulation, or exact float32 (``input_precision="ieee"``) for float32 
 from __future__ import annotations
 
 import functools
-import os
 from dataclasses import dataclass
 
 import torch
@@ -52,7 +51,7 @@ from pagedawq.kernels.cluster_tl import (arrive_cluster, init_push_barrier, load
                                          smem_address, wait_for_bytes, wait_for_cluster)
 from pagedawq.kernels.clusters import launch_clustered
 from pagedawq.kernels.fused_ops import rotary_cos_sin, rotate_halves
-from pagedawq.kernels.interpreter import interpreting
+from pagedawq.kernels.interpreter import compiled_sm90
 from pagedawq.kernels.pdl import pdl_launch, pdl_start
 
 _LOG2E = 1.4426950408889634
@@ -309,6 +308,7 @@ def _merge_splits_in_cluster(acc, lse, out_rows, rows, dims, split, cluster_smem
         push_pairs_where(parts + (slot[:, None] * DIM_PAD + dims[None, :]) * 4, acc, real.to(tl.int32), zero,
                          bar + zero)
         first = (rows < GROUP)[:, None] & (dims == 0)[None, :]
+        # lse broadcast into acc's layout (+ acc * 0), so that its column-0 thread is the one pusher
         push_pairs_where(lses + (slot[:, None] * 2 + dims[None, :]) * 4, lse[:, None] + acc * 0.0,
                          first.to(tl.int32), zero, bar + zero)
     else:
@@ -544,9 +544,7 @@ def decode_attention(q: torch.Tensor, kv_cache: torch.Tensor, metadata: Attentio
 
 @functools.lru_cache(maxsize=None)
 def _clusters_available(device: torch.device) -> bool:
-    return (device.type == "cuda" and torch.version.hip is None and not interpreting()
-            and torch.cuda.get_device_capability(device)[0] >= 9
-            and os.environ.get("PAGEDAWQ_DISABLE_DECODE_CLUSTERS", "0") != "1")
+    return compiled_sm90(device, "PAGEDAWQ_DISABLE_DECODE_CLUSTERS")
 
 
 def decode_clusters(device: torch.device, num_kv_splits: int) -> bool:

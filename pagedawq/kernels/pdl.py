@@ -31,7 +31,6 @@ device: ``pdl_enabled.cache_clear()`` re-reads it).
 """
 from __future__ import annotations
 
-import os
 from functools import lru_cache
 
 import torch
@@ -39,17 +38,14 @@ import triton
 import triton.language as tl
 from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
-from pagedawq.kernels.interpreter import interpreting
+from pagedawq.kernels.interpreter import compiled_sm90
 
 
 @lru_cache(maxsize=None)
 def pdl_enabled(device: torch.device) -> bool:
     """Whether kernels on ``device`` use PDL: a CUDA GPU of compute capability 9 or later, not under
     the Triton interpreter, and not turned off by ``PAGEDAWQ_DISABLE_PDL=1``."""
-    return (device.type == "cuda" and torch.version.hip is None
-            and not interpreting()
-            and os.environ.get("PAGEDAWQ_DISABLE_PDL", "0") != "1"
-            and torch.cuda.get_device_capability(device)[0] >= 9)
+    return compiled_sm90(device, "PAGEDAWQ_DISABLE_PDL")
 
 
 MAX_TOKENS = 16
