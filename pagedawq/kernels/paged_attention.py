@@ -23,10 +23,11 @@ Design notes (why it looks like this):
   ``(num_seqs, Hkv, num_splits)`` depends only on host integers: pass a fixed ``num_kv_splits``
   (e.g. ``choose_num_kv_splits(batch, Hkv, max_model_len)``) and the launch is CUDA-graph safe
   for any context length. With one split the decode kernel writes the output directly. On Hopper,
-  2 or 4 splits run as one thread-block cluster and merge in its first CTA's shared memory
-  instead (``decode_clusters``). The reduce kernel cost a 13B batch-1 decode step 50 µs on an
+  4 splits run as one thread-block cluster and merge in its first CTA's shared memory instead
+  (``decode_clusters``). The reduce kernel cost a 13B batch-1 decode step 50 µs on an
   H100 (1.25 µs a layer; ``benchmarks/RESULTS.md`` "Session 39", measured by dropping it), and
-  clusters of 4 got back 36 µs of it ("Session 40"). Clusters of 8 cost more than the reduce.
+  clusters of 4 got back 36 µs of it ("Session 40"). Clusters of 8, and of 2 at batch 8, cost
+  more than the reduce ("Session 41").
 * **Decode rotary.** Given the step's rotary inputs (``decode_attention(..., rotary=...)``), the decode
   kernel rotates its query heads in registers and the program whose split holds the new token
   rotates that token's key and writes it and its value to the cache before reading its keys:
@@ -61,8 +62,10 @@ MAX_KV_SPLITS = 32
 # Split counts whose splits merge in a thread-block cluster on Hopper (``decode_clusters``). The 13B
 # batch-1 graph of the 128-token bucket (4 splits) took 14 µs less on an H100 with them than with the
 # reduce kernel, and its engine step 36 µs less; the 256 bucket (8 splits) took 52 µs more (graph)
-# and 41 µs more (step; benchmarks/RESULTS.md "Session 40"), so 8 keep the reduce.
-DECODE_CLUSTER_SIZES = (2, 4)
+# and 41 µs more (step; benchmarks/RESULTS.md "Session 40"), so 8 keep the reduce. At batch 8 (2
+# splits) the 13B step took 14-22 µs more with clusters of 2 at contexts up to 256 tokens, while batch
+# 4 (4 splits) took 22-52 µs less ("Session 41"), so 2 keep the reduce too.
+DECODE_CLUSTER_SIZES = (4,)
 
 
 @triton.jit
