@@ -50,6 +50,11 @@ def test_a_specialisation_is_prepared_once_then_launched_with_one_dispatch(monke
         before = kernel.warmups
         assert launch_clustered(kernel, (10, 1, 1), 4, 2048, device, *args, **kwargs)
         assert kernel.warmups == before + 1, (args, kwargs)
+    # an int and a bool of equal value may specialise differently; a NaN is prepared once
+    for args, warmups in [((x, 1), 1), ((x, True), 1), ((x, float("nan")), 1), ((x, float("nan")), 0)]:
+        before = kernel.warmups
+        assert launch_clustered(kernel, (10, 1, 1), 4, 2048, device, *args, STAGES=2)
+        assert kernel.warmups == before + warmups, args
 
 
 def test_a_launch_that_cannot_have_its_cluster_memory_is_refused_every_time(monkeypatch):
