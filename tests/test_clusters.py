@@ -36,6 +36,7 @@ def test_a_specialisation_is_prepared_once_then_launched_with_one_dispatch(monke
     from pagedawq.kernels import clusters
     monkeypatch.setattr(clusters, "_smem_optin", lambda index: 227 * 1024)
     monkeypatch.setattr(clusters, "_OFFSETS", {})
+    monkeypatch.setattr(clusters, "SCHEDULING_POLICY", "spread")   # Triton's launcher: a fake kernel has no source
     kernel, device = _FakeKernel(shared=60000), torch.device("cuda", 0)
     x = torch.zeros(64, 32)
     for _ in range(3):
