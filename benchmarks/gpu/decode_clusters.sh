@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The decode splits merged in thread-block clusters (paged_attention.decode_clusters, merged in
-# session 40): at 2 and 4 splits on Hopper each split pushes its partial into the first CTA's shared
-# memory and that CTA writes the output; no reduce kernel. PAGEDAWQ_DISABLE_DECODE_CLUSTERS=1 gives
+# session 40; at 4 splits only since session 41): on Hopper each split pushes its partial into the
+# first CTA's shared memory and that CTA writes the output; no reduce kernel. PAGEDAWQ_DISABLE_DECODE_CLUSTERS=1 gives
 # the same build on the reduce path, the control of every A/B here. With PATCH=path the steps run
 # on a copy of this tree with that patch applied instead (session 39's
 # patches/decode_splits_in_clusters.patch: clusters at 2, 4 and 8 splits, run in session 40).
