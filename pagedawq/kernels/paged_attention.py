@@ -63,7 +63,7 @@ MAX_KV_SPLITS = 32
 # batch-1 graph of the 128-token bucket (4 splits) took 14 µs less on an H100 with them than with the
 # reduce kernel, and its engine step 36 µs less; the 256 bucket (8 splits) took 52 µs more (graph)
 # and 41 µs more (step; benchmarks/RESULTS.md "Session 40"), so 8 keep the reduce. At batch 8 (2
-# splits) the 13B step took 14-22 µs more with clusters of 2 at contexts up to 256 tokens, while batch
+# splits) the 13B step took 14-21 µs more with clusters of 2 at contexts up to 256 tokens, while batch
 # 4 (4 splits) took 22-52 µs less ("Session 41"), so 2 keep the reduce too.
 DECODE_CLUSTER_SIZES = (4,)
 
