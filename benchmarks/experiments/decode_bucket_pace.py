@@ -1,14 +1,14 @@
 """Batch-1 decode pace and graph time per context bucket (13B AWQ, dummy weights, TP=1).
 
 Written for session 40's clustered split merge: ``tp_suite.py``'s latency after 32-token prompts
-times steps at contexts 64-128 (the middle half of 128 steps), all in the one-split bucket, while
-its "graph alone" replays the 256 bucket of the generation's last step. Here each prompt length is
+times steps at contexts 64-128 (the middle half of 128 steps), all in the 128 bucket (4 splits on
+the 13B), while its "graph alone" replays the 256 bucket (8 splits) of the generation's last step. Here each prompt length is
 chosen so that the middle half of its steps lies in one bucket, and that bucket's graph is replayed
 alone at a context inside it: pace and graph of the same kernels.
 
 With ``--batches`` it does the same for batches of several sequences (each a captured graph size).
-At 4 and 8 sequences the 13B's graphs split every context 4 and 2 ways (both merged in thread-block
-clusters on Hopper, ``paged_attention.decode_clusters``).
+At 4 and 8 sequences the 13B's graphs split every context 4 and 2 ways (on Hopper the 4 merge in a
+thread-block cluster, ``paged_attention.decode_clusters``; the 2 keep the reduce since session 41).
 
     PYTHONPATH=. python benchmarks/experiments/decode_bucket_pace.py --input-lens 32 160 400 900
 """
