@@ -16,7 +16,9 @@ weights exceed half of L2 are skipped for the resident column.
 ``--fit N``: for each N, ``awq_gemm``'s time at M = 1 (from DRAM) over a range of K, and the
 least-squares line time = fixed + bytes / rate: the fixed part is what each call pays whatever its
 size (launch, the wait for the previous kernel, the first data, the reduction and the tail), the
-rate what its stream reaches once running.
+rate what its stream reaches once running. (Session 17's 3.1-4.0 us came from timings that also
+charged each call an eighth of a graph replay's own launch and drain, ~1 us; ``kernels.graph_time_us``
+has timed the marginal call since session 42.)
 """
 from __future__ import annotations
 
