@@ -43,7 +43,9 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import kernels  # noqa: E402
 from pagedawq.kernels import awq_wgmma_t  # noqa: E402
-from pagedawq.kernels.awq_gemm import awq_gemm  # noqa: E402
+from pagedawq.kernels.awq_configs import k_tiles_per_step  # noqa: E402
+from pagedawq.kernels.awq_gemm import awq_gemm, wgmma_t_plan  # noqa: E402
+from pagedawq.kernels.awq_wgmma_t import cluster_reduces, k_slices, output_tiles  # noqa: E402
 
 SM, ENTRY, WAIT, DATA, LOOP, EXIT = range(6)
 
@@ -73,6 +75,7 @@ def traced_calls(layer: kernels.Layer, x: torch.Tensor, out: torch.Tensor, calls
 
 
 def summarize(traces: list[torch.Tensor]) -> dict[str, float]:
+    """The module docstring's quantities, in us, each the median over the calls after the first."""
     rows: dict[str, list[float]] = {}
 
     def add(name: str, value: float) -> None:
@@ -104,6 +107,16 @@ def placement(traces: list[torch.Tensor]) -> str:
     return ", ".join(f"{sms} SMs max {most} x{n}" for (sms, most), n in sorted(seen.items()))
 
 
+def clustered_ctas(m: int, k: int, n: int) -> int:
+    """CTAs of the launch ``awq_gemm`` makes for this layer, which must be a clustered one (only
+    those write a trace, one row a CTA: a buffer sized from the config is never overrun)."""
+    cfg, tail = wgmma_t_plan(m, n, k, torch.device("cuda"))
+    split = k_slices(k, k_tiles_per_step(k, kernels.GROUP, cfg), cfg)
+    if tail is not None or cfg.consumers > 1 or not cluster_reduces(split, cfg.block_n, cfg.block_t, False):
+        raise SystemExit(f"M = {m} on {k} x {n} does not launch clustered one-warpgroup CTAs ({cfg}): nothing to trace")
+    return output_tiles(m, n, cfg) * split
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--ms", type=int, nargs="+", default=[1, 16])
@@ -118,8 +131,7 @@ def main() -> None:
         x = layer.x(m)
         out = torch.empty(m, args.n, dtype=torch.float16, device="cuda")
         t_graph = kernels.graph_time_us(layer.awq_fns(x, out), 10, 50)
-        ctas = args.n // 64 * 4   # the rule's 64-channel tiles in clusters of 4 (checked by the trace)
-        traces = traced_calls(layer, x, out, args.calls, ctas)
+        traces = traced_calls(layer, x, out, args.calls, clustered_ctas(m, args.k, args.n))
         s = summarize(traces)
         if args.save:
             torch.save(traces, f"{args.save}_K{args.k}_M{m}.pt")

@@ -1,11 +1,12 @@
 """What bounds a split-K AWQ GEMM at small M: its bytes, its busiest SM's share, or its ring depth?
-(issue 4: 7B down, K 11008 x N 4096, is 2.94-2.99x cuBLAS at M <= 16 against 3.0x)
+(issue 4: 7B down, K 11008 x N 4096, measured 2.94-2.99x cuBLAS at M <= 16 against 3.0x until the
+timing fix that ``--calls`` motivated)
 
 7B down at M <= 16 runs 64 channel tiles x 4 K slices in clusters of 4 (256 CTAs on 132 SMs) in
 pipeline steps of 4 K tiles: its 43 steps split 11 / 11 / 11 / 10, so the SMs that hold two CTAs
 stream 22 steps while the mean is 20.85 (and 8 SMs hold one).
 
-``--shapes`` (default): the engine's choice and fp16 cuBLAS on K of 40, 42, 43 and 44 steps and on
+Without a flag: the engine's choice and fp16 cuBLAS on K of 40, 42, 43 and 44 steps and on
 62, 64 and 66 channel tiles. If the busiest SM bounds the GEMM, 42 and 44 steps (longest slice 11
 either way) cost what 43 do, and 66 tiles (264 CTAs, two on every SM) what 64 do; if the bytes
 bound it, time follows bytes along both sweeps. Session 42 (H100, results/session42_call1_*, whose
@@ -27,7 +28,7 @@ each call, and weighed 3-4x more against the AWQ kernel than against cuBLAS's lo
 (H100): 7B down at M = 1 12.04 us a call from 8 calls, 11.06 marginal; cuBLAS 34.95 and 34.27. Since
 then ``kernels.graph_time_us`` is the marginal time.
 
-The session-42 times quoted for ``--shapes`` and ``--depths`` are a 9-call graph's replay over its
+The session-42 times quoted for the shape sweep and ``--depths`` are a 9-call graph's replay over its
 calls, as ``kernels.graph_time_us`` timed until it became the marginal call (after those runs).
 
     PYTHONPATH=. python benchmarks/experiments/small_m_stream_probe.py [--depths | --calls] [--ms 1 16] [--rounds 3]
@@ -44,13 +45,18 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import kernels  # noqa: E402
 from pagedawq.kernels import awq_configs  # noqa: E402
-from pagedawq.kernels.awq_gemm import _counters  # noqa: E402
+from pagedawq.kernels.awq_gemm import _counters, wgmma_t_plan  # noqa: E402
 from pagedawq.kernels.awq_wgmma_t import output_tiles, wgmma_t_gemm  # noqa: E402
 
 # (K, N): 7B down, then K at 40 / 42 / 44 steps of 256, then N at 62 / 66 channel tiles of 64
 SHAPES = [(11008, 4096), (10240, 4096), (10752, 4096), (11264, 4096), (11008, 3968), (11008, 4224)]
 DEPTH_KS = (10240, 11008, 11264)
 DEPTHS = ((2, 4), (3, 4), (4, 4), (6, 4), (4, 2), (6, 2), (8, 2))   # (stages, K tiles a step)
+
+
+def engine_config(m: int, n: int, k: int) -> awq_configs.WgmmaTConfig:
+    """The "wgmma_t" config ``awq_gemm`` launches for M tokens on this GPU."""
+    return wgmma_t_plan(m, n, k, torch.device("cuda"))[0]
 
 
 def describe(cfg: awq_configs.WgmmaTConfig, m: int, k: int, n: int) -> str:
@@ -66,7 +72,7 @@ def layer_mb(layer: kernels.Layer) -> float:
     return (words.numel() + zs.numel()) * 4 / 1e6
 
 
-def shapes(ms: list[int], rounds: int, sms: int) -> None:
+def shapes(ms: list[int], rounds: int) -> None:
     print(f"{'K':>6}{'N':>6}{'M':>4}{'MB':>8}{'cuBLAS':>9}  AWQ us per round  (launch)", flush=True)
     for k, n in SHAPES:
         layer = kernels.Layer(k, n, seed=k + n)
@@ -79,7 +85,7 @@ def shapes(ms: list[int], rounds: int, sms: int) -> None:
             best = min(times)
             print(f"{k:>6}{n:>6}{m:>4}{mb:>8.2f}{t_ref:>9.2f}  " + " ".join(f"{t:.2f}" for t in times)
                   + f"  (min {best:.2f}, {mb / best:.3f} TB/s, x cuBLAS {t_ref / best:.3f})"
-                  + f"  ({describe(awq_configs.wgmma_t_config(m, n, k, sms), m, k, n)})", flush=True)
+                  + f"  ({describe(engine_config(m, n, k), m, k, n)})", flush=True)
         del layer
         torch.cuda.empty_cache()
 
@@ -89,12 +95,12 @@ def slope(xs: list[float], ys: list[float]) -> float:
     return sum((a - mx) * (b - my) for a, b in zip(xs, ys)) / sum((a - mx) ** 2 for a in xs)
 
 
-def depths(ms: list[int], rounds: int, sms: int, n: int = 4096) -> None:
+def depths(ms: list[int], rounds: int, n: int = 4096) -> None:
     layers = {k: kernels.Layer(k, n, seed=k + n) for k in DEPTH_KS}
     print(f"{'M':>4} {'config':<40}" + "".join(f"{'K ' + str(k):>10}" for k in DEPTH_KS)
           + f"{'us/MB':>8}{'x cuBLAS':>10}", flush=True)
     for m in ms:
-        rule = awq_configs.wgmma_t_config(m, n, 11008, sms)
+        rule = engine_config(m, n, 11008)
         refs = {}
         for k, layer in layers.items():
             x = layer.x(m)
@@ -134,7 +140,7 @@ def replay_us(fns: list, calls: int, rounds: int) -> float:
     return min(kernels.replay_time_us(fns, calls, 10, 50) for _ in range(rounds))
 
 
-def calls(ms: list[int], rounds: int, sms: int) -> None:
+def calls(ms: list[int], rounds: int) -> None:
     print(f"{'layer':<12}{'M':>4} {'kernel':<7}" + "".join(f"{'/call @' + str(c):>11}" for c in CALLS)
           + f"{'marginal':>10}", flush=True)
     for name, k, n in (("7B down", 11008, 4096), ("7B gate_up", 4096, 22016)):
@@ -163,7 +169,7 @@ def main() -> None:
     args = ap.parse_args()
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     print(torch.cuda.get_device_name(), f"{sms} SMs", flush=True)
-    (depths if args.depths else calls if args.calls else shapes)(args.ms, args.rounds, sms)
+    (depths if args.depths else calls if args.calls else shapes)(args.ms, args.rounds)
 
 
 if __name__ == "__main__":
