@@ -60,13 +60,7 @@ def traced_calls(layer: kernels.Layer, x: torch.Tensor, out: torch.Tensor, calls
         awq_wgmma_t.TRACE_BUFFER = traces[i]
         w, r = layer.int4[i % len(layer.int4)], layer.repacked[i % len(layer.repacked)]
         awq_gemm(x, *w, out=out, repacked=r)
-    for i in range(min(calls, len(layer.int4))):   # compile and allocate off the capture
-        call(i)
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for i in range(calls):
-            call(i)
+    graph = kernels.capture_round_robin([lambda i=i: call(i) for i in range(calls)], calls)
     awq_wgmma_t.TRACE_BUFFER = None
     for _ in range(5):
         graph.replay()
