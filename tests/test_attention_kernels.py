@@ -429,7 +429,8 @@ def test_gpu_decode_splits_merged_in_clusters(num_kv_splits, dtype, num_q_heads,
     outputs match the float64 reference for contexts that leave splits empty, end mid-tile or hold
     one key, eagerly and replayed from a CUDA graph after the contexts grow; a padded row (context
     0) gets zeros, as from the reduce kernel."""
-    assert pa.decode_clusters(q_device := torch.device(DEVICE), num_kv_splits) == (
+    q_device = torch.device(DEVICE)
+    assert pa.decode_clusters(q_device, num_kv_splits) == (
         torch.cuda.get_device_capability()[0] >= 9 and num_kv_splits == 4)
     gen = torch.Generator().manual_seed(num_kv_splits + head_dim)
     batch = Batch([1] * 6, [3000, 0, 64, 777, 15, 40], 16, num_kv_heads, head_dim, dtype, gen)
